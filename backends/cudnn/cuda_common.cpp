@@ -1,0 +1,89 @@
+#include "backends/cudnn/cuda_common.hpp"
+
+#include <climits>
+#include <mutex>
+#include <vector>
+
+namespace ghostnn::cudnn {
+
+void check_cuda(cudaError_t e, std::string_view op, const char* call) {
+  if (e != cudaSuccess) fail("{}: CUDA error {} ({}) in {}", op, cudaGetErrorName(e), cudaGetErrorString(e), call);
+}
+
+void check_cudnn(cudnnStatus_t s, std::string_view op, const char* call) {
+  if (s != CUDNN_STATUS_SUCCESS) fail("{}: cuDNN error {} in {}", op, cudnnGetErrorString(s), call);
+}
+
+void use_device(int index, std::string_view op) { GHOSTNN_CUDA_CHECK(op, cudaSetDevice(index)); }
+
+cudnnHandle_t cudnn_handle(int index) {
+  thread_local std::vector<cudnnHandle_t> handles;
+  use_device(index, "cudnn");
+  if (static_cast<int>(handles.size()) <= index) handles.resize(index + 1, nullptr);
+  if (!handles[index]) GHOSTNN_CUDNN_CHECK("cudnn", cudnnCreate(&handles[index]));
+  return handles[index];
+}
+
+TensorDescriptor::TensorDescriptor(int n, int c, int h, int w) {
+  GHOSTNN_CUDNN_CHECK("cudnn", cudnnCreateTensorDescriptor(&d_));
+  GHOSTNN_CUDNN_CHECK("cudnn", cudnnSetTensor4dDescriptor(d_, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, c, h, w));
+}
+
+TensorDescriptor::~TensorDescriptor() { cudnnDestroyTensorDescriptor(d_); }
+
+namespace {
+class CudaDevice final : public DeviceApi {
+ public:
+  int device_count() const override {
+    std::call_once(once_, [this] {
+      int n = 0;
+      count_ = cudaGetDeviceCount(&n) == cudaSuccess ? n : 0;
+      cudaGetLastError();  // clear "no device" so later calls do not see it
+    });
+    return count_;
+  }
+  void* allocate(std::size_t bytes, int index) override {
+    use_device(index, "cuda allocate");
+    void* p = nullptr;
+    const auto e = cudaMalloc(&p, bytes);
+    if (e != cudaSuccess)
+      fail("cuda:{}: cannot allocate {} bytes: {}", index, bytes, cudaGetErrorString(e));
+    return p;
+  }
+  void release(void* p, std::size_t, int index) noexcept override {
+    cudaSetDevice(index);
+    cudaFree(p);
+  }
+  void copy_from_host(void* dst, const void* src, std::size_t n, int index) override {
+    use_device(index, "copy to cuda");
+    GHOSTNN_CUDA_CHECK("copy to cuda", cudaMemcpy(dst, src, n, cudaMemcpyHostToDevice));
+  }
+  void copy_to_host(void* dst, const void* src, std::size_t n, int index) override {
+    use_device(index, "copy from cuda");
+    GHOSTNN_CUDA_CHECK("copy from cuda", cudaMemcpy(dst, src, n, cudaMemcpyDeviceToHost));
+  }
+  void copy_on_device(void* dst, const void* src, std::size_t n, int index) override {
+    use_device(index, "copy on cuda");
+    GHOSTNN_CUDA_CHECK("copy on cuda", cudaMemcpy(dst, src, n, cudaMemcpyDeviceToDevice));
+  }
+  void fill_zero(void* dst, std::size_t n, int index) override {
+    use_device(index, "zero on cuda");
+    GHOSTNN_CUDA_CHECK("zero on cuda", cudaMemset(dst, 0, n));
+  }
+  void synchronize(int index) override {
+    use_device(index, "synchronize");
+    GHOSTNN_CUDA_CHECK("synchronize", cudaDeviceSynchronize());
+  }
+
+ private:
+  mutable std::once_flag once_;
+  mutable int count_ = 0;
+};
+}  // namespace
+
+DeviceApi& cuda_device_api() {
+  static CudaDevice d;
+  return d;
+}
+
+}  // namespace ghostnn::cudnn

@@ -1,0 +1,17 @@
+// Every GPU kernel of the backend, in the kernel signature; register.cpp lists them.
+#pragma once
+
+#include "primitives/core.hpp"
+
+namespace ghostnn::cudnn {
+
+void relu_fwd(const OpDesc& d, const KernelCall& c);
+void relu_bwd(const OpDesc& d, const KernelCall& c);
+void add_fwd(const OpDesc& d, const KernelCall& c);
+
+void gni_fwd_train(const OpDesc& d, const KernelCall& c);
+void gni_bwd(const OpDesc& d, const KernelCall& c);
+void bn_gni_fwd_train(const OpDesc& d, const KernelCall& c);
+void bn_gni_bwd(const OpDesc& d, const KernelCall& c);
+
+}  // namespace ghostnn::cudnn

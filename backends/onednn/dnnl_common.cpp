@@ -1,0 +1,34 @@
+#include "backends/onednn/dnnl_common.hpp"
+
+namespace ghostnn::onednn {
+
+using dnnl::memory;
+
+dnnl::engine& cpu_engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+dnnl::stream& cpu_stream() {
+  static dnnl::stream s(cpu_engine());
+  return s;
+}
+
+memory flat_memory(const TensorRef& t) {
+  memory::desc md({t.desc.numel()}, memory::data_type::f32, memory::format_tag::a);
+  return memory(md, cpu_engine(), t.data);
+}
+
+memory::desc nchw_desc(const Shape& shape) {
+  const auto v = bcs_of(shape);
+  return memory::desc({v.B, v.C, v.S, 1}, memory::data_type::f32, memory::format_tag::nchw);
+}
+
+memory nchw_memory(const TensorRef& t) { return memory(nchw_desc(t.desc.shape), cpu_engine(), t.data); }
+
+memory vector_memory(const TensorRef& t) {
+  memory::desc md({t.desc.numel()}, memory::data_type::f32, memory::format_tag::a);
+  return memory(md, cpu_engine(), t.data);
+}
+
+}  // namespace ghostnn::onednn

@@ -1,0 +1,66 @@
+// ReLU and Add on oneDNN's eltwise and binary primitives (maths in primitives/eltwise.hpp).
+#include "backends/onednn/dnnl_common.hpp"
+#include "backends/onednn/ops.hpp"
+#include "primitives/eltwise.hpp"
+
+namespace ghostnn::onednn {
+
+using dnnl::algorithm;
+using dnnl::memory;
+using dnnl::prop_kind;
+
+namespace {
+memory::desc flat_desc(std::int64_t n) {
+  return memory::desc({n}, memory::data_type::f32, memory::format_tag::a);
+}
+
+dnnl::eltwise_forward::primitive_desc relu_fwd_pd(std::int64_t n) {
+  return {{prop_kind::forward_training, algorithm::eltwise_relu, flat_desc(n), 0.f, 0.f},
+          cpu_engine()};
+}
+}  // namespace
+
+void relu_fwd(const OpDesc&, const KernelCall& c) {
+  prim::validate_relu_fwd(c);
+  static PrimitiveCache<std::int64_t, dnnl::eltwise_forward> cache;
+  const auto n = c.in[0].desc.numel();
+  guarded(prim::op::relu_fwd, [&] {
+    auto p = cache.get(n, [&] { return dnnl::eltwise_forward(relu_fwd_pd(n)); });
+    p->execute(cpu_stream(), {{DNNL_ARG_SRC, flat_memory(c.in[0])}, {DNNL_ARG_DST, flat_memory(c.out[0])}});
+    cpu_stream().wait();
+  });
+}
+
+void relu_bwd(const OpDesc&, const KernelCall& c) {
+  prim::validate_relu_bwd(c);
+  static PrimitiveCache<std::int64_t, dnnl::eltwise_backward> cache;
+  const auto n = c.in[0].desc.numel();
+  guarded(prim::op::relu_bwd, [&] {
+    auto p = cache.get(n, [&] {
+      dnnl::eltwise_backward::desc d(algorithm::eltwise_relu, flat_desc(n), flat_desc(n), 0.f, 0.f);
+      return dnnl::eltwise_backward(dnnl::eltwise_backward::primitive_desc(d, cpu_engine(), relu_fwd_pd(n)));
+    });
+    p->execute(cpu_stream(), {{DNNL_ARG_DIFF_DST, flat_memory(c.in[0])},
+                              {DNNL_ARG_SRC, flat_memory(c.in[1])},
+                              {DNNL_ARG_DIFF_SRC, flat_memory(c.out[0])}});
+    cpu_stream().wait();
+  });
+}
+
+void add_fwd(const OpDesc&, const KernelCall& c) {
+  prim::validate_add_fwd(c);
+  static PrimitiveCache<std::int64_t, dnnl::binary> cache;
+  const auto n = c.in[0].desc.numel();
+  guarded(prim::op::add_fwd, [&] {
+    auto p = cache.get(n, [&] {
+      dnnl::binary::desc d(algorithm::binary_add, flat_desc(n), flat_desc(n), flat_desc(n));
+      return dnnl::binary(dnnl::binary::primitive_desc(d, cpu_engine()));
+    });
+    p->execute(cpu_stream(), {{DNNL_ARG_SRC_0, flat_memory(c.in[0])},
+                              {DNNL_ARG_SRC_1, flat_memory(c.in[1])},
+                              {DNNL_ARG_DST, flat_memory(c.out[0])}});
+    cpu_stream().wait();
+  });
+}
+
+}  // namespace ghostnn::onednn

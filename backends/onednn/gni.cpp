@@ -1,0 +1,83 @@
+// Ghost noise injection on the CPU: our own kernels. One moments pass (per (b,c), about a
+// per-channel pivot: the noise formulas are shift-invariant), the shared host sampler
+// (primitives/gni.cpp), one apply pass. NCHW/dense and channel-last layouts.
+#include <algorithm>
+
+#include "backends/onednn/ops.hpp"
+#include "backends/onednn/plane_kernels.hpp"
+#include "primitives/gni.hpp"
+
+namespace ghostnn::onednn {
+
+namespace {
+// Channel-last moments: sample b is an [S, C] matrix; sums over s, vectorized over c.
+void channel_last_moments(const float* x, std::int64_t B, std::int64_t C, std::int64_t S,
+                          std::vector<double>& m1, std::vector<double>& m2) {
+  std::vector<double> pivot(x, x + C);
+  parallel_for(B, [&](std::int64_t b) {
+    std::vector<double> a(C, 0.0), q(C, 0.0);
+    const float* xb = x + b * S * C;
+    for (std::int64_t s = 0; s < S; ++s)
+      for (std::int64_t ch = 0; ch < C; ++ch) {
+        const double t = xb[s * C + ch] - pivot[ch];
+        a[ch] += t;
+        q[ch] += t * t;
+      }
+    for (std::int64_t ch = 0; ch < C; ++ch) {
+      m1[b * C + ch] = a[ch] / static_cast<double>(S);
+      m2[b * C + ch] = q[ch] / static_cast<double>(S);
+    }
+  });
+}
+
+// out = (in - shift) * inv_scale per (b, c), in either layout (shift may be null: 0).
+void apply_per_bc(const float* in, float* out, const float* shift, const float* scale,
+                  std::int64_t B, std::int64_t C, std::int64_t S, bool channel_last) {
+  if (!channel_last) {
+    parallel_for(B * C, [&](std::int64_t k) {
+      const float inv = 1.f / scale[k];
+      plane_affine(in + k * S, out + k * S, S, inv, shift ? -shift[k] * inv : 0.f);
+    });
+    return;
+  }
+  parallel_for(B, [&](std::int64_t b) {
+    std::vector<float> inv(C), off(C);
+    for (std::int64_t ch = 0; ch < C; ++ch) {
+      inv[ch] = 1.f / scale[b * C + ch];
+      off[ch] = shift ? -shift[b * C + ch] * inv[ch] : 0.f;
+    }
+    for (std::int64_t s = 0; s < S; ++s) {
+      const auto base = (b * S + s) * C;
+#pragma omp simd
+      for (std::int64_t ch = 0; ch < C; ++ch) out[base + ch] = in[base + ch] * inv[ch] + off[ch];
+    }
+  });
+}
+}  // namespace
+
+void gni_fwd_train(const OpDesc& od, const KernelCall& c) {
+  const auto& d = dynamic_cast<const prim::GhostNoiseDesc&>(od);
+  const auto [B, C, S] = prim::validate_gni_fwd_train(d, c);
+  const float* x = c.in[0].f32();
+  float* shift = c.out[1].f32();
+  float* scale = c.out[2].f32();
+  std::vector<double> m1(B * C), m2(B * C);
+  if (d.channel_last) {
+    channel_last_moments(x, B, C, S, m1, m2);
+  } else {
+    auto m = nchw_moments(x, B, C, S, true);
+    m1 = std::move(m.m1);
+    m2 = std::move(m.m2);
+  }
+  prim::ghost_noise_from_moments(d, B, C, m1.data(), m2.data(), shift, scale);
+  apply_per_bc(x, c.out[0].f32(), shift, scale, B, C, S, d.channel_last);
+}
+
+void gni_bwd(const OpDesc& od, const KernelCall& c) {
+  const auto& d = dynamic_cast<const prim::GhostNoiseDesc&>(od);
+  prim::validate_gni_bwd(d, c);
+  const auto [B, C, S] = bcs_of(c.in[0].desc.shape, d.channel_last);
+  apply_per_bc(c.in[0].f32(), c.out[0].f32(), nullptr, c.in[1].f32(), B, C, S, d.channel_last);
+}
+
+}  // namespace ghostnn::onednn

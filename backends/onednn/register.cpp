@@ -1,0 +1,34 @@
+#include "backends/onednn/register.hpp"
+
+#include "backends/onednn/ops.hpp"
+#include "primitives/batchnorm.hpp"
+#include "primitives/bn_gni.hpp"
+#include "primitives/eltwise.hpp"
+#include "primitives/gbn.hpp"
+#include "primitives/gni.hpp"
+#include "primitives/xbn.hpp"
+
+namespace ghostnn::onednn {
+
+void register_backend(Registry& r) {
+  namespace op = prim::op;
+  const std::string be = "onednn";
+  auto add = [&](std::string_view name, Kernel k) {
+    r.add_kernel(std::string(name), DeviceType::cpu, be, std::move(k));
+  };
+  add(op::relu_fwd, relu_fwd);
+  add(op::relu_bwd, relu_bwd);
+  add(op::add_fwd, add_fwd);
+  add(op::bn_fwd_train, bn_fwd_train);
+  add(op::bn_fwd_infer, bn_fwd_infer);
+  add(op::bn_bwd, bn_bwd);
+  add(op::gbn_fwd_train, gbn_fwd_train);
+  add(op::gbn_bwd, gbn_bwd);
+  add(op::gni_fwd_train, gni_fwd_train);
+  add(op::gni_bwd, gni_bwd);
+  add(op::bn_gni_fwd_train, bn_gni_fwd_train);
+  add(op::bn_gni_bwd, bn_gni_bwd);
+  add(op::xbn_fwd_train, xbn_fwd_train);
+}
+
+}  // namespace ghostnn::onednn

@@ -1,0 +1,49 @@
+// Exclusive batch normalization on the CPU: per-plane moments, leave-one-out statistics from the
+// group totals in double, one apply pass (maths in primitives/xbn.hpp).
+#include <cmath>
+
+#include "backends/onednn/ops.hpp"
+#include "backends/onednn/plane_kernels.hpp"
+#include "primitives/batchnorm.hpp"
+#include "primitives/xbn.hpp"
+
+namespace ghostnn::onednn {
+
+void xbn_fwd_train(const OpDesc& od, const KernelCall& c) {
+  const auto& d = dynamic_cast<const prim::ExclusiveBatchNormDesc&>(od);
+  const auto g = prim::validate_xbn_fwd_train(d, c);
+  const auto [B, C, S] = bcs_of(c.in[0].desc.shape);
+  const float* x = c.in[0].f32();
+  float* y = c.out[0].f32();
+  const auto m = nchw_moments(x, B, C, S, false);
+  std::vector<double> t1(g.count * C, 0.0), t2(g.count * C, 0.0), all1(C, 0.0), all2(C, 0.0);
+  for (std::int64_t b = 0; b < B; ++b)
+    for (std::int64_t ch = 0; ch < C; ++ch) {
+      t1[g.group_of[b] * C + ch] += m.m1[b * C + ch];
+      t2[g.group_of[b] * C + ch] += m.m2[b * C + ch];
+      all1[ch] += m.m1[b * C + ch];
+      all2[ch] += m.m2[b * C + ch];
+    }
+  parallel_for(B * C, [&](std::int64_t k) {
+    const auto b = k / C, ch = k % C, gk = g.group_of[b] * C + ch;
+    const double n = static_cast<double>((g.size[g.group_of[b]] - 1) * S);
+    const double mp = (t1[gk] - m.m1[k]) / n;
+    const double var = std::max((t2[gk] - m.m2[k]) / n - mp * mp, 0.0);
+    const double inv = 1.0 / std::sqrt(var + d.eps);
+    const double ga = d.affine ? c.in[1].f32()[ch] : 1.0;
+    const double be = d.affine ? c.in[2].f32()[ch] : 0.0;
+    plane_affine(x + k * S, y + k * S, S, static_cast<float>(ga * inv),
+                 static_cast<float>(be - ga * inv * (mp + m.pivot[ch])));
+  });
+  const double n = static_cast<double>(B * S);
+  std::vector<double> mean(C), unbiased(C);
+  for (std::int64_t ch = 0; ch < C; ++ch) {
+    const double mp = all1[ch] / n;
+    mean[ch] = mp + m.pivot[ch];
+    unbiased[ch] = std::max(all2[ch] / n - mp * mp, 0.0) * n / (n - 1);
+  }
+  prim::update_running(c.out[1].f32(), mean.data(), C, d.momentum);
+  prim::update_running(c.out[2].f32(), unbiased.data(), C, d.momentum);
+}
+
+}  // namespace ghostnn::onednn

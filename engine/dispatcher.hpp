@@ -1,0 +1,59 @@
+// The one op x device -> kernel table. Backends fill it through the Registry interface from one
+// place (engine/backends.cpp, explicit calls, no static initializers); users can add ops or
+// backends through the same calls. The kernel is chosen by the device of the call's tensors:
+// the first registered kernel for (op, device type) whose supports() accepts the call runs.
+#pragma once
+
+#include <map>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "primitives/core.hpp"
+
+namespace ghostnn {
+
+class Dispatcher final : public Registry {
+ public:
+  // The process-wide table, with the built-in backends registered on first use.
+  static Dispatcher& global();
+
+  void add_kernel(std::string op, DeviceType device, std::string backend, Kernel kernel,
+                  Supports supports = {}) override;
+  void add_device(DeviceType device, DeviceApi* api) override;
+
+  // Is there a kernel for `op` on `device` that accepts this call?
+  bool supports(std::string_view op, DeviceType device, const OpDesc& desc,
+                const KernelCall& call) const;
+  // The backends registered for (op, device), in the order they are tried.
+  std::vector<std::string> backends(std::string_view op, DeviceType device) const;
+
+  // Runs `op` on the device of its tensors (all must share one device; an Error names the op and
+  // the mismatching tensor otherwise). A missing kernel is an Error naming the op and device.
+  // Returns the backend that ran.
+  std::string run(std::string_view op, const OpDesc& desc, std::span<const TensorRef> in,
+                  std::span<const TensorRef> out);
+
+  DeviceApi& device_api(DeviceType device) const;  // Error when no backend provides the device
+  int device_count(DeviceType device) const;        // 0 when absent
+
+ private:
+  struct Entry {
+    std::string backend;
+    Kernel kernel;
+    Supports supports;
+  };
+  using Key = std::pair<std::string, DeviceType>;
+  const Entry* find(std::string_view op, DeviceType device, const OpDesc& desc,
+                    const KernelCall& call) const;
+
+  mutable std::mutex mu_;
+  std::map<Key, std::vector<Entry>, std::less<>> table_;
+  DeviceApi* devices_[kDeviceTypeCount] = {};
+};
+
+// The one place that registers every built-in backend (engine/backends.cpp).
+void register_builtin_backends(Registry& r);
+
+}  // namespace ghostnn

@@ -1,0 +1,42 @@
+#include "engine/ops.hpp"
+
+#include "engine/dispatcher.hpp"
+#include "primitives/eltwise.hpp"
+
+namespace ghostnn::ops {
+
+std::string call(std::string_view op, const OpDesc& desc, const std::vector<Tensor>& in,
+                 const std::vector<Tensor>& out) {
+  std::vector<TensorRef> ri, ro;
+  ri.reserve(in.size());
+  ro.reserve(out.size());
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (!in[i].defined()) fail("{}: input {} is an undefined tensor", op, i);
+    ri.push_back(in[i].ref());
+  }
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    if (!out[i].defined()) fail("{}: output {} is an undefined tensor", op, i);
+    ro.push_back(out[i].ref());
+  }
+  return Dispatcher::global().run(op, desc, ri, ro);
+}
+
+Tensor relu(const Tensor& x) {
+  Tensor y = Tensor::empty(x.shape(), x.device(), x.dtype());
+  call(prim::op::relu_fwd, prim::ReluDesc{}, {x}, {y});
+  return y;
+}
+
+Tensor relu_backward(const Tensor& dy, const Tensor& x) {
+  Tensor dx = Tensor::empty(dy.shape(), dy.device(), dy.dtype());
+  call(prim::op::relu_bwd, prim::ReluDesc{}, {dy, x}, {dx});
+  return dx;
+}
+
+Tensor add(const Tensor& a, const Tensor& b) {
+  Tensor y = Tensor::empty(a.shape(), a.device(), a.dtype());
+  call(prim::op::add_fwd, prim::AddDesc{}, {a, b}, {y});
+  return y;
+}
+
+}  // namespace ghostnn::ops

@@ -1,0 +1,138 @@
+#include "engine/tensor.hpp"
+
+#include <cstring>
+
+#include "engine/dispatcher.hpp"
+
+namespace ghostnn {
+
+struct Tensor::Storage {
+  void* ptr = nullptr;
+  std::size_t bytes = 0;
+  Device device;
+  DeviceApi* api = nullptr;
+  ~Storage() {
+    if (ptr) api->release(ptr, bytes, device.index);
+  }
+};
+
+namespace {
+DeviceApi& api_for(Device d) {
+  auto& api = Dispatcher::global().device_api(d.type);
+  const int n = api.device_count();
+  if (d.index < 0 || d.index >= n)
+    fail("device {}: not present ({} device(s) of this type found)", d.str(), n);
+  return api;
+}
+}  // namespace
+
+Tensor Tensor::empty(Shape shape, Device device, DType dtype) {
+  for (auto d : shape)
+    if (d < 0) fail("tensor: negative dimension in shape {}", shape_str(shape));
+  Tensor t;
+  t.desc_ = TensorDesc{std::move(shape), dtype, device};
+  auto& api = api_for(device);
+  t.storage_ = std::make_shared<Storage>();
+  t.storage_->bytes = t.desc_.bytes();
+  t.storage_->device = device;
+  t.storage_->api = &api;
+  t.storage_->ptr = api.allocate(std::max<std::size_t>(t.storage_->bytes, 1), device.index);
+  t.data_ = t.storage_->ptr;
+  return t;
+}
+
+Tensor Tensor::zeros(Shape shape, Device device, DType dtype) {
+  Tensor t = empty(std::move(shape), device, dtype);
+  t.storage_->api->fill_zero(t.data_, t.desc_.bytes(), device.index);
+  return t;
+}
+
+Tensor Tensor::full(Shape shape, float value, Device device) {
+  std::vector<float> v(static_cast<std::size_t>(shape_numel(shape)), value);
+  return from_vector(v, std::move(shape), device);
+}
+
+Tensor Tensor::from_vector(const std::vector<float>& values, Shape shape, Device device) {
+  if (static_cast<std::int64_t>(values.size()) != shape_numel(shape))
+    fail("tensor: {} values do not fill shape {} ({} elements)", values.size(), shape_str(shape),
+         shape_numel(shape));
+  Tensor t = empty(std::move(shape), device);
+  t.storage_->api->copy_from_host(t.data_, values.data(), t.desc_.bytes(), device.index);
+  return t;
+}
+
+std::int64_t Tensor::dim(int i) const {
+  if (i < 0) i += rank();
+  if (i < 0 || i >= rank()) fail("tensor: dimension {} out of range for shape {}", i, shape_str(shape()));
+  return desc_.shape[static_cast<std::size_t>(i)];
+}
+
+float* Tensor::data_f32() const {
+  if (!defined()) fail("tensor: data_f32() on an undefined tensor");
+  if (desc_.device.type != DeviceType::cpu)
+    fail("tensor: data_f32() needs a cpu tensor, this one is on {} (copy it with to(cpu))",
+         desc_.device.str());
+  if (desc_.dtype != DType::f32) fail("tensor: data_f32() on a {} tensor", dtype_name(desc_.dtype));
+  return static_cast<float*>(data_);
+}
+
+void Tensor::copy_from(const Tensor& src) {
+  if (!defined() || !src.defined()) fail("tensor: copy_from with an undefined tensor");
+  if (src.shape() != shape() || src.dtype() != dtype())
+    fail("tensor: copy_from {} into {}: shapes or dtypes differ", src.desc_.str(), desc_.str());
+  const auto bytes = desc_.bytes();
+  const Device s = src.device(), d = device();
+  if (s.type == DeviceType::cpu && d.type == DeviceType::cpu) {
+    std::memcpy(data_, src.data_, bytes);
+  } else if (s.type == DeviceType::cpu) {
+    storage_->api->copy_from_host(data_, src.data_, bytes, d.index);
+  } else if (d.type == DeviceType::cpu) {
+    src.storage_->api->copy_to_host(data_, src.data_, bytes, s.index);
+  } else if (s == d) {
+    storage_->api->copy_on_device(data_, src.data_, bytes, d.index);
+  } else {
+    std::vector<unsigned char> tmp(bytes);
+    src.storage_->api->copy_to_host(tmp.data(), src.data_, bytes, s.index);
+    storage_->api->copy_from_host(data_, tmp.data(), bytes, d.index);
+  }
+}
+
+Tensor Tensor::to(Device device) const {
+  if (!defined()) fail("tensor: to({}) on an undefined tensor", device.str());
+  if (device == desc_.device) return *this;
+  Tensor t = empty(desc_.shape, device, desc_.dtype);
+  t.copy_from(*this);
+  return t;
+}
+
+Tensor Tensor::clone() const {
+  Tensor t = empty(desc_.shape, desc_.device, desc_.dtype);
+  t.copy_from(*this);
+  return t;
+}
+
+std::vector<float> Tensor::to_vector() const {
+  if (!defined()) return {};
+  if (desc_.dtype != DType::f32) fail("tensor: to_vector() on a {} tensor", dtype_name(desc_.dtype));
+  std::vector<float> out(static_cast<std::size_t>(numel()));
+  if (desc_.device.type == DeviceType::cpu)
+    std::memcpy(out.data(), data_, desc_.bytes());
+  else
+    storage_->api->copy_to_host(out.data(), data_, desc_.bytes(), desc_.device.index);
+  return out;
+}
+
+Tensor Tensor::reshape(Shape shape) const {
+  if (shape_numel(shape) != numel())
+    fail("tensor: cannot reshape {} ({} elements) to {}", shape_str(desc_.shape), numel(),
+         shape_str(shape));
+  Tensor t = *this;
+  t.desc_.shape = std::move(shape);
+  return t;
+}
+
+int device_count(DeviceType type) { return Dispatcher::global().device_count(type); }
+bool cuda_available() { return device_count(DeviceType::cuda) > 0; }
+void synchronize(Device device) { api_for(device).synchronize(device.index); }
+
+}  // namespace ghostnn

@@ -1,0 +1,54 @@
+// Batch normalization (PyTorch conventions), activations NCHW or dense [B, C] (S = H*W or 1).
+//
+// Training, per channel c over n = B*S values:
+//   mu_c = mean(x),  var_c = mean((x - mu_c)^2)  (biased),  xhat = (x - mu_c) / sqrt(var_c + eps)
+//   y = gamma_c * xhat + beta_c  (affine)  or  y = xhat
+//   running_mean = (1 - m) running_mean + m mu_c
+//   running_var  = (1 - m) running_var  + m var_c * n / (n - 1)       (unbiased; n >= 2 required)
+// Inference: y = gamma_c (x - running_mean_c) / sqrt(running_var_c + eps) + beta_c.
+// Backward (gradients through mu and var), with g = dy * gamma_c:
+//   dx = (g - mean(g) - xhat * mean(g * xhat)) / sqrt(var_c + eps)
+//   dgamma_c = sum(dy * xhat),  dbeta_c = sum(dy)
+//
+//   bn_fwd_train: in {x, [gamma, beta]}               out {y, mean[C], var[C], running_mean, running_var}
+//   bn_fwd_infer: in {x, running_mean, running_var, [gamma, beta]}   out {y}
+//   bn_bwd:       in {dy, x, mean, var, [gamma]}      out {dx, [dgamma, dbeta]}
+// ([...] present exactly when affine; `var` is the saved biased batch variance; the running
+// statistics in bn_fwd_train are read and updated in place.)
+#pragma once
+
+#include "primitives/core.hpp"
+
+namespace ghostnn::prim {
+
+namespace op {
+inline constexpr std::string_view bn_fwd_train = "bn_fwd_train";
+inline constexpr std::string_view bn_fwd_infer = "bn_fwd_infer";
+inline constexpr std::string_view bn_bwd = "bn_bwd";
+}  // namespace op
+
+struct BatchNormDesc : OpDesc {
+  float eps = 1e-5f;
+  float momentum = 0.1f;
+  bool affine = true;
+  std::string layer = "BatchNorm";
+};
+
+void validate_bn_fwd_train(const BatchNormDesc& d, const KernelCall& c);
+void validate_bn_fwd_infer(const BatchNormDesc& d, const KernelCall& c);
+void validate_bn_bwd(const BatchNormDesc& d, const KernelCall& c);
+
+// Shared by every norm: checks an NCHW/dense activation and per-channel vectors.
+BcsView validate_activation(std::string_view layer, std::string_view arg, const TensorDesc& x);
+void validate_channel_vector(std::string_view layer, std::string_view arg, const TensorDesc& v,
+                             std::int64_t C);
+// running = (1 - m) running + m batch, for C channels of host memory.
+void update_running(float* running, const double* batch, std::int64_t C, float momentum);
+
+namespace ref {
+void bn_fwd_train(const OpDesc& d, const KernelCall& c);
+void bn_fwd_infer(const OpDesc& d, const KernelCall& c);
+void bn_bwd(const OpDesc& d, const KernelCall& c);
+}  // namespace ref
+
+}  // namespace ghostnn::prim

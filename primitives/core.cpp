@@ -1,0 +1,98 @@
+#include "primitives/core.hpp"
+
+#include <charconv>
+
+namespace ghostnn {
+
+std::size_t dtype_size(DType t) {
+  switch (t) {
+    case DType::f32: return 4;
+    case DType::bf16: return 2;
+  }
+  fail("unknown dtype {}", static_cast<int>(t));
+}
+
+std::string_view dtype_name(DType t) {
+  switch (t) {
+    case DType::f32: return "f32";
+    case DType::bf16: return "bf16";
+  }
+  return "?";
+}
+
+Device Device::parse(std::string_view text) {
+  if (text == "cpu") return cpu();
+  if (text == "cuda") return cuda(0);
+  if (text.starts_with("cuda:")) {
+    int idx = -1;
+    auto digits = text.substr(5);
+    auto [p, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), idx);
+    if (ec == std::errc() && p == digits.data() + digits.size() && idx >= 0) return cuda(idx);
+  }
+  fail("device: '{}' is not a device (expected cpu, cuda or cuda:N)", text);
+}
+
+std::string Device::str() const {
+  if (type == DeviceType::cpu) return "cpu";
+  return fmt::format("cuda:{}", index);
+}
+
+std::string shape_str(const Shape& s) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+std::int64_t shape_numel(const Shape& s) {
+  std::int64_t n = 1;
+  for (auto d : s) n *= d;
+  return n;
+}
+
+std::string TensorDesc::str() const {
+  return fmt::format("{}{} on {}", dtype_name(dtype), shape_str(shape), device.str());
+}
+
+void expect_rank(std::string_view op, std::string_view arg, const TensorDesc& t, int rank) {
+  if (t.rank() != rank)
+    fail("{}: {} must have rank {}, got {} (shape {})", op, arg, rank, t.rank(), shape_str(t.shape));
+}
+
+void expect_rank_at_least(std::string_view op, std::string_view arg, const TensorDesc& t,
+                          int rank) {
+  if (t.rank() < rank)
+    fail("{}: {} must have rank >= {}, got {} (shape {})", op, arg, rank, t.rank(),
+         shape_str(t.shape));
+}
+
+void expect_shape(std::string_view op, std::string_view arg, const TensorDesc& t, const Shape& s) {
+  if (t.shape != s)
+    fail("{}: {} must have shape {}, got {}", op, arg, shape_str(s), shape_str(t.shape));
+}
+
+void expect_f32(std::string_view op, std::string_view arg, const TensorDesc& t) {
+  if (t.dtype != DType::f32)
+    fail("{}: {} must be f32, got {}", op, arg, dtype_name(t.dtype));
+}
+
+void expect_count(std::string_view op, std::string_view what, std::size_t got, std::size_t want) {
+  if (got != want) fail("{}: expected {} {}, got {}", op, want, what, got);
+}
+
+BcsView bcs_of(const Shape& s, bool channel_last) {
+  BcsView v;
+  if (s.size() < 2) fail("shape {}: an activation needs rank >= 2 ([B, C, ...])", shape_str(s));
+  v.B = s[0];
+  if (channel_last) {
+    v.C = s.back();
+    v.S = 1;
+    for (std::size_t i = 1; i + 1 < s.size(); ++i) v.S *= s[i];
+  } else {
+    v.C = s[1];
+    v.S = 1;
+    for (std::size_t i = 2; i < s.size(); ++i) v.S *= s[i];
+  }
+  return v;
+}
+
+}  // namespace ghostnn

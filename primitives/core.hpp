@@ -1,0 +1,138 @@
+// The vocabulary every layer of ghostnn shares: data types, devices, tensor descriptors, the
+// non-owning tensor reference handed to kernels, the kernel signature, the registry interface
+// that backends fill, and the one error type. Nothing here allocates device memory or knows a
+// backend; see docs in README.md ("Layout").
+#pragma once
+
+#include <fmt/format.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#if defined(__CUDACC__)
+#define GHOSTNN_HD __host__ __device__
+#else
+#define GHOSTNN_HD
+#endif
+
+namespace ghostnn {
+
+// Every error ghostnn raises: the message names the op/layer, the argument and the value.
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+template <typename... Args>
+[[noreturn]] void fail(fmt::format_string<Args...> f, Args&&... args) {
+  throw Error(fmt::format(f, std::forward<Args>(args)...));
+}
+
+enum class DType : std::uint8_t { f32, bf16 };
+std::size_t dtype_size(DType t);
+std::string_view dtype_name(DType t);
+
+enum class DeviceType : std::uint8_t { cpu, cuda };
+inline constexpr int kDeviceTypeCount = 2;
+
+struct Device {
+  DeviceType type = DeviceType::cpu;
+  int index = 0;
+
+  static Device cpu() { return {DeviceType::cpu, 0}; }
+  static Device cuda(int i = 0) { return {DeviceType::cuda, i}; }
+  // "cpu", "cuda", "cuda:1"; anything else is an Error naming the text.
+  static Device parse(std::string_view text);
+  std::string str() const;
+  bool operator==(const Device&) const = default;
+};
+
+using Shape = std::vector<std::int64_t>;
+std::string shape_str(const Shape& s);
+std::int64_t shape_numel(const Shape& s);
+
+struct TensorDesc {
+  Shape shape;
+  DType dtype = DType::f32;
+  Device device;
+
+  int rank() const { return static_cast<int>(shape.size()); }
+  std::int64_t numel() const { return shape_numel(shape); }
+  std::size_t bytes() const { return static_cast<std::size_t>(numel()) * dtype_size(dtype); }
+  std::string str() const;  // "f32[256, 16, 32, 32] on cpu"
+};
+
+// What a kernel sees of a tensor: its descriptor and a raw buffer on the descriptor's device.
+// Tensors are dense and contiguous in row-major order of `shape`.
+struct TensorRef {
+  TensorDesc desc;
+  void* data = nullptr;
+
+  float* f32() const { return static_cast<float*>(data); }
+};
+
+// Base of every op descriptor (shapes are carried by the tensors; descriptors hold parameters).
+struct OpDesc {
+  virtual ~OpDesc() = default;
+};
+
+// Per-call execution state: the device the call runs on and, for GPU backends, its stream.
+struct ExecContext {
+  Device device;
+  void* stream = nullptr;
+};
+
+struct KernelCall {
+  std::span<const TensorRef> in;
+  std::span<const TensorRef> out;
+  ExecContext* ctx = nullptr;
+};
+
+using Kernel = std::function<void(const OpDesc&, const KernelCall&)>;
+using Supports = std::function<bool(const OpDesc&, const KernelCall&)>;
+
+// Memory operations of one device type; a backend provides it, the engine's tensors use it.
+class DeviceApi {
+ public:
+  virtual ~DeviceApi() = default;
+  virtual int device_count() const = 0;
+  virtual void* allocate(std::size_t bytes, int index) = 0;
+  virtual void release(void* p, std::size_t bytes, int index) noexcept = 0;
+  virtual void copy_from_host(void* dst, const void* src, std::size_t bytes, int index) = 0;
+  virtual void copy_to_host(void* dst, const void* src, std::size_t bytes, int index) = 0;
+  virtual void copy_on_device(void* dst, const void* src, std::size_t bytes, int index) = 0;
+  virtual void fill_zero(void* dst, std::size_t bytes, int index) = 0;
+  virtual void synchronize(int index) = 0;
+};
+
+// What a backend's registration function fills. The engine's dispatcher implements it; a user
+// can plug an op or a whole backend in through the same calls.
+class Registry {
+ public:
+  virtual ~Registry() = default;
+  virtual void add_kernel(std::string op, DeviceType device, std::string backend, Kernel kernel,
+                          Supports supports = {}) = 0;
+  virtual void add_device(DeviceType device, DeviceApi* api) = 0;
+};
+
+// Argument checks shared by every op's validation.
+void expect_rank(std::string_view op, std::string_view arg, const TensorDesc& t, int rank);
+void expect_rank_at_least(std::string_view op, std::string_view arg, const TensorDesc& t, int rank);
+void expect_shape(std::string_view op, std::string_view arg, const TensorDesc& t, const Shape& s);
+void expect_f32(std::string_view op, std::string_view arg, const TensorDesc& t);
+void expect_count(std::string_view op, std::string_view what, std::size_t got, std::size_t want);
+
+// The [B, C, S] view of an activation: NCHW (rank >= 2, C = shape[1], S = product of the rest)
+// or channel-last ([B, ..., C], S = product of the middle dims).
+struct BcsView {
+  std::int64_t B = 0, C = 0, S = 0;
+};
+BcsView bcs_of(const Shape& s, bool channel_last = false);
+
+}  // namespace ghostnn

@@ -1,0 +1,32 @@
+// Elementwise ops: ReLU (forward, backward) and Add.
+//
+//   relu_fwd:  y = max(x, 0)                    in {x}        out {y}
+//   relu_bwd:  dx = dy * [x > 0]                in {dy, x}    out {dx}
+//   add_fwd:   y = a + b  (same shapes)         in {a, b}     out {y}
+// Add's backward is the identity for both inputs and needs no kernel.
+#pragma once
+
+#include "primitives/core.hpp"
+
+namespace ghostnn::prim {
+
+namespace op {
+inline constexpr std::string_view relu_fwd = "relu_fwd";
+inline constexpr std::string_view relu_bwd = "relu_bwd";
+inline constexpr std::string_view add_fwd = "add_fwd";
+}  // namespace op
+
+struct ReluDesc : OpDesc {};
+struct AddDesc : OpDesc {};
+
+void validate_relu_fwd(const KernelCall& c);
+void validate_relu_bwd(const KernelCall& c);
+void validate_add_fwd(const KernelCall& c);
+
+namespace ref {
+void relu_fwd(const OpDesc& d, const KernelCall& c);
+void relu_bwd(const OpDesc& d, const KernelCall& c);
+void add_fwd(const OpDesc& d, const KernelCall& c);
+}  // namespace ref
+
+}  // namespace ghostnn::prim

@@ -1,0 +1,64 @@
+// Reference elementwise ops: plain loops over host memory (see eltwise.hpp for the maths).
+#include "primitives/eltwise.hpp"
+
+namespace ghostnn::prim {
+
+namespace {
+void same_desc(std::string_view op, std::string_view a_name, const TensorDesc& a,
+               std::string_view b_name, const TensorDesc& b) {
+  expect_f32(op, a_name, a);
+  expect_f32(op, b_name, b);
+  if (a.shape != b.shape)
+    fail("{}: {} has shape {} but {} has shape {}", op, a_name, shape_str(a.shape), b_name,
+         shape_str(b.shape));
+}
+}  // namespace
+
+void validate_relu_fwd(const KernelCall& c) {
+  expect_count(op::relu_fwd, "inputs", c.in.size(), 1);
+  expect_count(op::relu_fwd, "outputs", c.out.size(), 1);
+  same_desc(op::relu_fwd, "x", c.in[0].desc, "y", c.out[0].desc);
+}
+
+void validate_relu_bwd(const KernelCall& c) {
+  expect_count(op::relu_bwd, "inputs", c.in.size(), 2);
+  expect_count(op::relu_bwd, "outputs", c.out.size(), 1);
+  same_desc(op::relu_bwd, "dy", c.in[0].desc, "x", c.in[1].desc);
+  same_desc(op::relu_bwd, "dy", c.in[0].desc, "dx", c.out[0].desc);
+}
+
+void validate_add_fwd(const KernelCall& c) {
+  expect_count(op::add_fwd, "inputs", c.in.size(), 2);
+  expect_count(op::add_fwd, "outputs", c.out.size(), 1);
+  same_desc(op::add_fwd, "a", c.in[0].desc, "b", c.in[1].desc);
+  same_desc(op::add_fwd, "a", c.in[0].desc, "y", c.out[0].desc);
+}
+
+namespace ref {
+
+void relu_fwd(const OpDesc&, const KernelCall& c) {
+  validate_relu_fwd(c);
+  const float* x = c.in[0].f32();
+  float* y = c.out[0].f32();
+  for (std::int64_t i = 0, n = c.in[0].desc.numel(); i < n; ++i) y[i] = x[i] > 0.f ? x[i] : 0.f;
+}
+
+void relu_bwd(const OpDesc&, const KernelCall& c) {
+  validate_relu_bwd(c);
+  const float* dy = c.in[0].f32();
+  const float* x = c.in[1].f32();
+  float* dx = c.out[0].f32();
+  for (std::int64_t i = 0, n = c.in[0].desc.numel(); i < n; ++i) dx[i] = x[i] > 0.f ? dy[i] : 0.f;
+}
+
+void add_fwd(const OpDesc&, const KernelCall& c) {
+  validate_add_fwd(c);
+  const float* a = c.in[0].f32();
+  const float* b = c.in[1].f32();
+  float* y = c.out[0].f32();
+  for (std::int64_t i = 0, n = c.in[0].desc.numel(); i < n; ++i)
+    y[i] = static_cast<float>(static_cast<double>(a[i]) + b[i]);
+}
+
+}  // namespace ref
+}  // namespace ghostnn::prim

@@ -1,0 +1,136 @@
+// Devices, tensors and the dispatcher: parsing, copies, clear errors, and a custom op plugged in
+// from outside the library through the public registration API.
+#include "engine/dispatcher.hpp"
+#include "primitives/eltwise.hpp"
+#include "test_kit.hpp"
+
+namespace ghostnn {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(Device, ParsesNames) {
+  EXPECT_EQ(Device::parse("cpu"), Device::cpu());
+  EXPECT_EQ(Device::parse("cuda"), Device::cuda(0));
+  EXPECT_EQ(Device::parse("cuda:3"), Device::cuda(3));
+  EXPECT_EQ(Device::cuda(2).str(), "cuda:2");
+}
+
+TEST(Device, RejectsBadNamesWithTheText) {
+  for (const char* bad : {"gpu", "cuda:", "cuda:-1", "cuda:1x", ""}) {
+    try {
+      Device::parse(bad);
+      ADD_FAILURE() << "accepted '" << bad << "'";
+    } catch (const Error& e) {
+      EXPECT_THAT(e.what(), HasSubstr(std::string("'") + bad + "'"));
+    }
+  }
+}
+
+TEST(Tensor, RoundTripsValuesAndShape) {
+  Tensor t = Tensor::from_vector({1, 2, 3, 4, 5, 6}, {2, 3});
+  EXPECT_EQ(t.shape(), (Shape{2, 3}));
+  EXPECT_EQ(t.numel(), 6);
+  EXPECT_EQ(t.dim(-1), 3);
+  EXPECT_EQ(t.to_vector(), (std::vector<float>{1, 2, 3, 4, 5, 6}));
+  Tensor c = t.clone();
+  c.data_f32()[0] = 42;
+  EXPECT_EQ(t.to_vector()[0], 1.f) << "clone must not share storage";
+  Tensor r = t.reshape({3, 2});
+  r.data_f32()[1] = 7;
+  EXPECT_EQ(t.to_vector()[1], 7.f) << "reshape shares storage";
+  EXPECT_EQ(Tensor::zeros({4}).to_vector(), std::vector<float>(4, 0.f));
+  EXPECT_EQ(Tensor::full({2}, 2.5f).to_vector(), std::vector<float>(2, 2.5f));
+}
+
+TEST(Tensor, ClearErrors) {
+  EXPECT_THROW(Tensor::from_vector({1, 2, 3}, {2, 2}), Error);
+  Tensor t = Tensor::zeros({2, 2});
+  try {
+    t.reshape({3});
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("[2, 2]"));
+  }
+  EXPECT_THROW(Tensor::empty({-1}), Error);
+  EXPECT_THROW(t.copy_from(Tensor::zeros({4})), Error);
+  Tensor b = Tensor::empty({2}, Device::cpu(), DType::bf16);
+  EXPECT_THROW(b.data_f32(), Error);
+}
+
+TEST(Tensor, CudaWithoutGpuIsAClearError) {
+  if (testkit::gpu_present()) GTEST_SKIP() << "a GPU is present, so cuda tensors are valid here";
+  try {
+    Tensor::zeros({2}, Device::cuda());
+    ADD_FAILURE() << "a cuda tensor was created without a GPU";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("cuda"));
+  }
+}
+
+// A user-defined op: y = 2x + 1, registered from outside the library.
+struct AffineDesc : OpDesc {
+  float a = 2, b = 1;
+};
+
+TEST(Dispatcher, RunsACustomOpRegisteredFromOutside) {
+  auto& d = Dispatcher::global();
+  d.add_kernel("test_affine", DeviceType::cpu, "test_backend",
+               [](const OpDesc& od, const KernelCall& c) {
+                 const auto& p = dynamic_cast<const AffineDesc&>(od);
+                 for (std::int64_t i = 0; i < c.in[0].desc.numel(); ++i)
+                   c.out[0].f32()[i] = p.a * c.in[0].f32()[i] + p.b;
+               },
+               [](const OpDesc&, const KernelCall& c) { return c.in[0].desc.rank() == 1; });
+  Tensor x = Tensor::from_vector({0, 1, 2}, {3});
+  Tensor y = Tensor::empty({3});
+  EXPECT_EQ(ops::call("test_affine", AffineDesc{}, {x}, {y}), "test_backend");
+  EXPECT_EQ(y.to_vector(), (std::vector<float>{1, 3, 5}));
+  EXPECT_EQ(d.backends("test_affine", DeviceType::cpu), std::vector<std::string>{"test_backend"});
+
+  // supports() rejects rank 2: the dispatcher says no kernel supports the call.
+  Tensor x2 = Tensor::zeros({1, 3}), y2 = Tensor::zeros({1, 3});
+  const TensorRef in[] = {x2.ref()}, out[] = {y2.ref()};
+  ExecContext ctx{};
+  EXPECT_FALSE(d.supports("test_affine", DeviceType::cpu, AffineDesc{}, KernelCall{in, out, &ctx}));
+  try {
+    ops::call("test_affine", AffineDesc{}, {x2}, {y2});
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("test_affine"));
+    EXPECT_THAT(e.what(), HasSubstr("test_backend"));
+  }
+}
+
+TEST(Dispatcher, MissingKernelNamesOpAndDevice) {
+  Tensor x = Tensor::zeros({2});
+  try {
+    ops::call("no_such_op", prim::ReluDesc{}, {x}, {x});
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("no_such_op"));
+    EXPECT_THAT(e.what(), HasSubstr("cpu"));
+  }
+}
+
+TEST(Dispatcher, BuiltinBackendsAreRegistered) {
+  EXPECT_EQ(Dispatcher::global().backends(prim::op::relu_fwd, DeviceType::cpu).at(0), "onednn");
+#if GHOSTNN_HAVE_CUDA
+  EXPECT_EQ(Dispatcher::global().backends(prim::op::relu_fwd, DeviceType::cuda).at(0), "cudnn");
+#endif
+}
+
+TEST(Dispatcher, OpValidationNamesTheArgument) {
+  Tensor x = Tensor::zeros({2, 3});
+  Tensor y = Tensor::zeros({3, 2});
+  try {
+    ops::call(prim::op::relu_fwd, prim::ReluDesc{}, {x}, {y});
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("relu_fwd"));
+    EXPECT_THAT(e.what(), HasSubstr("[3, 2]"));
+  }
+}
+
+}  // namespace
+}  // namespace ghostnn

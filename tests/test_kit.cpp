@@ -1,0 +1,134 @@
+#include "test_kit.hpp"
+
+#include <cmath>
+#include <random>
+
+#include "engine/dispatcher.hpp"
+
+namespace ghostnn::testkit {
+
+Tensor random_tensor(const Shape& shape, std::uint64_t seed, float lo, float hi) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  std::vector<float> v(static_cast<std::size_t>(shape_numel(shape)));
+  for (auto& e : v) e = u(rng);
+  return Tensor::from_vector(v, shape);
+}
+
+Tensor normal_tensor(const Shape& shape, std::uint64_t seed, float mean, float std) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> n(mean, std);
+  std::vector<float> v(static_cast<std::size_t>(shape_numel(shape)));
+  for (auto& e : v) e = n(rng);
+  return Tensor::from_vector(v, shape);
+}
+
+::testing::AssertionResult all_close(const Tensor& got, const Tensor& want, Tolerance tol,
+                                     const std::string& name) {
+  if (got.shape() != want.shape())
+    return ::testing::AssertionFailure() << name << ": shape " << shape_str(got.shape())
+                                         << " != " << shape_str(want.shape());
+  const auto g = got.to_vector(), w = want.to_vector();
+  double max_abs = 0, max_rel = 0;
+  std::int64_t first_bad = -1, bad = 0;
+  for (std::size_t i = 0; i < g.size(); ++i) {
+    const bool gn = std::isnan(g[i]), wn = std::isnan(w[i]);
+    double err = 0;
+    bool ok;
+    if (gn || wn) {
+      ok = gn && wn;
+      err = ok ? 0 : INFINITY;
+    } else if (std::isinf(w[i]) || std::isinf(g[i])) {
+      ok = g[i] == w[i];
+      err = ok ? 0 : INFINITY;
+    } else {
+      err = std::fabs(static_cast<double>(g[i]) - w[i]);
+      ok = err <= tol.abs + tol.rel * std::fabs(static_cast<double>(w[i]));
+      max_rel = std::max(max_rel, err / std::max(std::fabs(static_cast<double>(w[i])), 1e-30));
+    }
+    max_abs = std::max(max_abs, err);
+    if (!ok) {
+      ++bad;
+      if (first_bad < 0) first_bad = static_cast<std::int64_t>(i);
+    }
+  }
+  if (bad == 0) return ::testing::AssertionSuccess();
+  const auto i = static_cast<std::size_t>(first_bad);
+  return ::testing::AssertionFailure()
+         << name << ": " << bad << " of " << g.size() << " values off (tolerance abs " << tol.abs
+         << " + rel " << tol.rel << "); max abs err " << max_abs << ", max rel err " << max_rel
+         << "; first at index " << first_bad << ": got " << g[i] << ", want " << w[i];
+}
+
+std::vector<Tensor> run_reference(const Kernel& ref, const OpDesc& desc,
+                                  const std::vector<Tensor>& in,
+                                  const std::vector<Tensor>& out_init) {
+  std::vector<Tensor> hin, hout;
+  std::vector<TensorRef> ri, ro;
+  for (const auto& t : in) hin.push_back(t.to(Device::cpu()).clone());
+  for (const auto& t : out_init) hout.push_back(t.to(Device::cpu()).clone());
+  for (const auto& t : hin) ri.push_back(t.ref());
+  for (const auto& t : hout) ro.push_back(t.ref());
+  ExecContext ctx{Device::cpu(), nullptr};
+  ref(desc, KernelCall{ri, ro, &ctx});
+  return hout;
+}
+
+std::vector<Tensor> run_dispatched(std::string_view op, const OpDesc& desc, Device device,
+                                   const std::vector<Tensor>& in,
+                                   const std::vector<Tensor>& out_init) {
+  std::vector<Tensor> din, dout;
+  for (const auto& t : in) din.push_back(t.to(device).clone());
+  for (const auto& t : out_init) dout.push_back(t.to(device).clone());
+  ops::call(op, desc, din, dout);
+  std::vector<Tensor> host;
+  for (const auto& t : dout) host.push_back(t.to(Device::cpu()));
+  return host;
+}
+
+void expect_matches_reference(std::string_view op, const Kernel& ref, const OpDesc& desc,
+                              Device device, const std::vector<Tensor>& in,
+                              const std::vector<Tensor>& out_init, Tolerance tol) {
+  const auto want = run_reference(ref, desc, in, out_init);
+  const auto got = run_dispatched(op, desc, device, in, out_init);
+  for (std::size_t i = 0; i < want.size(); ++i)
+    EXPECT_TRUE(all_close(got[i], want[i], tol,
+                          std::string(op) + " output " + std::to_string(i) + " on " + device.str()));
+}
+
+double weighted_sum(const std::vector<float>& y, const std::vector<float>& w) {
+  double s = 0;
+  for (std::size_t i = 0; i < y.size(); ++i) s += static_cast<double>(y[i]) * w[i];
+  return s;
+}
+
+::testing::AssertionResult gradient_matches(const std::function<double(const std::vector<float>&)>& f,
+                                            const std::vector<float>& x,
+                                            const std::vector<float>& analytic, double h,
+                                            Tolerance tol, int max_points) {
+  if (analytic.size() != x.size())
+    return ::testing::AssertionFailure() << "gradient has " << analytic.size() << " entries, x has " << x.size();
+  std::mt19937 rng(1234);
+  std::vector<std::size_t> idx(x.size());
+  for (std::size_t i = 0; i < idx.size(); ++i) idx[i] = i;
+  if (static_cast<int>(idx.size()) > max_points) {
+    std::shuffle(idx.begin(), idx.end(), rng);
+    idx.resize(static_cast<std::size_t>(max_points));
+  }
+  for (auto i : idx) {
+    auto xp = x, xm = x;
+    xp[i] = static_cast<float>(x[i] + h);
+    xm[i] = static_cast<float>(x[i] - h);
+    const double step = static_cast<double>(xp[i]) - xm[i];
+    const double num = (f(xp) - f(xm)) / step;
+    const double err = std::fabs(num - analytic[i]);
+    if (err > tol.abs + tol.rel * std::fabs(num))
+      return ::testing::AssertionFailure() << "d/dx[" << i << "]: finite differences " << num
+                                           << ", analytic " << analytic[i] << " (err " << err << ")";
+  }
+  return ::testing::AssertionSuccess();
+}
+
+bool gpu_present() { return cuda_available(); }
+
+}  // namespace ghostnn::testkit
