@@ -39,4 +39,20 @@ Tensor add(const Tensor& a, const Tensor& b) {
   return y;
 }
 
+GhostNoiseOut ghost_noise(const Tensor& x, const prim::GhostNoiseDesc& d, bool training) {
+  if (!training) return {x, {}, {}};
+  if (x.rank() < 2) fail("{}: x must have rank >= 2, got shape {}", d.layer, shape_str(x.shape()));
+  const auto v = bcs_of(x.shape(), d.channel_last);
+  GhostNoiseOut o{Tensor::empty(x.shape(), x.device()), Tensor::empty({v.B, v.C}, x.device()),
+                  Tensor::empty({v.B, v.C}, x.device())};
+  call(prim::op::gni_fwd_train, d, {x}, {o.y, o.shift, o.scale});
+  return o;
+}
+
+Tensor ghost_noise_backward(const Tensor& dy, const Tensor& scale, const prim::GhostNoiseDesc& d) {
+  Tensor dx = Tensor::empty(dy.shape(), dy.device());
+  call(prim::op::gni_bwd, d, {dy, scale}, {dx});
+  return dx;
+}
+
 }  // namespace ghostnn::ops

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "engine/tensor.hpp"
+#include "primitives/gni.hpp"
 
 namespace ghostnn::ops {
 
@@ -15,5 +16,13 @@ std::string call(std::string_view op, const OpDesc& desc, const std::vector<Tens
 Tensor relu(const Tensor& x);
 Tensor relu_backward(const Tensor& dy, const Tensor& x);
 Tensor add(const Tensor& a, const Tensor& b);
+
+// Ghost noise injection. Training: y, and the noise saved for the backward. Inference: y is x
+// itself (the same storage: no copy, no kernel) and shift/scale are undefined.
+struct GhostNoiseOut {
+  Tensor y, shift, scale;
+};
+GhostNoiseOut ghost_noise(const Tensor& x, const prim::GhostNoiseDesc& d, bool training);
+Tensor ghost_noise_backward(const Tensor& dy, const Tensor& scale, const prim::GhostNoiseDesc& d);
 
 }  // namespace ghostnn::ops
