@@ -32,12 +32,14 @@ void Dispatcher::add_device(DeviceType device, DeviceApi* api) {
 }
 
 const Dispatcher::Entry* Dispatcher::find(std::string_view op, DeviceType device,
-                                          const OpDesc& desc, const KernelCall& call) const {
+                                          const OpDesc& desc, const KernelCall& call,
+                                          std::string_view backend) const {
   std::lock_guard lock(mu_);
   auto it = table_.find(Key{std::string(op), device});
   if (it == table_.end()) return nullptr;
   for (const auto& e : it->second)
-    if (!e.supports || e.supports(desc, call)) return &e;
+    if ((backend.empty() || e.backend == backend) && (!e.supports || e.supports(desc, call)))
+      return &e;
   return nullptr;
 }
 
@@ -56,7 +58,8 @@ std::vector<std::string> Dispatcher::backends(std::string_view op, DeviceType de
 }
 
 std::string Dispatcher::run(std::string_view op, const OpDesc& desc,
-                            std::span<const TensorRef> in, std::span<const TensorRef> out) {
+                            std::span<const TensorRef> in, std::span<const TensorRef> out,
+                            std::string_view backend) {
   if (in.empty() && out.empty()) fail("{}: called with no tensors, so no device to run on", op);
   const Device dev = !in.empty() ? in[0].desc.device : out[0].desc.device;
   auto check = [&](std::span<const TensorRef> ts, std::string_view kind) {
@@ -72,7 +75,10 @@ std::string Dispatcher::run(std::string_view op, const OpDesc& desc,
   check(out, "output");
   ExecContext ctx{dev, nullptr};
   KernelCall call{in, out, &ctx};
-  const Entry* e = find(op, dev.type, desc, call);
+  const Entry* e = find(op, dev.type, desc, call, backend);
+  if (!e && !backend.empty())
+    fail("{}: backend '{}' has no {} kernel that supports this call", op, backend,
+         device_type_name(dev.type));
   if (!e) {
     auto names = backends(op, dev.type);
     if (names.empty())

@@ -32,8 +32,9 @@ class Dispatcher final : public Registry {
   // Runs `op` on the device of its tensors (all must share one device; an Error names the op and
   // the mismatching tensor otherwise). A missing kernel is an Error naming the op and device.
   // Returns the backend that ran.
+  // `backend` non-empty picks that backend's kernel (an Error when it has none for the call).
   std::string run(std::string_view op, const OpDesc& desc, std::span<const TensorRef> in,
-                  std::span<const TensorRef> out);
+                  std::span<const TensorRef> out, std::string_view backend = {});
 
   DeviceApi& device_api(DeviceType device) const;  // Error when no backend provides the device
   int device_count(DeviceType device) const;        // 0 when absent
@@ -46,7 +47,7 @@ class Dispatcher final : public Registry {
   };
   using Key = std::pair<std::string, DeviceType>;
   const Entry* find(std::string_view op, DeviceType device, const OpDesc& desc,
-                    const KernelCall& call) const;
+                    const KernelCall& call, std::string_view backend = {}) const;
 
   mutable std::mutex mu_;
   std::map<Key, std::vector<Entry>, std::less<>> table_;

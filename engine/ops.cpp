@@ -6,7 +6,7 @@
 namespace ghostnn::ops {
 
 std::string call(std::string_view op, const OpDesc& desc, const std::vector<Tensor>& in,
-                 const std::vector<Tensor>& out) {
+                 const std::vector<Tensor>& out, std::string_view backend) {
   std::vector<TensorRef> ri, ro;
   ri.reserve(in.size());
   ro.reserve(out.size());
@@ -18,7 +18,7 @@ std::string call(std::string_view op, const OpDesc& desc, const std::vector<Tens
     if (!out[i].defined()) fail("{}: output {} is an undefined tensor", op, i);
     ro.push_back(out[i].ref());
   }
-  return Dispatcher::global().run(op, desc, ri, ro);
+  return Dispatcher::global().run(op, desc, ri, ro, backend);
 }
 
 Tensor relu(const Tensor& x) {

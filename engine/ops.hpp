@@ -10,8 +10,9 @@
 namespace ghostnn::ops {
 
 // Runs `op` with tensors as inputs and (preallocated) outputs; returns the backend that ran.
+// `backend` non-empty forces that backend (benchmarks and tests compare backends this way).
 std::string call(std::string_view op, const OpDesc& desc, const std::vector<Tensor>& in,
-                 const std::vector<Tensor>& out);
+                 const std::vector<Tensor>& out, std::string_view backend = {});
 
 Tensor relu(const Tensor& x);
 Tensor relu_backward(const Tensor& dy, const Tensor& x);

@@ -15,11 +15,6 @@
 #include <string_view>
 #include <vector>
 
-#if defined(__CUDACC__)
-#define GHOSTNN_HD __host__ __device__
-#else
-#define GHOSTNN_HD
-#endif
 
 namespace ghostnn {
 

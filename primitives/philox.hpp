@@ -13,7 +13,7 @@
 
 #include <cstdint>
 
-#include "primitives/core.hpp"
+#include "primitives/hd.hpp"
 
 namespace ghostnn::prim {
 

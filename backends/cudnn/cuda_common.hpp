@@ -4,14 +4,13 @@
 #include <cuda_runtime.h>
 #include <cudnn.h>
 
+#include "backends/cudnn/cuda_check.hpp"
 #include "primitives/core.hpp"
 
 namespace ghostnn::cudnn {
 
-void check_cuda(cudaError_t e, std::string_view op, const char* call);
 void check_cudnn(cudnnStatus_t s, std::string_view op, const char* call);
 
-#define GHOSTNN_CUDA_CHECK(op, call) ::ghostnn::cudnn::check_cuda((call), (op), #call)
 #define GHOSTNN_CUDNN_CHECK(op, call) ::ghostnn::cudnn::check_cudnn((call), (op), #call)
 
 // The cuDNN handle of the current thread for device `index` (made current first).

@@ -9,6 +9,15 @@ void relu_fwd(const OpDesc& d, const KernelCall& c);
 void relu_bwd(const OpDesc& d, const KernelCall& c);
 void add_fwd(const OpDesc& d, const KernelCall& c);
 
+void bn_fwd_train(const OpDesc& d, const KernelCall& c);
+void bn_fwd_infer(const OpDesc& d, const KernelCall& c);
+void bn_bwd(const OpDesc& d, const KernelCall& c);
+bool cudnn_bn_supported(const OpDesc& d, const KernelCall& c);
+void cudnn_bn_fwd_train(const OpDesc& d, const KernelCall& c);
+void cudnn_bn_bwd(const OpDesc& d, const KernelCall& c);
+
+bool gni_supported(const OpDesc& d, const KernelCall& c);
+bool bn_gni_supported(const OpDesc& d, const KernelCall& c);
 void gni_fwd_train(const OpDesc& d, const KernelCall& c);
 void gni_bwd(const OpDesc& d, const KernelCall& c);
 void bn_gni_fwd_train(const OpDesc& d, const KernelCall& c);

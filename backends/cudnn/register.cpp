@@ -2,6 +2,7 @@
 
 #include "backends/cudnn/cuda_common.hpp"
 #include "backends/cudnn/ops.hpp"
+#include "primitives/batchnorm.hpp"
 #include "primitives/bn_gni.hpp"
 #include "primitives/eltwise.hpp"
 #include "primitives/gni.hpp"
@@ -18,6 +19,21 @@ void register_backend(Registry& r) {
   add(op::relu_fwd, relu_fwd);
   add(op::relu_bwd, relu_bwd);
   add(op::add_fwd, add_fwd);
+
+  // Our own CUDA kernels (norm_kernels.cu), then cuDNN's batch norm as the alternative.
+  const std::string own = "cuda-kernels";
+  auto add_own = [&](std::string_view name, Kernel k, Supports s = {}) {
+    r.add_kernel(std::string(name), DeviceType::cuda, own, std::move(k), std::move(s));
+  };
+  add_own(op::bn_fwd_train, bn_fwd_train);
+  add_own(op::bn_fwd_infer, bn_fwd_infer);
+  add_own(op::bn_bwd, bn_bwd);
+  add_own(op::gni_fwd_train, gni_fwd_train, gni_supported);
+  add_own(op::gni_bwd, gni_bwd);
+  add_own(op::bn_gni_fwd_train, bn_gni_fwd_train, bn_gni_supported);
+  add_own(op::bn_gni_bwd, bn_gni_bwd);
+  r.add_kernel(std::string(op::bn_fwd_train), DeviceType::cuda, be, cudnn_bn_fwd_train, cudnn_bn_supported);
+  r.add_kernel(std::string(op::bn_bwd), DeviceType::cuda, be, cudnn_bn_bwd, cudnn_bn_supported);
 }
 
 }  // namespace ghostnn::cudnn

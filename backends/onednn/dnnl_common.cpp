@@ -20,6 +20,9 @@ memory flat_memory(const TensorRef& t) {
 }
 
 memory::desc nchw_desc(const Shape& shape) {
+  if (shape.size() == 4)
+    return memory::desc({shape[0], shape[1], shape[2], shape[3]}, memory::data_type::f32,
+                        memory::format_tag::nchw);
   const auto v = bcs_of(shape);
   return memory::desc({v.B, v.C, v.S, 1}, memory::data_type::f32, memory::format_tag::nchw);
 }

@@ -1,0 +1,373 @@
+// The CUDA kernels behind BN, GNI and the fused block (pipeline described in norm_kernels.cuh).
+#include <algorithm>
+#include <cmath>
+#include <mutex>
+#include <vector>
+
+#include "backends/cudnn/cuda_check.hpp"
+#include "backends/cudnn/norm_kernels.cuh"
+#include "primitives/philox.hpp"
+
+namespace ghostnn::cudnn {
+
+namespace {
+
+constexpr int kWarps = 8;  // planes per block: one warp each
+constexpr int kThreads = kWarps * 32;
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Block-wide sum of a double (blockDim.x == kThreads).
+__device__ double block_sum(double v, double* shared) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  __syncthreads();
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  double t = 0;
+  if (threadIdx.x == 0)
+    for (int w = 0; w < kWarps; ++w) t += shared[w];
+  __syncthreads();
+  if (threadIdx.x == 0) shared[0] = t;
+  __syncthreads();
+  return shared[0];
+}
+
+// m1, m2 = per-plane means of (x - p) and (x - p)^2.
+__global__ void plane_moments_kernel(const float* __restrict__ x, std::int64_t BC, std::int64_t C,
+                                     std::int64_t S, float* __restrict__ m1, float* __restrict__ m2) {
+  const std::int64_t plane = static_cast<std::int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (plane >= BC) return;
+  const float p = x[(plane % C) * S];
+  const float* xp = x + plane * S;
+  float s1 = 0.f, s2 = 0.f;
+  if (S % 4 == 0) {
+    const float4* x4 = reinterpret_cast<const float4*>(xp);
+    for (std::int64_t i = lane; i < S / 4; i += 32) {
+      const float4 v = x4[i];
+      const float a = v.x - p, b = v.y - p, c = v.z - p, d = v.w - p;
+      s1 += (a + b) + (c + d);
+      s2 += (a * a + b * b) + (c * c + d * d);
+    }
+  } else {
+    for (std::int64_t i = lane; i < S; i += 32) {
+      const float a = xp[i] - p;
+      s1 += a;
+      s2 += a * a;
+    }
+  }
+  s1 = warp_sum(s1);
+  s2 = warp_sum(s2);
+  if (lane == 0) {
+    m1[plane] = s1 / static_cast<float>(S);
+    m2[plane] = s2 / static_cast<float>(S);
+  }
+}
+
+// One block per channel: batch statistics, running statistics, and the noise moments h1, h2
+// (written over m1, m2) with their batch mean and variance MV[c], MV[C + c].
+__global__ void channel_stats_kernel(NormFwdArgs a, float* __restrict__ m1, float* __restrict__ m2,
+                                     double* __restrict__ MV) {
+  __shared__ double shared[kWarps];
+  const std::int64_t c = blockIdx.x, B = a.B, C = a.C;
+  double s1 = 0, s2 = 0;
+  for (std::int64_t b = threadIdx.x; b < B; b += blockDim.x) {
+    s1 += m1[b * C + c];
+    s2 += m2[b * C + c];
+  }
+  s1 = block_sum(s1, shared);
+  s2 = block_sum(s2, shared);
+  const double mu_p = s1 / static_cast<double>(B);
+  const double var = fmax(s2 / static_cast<double>(B) - mu_p * mu_p, 0.0);
+  const double p = a.x[c * a.S];
+  if (a.normalize) {
+    if (threadIdx.x == 0) {
+      const double mean = mu_p + p;
+      const double n = static_cast<double>(B * a.S);
+      a.mean[c] = static_cast<float>(mean);
+      a.var[c] = static_cast<float>(var);
+      if (a.running_mean) {
+        a.running_mean[c] = static_cast<float>((1.0 - a.momentum) * a.running_mean[c] + a.momentum * mean);
+        a.running_var[c] = static_cast<float>((1.0 - a.momentum) * a.running_var[c] + a.momentum * var * n / (n - 1));
+      }
+    }
+  }
+  if (!a.noise) return;
+  if (a.normalize) {
+    const double inv = 1.0 / sqrt(var + a.bn_eps);
+    for (std::int64_t b = threadIdx.x; b < B; b += blockDim.x) {
+      const double q1 = m1[b * C + c], q2 = m2[b * C + c];
+      m1[b * C + c] = static_cast<float>((q1 - mu_p) * inv);
+      m2[b * C + c] = static_cast<float>((q2 - 2 * mu_p * q1 + mu_p * mu_p) * inv * inv);
+    }
+    if (threadIdx.x == 0) {  // the normalized activation has mean 0, variance var / (var + eps)
+      MV[c] = 0.0;
+      MV[C + c] = var * inv * inv;
+    }
+  } else if (threadIdx.x == 0) {
+    MV[c] = mu_p;
+    MV[C + c] = var;
+  }
+}
+
+// One thread per (b, c): the ghost sample's moments and the noise.
+__global__ void ghost_noise_kernel(NormFwdArgs a, const float* __restrict__ h1,
+                                   const float* __restrict__ h2, const double* __restrict__ MV) {
+  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const std::int64_t B = a.B, C = a.C, N = a.ghost_batch;
+  if (i >= B * C) return;
+  const auto b = static_cast<std::uint32_t>(i / C);
+  const std::int64_t c = i % C;
+  double g1 = 0, g2 = 0;
+  for (std::int64_t k = 0; k < N; k += 4) {
+    const auto r = prim::ghost_index_block(a.seed, a.layer_id, a.step, b, static_cast<std::uint32_t>(k / 4),
+                                           static_cast<std::uint32_t>(B));
+    for (int j = 0; j < 4 && k + j < N; ++j) {
+      g1 += h1[static_cast<std::int64_t>(r.v[j]) * C + c];
+      g2 += h2[static_cast<std::int64_t>(r.v[j]) * C + c];
+    }
+  }
+  const double m = g1 / static_cast<double>(N);
+  const double gv = fmax(g2 / static_cast<double>(N) - m * m, 0.0);
+  a.shift[i] = a.shift_noise ? static_cast<float>(m - MV[c]) : 0.f;
+  a.scale[i] = a.scale_noise ? static_cast<float>(sqrt((gv + a.noise_eps) / (fmax(MV[C + c], 0.0) + a.noise_eps))) : 1.f;
+}
+
+// y = a x + o per plane, a = g inv / sc, o = be - g (mean inv + sh) / sc.
+__global__ void plane_apply_kernel(const float* __restrict__ x, float* __restrict__ y,
+                                   const float* __restrict__ mean, const float* __restrict__ var,
+                                   const float* __restrict__ gamma, const float* __restrict__ beta,
+                                   const float* __restrict__ shift, const float* __restrict__ scale,
+                                   std::int64_t BC, std::int64_t C, std::int64_t S, float eps) {
+  const std::int64_t plane = static_cast<std::int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (plane >= BC) return;
+  const std::int64_t c = plane % C;
+  const float g = gamma ? gamma[c] : 1.f, be = beta ? beta[c] : 0.f;
+  const float mu = mean ? mean[c] : 0.f, inv = var ? rsqrtf(var[c] + eps) : 1.f;
+  const float sh = shift ? shift[plane] : 0.f, rs = scale ? 1.f / scale[plane] : 1.f;
+  const float ca = g * inv * rs, co = be - g * (mu * inv + sh) * rs;
+  const float* xp = x + plane * S;
+  float* yp = y + plane * S;
+  if (S % 4 == 0) {
+    const float4* x4 = reinterpret_cast<const float4*>(xp);
+    float4* y4 = reinterpret_cast<float4*>(yp);
+    for (std::int64_t i = lane; i < S / 4; i += 32) {
+      const float4 v = x4[i];
+      y4[i] = make_float4(fmaf(ca, v.x, co), fmaf(ca, v.y, co), fmaf(ca, v.z, co), fmaf(ca, v.w, co));
+    }
+  } else {
+    for (std::int64_t i = lane; i < S; i += 32) yp[i] = fmaf(ca, xp[i], co);
+  }
+}
+
+// y = (x - shift) / scale per element, NCHW or channel-last.
+__global__ void scale_elements_kernel(const float* __restrict__ x, float* __restrict__ y,
+                                      const float* __restrict__ shift, const float* __restrict__ scale,
+                                      std::int64_t n, std::int64_t C, std::int64_t S, bool channel_last) {
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t bc = channel_last ? (i / (S * C)) * C + i % C : i / S;
+    y[i] = (x[i] - (shift ? shift[bc] : 0.f)) / scale[bc];
+  }
+}
+
+// Per plane: A = sum dy, D = sum dy (x - mean_c).
+__global__ void plane_dots_kernel(const float* __restrict__ dy, const float* __restrict__ x,
+                                  const float* __restrict__ mean, std::int64_t BC, std::int64_t C,
+                                  std::int64_t S, float* __restrict__ A, float* __restrict__ D) {
+  const std::int64_t plane = static_cast<std::int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (plane >= BC) return;
+  const float mu = mean[plane % C];
+  const float* xp = x + plane * S;
+  const float* gp = dy + plane * S;
+  float sa = 0.f, sd = 0.f;
+  if (S % 4 == 0) {
+    const float4* x4 = reinterpret_cast<const float4*>(xp);
+    const float4* g4 = reinterpret_cast<const float4*>(gp);
+    for (std::int64_t i = lane; i < S / 4; i += 32) {
+      const float4 v = x4[i], g = g4[i];
+      sa += (g.x + g.y) + (g.z + g.w);
+      sd += (g.x * (v.x - mu) + g.y * (v.y - mu)) + (g.z * (v.z - mu) + g.w * (v.w - mu));
+    }
+  } else {
+    for (std::int64_t i = lane; i < S; i += 32) {
+      sa += gp[i];
+      sd += gp[i] * (xp[i] - mu);
+    }
+  }
+  sa = warp_sum(sa);
+  sd = warp_sum(sd);
+  if (lane == 0) {
+    A[plane] = sa;
+    D[plane] = sd;
+  }
+}
+
+// One block per channel: coef[c] = bx (x coefficient), coef[C + c] = k0 (constant), dgamma, dbeta.
+__global__ void channel_grads_kernel(NormBwdArgs a, const float* __restrict__ A,
+                                     const float* __restrict__ D, float* __restrict__ coef) {
+  __shared__ double shared[kWarps];
+  const std::int64_t c = blockIdx.x, B = a.B, C = a.C;
+  const double inv = 1.0 / sqrt(static_cast<double>(a.var[c]) + a.bn_eps);
+  double sa = 0, sd = 0, dg = 0, db = 0;
+  for (std::int64_t b = threadIdx.x; b < B; b += blockDim.x) {
+    const std::int64_t k = b * C + c;
+    const double rs = a.scale ? 1.0 / a.scale[k] : 1.0, sh = a.shift ? a.shift[k] : 0.0;
+    sa += A[k] * rs;
+    sd += D[k] * rs;
+    dg += rs * (inv * D[k] - sh * A[k]);
+    db += A[k];
+  }
+  sa = block_sum(sa, shared);
+  sd = block_sum(sd, shared);
+  dg = block_sum(dg, shared);
+  db = block_sum(db, shared);
+  if (threadIdx.x == 0) {
+    const double g = a.gamma ? a.gamma[c] : 1.0;
+    const double n = static_cast<double>(B * a.S);
+    const double sg = g * sa, sgx = g * inv * sd;
+    const double bx = -inv * inv * sgx / n;
+    coef[c] = static_cast<float>(bx);
+    coef[C + c] = static_cast<float>(-inv * sg / n - bx * a.mean[c]);
+    if (a.dgamma) a.dgamma[c] = static_cast<float>(dg);
+    if (a.dbeta) a.dbeta[c] = static_cast<float>(db);
+  }
+}
+
+__global__ void plane_bwd_kernel(NormBwdArgs a, const float* __restrict__ coef) {
+  const std::int64_t plane = static_cast<std::int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (plane >= a.B * a.C) return;
+  const std::int64_t c = plane % a.C, S = a.S;
+  const float inv = rsqrtf(a.var[c] + a.bn_eps);
+  const float ca = inv * (a.gamma ? a.gamma[c] : 1.f) / (a.scale ? a.scale[plane] : 1.f);
+  const float bx = coef[c], k0 = coef[a.C + c];
+  const float* xp = a.x + plane * S;
+  const float* gp = a.dy + plane * S;
+  float* dp = a.dx + plane * S;
+  if (S % 4 == 0) {
+    const float4* x4 = reinterpret_cast<const float4*>(xp);
+    const float4* g4 = reinterpret_cast<const float4*>(gp);
+    float4* d4 = reinterpret_cast<float4*>(dp);
+    for (std::int64_t i = lane; i < S / 4; i += 32) {
+      const float4 v = x4[i], g = g4[i];
+      d4[i] = make_float4(ca * g.x + bx * v.x + k0, ca * g.y + bx * v.y + k0, ca * g.z + bx * v.z + k0,
+                          ca * g.w + bx * v.w + k0);
+    }
+  } else {
+    for (std::int64_t i = lane; i < S; i += 32) dp[i] = ca * gp[i] + bx * xp[i] + k0;
+  }
+}
+
+unsigned plane_blocks(std::int64_t BC) { return static_cast<unsigned>((BC + kWarps - 1) / kWarps); }
+
+int current_device(std::string_view op) {
+  int d = 0;
+  GHOSTNN_CUDA_CHECK(op, cudaGetDevice(&d));
+  return d;
+}
+
+__global__ void invstd_to_var_kernel(const float* invstd, float* var, std::int64_t C, float eps) {
+  const std::int64_t c = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c < C) var[c] = fmaxf(1.f / (invstd[c] * invstd[c]) - eps, 0.f);
+}
+
+__global__ void var_to_invstd_kernel(const float* var, float* invstd, std::int64_t C, float eps) {
+  const std::int64_t c = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c < C) invstd[c] = rsqrtf(var[c] + eps);
+}
+
+}  // namespace
+
+void invstd_to_var(const float* invstd, float* var, std::int64_t C, float eps, std::string_view op) {
+  invstd_to_var_kernel<<<static_cast<unsigned>((C + 255) / 256), 256>>>(invstd, var, C, eps);
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+}
+
+void var_to_invstd(const float* var, float* invstd, std::int64_t C, float eps, std::string_view op) {
+  var_to_invstd_kernel<<<static_cast<unsigned>((C + 255) / 256), 256>>>(var, invstd, C, eps);
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+}
+
+float* scratch_floats(std::size_t count, int index) {
+  struct Buf {
+    float* p = nullptr;
+    std::size_t n = 0;
+  };
+  static std::mutex mu;
+  static std::vector<Buf> bufs;
+  std::lock_guard lock(mu);
+  if (static_cast<int>(bufs.size()) <= index) bufs.resize(static_cast<std::size_t>(index) + 1);
+  auto& b = bufs[static_cast<std::size_t>(index)];
+  if (b.n < count) {
+    if (b.p) GHOSTNN_CUDA_CHECK("scratch", cudaFree(b.p));
+    b.n = std::max(count, b.n * 2);
+    GHOSTNN_CUDA_CHECK("scratch", cudaMalloc(&b.p, b.n * sizeof(float)));
+  }
+  return b.p;
+}
+
+void norm_forward(const NormFwdArgs& a, std::string_view op) {
+  const std::int64_t BC = a.B * a.C;
+  // scratch: m1 [BC], m2 [BC], MV [2C doubles]
+  float* s = scratch_floats(static_cast<std::size_t>(2 * BC + 4 * a.C + 4), current_device(op));
+  float* m1 = s;
+  float* m2 = s + BC;
+  auto* MV = reinterpret_cast<double*>(s + 2 * BC);  // 8-byte aligned: 2*BC floats
+  plane_moments_kernel<<<plane_blocks(BC), kThreads>>>(a.x, BC, a.C, a.S, m1, m2);
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+  channel_stats_kernel<<<static_cast<unsigned>(a.C), kThreads>>>(a, m1, m2, MV);
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+  if (a.noise) {
+    ghost_noise_kernel<<<static_cast<unsigned>((BC + 255) / 256), 256>>>(a, m1, m2, MV);
+    GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+  }
+  plane_apply_kernel<<<plane_blocks(BC), kThreads>>>(a.x, a.y, a.normalize ? a.mean : nullptr,
+                                                     a.normalize ? a.var : nullptr, a.gamma, a.beta,
+                                                     a.noise ? a.shift : nullptr, a.noise ? a.scale : nullptr,
+                                                     BC, a.C, a.S, a.bn_eps);
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+}
+
+void norm_backward(const NormBwdArgs& a, std::string_view op) {
+  const std::int64_t BC = a.B * a.C;
+  float* s = scratch_floats(static_cast<std::size_t>(2 * BC + 2 * a.C), current_device(op));
+  float* A = s;
+  float* D = s + BC;
+  float* coef = s + 2 * BC;
+  plane_dots_kernel<<<plane_blocks(BC), kThreads>>>(a.dy, a.x, a.mean, BC, a.C, a.S, A, D);
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+  channel_grads_kernel<<<static_cast<unsigned>(a.C), kThreads>>>(a, A, D, coef);
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+  plane_bwd_kernel<<<plane_blocks(BC), kThreads>>>(a, coef);
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+}
+
+void scale_planes(const float* x, float* y, const float* shift, const float* scale, std::int64_t B,
+                  std::int64_t C, std::int64_t S, bool channel_last, std::string_view op) {
+  const std::int64_t BC = B * C;
+  if (!channel_last) {
+    plane_apply_kernel<<<plane_blocks(BC), kThreads>>>(x, y, nullptr, nullptr, nullptr, nullptr, shift, scale,
+                                                       BC, C, S, 0.f);
+  } else {
+    const std::int64_t n = BC * S;
+    const auto blocks = static_cast<unsigned>(std::min<std::int64_t>((n + 255) / 256, 65535));
+    scale_elements_kernel<<<blocks, 256>>>(x, y, shift, scale, n, C, S, true);
+  }
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+}
+
+void bn_inference(const float* x, float* y, const float* m, const float* v, const float* gamma,
+                  const float* beta, std::int64_t B, std::int64_t C, std::int64_t S, float eps,
+                  std::string_view op) {
+  plane_apply_kernel<<<plane_blocks(B * C), kThreads>>>(x, y, m, v, gamma, beta, nullptr, nullptr, B * C, C, S, eps);
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+}
+
+}  // namespace ghostnn::cudnn

@@ -1,0 +1,80 @@
+// Our CUDA norm machinery, shared by BN, GNI and the fused BN+GNI block (one pipeline, three
+// modes). Activations are NCHW viewed as B*C planes of S contiguous floats; one warp owns a plane.
+//
+// Forward:  plane_moments   per-plane means of (x - p_c) and (x - p_c)^2, p_c = x[0, c, 0]
+//           channel_stats   per channel: batch mean/var (+ running stats), and the moments the
+//                           noise is drawn from (of xhat for BN+GNI, of x for GNI alone)
+//           ghost_noise     per (b, c): N Philox-drawn samples (primitives/philox.hpp) -> shift, scale
+//           plane_apply     y = a[b,c] x + o[b,c]
+// Backward: plane_dots      per-plane sums of dy and dy * (x - mean_c)
+//           channel_grads   per channel: the BN-backward reductions, dgamma, dbeta
+//           plane_bwd       dx = ca[b,c] dy + bx[c] x + cc[b,c]
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <string_view>
+
+namespace ghostnn::cudnn {
+
+struct NormFwdArgs {
+  const float* x = nullptr;
+  float* y = nullptr;
+  const float* gamma = nullptr;  // null: 1
+  const float* beta = nullptr;   // null: 0
+  float* mean = nullptr;         // [C] out when normalizing
+  float* var = nullptr;          // [C] out when normalizing (biased)
+  float* running_mean = nullptr;  // [C] in/out, null: skip
+  float* running_var = nullptr;
+  float* shift = nullptr;  // [B, C] out when noisy
+  float* scale = nullptr;
+  std::int64_t B = 0, C = 0, S = 0;
+  bool normalize = false;  // BN statistics
+  bool noise = false;      // GNI
+  float bn_eps = 1e-5f, momentum = 0.1f;
+  // GNI parameters
+  std::int64_t ghost_batch = 16;
+  bool shift_noise = true, scale_noise = true;
+  float noise_eps = 1e-3f;
+  std::uint32_t seed = 0, layer_id = 0;
+  std::uint64_t step = 0;
+};
+
+struct NormBwdArgs {
+  const float* dy = nullptr;
+  const float* x = nullptr;
+  const float* mean = nullptr;
+  const float* var = nullptr;
+  const float* shift = nullptr;  // null: 0
+  const float* scale = nullptr;  // null: 1
+  const float* gamma = nullptr;  // null: 1
+  float* dx = nullptr;
+  float* dgamma = nullptr;  // null: not wanted
+  float* dbeta = nullptr;
+  std::int64_t B = 0, C = 0, S = 0;
+  float bn_eps = 1e-5f;
+};
+
+// Runs the forward pipeline on the current device's default stream.
+void norm_forward(const NormFwdArgs& a, std::string_view op);
+// BN(+noise) backward through mean and var, noise constant.
+void norm_backward(const NormBwdArgs& a, std::string_view op);
+// y = (x - shift[b,c]) / scale[b,c] (shift may be null): GNI's apply and backward.
+void scale_planes(const float* x, float* y, const float* shift, const float* scale, std::int64_t B,
+                  std::int64_t C, std::int64_t S, bool channel_last, std::string_view op);
+// y = gamma_c (x - m_c) / sqrt(v_c + eps) + beta_c: BN inference.
+void bn_inference(const float* x, float* y, const float* m, const float* v, const float* gamma,
+                  const float* beta, std::int64_t B, std::int64_t C, std::int64_t S, float eps,
+                  std::string_view op);
+
+// A grow-only scratch buffer on device `index` (no cudaMalloc in steady state).
+float* scratch_floats(std::size_t count, int index);
+
+}  // namespace ghostnn::cudnn
+
+namespace ghostnn::cudnn {
+// var = 1 / invstd^2 - eps and back, for cuDNN's saved statistics.
+void invstd_to_var(const float* invstd, float* var, std::int64_t C, float eps, std::string_view op);
+void var_to_invstd(const float* var, float* invstd, std::int64_t C, float eps, std::string_view op);
+}  // namespace ghostnn::cudnn

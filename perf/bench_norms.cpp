@@ -1,0 +1,207 @@
+// Norm primitives on the CPU (and the GPU when present): BatchNorm (oneDNN), GhostBatchNorm,
+// GhostNoise alone, the fused BatchNormGhostNoise block and the same block unfused
+// (BN without affine -> GNI -> gain/bias, the gain/bias as a BN inference with mean 0, var 1-eps).
+// Each benchmark reports bytes moved (GB/s) and `vs_copy`: its time over that of a plain copy of
+// the same bytes, timed in the same run just before it. Names: Op/pass/BxCxHxW/device.
+#include <benchmark/benchmark.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+#include "engine/ops.hpp"
+#include "primitives/batchnorm.hpp"
+#include "primitives/bn_gni.hpp"
+#include "primitives/gbn.hpp"
+#include "primitives/gni.hpp"
+
+using namespace ghostnn;
+
+namespace {
+
+const Shape kShapes[] = {{256, 16, 32, 32}, {256, 32, 16, 16}, {256, 64, 8, 8}, {256, 64, 56, 56}};
+
+std::string shape_name(const Shape& s) {
+  return fmt::format("{}x{}x{}x{}", s[0], s[1], s[2], s[3]);
+}
+
+// Seconds for one copy of `bytes` bytes on `dev` (best of 5): the bandwidth yardstick.
+double copy_seconds(std::size_t bytes, Device dev) {
+  const auto n = static_cast<std::int64_t>(bytes / 4);
+  Tensor a = Tensor::zeros({n}, dev), b = Tensor::zeros({n}, dev);
+  double best = 1e30;
+  for (int r = 0; r < 5; ++r) {
+    synchronize(dev);
+    const auto t0 = std::chrono::steady_clock::now();
+    if (dev.type == DeviceType::cpu) {
+      const auto* src = static_cast<const char*>(a.raw());
+      auto* dst = static_cast<char*>(b.raw());
+#pragma omp parallel
+      {
+        const int t = omp_get_thread_num(), T = omp_get_num_threads();
+        const std::size_t chunk = (bytes + T - 1) / T, lo = std::min(bytes, chunk * t), hi = std::min(bytes, lo + chunk);
+        std::memcpy(dst + lo, src + lo, hi - lo);
+      }
+    } else {
+      b.copy_from(a);
+    }
+    synchronize(dev);
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return best;
+}
+
+enum class Op { bn, gbn, gni, fused, unfused };
+const char* op_name(Op op) {
+  switch (op) {
+    case Op::bn: return "BatchNorm";
+    case Op::gbn: return "GhostBatchNorm";
+    case Op::gni: return "GhostNoise";
+    case Op::fused: return "BatchNormGhostNoise";
+    case Op::unfused: return "BatchNormGhostNoiseUnfused";
+  }
+  return "?";
+}
+
+struct Fixture {
+  Shape s;
+  Device dev;
+  std::int64_t B, C;
+  Tensor x, y, dy, dx, t1, t2, gamma, beta, mean, var, rmean, rvar, shift, scale, gmean, gvar, dgamma, dbeta, zeros, ones;
+  prim::BatchNormDesc bn, bn_plain, gain_bias;
+  prim::GhostBatchNormDesc gbn;
+  prim::GhostNoiseDesc gni;
+  prim::BatchNormGhostNoiseDesc fused;
+
+  Fixture(const Shape& shape, Device d) : s(shape), dev(d), B(shape[0]), C(shape[1]) {
+    auto rnd = [&](const Shape& sh, float lo, float hi) {
+      std::vector<float> v(static_cast<std::size_t>(shape_numel(sh)));
+      std::uint32_t st = 12345;
+      for (auto& e : v) {
+        st = st * 1664525u + 1013904223u;
+        e = lo + (hi - lo) * static_cast<float>(st >> 8) / 16777216.f;
+      }
+      return Tensor::from_vector(v, sh, dev);
+    };
+    x = rnd(s, -1, 2);
+    dy = rnd(s, -1, 1);
+    y = Tensor::empty(s, dev);
+    dx = Tensor::empty(s, dev);
+    t1 = Tensor::empty(s, dev);
+    t2 = Tensor::empty(s, dev);
+    gamma = rnd({C}, 0.5f, 1.5f);
+    beta = rnd({C}, -0.5f, 0.5f);
+    mean = Tensor::zeros({C}, dev);
+    var = Tensor::zeros({C}, dev);
+    rmean = Tensor::zeros({C}, dev);
+    rvar = Tensor::full({C}, 1.f, dev);
+    shift = Tensor::zeros({B, C}, dev);
+    scale = Tensor::zeros({B, C}, dev);
+    dgamma = Tensor::zeros({C}, dev);
+    dbeta = Tensor::zeros({C}, dev);
+    zeros = Tensor::zeros({C}, dev);
+    ones = Tensor::full({C}, 1.f - gain_bias.eps, dev);
+    bn_plain.affine = false;
+    gbn.ghost_batch = 16;
+    gmean = Tensor::zeros({B / 16, C}, dev);
+    gvar = Tensor::zeros({B / 16, C}, dev);
+    gni.ghost_batch = 16;
+    fused.noise.ghost_batch = 16;
+  }
+
+  void forward(Op op) {
+    switch (op) {
+      case Op::bn: ops::call(prim::op::bn_fwd_train, bn, {x, gamma, beta}, {y, mean, var, rmean, rvar}); break;
+      case Op::gbn: ops::call(prim::op::gbn_fwd_train, gbn, {x, gamma, beta}, {y, gmean, gvar, rmean, rvar}); break;
+      case Op::gni: ops::call(prim::op::gni_fwd_train, gni, {x}, {y, shift, scale}); break;
+      case Op::fused:
+        ops::call(prim::op::bn_gni_fwd_train, fused, {x, gamma, beta}, {y, mean, var, shift, scale, rmean, rvar});
+        break;
+      case Op::unfused:
+        ops::call(prim::op::bn_fwd_train, bn_plain, {x}, {t1, mean, var, rmean, rvar});
+        ops::call(prim::op::gni_fwd_train, gni, {t1}, {t2, shift, scale});
+        ops::call(prim::op::bn_fwd_infer, gain_bias, {t2, zeros, ones, gamma, beta}, {y});
+        break;
+    }
+  }
+  void backward(Op op) {
+    switch (op) {
+      case Op::bn: ops::call(prim::op::bn_bwd, bn, {dy, x, mean, var, gamma}, {dx, dgamma, dbeta}); break;
+      case Op::gbn: ops::call(prim::op::gbn_bwd, gbn, {dy, x, gmean, gvar, gamma}, {dx, dgamma, dbeta}); break;
+      case Op::gni: ops::call(prim::op::gni_bwd, gni, {dy, scale}, {dx}); break;
+      case Op::fused:
+        ops::call(prim::op::bn_gni_bwd, fused, {dy, x, mean, var, shift, scale, gamma}, {dx, dgamma, dbeta});
+        break;
+      case Op::unfused:  // gain/bias backward (BN inference backward = scale by gamma), GNI, BN
+        ops::call(prim::op::bn_bwd, gain_bias, {dy, t2, zeros, ones, gamma}, {t1, dgamma, dbeta});
+        ops::call(prim::op::gni_bwd, gni, {t1, scale}, {t2});
+        ops::call(prim::op::bn_bwd, bn_plain, {t2, x, mean, var}, {dx});
+        break;
+    }
+  }
+};
+
+// Bytes a pass must move at the least: forward reads x and writes y; the backward also reads
+// x and dy and writes dx (GNI's backward reads only dy).
+double min_bytes(Op op, bool with_backward, const Shape& s) {
+  const double t = static_cast<double>(shape_numel(s)) * 4;
+  double b = 2 * t;
+  if (with_backward) b += op == Op::gni ? 2 * t : 3 * t;
+  return b;
+}
+
+void run_bench(benchmark::State& state, Op op, bool with_backward, Shape s, Device dev) {
+  if (dev.type == DeviceType::cuda && !cuda_available()) {
+    state.SkipWithError("no CUDA device present");
+    return;
+  }
+  Fixture f(s, dev);
+  std::uint64_t step = 0;
+  auto once = [&] {
+    f.gni.step = f.fused.noise.step = ++step;
+    f.forward(op);
+    if (with_backward) f.backward(op);
+  };
+  once();  // warm-up: primitive creation, first-touch of pages
+  synchronize(dev);
+  const double bytes = min_bytes(op, with_backward, s);
+  const double copy = copy_seconds(static_cast<std::size_t>(bytes / 2), dev);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    once();
+    synchronize(dev);
+  }
+  const double per_iter = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() /
+                          static_cast<double>(std::max<benchmark::IterationCount>(state.iterations(), 1));
+  state.counters["GB/s"] = benchmark::Counter(bytes * static_cast<double>(state.iterations()) / 1e9,
+                                              benchmark::Counter::kIsRate);
+  state.counters["copy_ms"] = copy * 1e3;
+  state.counters["vs_copy"] = per_iter / copy;
+}
+
+int register_all() {
+  std::vector<Device> devices{Device::cpu()};
+  if (cuda_available()) devices.push_back(Device::cuda());
+  for (auto dev : devices)
+    for (const auto& s : kShapes)
+      for (Op op : {Op::bn, Op::gbn, Op::gni, Op::fused, Op::unfused})
+        for (bool bwd : {false, true})
+          benchmark::RegisterBenchmark(
+              fmt::format("{}/{}/{}/{}", op_name(op), bwd ? "fwdbwd" : "fwd", shape_name(s), dev.str()).c_str(),
+              [=](benchmark::State& st) { run_bench(st, op, bwd, s, dev); })
+              ->Unit(benchmark::kMillisecond)
+              ->UseRealTime();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  register_all();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
