@@ -1,6 +1,7 @@
 // Norm primitives on the CPU (and the GPU when present): BatchNorm (oneDNN), GhostBatchNorm,
 // GhostNoise alone, the fused BatchNormGhostNoise block and the same block unfused
 // (BN without affine -> GNI -> gain/bias, the gain/bias as a BN inference with mean 0, var 1-eps).
+// On the GPU, BatchNorm is our own kernel and BatchNorm_cudnn is cuDNN's.
 // Each benchmark reports bytes moved (GB/s) and `vs_copy`: its time over that of a plain copy of
 // the same bytes, timed in the same run just before it. Names: Op/pass/BxCxHxW/device.
 #include <benchmark/benchmark.h>
@@ -52,10 +53,11 @@ double copy_seconds(std::size_t bytes, Device dev) {
   return best;
 }
 
-enum class Op { bn, gbn, gni, fused, unfused };
+enum class Op { bn, bn_cudnn, gbn, gni, fused, unfused };
 const char* op_name(Op op) {
   switch (op) {
     case Op::bn: return "BatchNorm";
+    case Op::bn_cudnn: return "BatchNorm_cudnn";
     case Op::gbn: return "GhostBatchNorm";
     case Op::gni: return "GhostNoise";
     case Op::fused: return "BatchNormGhostNoise";
@@ -113,6 +115,9 @@ struct Fixture {
   void forward(Op op) {
     switch (op) {
       case Op::bn: ops::call(prim::op::bn_fwd_train, bn, {x, gamma, beta}, {y, mean, var, rmean, rvar}); break;
+      case Op::bn_cudnn:
+        ops::call(prim::op::bn_fwd_train, bn, {x, gamma, beta}, {y, mean, var, rmean, rvar}, "cudnn");
+        break;
       case Op::gbn: ops::call(prim::op::gbn_fwd_train, gbn, {x, gamma, beta}, {y, gmean, gvar, rmean, rvar}); break;
       case Op::gni: ops::call(prim::op::gni_fwd_train, gni, {x}, {y, shift, scale}); break;
       case Op::fused:
@@ -128,6 +133,9 @@ struct Fixture {
   void backward(Op op) {
     switch (op) {
       case Op::bn: ops::call(prim::op::bn_bwd, bn, {dy, x, mean, var, gamma}, {dx, dgamma, dbeta}); break;
+      case Op::bn_cudnn:
+        ops::call(prim::op::bn_bwd, bn, {dy, x, mean, var, gamma}, {dx, dgamma, dbeta}, "cudnn");
+        break;
       case Op::gbn: ops::call(prim::op::gbn_bwd, gbn, {dy, x, gmean, gvar, gamma}, {dx, dgamma, dbeta}); break;
       case Op::gni: ops::call(prim::op::gni_bwd, gni, {dy, scale}, {dx}); break;
       case Op::fused:
@@ -185,13 +193,17 @@ int register_all() {
   if (cuda_available()) devices.push_back(Device::cuda());
   for (auto dev : devices)
     for (const auto& s : kShapes)
-      for (Op op : {Op::bn, Op::gbn, Op::gni, Op::fused, Op::unfused})
-        for (bool bwd : {false, true})
+      for (Op op : {Op::bn, Op::bn_cudnn, Op::gbn, Op::gni, Op::fused, Op::unfused})
+        for (bool bwd : {false, true}) {
+          if (op == Op::bn_cudnn && dev.type != DeviceType::cuda) continue;
+          // GBN has no GPU kernel yet
+          if (op == Op::gbn && dev.type == DeviceType::cuda) continue;
           benchmark::RegisterBenchmark(
               fmt::format("{}/{}/{}/{}", op_name(op), bwd ? "fwdbwd" : "fwd", shape_name(s), dev.str()).c_str(),
               [=](benchmark::State& st) { run_bench(st, op, bwd, s, dev); })
               ->Unit(benchmark::kMillisecond)
               ->UseRealTime();
+        }
   return 0;
 }
 

@@ -60,7 +60,7 @@ void gpu_backend_matches_reference(std::string_view op, const Kernel& ref, const
 
 TEST(Gpu, BatchNormBackendsMatchReference) {
   GHOSTNN_REQUIRE_GPU();
-  for (const Shape& s : {Shape{16, 4, 8, 8}, Shape{32, 6}}) {
+  for (const Shape& s : {Shape{16, 4, 8, 8}, Shape{32, 6}, Shape{64, 3, 24, 24}}) {
     const auto C = s[1];
     for (bool affine : {true, false}) {
       prim::BatchNormDesc d;
@@ -106,7 +106,7 @@ TEST(Gpu, GhostNoiseMatchesReferenceAndCpu) {
   };
   for (const auto& c : {Case{{32, 4, 6, 6}, 16, true, true}, Case{{64, 6}, 16, true, true},
                         Case{{8, 3, 2, 2}, 16, true, true}, Case{{16, 3, 5, 5}, 4, false, true},
-                        Case{{16, 3, 5, 5}, 4, true, false}}) {
+                        Case{{16, 3, 5, 5}, 4, true, false}, Case{{64, 3, 24, 24}, 16, true, true}}) {
     prim::GhostNoiseDesc d;
     d.ghost_batch = c.N;
     d.shift_noise = c.shift;
@@ -141,7 +141,7 @@ TEST(Gpu, GhostNoiseShuffleIsNotSupportedYetAndSaysSo) {
 
 TEST(Gpu, FusedBlockMatchesReferenceAndCpu) {
   GHOSTNN_REQUIRE_GPU();
-  for (const Shape& s : {Shape{32, 4, 6, 6}, Shape{64, 8}, Shape{256, 16, 8, 8}}) {
+  for (const Shape& s : {Shape{32, 4, 6, 6}, Shape{64, 8}, Shape{256, 16, 8, 8}, Shape{64, 3, 24, 24}}) {
     const auto B = s[0], C = s[1];
     prim::BatchNormGhostNoiseDesc d;
     d.noise.ghost_batch = 16;

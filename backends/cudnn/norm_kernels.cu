@@ -20,7 +20,7 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
-// Block-wide sum of a double (blockDim.x == kThreads).
+// Block-wide sum of a double (blockDim.x a multiple of 32, at most 1024; shared holds 32).
 __device__ double block_sum(double v, double* shared) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -29,19 +29,17 @@ __device__ double block_sum(double v, double* shared) {
   __syncthreads();
   double t = 0;
   if (threadIdx.x == 0)
-    for (int w = 0; w < kWarps; ++w) t += shared[w];
+    for (int w = 0; w < static_cast<int>(blockDim.x / 32); ++w) t += shared[w];
   __syncthreads();
   if (threadIdx.x == 0) shared[0] = t;
   __syncthreads();
   return shared[0];
 }
 
-// m1, m2 = per-plane means of (x - p) and (x - p)^2.
-__global__ void plane_moments_kernel(const float* __restrict__ x, std::int64_t BC, std::int64_t C,
-                                     std::int64_t S, float* __restrict__ m1, float* __restrict__ m2) {
-  const std::int64_t plane = static_cast<std::int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
-  if (plane >= BC) return;
+// m1, m2 = per-plane means of (x - p) and (x - p)^2, for the plane of the calling warp.
+__device__ __forceinline__ void warp_plane_moments(const float* __restrict__ x, std::int64_t plane, int lane,
+                                                   std::int64_t C, std::int64_t S, float* __restrict__ m1,
+                                                   float* __restrict__ m2) {
   const float p = x[(plane % C) * S];
   const float* xp = x + plane * S;
   float s1 = 0.f, s2 = 0.f;
@@ -68,11 +66,18 @@ __global__ void plane_moments_kernel(const float* __restrict__ x, std::int64_t B
   }
 }
 
-// One block per channel: batch statistics, running statistics, and the noise moments h1, h2
-// (written over m1, m2) with their batch mean and variance MV[c], MV[C + c].
-__global__ void channel_stats_kernel(NormFwdArgs a, float* __restrict__ m1, float* __restrict__ m2,
-                                     double* __restrict__ MV) {
-  __shared__ double shared[kWarps];
+__global__ void plane_moments_kernel(const float* __restrict__ x, std::int64_t BC, std::int64_t C,
+                                     std::int64_t S, float* __restrict__ m1, float* __restrict__ m2) {
+  const std::int64_t plane = static_cast<std::int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  if (plane < BC) warp_plane_moments(x, plane, threadIdx.x % 32, C, S, m1, m2);
+}
+
+// One block per channel: batch statistics and running statistics; then, for GNI, the moments the
+// noise is drawn from (h1, h2, written over m1, m2 in this block's column) and the noise of every
+// sample of the channel. The N ghost indices of sample b are the same for every channel (Philox
+// keyed by seed, layer, step; see primitives/philox.hpp), so each channel's block draws them itself.
+__device__ void channel_stats(const NormFwdArgs& a, float* __restrict__ m1, float* __restrict__ m2,
+                              double* shared) {
   const std::int64_t c = blockIdx.x, B = a.B, C = a.C;
   double s1 = 0, s2 = 0;
   for (std::int64_t b = threadIdx.x; b < B; b += blockDim.x) {
@@ -83,58 +88,50 @@ __global__ void channel_stats_kernel(NormFwdArgs a, float* __restrict__ m1, floa
   s2 = block_sum(s2, shared);
   const double mu_p = s1 / static_cast<double>(B);
   const double var = fmax(s2 / static_cast<double>(B) - mu_p * mu_p, 0.0);
-  const double p = a.x[c * a.S];
-  if (a.normalize) {
-    if (threadIdx.x == 0) {
-      const double mean = mu_p + p;
-      const double n = static_cast<double>(B * a.S);
-      a.mean[c] = static_cast<float>(mean);
-      a.var[c] = static_cast<float>(var);
-      if (a.running_mean) {
-        a.running_mean[c] = static_cast<float>((1.0 - a.momentum) * a.running_mean[c] + a.momentum * mean);
-        a.running_var[c] = static_cast<float>((1.0 - a.momentum) * a.running_var[c] + a.momentum * var * n / (n - 1));
-      }
+  if (a.normalize && threadIdx.x == 0) {
+    const double mean = mu_p + a.x[c * a.S];
+    const double n = static_cast<double>(B * a.S);
+    a.mean[c] = static_cast<float>(mean);
+    a.var[c] = static_cast<float>(var);
+    if (a.running_mean) {
+      a.running_mean[c] = static_cast<float>((1.0 - a.momentum) * a.running_mean[c] + a.momentum * mean);
+      a.running_var[c] = static_cast<float>((1.0 - a.momentum) * a.running_var[c] + a.momentum * var * n / (n - 1));
     }
   }
   if (!a.noise) return;
-  if (a.normalize) {
+  double M = mu_p, V = var;  // GNI alone: moments of x (about the pivot: shift-invariant)
+  if (a.normalize) {         // fused: moments of xhat, which has mean 0 and variance var/(var+eps)
     const double inv = 1.0 / sqrt(var + a.bn_eps);
     for (std::int64_t b = threadIdx.x; b < B; b += blockDim.x) {
       const double q1 = m1[b * C + c], q2 = m2[b * C + c];
       m1[b * C + c] = static_cast<float>((q1 - mu_p) * inv);
       m2[b * C + c] = static_cast<float>((q2 - 2 * mu_p * q1 + mu_p * mu_p) * inv * inv);
     }
-    if (threadIdx.x == 0) {  // the normalized activation has mean 0, variance var / (var + eps)
-      MV[c] = 0.0;
-      MV[C + c] = var * inv * inv;
+    M = 0.0;
+    V = var * inv * inv;
+    __syncthreads();
+  }
+  const std::int64_t N = a.ghost_batch;
+  for (std::int64_t b = threadIdx.x; b < B; b += blockDim.x) {
+    double g1 = 0, g2 = 0;
+    for (std::int64_t k = 0; k < N; k += 4) {
+      const auto r = prim::ghost_index_block(a.seed, a.layer_id, a.step, static_cast<std::uint32_t>(b),
+                                             static_cast<std::uint32_t>(k / 4), static_cast<std::uint32_t>(B));
+      for (int j = 0; j < 4 && k + j < N; ++j) {
+        g1 += m1[static_cast<std::int64_t>(r.v[j]) * C + c];
+        g2 += m2[static_cast<std::int64_t>(r.v[j]) * C + c];
+      }
     }
-  } else if (threadIdx.x == 0) {
-    MV[c] = mu_p;
-    MV[C + c] = var;
+    const double m = g1 / static_cast<double>(N);
+    const double gv = fmax(g2 / static_cast<double>(N) - m * m, 0.0);
+    a.shift[b * C + c] = a.shift_noise ? static_cast<float>(m - M) : 0.f;
+    a.scale[b * C + c] = a.scale_noise ? static_cast<float>(sqrt((gv + a.noise_eps) / (V + a.noise_eps))) : 1.f;
   }
 }
 
-// One thread per (b, c): the ghost sample's moments and the noise.
-__global__ void ghost_noise_kernel(NormFwdArgs a, const float* __restrict__ h1,
-                                   const float* __restrict__ h2, const double* __restrict__ MV) {
-  const std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const std::int64_t B = a.B, C = a.C, N = a.ghost_batch;
-  if (i >= B * C) return;
-  const auto b = static_cast<std::uint32_t>(i / C);
-  const std::int64_t c = i % C;
-  double g1 = 0, g2 = 0;
-  for (std::int64_t k = 0; k < N; k += 4) {
-    const auto r = prim::ghost_index_block(a.seed, a.layer_id, a.step, b, static_cast<std::uint32_t>(k / 4),
-                                           static_cast<std::uint32_t>(B));
-    for (int j = 0; j < 4 && k + j < N; ++j) {
-      g1 += h1[static_cast<std::int64_t>(r.v[j]) * C + c];
-      g2 += h2[static_cast<std::int64_t>(r.v[j]) * C + c];
-    }
-  }
-  const double m = g1 / static_cast<double>(N);
-  const double gv = fmax(g2 / static_cast<double>(N) - m * m, 0.0);
-  a.shift[i] = a.shift_noise ? static_cast<float>(m - MV[c]) : 0.f;
-  a.scale[i] = a.scale_noise ? static_cast<float>(sqrt((gv + a.noise_eps) / (fmax(MV[C + c], 0.0) + a.noise_eps))) : 1.f;
+__global__ void channel_stats_kernel(NormFwdArgs a, float* __restrict__ m1, float* __restrict__ m2) {
+  __shared__ double shared[32];
+  channel_stats(a, m1, m2, shared);
 }
 
 // y = a x + o per plane, a = g inv / sc, o = be - g (mean inv + sh) / sc.
@@ -176,13 +173,11 @@ __global__ void scale_elements_kernel(const float* __restrict__ x, float* __rest
   }
 }
 
-// Per plane: A = sum dy, D = sum dy (x - mean_c).
-__global__ void plane_dots_kernel(const float* __restrict__ dy, const float* __restrict__ x,
-                                  const float* __restrict__ mean, std::int64_t BC, std::int64_t C,
-                                  std::int64_t S, float* __restrict__ A, float* __restrict__ D) {
-  const std::int64_t plane = static_cast<std::int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
-  if (plane >= BC) return;
+// Per plane: A = sum dy, D = sum dy (x - mean_c), for the plane of the calling warp.
+__device__ __forceinline__ void warp_plane_dots(const float* __restrict__ dy, const float* __restrict__ x,
+                                                const float* __restrict__ mean, std::int64_t plane, int lane,
+                                                std::int64_t C, std::int64_t S, float* __restrict__ A,
+                                                float* __restrict__ D) {
   const float mu = mean[plane % C];
   const float* xp = x + plane * S;
   const float* gp = dy + plane * S;
@@ -209,10 +204,16 @@ __global__ void plane_dots_kernel(const float* __restrict__ dy, const float* __r
   }
 }
 
+__global__ void plane_dots_kernel(const float* __restrict__ dy, const float* __restrict__ x,
+                                  const float* __restrict__ mean, std::int64_t BC, std::int64_t C,
+                                  std::int64_t S, float* __restrict__ A, float* __restrict__ D) {
+  const std::int64_t plane = static_cast<std::int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  if (plane < BC) warp_plane_dots(dy, x, mean, plane, threadIdx.x % 32, C, S, A, D);
+}
+
 // One block per channel: coef[c] = bx (x coefficient), coef[C + c] = k0 (constant), dgamma, dbeta.
-__global__ void channel_grads_kernel(NormBwdArgs a, const float* __restrict__ A,
-                                     const float* __restrict__ D, float* __restrict__ coef) {
-  __shared__ double shared[kWarps];
+__device__ void channel_grads(const NormBwdArgs& a, const float* __restrict__ A, const float* __restrict__ D,
+                              float* __restrict__ coef, double* shared) {
   const std::int64_t c = blockIdx.x, B = a.B, C = a.C;
   const double inv = 1.0 / sqrt(static_cast<double>(a.var[c]) + a.bn_eps);
   double sa = 0, sd = 0, dg = 0, db = 0;
@@ -238,6 +239,12 @@ __global__ void channel_grads_kernel(NormBwdArgs a, const float* __restrict__ A,
     if (a.dgamma) a.dgamma[c] = static_cast<float>(dg);
     if (a.dbeta) a.dbeta[c] = static_cast<float>(db);
   }
+}
+
+__global__ void channel_grads_kernel(NormBwdArgs a, const float* __restrict__ A, const float* __restrict__ D,
+                                     float* __restrict__ coef) {
+  __shared__ double shared[32];
+  channel_grads(a, A, D, coef, shared);
 }
 
 __global__ void plane_bwd_kernel(NormBwdArgs a, const float* __restrict__ coef) {
@@ -315,19 +322,13 @@ float* scratch_floats(std::size_t count, int index) {
 
 void norm_forward(const NormFwdArgs& a, std::string_view op) {
   const std::int64_t BC = a.B * a.C;
-  // scratch: m1 [BC], m2 [BC], MV [2C doubles]
-  float* s = scratch_floats(static_cast<std::size_t>(2 * BC + 4 * a.C + 4), current_device(op));
+  float* s = scratch_floats(static_cast<std::size_t>(2 * BC), current_device(op));
   float* m1 = s;
   float* m2 = s + BC;
-  auto* MV = reinterpret_cast<double*>(s + 2 * BC);  // 8-byte aligned: 2*BC floats
   plane_moments_kernel<<<plane_blocks(BC), kThreads>>>(a.x, BC, a.C, a.S, m1, m2);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
-  channel_stats_kernel<<<static_cast<unsigned>(a.C), kThreads>>>(a, m1, m2, MV);
+  channel_stats_kernel<<<static_cast<unsigned>(a.C), kThreads>>>(a, m1, m2);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
-  if (a.noise) {
-    ghost_noise_kernel<<<static_cast<unsigned>((BC + 255) / 256), 256>>>(a, m1, m2, MV);
-    GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
-  }
   plane_apply_kernel<<<plane_blocks(BC), kThreads>>>(a.x, a.y, a.normalize ? a.mean : nullptr,
                                                      a.normalize ? a.var : nullptr, a.gamma, a.beta,
                                                      a.noise ? a.shift : nullptr, a.noise ? a.scale : nullptr,

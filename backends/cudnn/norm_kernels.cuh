@@ -2,9 +2,9 @@
 // modes). Activations are NCHW viewed as B*C planes of S contiguous floats; one warp owns a plane.
 //
 // Forward:  plane_moments   per-plane means of (x - p_c) and (x - p_c)^2, p_c = x[0, c, 0]
-//           channel_stats   per channel: batch mean/var (+ running stats), and the moments the
-//                           noise is drawn from (of xhat for BN+GNI, of x for GNI alone)
-//           ghost_noise     per (b, c): N Philox-drawn samples (primitives/philox.hpp) -> shift, scale
+//           channel_stats   per channel: batch mean/var (+ running stats), the moments the noise is
+//                           drawn from (of xhat for BN+GNI, of x for GNI alone), and for every
+//                           sample N Philox-drawn ghost samples (primitives/philox.hpp) -> shift, scale
 //           plane_apply     y = a[b,c] x + o[b,c]
 // Backward: plane_dots      per-plane sums of dy and dy * (x - mean_c)
 //           channel_grads   per channel: the BN-backward reductions, dgamma, dbeta
