@@ -70,34 +70,39 @@ void ghost_noise_from_moments(const GhostNoiseDesc& d, std::int64_t B, std::int6
     V[c] = std::max(V[c] / static_cast<double>(B) - M[c] * M[c], 0.0);
   }
   const auto N = d.ghost_batch;
-  std::vector<double> g1(C), g2(C);
-  std::vector<std::uint32_t> members(static_cast<std::size_t>(N));
   std::vector<std::uint32_t> perm;
   if (d.sampling == Sampling::shuffle) perm = shuffle_permutation(d, B);
   std::vector<std::int64_t> position(perm.size());
   for (std::size_t j = 0; j < perm.size(); ++j) position[perm[j]] = static_cast<std::int64_t>(j);
-  for (std::int64_t b = 0; b < B; ++b) {
-    if (d.sampling == Sampling::replacement) {
-      for (std::int64_t k = 0; k < N; ++k)
-        members[k] = ghost_index(d.seed, d.layer_id, d.step, static_cast<std::uint32_t>(b),
-                                 static_cast<std::uint32_t>(k), static_cast<std::uint32_t>(B));
-    } else {
-      const auto first = position[b] / N * N;
-      for (std::int64_t k = 0; k < N; ++k) members[k] = perm[first + k];
-    }
-    std::fill(g1.begin(), g1.end(), 0.0);
-    std::fill(g2.begin(), g2.end(), 0.0);
-    for (auto i : members)
-      for (std::int64_t c = 0; c < C; ++c) {
-        g1[c] += m1[i * C + c];
-        g2[c] += m2[i * C + c];
+  // Samples are independent: spread them over the OpenMP threads (a no-op without OpenMP).
+#pragma omp parallel
+  {
+    std::vector<double> g1(C), g2(C);
+    std::vector<std::uint32_t> members(static_cast<std::size_t>(N));
+#pragma omp for schedule(static)
+    for (std::int64_t b = 0; b < B; ++b) {
+      if (d.sampling == Sampling::replacement) {
+        for (std::int64_t k = 0; k < N; ++k)
+          members[k] = ghost_index(d.seed, d.layer_id, d.step, static_cast<std::uint32_t>(b),
+                                   static_cast<std::uint32_t>(k), static_cast<std::uint32_t>(B));
+      } else {
+        const auto first = position[b] / N * N;
+        for (std::int64_t k = 0; k < N; ++k) members[k] = perm[first + k];
       }
-    for (std::int64_t c = 0; c < C; ++c) {
-      const double a = g1[c] / static_cast<double>(N);
-      const double gv = std::max(g2[c] / static_cast<double>(N) - a * a, 0.0);
-      shift[b * C + c] = d.shift_noise ? static_cast<float>(a - M[c]) : 0.f;
-      scale[b * C + c] =
-          d.scale_noise ? static_cast<float>(std::sqrt((gv + d.eps) / (V[c] + d.eps))) : 1.f;
+      std::fill(g1.begin(), g1.end(), 0.0);
+      std::fill(g2.begin(), g2.end(), 0.0);
+      for (auto i : members)
+        for (std::int64_t c = 0; c < C; ++c) {
+          g1[c] += m1[i * C + c];
+          g2[c] += m2[i * C + c];
+        }
+      for (std::int64_t c = 0; c < C; ++c) {
+        const double a = g1[c] / static_cast<double>(N);
+        const double gv = std::max(g2[c] / static_cast<double>(N) - a * a, 0.0);
+        shift[b * C + c] = d.shift_noise ? static_cast<float>(a - M[c]) : 0.f;
+        scale[b * C + c] =
+            d.scale_noise ? static_cast<float>(std::sqrt((gv + d.eps) / (V[c] + d.eps))) : 1.f;
+      }
     }
   }
 }

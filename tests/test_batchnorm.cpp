@@ -50,23 +50,37 @@ TEST(BatchNormReference, StatisticsAndRunningUpdateFollowPyTorch) {
   EXPECT_NEAR(out[0].to_vector()[0], -1.5 / std::sqrt(1.25 + 1e-5), 1e-6);
 }
 
-class BatchNormOnednn : public ::testing::TestWithParam<BnCase> {};
+void check_backend(const BnCase& p, const char* backend);
 
-TEST_P(BatchNormOnednn, MatchesReference) {
-  const auto [s, affine] = GetParam();
+class BatchNormCpu : public ::testing::TestWithParam<BnCase> {};
+
+// Both CPU backends: our kernels ("cpu-kernels", the default) and oneDNN's ("onednn").
+TEST_P(BatchNormCpu, BothBackendsMatchReference) {
+  for (const char* backend : {"cpu-kernels", "onednn"}) {
+    SCOPED_TRACE(backend);
+    check_backend(GetParam(), backend);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, BatchNormCpu,
+                         ::testing::Values(BnCase{{8, 3, 5, 5}, true}, BnCase{{8, 3, 5, 5}, false},
+                                           BnCase{{16, 6}, true}, BnCase{{2, 4, 3, 2, 2}, true}));
+
+void check_backend(const BnCase& p, const char* backend) {
+  const auto& [s, affine] = p;
   prim::BatchNormDesc d;
   d.affine = affine;
   Tensor x = normal_tensor(s, 1, 0.5f, 2.f);
   const auto C = s[1];
   testkit::expect_matches_reference(prim::op::bn_fwd_train, prim::ref::bn_fwd_train, d, Device::cpu(),
-                                    affine_inputs(x, affine), train_outputs(s));
+                                    affine_inputs(x, affine), train_outputs(s), testkit::kF32, backend);
   auto infer_in = std::vector<Tensor>{x, random_tensor({C}, 7), random_tensor({C}, 8, 0.5f, 2.f)};
   if (affine) {
     infer_in.push_back(random_tensor({C}, 60, 0.5f, 1.5f));
     infer_in.push_back(random_tensor({C}, 61));
   }
   testkit::expect_matches_reference(prim::op::bn_fwd_infer, prim::ref::bn_fwd_infer, d, Device::cpu(),
-                                    infer_in, {Tensor::zeros(s)});
+                                    infer_in, {Tensor::zeros(s)}, testkit::kF32, backend);
   auto fwd = testkit::run_reference(prim::ref::bn_fwd_train, d, affine_inputs(x, affine), train_outputs(s));
   std::vector<Tensor> bwd_in{random_tensor(s, 9), x, fwd[1], fwd[2]};
   std::vector<Tensor> bwd_out{Tensor::zeros(s)};
@@ -76,12 +90,8 @@ TEST_P(BatchNormOnednn, MatchesReference) {
     bwd_out.push_back(Tensor::zeros({C}));
   }
   testkit::expect_matches_reference(prim::op::bn_bwd, prim::ref::bn_bwd, d, Device::cpu(), bwd_in,
-                                    bwd_out, {1e-5, 2e-4});
+                                    bwd_out, {1e-5, 2e-4}, backend);
 }
-
-INSTANTIATE_TEST_SUITE_P(Shapes, BatchNormOnednn,
-                         ::testing::Values(BnCase{{8, 3, 5, 5}, true}, BnCase{{8, 3, 5, 5}, false},
-                                           BnCase{{16, 6}, true}, BnCase{{2, 4, 3, 2, 2}, true}));
 
 TEST(BatchNormReference, BackwardMatchesFiniteDifferences) {
   const Shape s{4, 2, 3, 3};

@@ -108,9 +108,9 @@ void PrintTo(const GbnCase& c, std::ostream* os) {
       << (c.grouping == prim::Grouping::strided ? " strided" : " contiguous") << (c.affine ? " affine" : "");
 }
 
-class GhostBatchNormOnednn : public ::testing::TestWithParam<GbnCase> {};
+class GhostBatchNormCpu : public ::testing::TestWithParam<GbnCase> {};
 
-TEST_P(GhostBatchNormOnednn, MatchesReferenceForwardAndBackward) {
+TEST_P(GhostBatchNormCpu, MatchesReferenceForwardAndBackward) {
   const auto& p = GetParam();
   prim::GhostBatchNormDesc d;
   d.ghost_batch = p.N;
@@ -134,7 +134,7 @@ TEST_P(GhostBatchNormOnednn, MatchesReferenceForwardAndBackward) {
 }
 
 INSTANTIATE_TEST_SUITE_P(
-    Cases, GhostBatchNormOnednn,
+    Cases, GhostBatchNormCpu,
     ::testing::Values(GbnCase{{32, 4, 6, 6}, 16, prim::Grouping::contiguous, true},
                       GbnCase{{32, 4, 6, 6}, 8, prim::Grouping::strided, true},
                       GbnCase{{10, 3, 5, 5}, 4, prim::Grouping::contiguous, false},  // last group of 2

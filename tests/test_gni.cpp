@@ -57,7 +57,7 @@ TEST(GhostNoiseReference, ShiftIsTheMeanOfThePhiloxDrawnSamples) {
   }
 }
 
-TEST(GhostNoiseOnednn, NoiseHasItsKnownStatistics) {
+TEST(GhostNoiseCpu, NoiseHasItsKnownStatistics) {
   // Dense input normalized per channel (mean 0, biased variance 1), N = 16, over T = 200 steps:
   // E[shift] = 0, Var[shift] = 1/N, E[gv] = 1 - 1/N, with gv recovered from the scale
   // (V = 1): gv = scale^2 (1 + eps) - eps. Standard errors, treating the C channels of one
@@ -98,9 +98,9 @@ void PrintTo(const GniCase& c, std::ostream* os) {
       << (c.shift_noise ? "" : " no-shift") << (c.scale_noise ? "" : " no-scale") << (c.channel_last ? " channel-last" : "");
 }
 
-class GhostNoiseOnednn : public ::testing::TestWithParam<GniCase> {};
+class GhostNoiseCpu : public ::testing::TestWithParam<GniCase> {};
 
-TEST_P(GhostNoiseOnednn, MatchesReferenceForwardAndBackward) {
+TEST_P(GhostNoiseCpu, MatchesReferenceForwardAndBackward) {
   const auto& p = GetParam();
   prim::GhostNoiseDesc d;
   d.ghost_batch = p.N;
@@ -127,7 +127,7 @@ TEST_P(GhostNoiseOnednn, MatchesReferenceForwardAndBackward) {
 
 using S = prim::Sampling;
 INSTANTIATE_TEST_SUITE_P(
-    Cases, GhostNoiseOnednn,
+    Cases, GhostNoiseCpu,
     ::testing::Values(GniCase{{32, 4, 5, 5}, 16, S::replacement, true, true, false},
                       GniCase{{64, 6}, 16, S::replacement, true, true, false},
                       GniCase{{16, 3, 3, 5}, 4, S::replacement, true, true, true},
@@ -137,7 +137,7 @@ INSTANTIATE_TEST_SUITE_P(
                       GniCase{{8, 3, 2, 2}, 16, S::replacement, true, true, false},  // N > B
                       GniCase{{1, 3, 4, 4}, 2, S::replacement, true, true, false}));  // B = 1
 
-TEST(GhostNoiseOnednn, BackwardIsTheNoiseHeldConstantByFiniteDifferences) {
+TEST(GhostNoiseCpu, BackwardIsTheNoiseHeldConstantByFiniteDifferences) {
   const Shape s{8, 2, 3};
   prim::GhostNoiseDesc d;
   d.ghost_batch = 4;

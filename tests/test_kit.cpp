@@ -76,11 +76,12 @@ std::vector<Tensor> run_reference(const Kernel& ref, const OpDesc& desc,
 
 std::vector<Tensor> run_dispatched(std::string_view op, const OpDesc& desc, Device device,
                                    const std::vector<Tensor>& in,
-                                   const std::vector<Tensor>& out_init) {
+                                   const std::vector<Tensor>& out_init,
+                                   std::string_view backend) {
   std::vector<Tensor> din, dout;
   for (const auto& t : in) din.push_back(t.to(device).clone());
   for (const auto& t : out_init) dout.push_back(t.to(device).clone());
-  ops::call(op, desc, din, dout);
+  ops::call(op, desc, din, dout, backend);
   std::vector<Tensor> host;
   for (const auto& t : dout) host.push_back(t.to(Device::cpu()));
   return host;
@@ -88,12 +89,14 @@ std::vector<Tensor> run_dispatched(std::string_view op, const OpDesc& desc, Devi
 
 void expect_matches_reference(std::string_view op, const Kernel& ref, const OpDesc& desc,
                               Device device, const std::vector<Tensor>& in,
-                              const std::vector<Tensor>& out_init, Tolerance tol) {
+                              const std::vector<Tensor>& out_init, Tolerance tol,
+                              std::string_view backend) {
   const auto want = run_reference(ref, desc, in, out_init);
-  const auto got = run_dispatched(op, desc, device, in, out_init);
+  const auto got = run_dispatched(op, desc, device, in, out_init, backend);
   for (std::size_t i = 0; i < want.size(); ++i)
     EXPECT_TRUE(all_close(got[i], want[i], tol,
-                          std::string(op) + " output " + std::to_string(i) + " on " + device.str()));
+                          std::string(op) + " output " + std::to_string(i) + " on " + device.str() +
+                              (backend.empty() ? "" : " [" + std::string(backend) + "]")));
 }
 
 double weighted_sum(const std::vector<float>& y, const std::vector<float>& w) {

@@ -38,11 +38,13 @@ std::vector<Tensor> run_reference(const Kernel& ref, const OpDesc& desc,
 // Runs `op` through the dispatcher on `device` with copies of the tensors; returns host outputs.
 std::vector<Tensor> run_dispatched(std::string_view op, const OpDesc& desc, Device device,
                                    const std::vector<Tensor>& in,
-                                   const std::vector<Tensor>& out_init);
+                                   const std::vector<Tensor>& out_init,
+                                   std::string_view backend = {});
 // Both of the above, then all_close on every output.
 void expect_matches_reference(std::string_view op, const Kernel& ref, const OpDesc& desc,
                               Device device, const std::vector<Tensor>& in,
-                              const std::vector<Tensor>& out_init, Tolerance tol = kF32);
+                              const std::vector<Tensor>& out_init, Tolerance tol = kF32,
+                              std::string_view backend = {});
 
 // Central finite differences of a scalar function of x, at up to `max_points` coordinates
 // (all when x is small), against the analytic gradient: passes when every checked coordinate

@@ -12,6 +12,9 @@ void add_fwd(const OpDesc& d, const KernelCall& c);
 void bn_fwd_train(const OpDesc& d, const KernelCall& c);
 void bn_fwd_infer(const OpDesc& d, const KernelCall& c);
 void bn_bwd(const OpDesc& d, const KernelCall& c);
+void own_bn_fwd_train(const OpDesc& d, const KernelCall& c);
+void own_bn_fwd_infer(const OpDesc& d, const KernelCall& c);
+void own_bn_bwd(const OpDesc& d, const KernelCall& c);
 
 void gbn_fwd_train(const OpDesc& d, const KernelCall& c);
 void gbn_bwd(const OpDesc& d, const KernelCall& c);
