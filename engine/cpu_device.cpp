@@ -17,9 +17,15 @@ class CpuDevice final : public DeviceApi {
     return p;
   }
   void release(void* p, std::size_t, int) noexcept override { std::free(p); }
-  void copy_from_host(void* dst, const void* src, std::size_t n, int) override { std::memcpy(dst, src, n); }
-  void copy_to_host(void* dst, const void* src, std::size_t n, int) override { std::memcpy(dst, src, n); }
-  void copy_on_device(void* dst, const void* src, std::size_t n, int) override { std::memcpy(dst, src, n); }
+  void copy_from_host(void* dst, const void* src, std::size_t n, int) override {
+    std::memcpy(dst, src, n);
+  }
+  void copy_to_host(void* dst, const void* src, std::size_t n, int) override {
+    std::memcpy(dst, src, n);
+  }
+  void copy_on_device(void* dst, const void* src, std::size_t n, int) override {
+    std::memcpy(dst, src, n);
+  }
   void fill_zero(void* dst, std::size_t n, int) override { std::memset(dst, 0, n); }
   void synchronize(int) override {}
 };

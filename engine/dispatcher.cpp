@@ -20,7 +20,8 @@ Dispatcher& Dispatcher::global() {
 void Dispatcher::add_kernel(std::string op, DeviceType device, std::string backend, Kernel kernel,
                             Supports supports) {
   if (op.empty()) fail("dispatcher: an op needs a name (backend '{}')", backend);
-  if (!kernel) fail("dispatcher: op '{}' on backend '{}' was registered without a kernel", op, backend);
+  if (!kernel)
+    fail("dispatcher: op '{}' on backend '{}' was registered without a kernel", op, backend);
   std::lock_guard lock(mu_);
   table_[Key{std::move(op), device}].push_back(
       Entry{std::move(backend), std::move(kernel), std::move(supports)});
@@ -57,9 +58,8 @@ std::vector<std::string> Dispatcher::backends(std::string_view op, DeviceType de
   return out;
 }
 
-std::string Dispatcher::run(std::string_view op, const OpDesc& desc,
-                            std::span<const TensorRef> in, std::span<const TensorRef> out,
-                            std::string_view backend) {
+std::string Dispatcher::run(std::string_view op, const OpDesc& desc, std::span<const TensorRef> in,
+                            std::span<const TensorRef> out, std::string_view backend) {
   if (in.empty() && out.empty()) fail("{}: called with no tensors, so no device to run on", op);
   const Device dev = !in.empty() ? in[0].desc.device : out[0].desc.device;
   auto check = [&](std::span<const TensorRef> ts, std::string_view kind) {
@@ -86,8 +86,8 @@ std::string Dispatcher::run(std::string_view op, const OpDesc& desc,
            device_type_name(dev.type));
     std::string list;
     for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
-    fail("{}: no {} kernel supports this call (backends tried: {})", op,
-         device_type_name(dev.type), list);
+    fail("{}: no {} kernel supports this call (backends tried: {})", op, device_type_name(dev.type),
+         list);
   }
   e->kernel(desc, call);
   return e->backend;

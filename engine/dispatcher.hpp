@@ -37,7 +37,7 @@ class Dispatcher final : public Registry {
                   std::span<const TensorRef> out, std::string_view backend = {});
 
   DeviceApi& device_api(DeviceType device) const;  // Error when no backend provides the device
-  int device_count(DeviceType device) const;        // 0 when absent
+  int device_count(DeviceType device) const;       // 0 when absent
 
  private:
   struct Entry {

@@ -63,7 +63,8 @@ Tensor Tensor::from_vector(const std::vector<float>& values, Shape shape, Device
 
 std::int64_t Tensor::dim(int i) const {
   if (i < 0) i += rank();
-  if (i < 0 || i >= rank()) fail("tensor: dimension {} out of range for shape {}", i, shape_str(shape()));
+  if (i < 0 || i >= rank())
+    fail("tensor: dimension {} out of range for shape {}", i, shape_str(shape()));
   return desc_.shape[static_cast<std::size_t>(i)];
 }
 
@@ -113,7 +114,8 @@ Tensor Tensor::clone() const {
 
 std::vector<float> Tensor::to_vector() const {
   if (!defined()) return {};
-  if (desc_.dtype != DType::f32) fail("tensor: to_vector() on a {} tensor", dtype_name(desc_.dtype));
+  if (desc_.dtype != DType::f32)
+    fail("tensor: to_vector() on a {} tensor", dtype_name(desc_.dtype));
   std::vector<float> out(static_cast<std::size_t>(numel()));
   if (desc_.device.type == DeviceType::cpu)
     std::memcpy(out.data(), data_, desc_.bytes());

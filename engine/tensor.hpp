@@ -34,11 +34,11 @@ class Tensor {
   void* raw() const { return data_; }
   TensorRef ref() const { return TensorRef{desc_, data_}; }
 
-  Tensor to(Device device) const;           // a copy on `device` (shares storage if already there)
-  Tensor clone() const;                     // a copy on the same device
-  void copy_from(const Tensor& src);        // same shape and dtype, any devices
-  std::vector<float> to_vector() const;     // f32 values, copied to the host
-  Tensor reshape(Shape shape) const;        // same storage, same numel
+  Tensor to(Device device) const;        // a copy on `device` (shares storage if already there)
+  Tensor clone() const;                  // a copy on the same device
+  void copy_from(const Tensor& src);     // same shape and dtype, any devices
+  std::vector<float> to_vector() const;  // f32 values, copied to the host
+  Tensor reshape(Shape shape) const;     // same storage, same numel
 
  private:
   struct Storage;

@@ -1,7 +1,8 @@
 // Norm primitives on the CPU (and the GPU when present): BatchNorm (oneDNN), GhostBatchNorm,
 // GhostNoise alone, the fused BatchNormGhostNoise block and the same block unfused
 // (BN without affine -> GNI -> gain/bias, the gain/bias as a BN inference with mean 0, var 1-eps).
-// On the GPU, BatchNorm is our own kernel and BatchNorm_cudnn is cuDNN's.
+// BatchNorm is the default kernel (ours on both devices); BatchNorm_onednn and BatchNorm_cudnn
+// are the vendor libraries' BN, the baselines the targets name.
 // Each benchmark reports bytes moved (GB/s) and `vs_copy`: its time over that of a plain copy of
 // the same bytes, timed in the same run just before it. Names: Op/pass/BxCxHxW/device.
 #include <benchmark/benchmark.h>
@@ -41,27 +42,38 @@ double copy_seconds(std::size_t bytes, Device dev) {
 #pragma omp parallel
       {
         const int t = omp_get_thread_num(), T = omp_get_num_threads();
-        const std::size_t chunk = (bytes + T - 1) / T, lo = std::min(bytes, chunk * t), hi = std::min(bytes, lo + chunk);
+        const std::size_t chunk = (bytes + T - 1) / T, lo = std::min(bytes, chunk * t),
+                          hi = std::min(bytes, lo + chunk);
         std::memcpy(dst + lo, src + lo, hi - lo);
       }
     } else {
       b.copy_from(a);
     }
     synchronize(dev);
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    best = std::min(best,
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
   return best;
 }
 
-enum class Op { bn, bn_cudnn, gbn, gni, fused, unfused };
-const char* op_name(Op op) {
+// bn_library: the vendor library's BN (oneDNN on the CPU, cuDNN on the GPU); bn: the default.
+enum class Op { bn, bn_library, gbn, gni, fused, unfused };
+const char* library_backend(Device d) { return d.type == DeviceType::cpu ? "onednn" : "cudnn"; }
+
+std::string op_name(Op op, Device d) {
   switch (op) {
-    case Op::bn: return "BatchNorm";
-    case Op::bn_cudnn: return "BatchNorm_cudnn";
-    case Op::gbn: return "GhostBatchNorm";
-    case Op::gni: return "GhostNoise";
-    case Op::fused: return "BatchNormGhostNoise";
-    case Op::unfused: return "BatchNormGhostNoiseUnfused";
+    case Op::bn:
+      return "BatchNorm";
+    case Op::bn_library:
+      return std::string("BatchNorm_") + library_backend(d);
+    case Op::gbn:
+      return "GhostBatchNorm";
+    case Op::gni:
+      return "GhostNoise";
+    case Op::fused:
+      return "BatchNormGhostNoise";
+    case Op::unfused:
+      return "BatchNormGhostNoiseUnfused";
   }
   return "?";
 }
@@ -70,7 +82,8 @@ struct Fixture {
   Shape s;
   Device dev;
   std::int64_t B, C;
-  Tensor x, y, dy, dx, t1, t2, gamma, beta, mean, var, rmean, rvar, shift, scale, gmean, gvar, dgamma, dbeta, zeros, ones;
+  Tensor x, y, dy, dx, t1, t2, gamma, beta, mean, var, rmean, rvar, shift, scale, gmean, gvar,
+      dgamma, dbeta, zeros, ones;
   prim::BatchNormDesc bn, bn_plain, gain_bias;
   prim::GhostBatchNormDesc gbn;
   prim::GhostNoiseDesc gni;
@@ -114,14 +127,22 @@ struct Fixture {
 
   void forward(Op op) {
     switch (op) {
-      case Op::bn: ops::call(prim::op::bn_fwd_train, bn, {x, gamma, beta}, {y, mean, var, rmean, rvar}); break;
-      case Op::bn_cudnn:
-        ops::call(prim::op::bn_fwd_train, bn, {x, gamma, beta}, {y, mean, var, rmean, rvar}, "cudnn");
+      case Op::bn:
+        ops::call(prim::op::bn_fwd_train, bn, {x, gamma, beta}, {y, mean, var, rmean, rvar});
         break;
-      case Op::gbn: ops::call(prim::op::gbn_fwd_train, gbn, {x, gamma, beta}, {y, gmean, gvar, rmean, rvar}); break;
-      case Op::gni: ops::call(prim::op::gni_fwd_train, gni, {x}, {y, shift, scale}); break;
+      case Op::bn_library:
+        ops::call(prim::op::bn_fwd_train, bn, {x, gamma, beta}, {y, mean, var, rmean, rvar},
+                  library_backend(dev));
+        break;
+      case Op::gbn:
+        ops::call(prim::op::gbn_fwd_train, gbn, {x, gamma, beta}, {y, gmean, gvar, rmean, rvar});
+        break;
+      case Op::gni:
+        ops::call(prim::op::gni_fwd_train, gni, {x}, {y, shift, scale});
+        break;
       case Op::fused:
-        ops::call(prim::op::bn_gni_fwd_train, fused, {x, gamma, beta}, {y, mean, var, shift, scale, rmean, rvar});
+        ops::call(prim::op::bn_gni_fwd_train, fused, {x, gamma, beta},
+                  {y, mean, var, shift, scale, rmean, rvar});
         break;
       case Op::unfused:
         ops::call(prim::op::bn_fwd_train, bn_plain, {x}, {t1, mean, var, rmean, rvar});
@@ -132,14 +153,22 @@ struct Fixture {
   }
   void backward(Op op) {
     switch (op) {
-      case Op::bn: ops::call(prim::op::bn_bwd, bn, {dy, x, mean, var, gamma}, {dx, dgamma, dbeta}); break;
-      case Op::bn_cudnn:
-        ops::call(prim::op::bn_bwd, bn, {dy, x, mean, var, gamma}, {dx, dgamma, dbeta}, "cudnn");
+      case Op::bn:
+        ops::call(prim::op::bn_bwd, bn, {dy, x, mean, var, gamma}, {dx, dgamma, dbeta});
         break;
-      case Op::gbn: ops::call(prim::op::gbn_bwd, gbn, {dy, x, gmean, gvar, gamma}, {dx, dgamma, dbeta}); break;
-      case Op::gni: ops::call(prim::op::gni_bwd, gni, {dy, scale}, {dx}); break;
+      case Op::bn_library:
+        ops::call(prim::op::bn_bwd, bn, {dy, x, mean, var, gamma}, {dx, dgamma, dbeta},
+                  library_backend(dev));
+        break;
+      case Op::gbn:
+        ops::call(prim::op::gbn_bwd, gbn, {dy, x, gmean, gvar, gamma}, {dx, dgamma, dbeta});
+        break;
+      case Op::gni:
+        ops::call(prim::op::gni_bwd, gni, {dy, scale}, {dx});
+        break;
       case Op::fused:
-        ops::call(prim::op::bn_gni_bwd, fused, {dy, x, mean, var, shift, scale, gamma}, {dx, dgamma, dbeta});
+        ops::call(prim::op::bn_gni_bwd, fused, {dy, x, mean, var, shift, scale, gamma},
+                  {dx, dgamma, dbeta});
         break;
       case Op::unfused:  // gain/bias backward (BN inference backward = scale by gamma), GNI, BN
         ops::call(prim::op::bn_bwd, gain_bias, {dy, t2, zeros, ones, gamma}, {t1, dgamma, dbeta});
@@ -180,8 +209,9 @@ void run_bench(benchmark::State& state, Op op, bool with_backward, Shape s, Devi
     once();
     synchronize(dev);
   }
-  const double per_iter = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() /
-                          static_cast<double>(std::max<benchmark::IterationCount>(state.iterations(), 1));
+  const double per_iter =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() /
+      static_cast<double>(std::max<benchmark::IterationCount>(state.iterations(), 1));
   state.counters["GB/s"] = benchmark::Counter(bytes * static_cast<double>(state.iterations()) / 1e9,
                                               benchmark::Counter::kIsRate);
   state.counters["copy_ms"] = copy * 1e3;
@@ -193,13 +223,14 @@ int register_all() {
   if (cuda_available()) devices.push_back(Device::cuda());
   for (auto dev : devices)
     for (const auto& s : kShapes)
-      for (Op op : {Op::bn, Op::bn_cudnn, Op::gbn, Op::gni, Op::fused, Op::unfused})
+      for (Op op : {Op::bn, Op::bn_library, Op::gbn, Op::gni, Op::fused, Op::unfused})
         for (bool bwd : {false, true}) {
-          if (op == Op::bn_cudnn && dev.type != DeviceType::cuda) continue;
           // GBN has no GPU kernel yet
           if (op == Op::gbn && dev.type == DeviceType::cuda) continue;
           benchmark::RegisterBenchmark(
-              fmt::format("{}/{}/{}/{}", op_name(op), bwd ? "fwdbwd" : "fwd", shape_name(s), dev.str()).c_str(),
+              fmt::format("{}/{}/{}/{}", op_name(op, dev), bwd ? "fwdbwd" : "fwd", shape_name(s),
+                          dev.str())
+                  .c_str(),
               [=](benchmark::State& st) { run_bench(st, op, bwd, s, dev); })
               ->Unit(benchmark::kMillisecond)
               ->UseRealTime();

@@ -10,9 +10,9 @@
 //   dx = (g - mean(g) - xhat * mean(g * xhat)) / sqrt(var_c + eps)
 //   dgamma_c = sum(dy * xhat),  dbeta_c = sum(dy)
 //
-//   bn_fwd_train: in {x, [gamma, beta]}               out {y, mean[C], var[C], running_mean, running_var}
-//   bn_fwd_infer: in {x, running_mean, running_var, [gamma, beta]}   out {y}
-//   bn_bwd:       in {dy, x, mean, var, [gamma]}      out {dx, [dgamma, dbeta]}
+//   bn_fwd_train: in {x, [gamma, beta]}               out {y, mean[C], var[C], running_mean,
+//   running_var} bn_fwd_infer: in {x, running_mean, running_var, [gamma, beta]}   out {y} bn_bwd:
+//   in {dy, x, mean, var, [gamma]}      out {dx, [dgamma, dbeta]}
 // ([...] present exactly when affine; `var` is the saved biased batch variance; the running
 // statistics in bn_fwd_train are read and updated in place.)
 #pragma once

@@ -38,9 +38,8 @@ BcsView validate_bn_gni_bwd(const BatchNormGhostNoiseDesc& d, const KernelCall& 
 // (x - p)^2, [B, C]): the batch mean and biased variance of x, the unbiased variance, and the
 // GNI noise of the normalized activation. Shared by every host-side implementation.
 void bn_gni_noise_from_moments(const BatchNormGhostNoiseDesc& d, std::int64_t B, std::int64_t C,
-                               const double* pivot, const double* m1,
-                               const double* m2, double* mean, double* var, float* shift,
-                               float* scale);
+                               const double* pivot, const double* m1, const double* m2,
+                               double* mean, double* var, float* shift, float* scale);
 
 namespace ref {
 void bn_gni_fwd_train(const OpDesc& d, const KernelCall& c);

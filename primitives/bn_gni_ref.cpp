@@ -1,10 +1,9 @@
 // Reference fused BN + GNI + gain/bias: literally the unfused chain, in double (bn_gni.hpp).
-#include "primitives/bn_gni.hpp"
-
 #include <algorithm>
 #include <cmath>
 
 #include "primitives/batchnorm.hpp"
+#include "primitives/bn_gni.hpp"
 
 namespace ghostnn::prim {
 
@@ -47,9 +46,8 @@ BcsView validate_bn_gni_bwd(const BatchNormGhostNoiseDesc& d, const KernelCall& 
 }
 
 void bn_gni_noise_from_moments(const BatchNormGhostNoiseDesc& d, std::int64_t B, std::int64_t C,
-                               const double* pivot, const double* m1,
-                               const double* m2, double* mean, double* var, float* shift,
-                               float* scale) {
+                               const double* pivot, const double* m1, const double* m2,
+                               double* mean, double* var, float* shift, float* scale) {
   std::vector<double> hat1(B * C), hat2(B * C);
   for (std::int64_t c = 0; c < C; ++c) {
     double s1 = 0, s2 = 0;
@@ -121,8 +119,8 @@ void bn_gni_fwd_train(const OpDesc& od, const KernelCall& c) {
     for (std::int64_t ch = 0; ch < C; ++ch)
       for (std::int64_t i = 0; i < S; ++i) {
         const auto k = (b * C + ch) * S + i;
-        y[k] = static_cast<float>(
-            gamma[ch] * (xhat[k] - shift[b * C + ch]) / scale[b * C + ch] + beta[ch]);
+        y[k] = static_cast<float>(gamma[ch] * (xhat[k] - shift[b * C + ch]) / scale[b * C + ch] +
+                                  beta[ch]);
       }
   update_running(c.out[5].f32(), mean.data(), C, d.momentum);
   update_running(c.out[6].f32(), unbiased.data(), C, d.momentum);

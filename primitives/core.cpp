@@ -6,16 +6,20 @@ namespace ghostnn {
 
 std::size_t dtype_size(DType t) {
   switch (t) {
-    case DType::f32: return 4;
-    case DType::bf16: return 2;
+    case DType::f32:
+      return 4;
+    case DType::bf16:
+      return 2;
   }
   fail("unknown dtype {}", static_cast<int>(t));
 }
 
 std::string_view dtype_name(DType t) {
   switch (t) {
-    case DType::f32: return "f32";
-    case DType::bf16: return "bf16";
+    case DType::f32:
+      return "f32";
+    case DType::bf16:
+      return "bf16";
   }
   return "?";
 }
@@ -55,7 +59,8 @@ std::string TensorDesc::str() const {
 
 void expect_rank(std::string_view op, std::string_view arg, const TensorDesc& t, int rank) {
   if (t.rank() != rank)
-    fail("{}: {} must have rank {}, got {} (shape {})", op, arg, rank, t.rank(), shape_str(t.shape));
+    fail("{}: {} must have rank {}, got {} (shape {})", op, arg, rank, t.rank(),
+         shape_str(t.shape));
 }
 
 void expect_rank_at_least(std::string_view op, std::string_view arg, const TensorDesc& t,
@@ -71,8 +76,7 @@ void expect_shape(std::string_view op, std::string_view arg, const TensorDesc& t
 }
 
 void expect_f32(std::string_view op, std::string_view arg, const TensorDesc& t) {
-  if (t.dtype != DType::f32)
-    fail("{}: {} must be f32, got {}", op, arg, dtype_name(t.dtype));
+  if (t.dtype != DType::f32) fail("{}: {} must be f32, got {}", op, arg, dtype_name(t.dtype));
 }
 
 void expect_count(std::string_view op, std::string_view what, std::size_t got, std::size_t want) {

@@ -15,7 +15,6 @@
 #include <string_view>
 #include <vector>
 
-
 namespace ghostnn {
 
 // Every error ghostnn raises: the message names the op/layer, the argument and the value.

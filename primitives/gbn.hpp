@@ -8,8 +8,8 @@
 // Every group must hold at least 2 values per channel (group_size * S >= 2), else an Error naming
 // the layer, B, N and S. N == B gives exactly BN's training output.
 //
-//   gbn_fwd_train: in {x, [gamma, beta]}             out {y, mean[G,C], var[G,C], running_mean, running_var}
-//   gbn_bwd:       in {dy, x, mean, var, [gamma]}    out {dx, [dgamma, dbeta]}
+//   gbn_fwd_train: in {x, [gamma, beta]}             out {y, mean[G,C], var[G,C], running_mean,
+//   running_var} gbn_bwd:       in {dy, x, mean, var, [gamma]}    out {dx, [dgamma, dbeta]}
 #pragma once
 
 #include "primitives/core.hpp"
@@ -34,7 +34,7 @@ struct GhostBatchNormDesc : OpDesc {
 
 // Which samples form which group, for a batch of B.
 struct GhostGroups {
-  std::int64_t count = 0;             // G
+  std::int64_t count = 0;              // G
   std::vector<std::int64_t> group_of;  // [B]
   std::vector<std::int64_t> size;      // [G]
 };

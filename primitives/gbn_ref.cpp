@@ -1,9 +1,8 @@
 // Reference ghost batch normalization: per group two-pass statistics in double (maths in gbn.hpp).
-#include "primitives/gbn.hpp"
-
 #include <cmath>
 
 #include "primitives/batchnorm.hpp"
+#include "primitives/gbn.hpp"
 
 namespace ghostnn::prim {
 
@@ -22,15 +21,17 @@ GhostGroups ghost_groups(const GhostBatchNormDesc& d, std::int64_t B) {
 }
 
 GhostGroups validate_gbn_groups(const GhostBatchNormDesc& d, const TensorDesc& x) {
-  if (d.ghost_batch < 1) fail("{}: ghost batch size N must be >= 1, got {}", d.layer, d.ghost_batch);
+  if (d.ghost_batch < 1)
+    fail("{}: ghost batch size N must be >= 1, got {}", d.layer, d.ghost_batch);
   auto v = validate_activation(d.layer, "x", x);
   auto g = ghost_groups(d, v.B);
   for (std::int64_t grp = 0; grp < g.count; ++grp) {
     const auto n = g.size[static_cast<std::size_t>(grp)];
     if (n * v.S < 2)
-      fail("{}: ghost group {} holds {} sample(s) x {} position(s), fewer than the 2 values per "
-           "channel a group needs (B={}, N={}, S={})",
-           d.layer, grp, n, v.S, v.B, d.ghost_batch, v.S);
+      fail(
+          "{}: ghost group {} holds {} sample(s) x {} position(s), fewer than the 2 values per "
+          "channel a group needs (B={}, N={}, S={})",
+          d.layer, grp, n, v.S, v.B, d.ghost_batch, v.S);
   }
   return g;
 }

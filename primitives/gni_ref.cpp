@@ -1,17 +1,18 @@
 // Reference ghost noise injection (maths in gni.hpp), and the host-side noise sampler.
-#include "primitives/gni.hpp"
-
 #include <algorithm>
 #include <cmath>
 #include <numeric>
 
+#include "primitives/gni.hpp"
 #include "primitives/philox.hpp"
 
 namespace ghostnn::prim {
 
 void validate_ghost_noise_params(const GhostNoiseDesc& d, std::int64_t B) {
-  if (d.ghost_batch < 1) fail("{}: ghost batch size N must be >= 1, got {}", d.layer, d.ghost_batch);
-  if (d.ghost_batch > 0xFFFFFFFFll) fail("{}: ghost batch size N={} is too large", d.layer, d.ghost_batch);
+  if (d.ghost_batch < 1)
+    fail("{}: ghost batch size N must be >= 1, got {}", d.layer, d.ghost_batch);
+  if (d.ghost_batch > 0xFFFFFFFFll)
+    fail("{}: ghost batch size N={} is too large", d.layer, d.ghost_batch);
   if (B > 0xFFFFFFFFll) fail("{}: batch size B={} is too large", d.layer, B);
   if (!(d.eps >= 0.f)) fail("{}: eps must be >= 0, got {}", d.layer, d.eps);
   if (d.sampling == Sampling::shuffle && B % d.ghost_batch != 0)
@@ -51,7 +52,8 @@ std::vector<std::uint32_t> shuffle_permutation(const GhostNoiseDesc& d, std::int
   std::vector<std::uint32_t> perm(static_cast<std::size_t>(B));
   std::vector<std::uint32_t> key(perm.size());
   std::iota(perm.begin(), perm.end(), 0u);
-  for (std::uint32_t b = 0; b < perm.size(); ++b) key[b] = shuffle_key(d.seed, d.layer_id, d.step, b);
+  for (std::uint32_t b = 0; b < perm.size(); ++b)
+    key[b] = shuffle_key(d.seed, d.layer_id, d.step, b);
   std::stable_sort(perm.begin(), perm.end(),
                    [&](std::uint32_t a, std::uint32_t b) { return key[a] < key[b]; });
   return perm;
@@ -74,7 +76,7 @@ void ghost_noise_from_moments(const GhostNoiseDesc& d, std::int64_t B, std::int6
   if (d.sampling == Sampling::shuffle) perm = shuffle_permutation(d, B);
   std::vector<std::int64_t> position(perm.size());
   for (std::size_t j = 0; j < perm.size(); ++j) position[perm[j]] = static_cast<std::int64_t>(j);
-  // Samples are independent: spread them over the OpenMP threads (a no-op without OpenMP).
+    // Samples are independent: spread them over the OpenMP threads (a no-op without OpenMP).
 #pragma omp parallel
   {
     std::vector<double> g1(C), g2(C);
@@ -134,7 +136,8 @@ void gni_fwd_train(const OpDesc& od, const KernelCall& c) {
     for (std::int64_t ch = 0; ch < C; ++ch)
       for (std::int64_t s = 0; s < S; ++s) {
         const auto k = b * C * S + ch * cs + s * ss;
-        y[k] = static_cast<float>((static_cast<double>(x[k]) - shift[b * C + ch]) / scale[b * C + ch]);
+        y[k] =
+            static_cast<float>((static_cast<double>(x[k]) - shift[b * C + ch]) / scale[b * C + ch]);
       }
 }
 

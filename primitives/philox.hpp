@@ -27,8 +27,10 @@ GHOSTNN_HD inline Philox4 philox4x32_10(Philox4 ctr, std::uint32_t k0, std::uint
   for (int r = 0; r < 10; ++r) {
     const std::uint64_t p0 = static_cast<std::uint64_t>(M0) * ctr.v[0];
     const std::uint64_t p1 = static_cast<std::uint64_t>(M1) * ctr.v[2];
-    const std::uint32_t hi0 = static_cast<std::uint32_t>(p0 >> 32), lo0 = static_cast<std::uint32_t>(p0);
-    const std::uint32_t hi1 = static_cast<std::uint32_t>(p1 >> 32), lo1 = static_cast<std::uint32_t>(p1);
+    const std::uint32_t hi0 = static_cast<std::uint32_t>(p0 >> 32),
+                        lo0 = static_cast<std::uint32_t>(p0);
+    const std::uint32_t hi1 = static_cast<std::uint32_t>(p1 >> 32),
+                        lo1 = static_cast<std::uint32_t>(p1);
     ctr = Philox4{{hi1 ^ ctr.v[1] ^ k0, lo1, hi0 ^ ctr.v[3] ^ k1, lo0}};
     k0 += W0;
     k1 += W1;
@@ -42,11 +44,10 @@ inline constexpr std::uint32_t kShuffleBlock = 0xFFFFFFFFu;
 GHOSTNN_HD inline Philox4 ghost_index_block(std::uint32_t seed, std::uint32_t layer,
                                             std::uint64_t step, std::uint32_t b,
                                             std::uint32_t block, std::uint32_t batch) {
-  Philox4 r = philox4x32_10(Philox4{{b, block, static_cast<std::uint32_t>(step),
-                                     static_cast<std::uint32_t>(step >> 32)}},
-                            seed, layer);
-  for (auto& u : r.v)
-    u = static_cast<std::uint32_t>((static_cast<std::uint64_t>(u) * batch) >> 32);
+  Philox4 r = philox4x32_10(
+      Philox4{{b, block, static_cast<std::uint32_t>(step), static_cast<std::uint32_t>(step >> 32)}},
+      seed, layer);
+  for (auto& u : r.v) u = static_cast<std::uint32_t>((static_cast<std::uint64_t>(u) * batch) >> 32);
   return r;
 }
 

@@ -1,23 +1,24 @@
 // Reference exclusive batch normalization: leave-one-out statistics by direct two-pass loops.
-#include "primitives/xbn.hpp"
-
 #include <cmath>
 
 #include "primitives/batchnorm.hpp"
+#include "primitives/xbn.hpp"
 
 namespace ghostnn::prim {
 
 GhostGroups validate_xbn_fwd_train(const ExclusiveBatchNormDesc& d, const KernelCall& c) {
   expect_count(d.layer, "inputs", c.in.size(), d.affine ? 3 : 1);
   expect_count(d.layer, "outputs", c.out.size(), 3);
-  if (d.ghost_batch < 1) fail("{}: ghost batch size N must be >= 1, got {}", d.layer, d.ghost_batch);
+  if (d.ghost_batch < 1)
+    fail("{}: ghost batch size N must be >= 1, got {}", d.layer, d.ghost_batch);
   auto v = validate_activation(d.layer, "x", c.in[0].desc);
   auto g = ghost_groups(d, v.B);
   for (std::int64_t grp = 0; grp < g.count; ++grp)
     if (g.size[grp] < 2)
-      fail("{}: ghost group {} holds {} sample(s); leave-one-out statistics need at least 2 "
-           "(B={}, N={})",
-           d.layer, grp, g.size[grp], v.B, d.ghost_batch);
+      fail(
+          "{}: ghost group {} holds {} sample(s); leave-one-out statistics need at least 2 "
+          "(B={}, N={})",
+          d.layer, grp, g.size[grp], v.B, d.ghost_batch);
   if (d.affine) {
     validate_channel_vector(d.layer, "gamma", c.in[1].desc, v.C);
     validate_channel_vector(d.layer, "beta", c.in[2].desc, v.C);

@@ -15,7 +15,9 @@ struct BnCase {
   Shape shape;
   bool affine;
 };
-void PrintTo(const BnCase& c, std::ostream* os) { *os << shape_str(c.shape) << (c.affine ? " affine" : " plain"); }
+void PrintTo(const BnCase& c, std::ostream* os) {
+  *os << shape_str(c.shape) << (c.affine ? " affine" : " plain");
+}
 
 std::vector<Tensor> train_outputs(const Shape& s) {
   const auto C = s[1];
@@ -72,16 +74,19 @@ void check_backend(const BnCase& p, const char* backend) {
   d.affine = affine;
   Tensor x = normal_tensor(s, 1, 0.5f, 2.f);
   const auto C = s[1];
-  testkit::expect_matches_reference(prim::op::bn_fwd_train, prim::ref::bn_fwd_train, d, Device::cpu(),
-                                    affine_inputs(x, affine), train_outputs(s), testkit::kF32, backend);
+  testkit::expect_matches_reference(prim::op::bn_fwd_train, prim::ref::bn_fwd_train, d,
+                                    Device::cpu(), affine_inputs(x, affine), train_outputs(s),
+                                    testkit::kF32, backend);
   auto infer_in = std::vector<Tensor>{x, random_tensor({C}, 7), random_tensor({C}, 8, 0.5f, 2.f)};
   if (affine) {
     infer_in.push_back(random_tensor({C}, 60, 0.5f, 1.5f));
     infer_in.push_back(random_tensor({C}, 61));
   }
-  testkit::expect_matches_reference(prim::op::bn_fwd_infer, prim::ref::bn_fwd_infer, d, Device::cpu(),
-                                    infer_in, {Tensor::zeros(s)}, testkit::kF32, backend);
-  auto fwd = testkit::run_reference(prim::ref::bn_fwd_train, d, affine_inputs(x, affine), train_outputs(s));
+  testkit::expect_matches_reference(prim::op::bn_fwd_infer, prim::ref::bn_fwd_infer, d,
+                                    Device::cpu(), infer_in, {Tensor::zeros(s)}, testkit::kF32,
+                                    backend);
+  auto fwd = testkit::run_reference(prim::ref::bn_fwd_train, d, affine_inputs(x, affine),
+                                    train_outputs(s));
   std::vector<Tensor> bwd_in{random_tensor(s, 9), x, fwd[1], fwd[2]};
   std::vector<Tensor> bwd_out{Tensor::zeros(s)};
   if (affine) {
@@ -105,19 +110,24 @@ TEST(BatchNormReference, BackwardMatchesFiniteDifferences) {
   const auto xv = normal_tensor(s, 6).to_vector();
   auto fwd = forward(xv, gamma, beta);
   auto grads = testkit::run_reference(
-      prim::ref::bn_bwd, d, {Tensor::from_vector(w, s), Tensor::from_vector(xv, s), fwd[1], fwd[2], gamma},
+      prim::ref::bn_bwd, d,
+      {Tensor::from_vector(w, s), Tensor::from_vector(xv, s), fwd[1], fwd[2], gamma},
       {Tensor::zeros(s), Tensor::zeros({2}), Tensor::zeros({2})});
   EXPECT_TRUE(testkit::gradient_matches(
-      [&](const std::vector<float>& v) { return testkit::weighted_sum(forward(v, gamma, beta)[0].to_vector(), w); },
+      [&](const std::vector<float>& v) {
+        return testkit::weighted_sum(forward(v, gamma, beta)[0].to_vector(), w);
+      },
       xv, grads[0].to_vector()));
   EXPECT_TRUE(testkit::gradient_matches(
       [&](const std::vector<float>& g) {
-        return testkit::weighted_sum(forward(xv, Tensor::from_vector(g, {2}), beta)[0].to_vector(), w);
+        return testkit::weighted_sum(forward(xv, Tensor::from_vector(g, {2}), beta)[0].to_vector(),
+                                     w);
       },
       gamma.to_vector(), grads[1].to_vector()));
   EXPECT_TRUE(testkit::gradient_matches(
       [&](const std::vector<float>& b) {
-        return testkit::weighted_sum(forward(xv, gamma, Tensor::from_vector(b, {2}))[0].to_vector(), w);
+        return testkit::weighted_sum(forward(xv, gamma, Tensor::from_vector(b, {2}))[0].to_vector(),
+                                     w);
       },
       beta.to_vector(), grads[2].to_vector()));
 }
@@ -127,7 +137,8 @@ TEST(BatchNorm, BadInputIsAClearError) {
   d.layer = "bn1";
   Tensor x = Tensor::zeros({4, 3, 2, 2});
   try {  // gamma with the wrong channel count
-    ops::call(prim::op::bn_fwd_train, d, {x, Tensor::zeros({2}), Tensor::zeros({3})}, train_outputs({4, 3, 2, 2}));
+    ops::call(prim::op::bn_fwd_train, d, {x, Tensor::zeros({2}), Tensor::zeros({3})},
+              train_outputs({4, 3, 2, 2}));
     ADD_FAILURE();
   } catch (const Error& e) {
     EXPECT_THAT(e.what(), ::testing::HasSubstr("bn1"));
@@ -135,9 +146,11 @@ TEST(BatchNorm, BadInputIsAClearError) {
   }
   d.affine = false;  // one value per channel cannot be normalized in training
   EXPECT_THROW(ops::call(prim::op::bn_fwd_train, d, {Tensor::zeros({1, 3})},
-                         {Tensor::zeros({1, 3}), Tensor::zeros({3}), Tensor::zeros({3}), Tensor::zeros({3}), Tensor::zeros({3})}),
+                         {Tensor::zeros({1, 3}), Tensor::zeros({3}), Tensor::zeros({3}),
+                          Tensor::zeros({3}), Tensor::zeros({3})}),
                Error);
-  EXPECT_THROW(ops::call(prim::op::bn_fwd_train, d, {Tensor::zeros({4})}, train_outputs({4, 1})), Error);
+  EXPECT_THROW(ops::call(prim::op::bn_fwd_train, d, {Tensor::zeros({4})}, train_outputs({4, 1})),
+               Error);
 }
 
 }  // namespace

@@ -75,13 +75,14 @@ struct AffineDesc : OpDesc {
 
 TEST(Dispatcher, RunsACustomOpRegisteredFromOutside) {
   auto& d = Dispatcher::global();
-  d.add_kernel("test_affine", DeviceType::cpu, "test_backend",
-               [](const OpDesc& od, const KernelCall& c) {
-                 const auto& p = dynamic_cast<const AffineDesc&>(od);
-                 for (std::int64_t i = 0; i < c.in[0].desc.numel(); ++i)
-                   c.out[0].f32()[i] = p.a * c.in[0].f32()[i] + p.b;
-               },
-               [](const OpDesc&, const KernelCall& c) { return c.in[0].desc.rank() == 1; });
+  d.add_kernel(
+      "test_affine", DeviceType::cpu, "test_backend",
+      [](const OpDesc& od, const KernelCall& c) {
+        const auto& p = dynamic_cast<const AffineDesc&>(od);
+        for (std::int64_t i = 0; i < c.in[0].desc.numel(); ++i)
+          c.out[0].f32()[i] = p.a * c.in[0].f32()[i] + p.b;
+      },
+      [](const OpDesc&, const KernelCall& c) { return c.in[0].desc.rank() == 1; });
   Tensor x = Tensor::from_vector({0, 1, 2}, {3});
   Tensor y = Tensor::empty({3});
   EXPECT_EQ(ops::call("test_affine", AffineDesc{}, {x}, {y}), "test_backend");

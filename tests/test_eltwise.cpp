@@ -10,7 +10,8 @@ using testkit::random_tensor;
 
 TEST(EltwiseReference, ReluIsMaxWithZero) {
   Tensor x = random_tensor({1000}, 1);
-  auto y = testkit::run_reference(prim::ref::relu_fwd, prim::ReluDesc{}, {x}, {Tensor::zeros({1000})})[0];
+  auto y = testkit::run_reference(prim::ref::relu_fwd, prim::ReluDesc{}, {x},
+                                  {Tensor::zeros({1000})})[0];
   const auto xv = x.to_vector(), yv = y.to_vector();
   for (std::size_t i = 0; i < xv.size(); ++i) EXPECT_EQ(yv[i], std::max(xv[i], 0.f));
 }
@@ -18,9 +19,12 @@ TEST(EltwiseReference, ReluIsMaxWithZero) {
 TEST(EltwiseOnednn, MatchesReference) {
   const Shape s{4, 3, 5, 7};
   Tensor x = random_tensor(s, 2), dy = random_tensor(s, 3), b = random_tensor(s, 4);
-  testkit::expect_matches_reference(prim::op::relu_fwd, prim::ref::relu_fwd, prim::ReluDesc{}, Device::cpu(), {x}, {Tensor::zeros(s)}, {0, 0});
-  testkit::expect_matches_reference(prim::op::relu_bwd, prim::ref::relu_bwd, prim::ReluDesc{}, Device::cpu(), {dy, x}, {Tensor::zeros(s)}, {0, 0});
-  testkit::expect_matches_reference(prim::op::add_fwd, prim::ref::add_fwd, prim::AddDesc{}, Device::cpu(), {x, b}, {Tensor::zeros(s)}, {0, 1e-7});
+  testkit::expect_matches_reference(prim::op::relu_fwd, prim::ref::relu_fwd, prim::ReluDesc{},
+                                    Device::cpu(), {x}, {Tensor::zeros(s)}, {0, 0});
+  testkit::expect_matches_reference(prim::op::relu_bwd, prim::ref::relu_bwd, prim::ReluDesc{},
+                                    Device::cpu(), {dy, x}, {Tensor::zeros(s)}, {0, 0});
+  testkit::expect_matches_reference(prim::op::add_fwd, prim::ref::add_fwd, prim::AddDesc{},
+                                    Device::cpu(), {x, b}, {Tensor::zeros(s)}, {0, 1e-7});
 }
 
 TEST(EltwiseOnednn, ReluBackwardMatchesFiniteDifferences) {

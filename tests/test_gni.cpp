@@ -51,7 +51,10 @@ TEST(GhostNoiseReference, ShiftIsTheMeanOfThePhiloxDrawnSamples) {
     for (std::int64_t b = 0; b < B; ++b) {
       double g = 0;
       for (std::int64_t k = 0; k < N; ++k)
-        g += xv[prim::ghost_index(99, 4, d.step, static_cast<std::uint32_t>(b), static_cast<std::uint32_t>(k), B) * C + c];
+        g += xv[prim::ghost_index(99, 4, d.step, static_cast<std::uint32_t>(b),
+                                  static_cast<std::uint32_t>(k), B) *
+                    C +
+                c];
       EXPECT_NEAR(shift[b * C + c], g / N - M, 1e-6);
     }
   }
@@ -94,8 +97,10 @@ struct GniCase {
   bool shift_noise, scale_noise, channel_last;
 };
 void PrintTo(const GniCase& c, std::ostream* os) {
-  *os << shape_str(c.shape) << " N=" << c.N << (c.sampling == prim::Sampling::shuffle ? " shuffle" : " replacement")
-      << (c.shift_noise ? "" : " no-shift") << (c.scale_noise ? "" : " no-scale") << (c.channel_last ? " channel-last" : "");
+  *os << shape_str(c.shape) << " N=" << c.N
+      << (c.sampling == prim::Sampling::shuffle ? " shuffle" : " replacement")
+      << (c.shift_noise ? "" : " no-shift") << (c.scale_noise ? "" : " no-scale")
+      << (c.channel_last ? " channel-last" : "");
 }
 
 class GhostNoiseCpu : public ::testing::TestWithParam<GniCase> {};
@@ -112,9 +117,10 @@ TEST_P(GhostNoiseCpu, MatchesReferenceForwardAndBackward) {
   d.seed = 17;
   d.step = 3;
   Tensor x = normal_tensor(p.shape, 8, 0.2f, 1.3f);
-  testkit::expect_matches_reference(prim::op::gni_fwd_train, prim::ref::gni_fwd_train, d, Device::cpu(), {x},
+  testkit::expect_matches_reference(prim::op::gni_fwd_train, prim::ref::gni_fwd_train, d,
+                                    Device::cpu(), {x}, gni_outputs(p.shape, p.channel_last));
+  auto fwd = testkit::run_reference(prim::ref::gni_fwd_train, d, {x},
                                     gni_outputs(p.shape, p.channel_last));
-  auto fwd = testkit::run_reference(prim::ref::gni_fwd_train, d, {x}, gni_outputs(p.shape, p.channel_last));
   testkit::expect_matches_reference(prim::op::gni_bwd, prim::ref::gni_bwd, d, Device::cpu(),
                                     {random_tensor(p.shape, 9), fwd[2]}, {Tensor::zeros(p.shape)});
   if (!p.shift_noise) {
@@ -134,7 +140,7 @@ INSTANTIATE_TEST_SUITE_P(
                       GniCase{{32, 4, 3, 3}, 8, S::shuffle, true, true, false},
                       GniCase{{32, 4, 3, 3}, 8, S::replacement, false, true, false},
                       GniCase{{32, 4, 3, 3}, 8, S::replacement, true, false, false},
-                      GniCase{{8, 3, 2, 2}, 16, S::replacement, true, true, false},  // N > B
+                      GniCase{{8, 3, 2, 2}, 16, S::replacement, true, true, false},   // N > B
                       GniCase{{1, 3, 4, 4}, 2, S::replacement, true, true, false}));  // B = 1
 
 TEST(GhostNoiseCpu, BackwardIsTheNoiseHeldConstantByFiniteDifferences) {

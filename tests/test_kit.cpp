@@ -26,8 +26,8 @@ Tensor normal_tensor(const Shape& shape, std::uint64_t seed, float mean, float s
 ::testing::AssertionResult all_close(const Tensor& got, const Tensor& want, Tolerance tol,
                                      const std::string& name) {
   if (got.shape() != want.shape())
-    return ::testing::AssertionFailure() << name << ": shape " << shape_str(got.shape())
-                                         << " != " << shape_str(want.shape());
+    return ::testing::AssertionFailure()
+           << name << ": shape " << shape_str(got.shape()) << " != " << shape_str(want.shape());
   const auto g = got.to_vector(), w = want.to_vector();
   double max_abs = 0, max_rel = 0;
   std::int64_t first_bad = -1, bad = 0;
@@ -76,8 +76,7 @@ std::vector<Tensor> run_reference(const Kernel& ref, const OpDesc& desc,
 
 std::vector<Tensor> run_dispatched(std::string_view op, const OpDesc& desc, Device device,
                                    const std::vector<Tensor>& in,
-                                   const std::vector<Tensor>& out_init,
-                                   std::string_view backend) {
+                                   const std::vector<Tensor>& out_init, std::string_view backend) {
   std::vector<Tensor> din, dout;
   for (const auto& t : in) din.push_back(t.to(device).clone());
   for (const auto& t : out_init) dout.push_back(t.to(device).clone());
@@ -105,12 +104,12 @@ double weighted_sum(const std::vector<float>& y, const std::vector<float>& w) {
   return s;
 }
 
-::testing::AssertionResult gradient_matches(const std::function<double(const std::vector<float>&)>& f,
-                                            const std::vector<float>& x,
-                                            const std::vector<float>& analytic, double h,
-                                            Tolerance tol, int max_points) {
+::testing::AssertionResult gradient_matches(
+    const std::function<double(const std::vector<float>&)>& f, const std::vector<float>& x,
+    const std::vector<float>& analytic, double h, Tolerance tol, int max_points) {
   if (analytic.size() != x.size())
-    return ::testing::AssertionFailure() << "gradient has " << analytic.size() << " entries, x has " << x.size();
+    return ::testing::AssertionFailure()
+           << "gradient has " << analytic.size() << " entries, x has " << x.size();
   std::mt19937 rng(1234);
   std::vector<std::size_t> idx(x.size());
   for (std::size_t i = 0; i < idx.size(); ++i) idx[i] = i;
@@ -126,8 +125,9 @@ double weighted_sum(const std::vector<float>& y, const std::vector<float>& w) {
     const double num = (f(xp) - f(xm)) / step;
     const double err = std::fabs(num - analytic[i]);
     if (err > tol.abs + tol.rel * std::fabs(num))
-      return ::testing::AssertionFailure() << "d/dx[" << i << "]: finite differences " << num
-                                           << ", analytic " << analytic[i] << " (err " << err << ")";
+      return ::testing::AssertionFailure()
+             << "d/dx[" << i << "]: finite differences " << num << ", analytic " << analytic[i]
+             << " (err " << err << ")";
   }
   return ::testing::AssertionSuccess();
 }

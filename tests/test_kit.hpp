@@ -49,10 +49,10 @@ void expect_matches_reference(std::string_view op, const Kernel& ref, const OpDe
 // Central finite differences of a scalar function of x, at up to `max_points` coordinates
 // (all when x is small), against the analytic gradient: passes when every checked coordinate
 // agrees within abs + rel * |numeric|.
-::testing::AssertionResult gradient_matches(const std::function<double(const std::vector<float>&)>& f,
-                                            const std::vector<float>& x,
-                                            const std::vector<float>& analytic, double h = 1e-2,
-                                            Tolerance tol = {2e-3, 2e-2}, int max_points = 48);
+::testing::AssertionResult gradient_matches(
+    const std::function<double(const std::vector<float>&)>& f, const std::vector<float>& x,
+    const std::vector<float>& analytic, double h = 1e-2, Tolerance tol = {2e-3, 2e-2},
+    int max_points = 48);
 
 // sum(w * y) in double: the scalar loss used by gradient checks.
 double weighted_sum(const std::vector<float>& y, const std::vector<float>& w);
@@ -61,9 +61,9 @@ bool gpu_present();
 }  // namespace ghostnn::testkit
 
 // Skips the current test, with the reason, when no CUDA device is present.
-#define GHOSTNN_REQUIRE_GPU()                                                                   \
-  do {                                                                                          \
-    if (!::ghostnn::testkit::gpu_present())                                                     \
-      GTEST_SKIP() << "no CUDA device present (or ghostnn built without the CUDA backend); "    \
-                      "this test runs on a GPU machine";                                        \
+#define GHOSTNN_REQUIRE_GPU()                                                                \
+  do {                                                                                       \
+    if (!::ghostnn::testkit::gpu_present())                                                  \
+      GTEST_SKIP() << "no CUDA device present (or ghostnn built without the CUDA backend); " \
+                      "this test runs on a GPU machine";                                     \
   } while (0)

@@ -31,7 +31,8 @@ TEST(ExclusiveBatchNormReference, PairsAreNormalizedByEachOther) {
     double m = 0, q = 0;
     for (int i = 0; i < S; ++i) m += xv[o * S + i] / S;
     for (int i = 0; i < S; ++i) q += std::pow(xv[o * S + i] - m, 2) / S;
-    for (int i = 0; i < S; ++i) EXPECT_NEAR(y[b * S + i], (xv[b * S + i] - m) / std::sqrt(q + d.eps), 1e-5);
+    for (int i = 0; i < S; ++i)
+      EXPECT_NEAR(y[b * S + i], (xv[b * S + i] - m) / std::sqrt(q + d.eps), 1e-5);
   }
 }
 
@@ -43,9 +44,10 @@ TEST(ExclusiveBatchNormOnednn, MatchesReference) {
     d.grouping = grouping;
     auto outs = xbn_outputs(3);
     outs[0] = Tensor::zeros(s);
-    testkit::expect_matches_reference(prim::op::xbn_fwd_train, prim::ref::xbn_fwd_train, d, Device::cpu(),
-                                      {normal_tensor(s, 2, 0.5f, 1.5f), random_tensor({3}, 3), random_tensor({3}, 4)},
-                                      outs, {2e-5, 2e-4});
+    testkit::expect_matches_reference(
+        prim::op::xbn_fwd_train, prim::ref::xbn_fwd_train, d, Device::cpu(),
+        {normal_tensor(s, 2, 0.5f, 1.5f), random_tensor({3}, 3), random_tensor({3}, 4)}, outs,
+        {2e-5, 2e-4});
   }
 }
 

@@ -1,12 +1,13 @@
 // Batch normalization on the GPU, two ways: our own kernels (backend "cuda-kernels", the same
 // pipeline as the fused block without noise) and cuDNN's legacy batch-norm calls (backend
 // "cudnn"). register.cpp lists ours first; the benchmark compares them (perf/bench_norms).
+#include "primitives/batchnorm.hpp"
+
 #include <climits>
 
 #include "backends/cudnn/cuda_common.hpp"
 #include "backends/cudnn/norm_kernels.cuh"
 #include "backends/cudnn/ops.hpp"
-#include "primitives/batchnorm.hpp"
 
 namespace ghostnn::cudnn {
 
@@ -38,8 +39,9 @@ void bn_fwd_infer(const OpDesc& od, const KernelCall& c) {
   prim::validate_bn_fwd_infer(d, c);
   use_device(c.ctx->device.index, d.layer);
   const auto v = bcs_of(c.in[0].desc.shape);
-  bn_inference(c.in[0].f32(), c.out[0].f32(), c.in[1].f32(), c.in[2].f32(), d.affine ? c.in[3].f32() : nullptr,
-               d.affine ? c.in[4].f32() : nullptr, v.B, v.C, v.S, d.eps, d.layer);
+  bn_inference(c.in[0].f32(), c.out[0].f32(), c.in[1].f32(), c.in[2].f32(),
+               d.affine ? c.in[3].f32() : nullptr, d.affine ? c.in[4].f32() : nullptr, v.B, v.C,
+               v.S, d.eps, d.layer);
 }
 
 void bn_bwd(const OpDesc& od, const KernelCall& c) {
@@ -67,14 +69,16 @@ void bn_bwd(const OpDesc& od, const KernelCall& c) {
 // standard deviation, which our op contract turns into the biased variance.
 bool cudnn_bn_supported(const OpDesc& od, const KernelCall& c) {
   const auto* d = dynamic_cast<const prim::BatchNormDesc*>(&od);
-  return d && d->affine && !c.in.empty() && c.in[0].desc.numel() < INT_MAX && d->eps >= CUDNN_BN_MIN_EPSILON;
+  return d && d->affine && !c.in.empty() && c.in[0].desc.numel() < INT_MAX &&
+         d->eps >= CUDNN_BN_MIN_EPSILON;
 }
 
 namespace {
 struct BnDescs {
   TensorDescriptor x, ch;
   explicit BnDescs(const Shape& s)
-      : x(static_cast<int>(bcs_of(s).B), static_cast<int>(bcs_of(s).C), static_cast<int>(bcs_of(s).S), 1),
+      : x(static_cast<int>(bcs_of(s).B), static_cast<int>(bcs_of(s).C),
+          static_cast<int>(bcs_of(s).S), 1),
         ch(1, static_cast<int>(bcs_of(s).C), 1, 1) {}
 };
 }  // namespace
@@ -87,10 +91,10 @@ void cudnn_bn_fwd_train(const OpDesc& od, const KernelCall& c) {
   float* invstd = scratch_floats(static_cast<std::size_t>(C), c.ctx->device.index);
   const float one = 1.f, zero = 0.f;
   GHOSTNN_CUDNN_CHECK(d.layer, cudnnBatchNormalizationForwardTraining(
-                                   cudnn_handle(c.ctx->device.index), CUDNN_BATCHNORM_SPATIAL, &one, &zero,
-                                   t.x.get(), c.in[0].data, t.x.get(), c.out[0].data, t.ch.get(), c.in[1].data,
-                                   c.in[2].data, d.momentum, c.out[3].data, c.out[4].data, d.eps,
-                                   c.out[1].data, invstd));
+                                   cudnn_handle(c.ctx->device.index), CUDNN_BATCHNORM_SPATIAL, &one,
+                                   &zero, t.x.get(), c.in[0].data, t.x.get(), c.out[0].data,
+                                   t.ch.get(), c.in[1].data, c.in[2].data, d.momentum,
+                                   c.out[3].data, c.out[4].data, d.eps, c.out[1].data, invstd));
   invstd_to_var(invstd, c.out[2].f32(), C, d.eps, d.layer);
 }
 
@@ -103,10 +107,10 @@ void cudnn_bn_bwd(const OpDesc& od, const KernelCall& c) {
   var_to_invstd(c.in[3].f32(), invstd, C, d.eps, d.layer);
   const float one = 1.f, zero = 0.f;
   GHOSTNN_CUDNN_CHECK(d.layer, cudnnBatchNormalizationBackward(
-                                   cudnn_handle(c.ctx->device.index), CUDNN_BATCHNORM_SPATIAL, &one, &zero, &one,
-                                   &zero, t.x.get(), c.in[1].data, t.x.get(), c.in[0].data, t.x.get(),
-                                   c.out[0].data, t.ch.get(), c.in[4].data, c.out[1].data, c.out[2].data, d.eps,
-                                   c.in[2].data, invstd));
+                                   cudnn_handle(c.ctx->device.index), CUDNN_BATCHNORM_SPATIAL, &one,
+                                   &zero, &one, &zero, t.x.get(), c.in[1].data, t.x.get(),
+                                   c.in[0].data, t.x.get(), c.out[0].data, t.ch.get(), c.in[4].data,
+                                   c.out[1].data, c.out[2].data, d.eps, c.in[2].data, invstd));
 }
 
 }  // namespace ghostnn::cudnn

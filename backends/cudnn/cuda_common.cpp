@@ -7,7 +7,8 @@
 namespace ghostnn::cudnn {
 
 void check_cuda(cudaError_t e, std::string_view op, const char* call) {
-  if (e != cudaSuccess) fail("{}: CUDA error {} ({}) in {}", op, cudaGetErrorName(e), cudaGetErrorString(e), call);
+  if (e != cudaSuccess)
+    fail("{}: CUDA error {} ({}) in {}", op, cudaGetErrorName(e), cudaGetErrorString(e), call);
 }
 
 void check_cudnn(cudnnStatus_t s, std::string_view op, const char* call) {
@@ -26,7 +27,8 @@ cudnnHandle_t cudnn_handle(int index) {
 
 TensorDescriptor::TensorDescriptor(int n, int c, int h, int w) {
   GHOSTNN_CUDNN_CHECK("cudnn", cudnnCreateTensorDescriptor(&d_));
-  GHOSTNN_CUDNN_CHECK("cudnn", cudnnSetTensor4dDescriptor(d_, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, c, h, w));
+  GHOSTNN_CUDNN_CHECK(
+      "cudnn", cudnnSetTensor4dDescriptor(d_, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, c, h, w));
 }
 
 TensorDescriptor::~TensorDescriptor() { cudnnDestroyTensorDescriptor(d_); }

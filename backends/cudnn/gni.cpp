@@ -1,11 +1,12 @@
 // GNI and the fused BN+GNI block on the GPU: our own kernels (norm_kernels.cu). Replacement
 // sampling in NCHW/dense layout; shuffle sampling and channel-last forward are CPU-only so far
 // (supports() says no, and the dispatcher's error names the op).
+#include "primitives/gni.hpp"
+
+#include "backends/cudnn/cuda_common.hpp"
 #include "backends/cudnn/norm_kernels.cuh"
 #include "backends/cudnn/ops.hpp"
-#include "backends/cudnn/cuda_common.hpp"
 #include "primitives/bn_gni.hpp"
-#include "primitives/gni.hpp"
 
 namespace ghostnn::cudnn {
 
@@ -53,7 +54,8 @@ void gni_bwd(const OpDesc& od, const KernelCall& c) {
   prim::validate_gni_bwd(d, c);
   use_device(c.ctx->device.index, d.layer);
   const auto v = bcs_of(c.in[0].desc.shape, d.channel_last);
-  scale_planes(c.in[0].f32(), c.out[0].f32(), nullptr, c.in[1].f32(), v.B, v.C, v.S, d.channel_last, d.layer);
+  scale_planes(c.in[0].f32(), c.out[0].f32(), nullptr, c.in[1].f32(), v.B, v.C, v.S, d.channel_last,
+               d.layer);
 }
 
 void bn_gni_fwd_train(const OpDesc& od, const KernelCall& c) {

@@ -37,9 +37,9 @@ __device__ double block_sum(double v, double* shared) {
 }
 
 // m1, m2 = per-plane means of (x - p) and (x - p)^2, for the plane of the calling warp.
-__device__ __forceinline__ void warp_plane_moments(const float* __restrict__ x, std::int64_t plane, int lane,
-                                                   std::int64_t C, std::int64_t S, float* __restrict__ m1,
-                                                   float* __restrict__ m2) {
+__device__ __forceinline__ void warp_plane_moments(const float* __restrict__ x, std::int64_t plane,
+                                                   int lane, std::int64_t C, std::int64_t S,
+                                                   float* __restrict__ m1, float* __restrict__ m2) {
   const float p = x[(plane % C) * S];
   const float* xp = x + plane * S;
   float s1 = 0.f, s2 = 0.f;
@@ -67,7 +67,8 @@ __device__ __forceinline__ void warp_plane_moments(const float* __restrict__ x, 
 }
 
 __global__ void plane_moments_kernel(const float* __restrict__ x, std::int64_t BC, std::int64_t C,
-                                     std::int64_t S, float* __restrict__ m1, float* __restrict__ m2) {
+                                     std::int64_t S, float* __restrict__ m1,
+                                     float* __restrict__ m2) {
   const std::int64_t plane = static_cast<std::int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (plane < BC) warp_plane_moments(x, plane, threadIdx.x % 32, C, S, m1, m2);
 }
@@ -75,7 +76,8 @@ __global__ void plane_moments_kernel(const float* __restrict__ x, std::int64_t B
 // One block per channel: batch statistics and running statistics; then, for GNI, the moments the
 // noise is drawn from (h1, h2, written over m1, m2 in this block's column) and the noise of every
 // sample of the channel. The N ghost indices of sample b are the same for every channel (Philox
-// keyed by seed, layer, step; see primitives/philox.hpp), so each channel's block draws them itself.
+// keyed by seed, layer, step; see primitives/philox.hpp), so each channel's block draws them
+// itself.
 __device__ void channel_stats(const NormFwdArgs& a, float* __restrict__ m1, float* __restrict__ m2,
                               double* shared) {
   const std::int64_t c = blockIdx.x, B = a.B, C = a.C;
@@ -94,8 +96,10 @@ __device__ void channel_stats(const NormFwdArgs& a, float* __restrict__ m1, floa
     a.mean[c] = static_cast<float>(mean);
     a.var[c] = static_cast<float>(var);
     if (a.running_mean) {
-      a.running_mean[c] = static_cast<float>((1.0 - a.momentum) * a.running_mean[c] + a.momentum * mean);
-      a.running_var[c] = static_cast<float>((1.0 - a.momentum) * a.running_var[c] + a.momentum * var * n / (n - 1));
+      a.running_mean[c] =
+          static_cast<float>((1.0 - a.momentum) * a.running_mean[c] + a.momentum * mean);
+      a.running_var[c] = static_cast<float>((1.0 - a.momentum) * a.running_var[c] +
+                                            a.momentum * var * n / (n - 1));
     }
   }
   if (!a.noise) return;
@@ -115,8 +119,9 @@ __device__ void channel_stats(const NormFwdArgs& a, float* __restrict__ m1, floa
   for (std::int64_t b = threadIdx.x; b < B; b += blockDim.x) {
     double g1 = 0, g2 = 0;
     for (std::int64_t k = 0; k < N; k += 4) {
-      const auto r = prim::ghost_index_block(a.seed, a.layer_id, a.step, static_cast<std::uint32_t>(b),
-                                             static_cast<std::uint32_t>(k / 4), static_cast<std::uint32_t>(B));
+      const auto r =
+          prim::ghost_index_block(a.seed, a.layer_id, a.step, static_cast<std::uint32_t>(b),
+                                  static_cast<std::uint32_t>(k / 4), static_cast<std::uint32_t>(B));
       for (int j = 0; j < 4 && k + j < N; ++j) {
         g1 += m1[static_cast<std::int64_t>(r.v[j]) * C + c];
         g2 += m2[static_cast<std::int64_t>(r.v[j]) * C + c];
@@ -125,11 +130,13 @@ __device__ void channel_stats(const NormFwdArgs& a, float* __restrict__ m1, floa
     const double m = g1 / static_cast<double>(N);
     const double gv = fmax(g2 / static_cast<double>(N) - m * m, 0.0);
     a.shift[b * C + c] = a.shift_noise ? static_cast<float>(m - M) : 0.f;
-    a.scale[b * C + c] = a.scale_noise ? static_cast<float>(sqrt((gv + a.noise_eps) / (V + a.noise_eps))) : 1.f;
+    a.scale[b * C + c] =
+        a.scale_noise ? static_cast<float>(sqrt((gv + a.noise_eps) / (V + a.noise_eps))) : 1.f;
   }
 }
 
-__global__ void channel_stats_kernel(NormFwdArgs a, float* __restrict__ m1, float* __restrict__ m2) {
+__global__ void channel_stats_kernel(NormFwdArgs a, float* __restrict__ m1,
+                                     float* __restrict__ m2) {
   __shared__ double shared[32];
   channel_stats(a, m1, m2, shared);
 }
@@ -155,7 +162,8 @@ __global__ void plane_apply_kernel(const float* __restrict__ x, float* __restric
     float4* y4 = reinterpret_cast<float4*>(yp);
     for (std::int64_t i = lane; i < S / 4; i += 32) {
       const float4 v = x4[i];
-      y4[i] = make_float4(fmaf(ca, v.x, co), fmaf(ca, v.y, co), fmaf(ca, v.z, co), fmaf(ca, v.w, co));
+      y4[i] =
+          make_float4(fmaf(ca, v.x, co), fmaf(ca, v.y, co), fmaf(ca, v.z, co), fmaf(ca, v.w, co));
     }
   } else {
     for (std::int64_t i = lane; i < S; i += 32) yp[i] = fmaf(ca, xp[i], co);
@@ -164,8 +172,9 @@ __global__ void plane_apply_kernel(const float* __restrict__ x, float* __restric
 
 // y = (x - shift) / scale per element, NCHW or channel-last.
 __global__ void scale_elements_kernel(const float* __restrict__ x, float* __restrict__ y,
-                                      const float* __restrict__ shift, const float* __restrict__ scale,
-                                      std::int64_t n, std::int64_t C, std::int64_t S, bool channel_last) {
+                                      const float* __restrict__ shift,
+                                      const float* __restrict__ scale, std::int64_t n,
+                                      std::int64_t C, std::int64_t S, bool channel_last) {
   for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     const std::int64_t bc = channel_last ? (i / (S * C)) * C + i % C : i / S;
@@ -174,10 +183,11 @@ __global__ void scale_elements_kernel(const float* __restrict__ x, float* __rest
 }
 
 // Per plane: A = sum dy, D = sum dy (x - mean_c), for the plane of the calling warp.
-__device__ __forceinline__ void warp_plane_dots(const float* __restrict__ dy, const float* __restrict__ x,
-                                                const float* __restrict__ mean, std::int64_t plane, int lane,
-                                                std::int64_t C, std::int64_t S, float* __restrict__ A,
-                                                float* __restrict__ D) {
+__device__ __forceinline__ void warp_plane_dots(const float* __restrict__ dy,
+                                                const float* __restrict__ x,
+                                                const float* __restrict__ mean, std::int64_t plane,
+                                                int lane, std::int64_t C, std::int64_t S,
+                                                float* __restrict__ A, float* __restrict__ D) {
   const float mu = mean[plane % C];
   const float* xp = x + plane * S;
   const float* gp = dy + plane * S;
@@ -212,8 +222,9 @@ __global__ void plane_dots_kernel(const float* __restrict__ dy, const float* __r
 }
 
 // One block per channel: coef[c] = bx (x coefficient), coef[C + c] = k0 (constant), dgamma, dbeta.
-__device__ void channel_grads(const NormBwdArgs& a, const float* __restrict__ A, const float* __restrict__ D,
-                              float* __restrict__ coef, double* shared) {
+__device__ void channel_grads(const NormBwdArgs& a, const float* __restrict__ A,
+                              const float* __restrict__ D, float* __restrict__ coef,
+                              double* shared) {
   const std::int64_t c = blockIdx.x, B = a.B, C = a.C;
   const double inv = 1.0 / sqrt(static_cast<double>(a.var[c]) + a.bn_eps);
   double sa = 0, sd = 0, dg = 0, db = 0;
@@ -241,8 +252,8 @@ __device__ void channel_grads(const NormBwdArgs& a, const float* __restrict__ A,
   }
 }
 
-__global__ void channel_grads_kernel(NormBwdArgs a, const float* __restrict__ A, const float* __restrict__ D,
-                                     float* __restrict__ coef) {
+__global__ void channel_grads_kernel(NormBwdArgs a, const float* __restrict__ A,
+                                     const float* __restrict__ D, float* __restrict__ coef) {
   __shared__ double shared[32];
   channel_grads(a, A, D, coef, shared);
 }
@@ -264,8 +275,8 @@ __global__ void plane_bwd_kernel(NormBwdArgs a, const float* __restrict__ coef) 
     float4* d4 = reinterpret_cast<float4*>(dp);
     for (std::int64_t i = lane; i < S / 4; i += 32) {
       const float4 v = x4[i], g = g4[i];
-      d4[i] = make_float4(ca * g.x + bx * v.x + k0, ca * g.y + bx * v.y + k0, ca * g.z + bx * v.z + k0,
-                          ca * g.w + bx * v.w + k0);
+      d4[i] = make_float4(ca * g.x + bx * v.x + k0, ca * g.y + bx * v.y + k0,
+                          ca * g.z + bx * v.z + k0, ca * g.w + bx * v.w + k0);
     }
   } else {
     for (std::int64_t i = lane; i < S; i += 32) dp[i] = ca * gp[i] + bx * xp[i] + k0;
@@ -292,12 +303,14 @@ __global__ void var_to_invstd_kernel(const float* var, float* invstd, std::int64
 
 }  // namespace
 
-void invstd_to_var(const float* invstd, float* var, std::int64_t C, float eps, std::string_view op) {
+void invstd_to_var(const float* invstd, float* var, std::int64_t C, float eps,
+                   std::string_view op) {
   invstd_to_var_kernel<<<static_cast<unsigned>((C + 255) / 256), 256>>>(invstd, var, C, eps);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
-void var_to_invstd(const float* var, float* invstd, std::int64_t C, float eps, std::string_view op) {
+void var_to_invstd(const float* var, float* invstd, std::int64_t C, float eps,
+                   std::string_view op) {
   var_to_invstd_kernel<<<static_cast<unsigned>((C + 255) / 256), 256>>>(var, invstd, C, eps);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
@@ -329,10 +342,9 @@ void norm_forward(const NormFwdArgs& a, std::string_view op) {
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
   channel_stats_kernel<<<static_cast<unsigned>(a.C), kThreads>>>(a, m1, m2);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
-  plane_apply_kernel<<<plane_blocks(BC), kThreads>>>(a.x, a.y, a.normalize ? a.mean : nullptr,
-                                                     a.normalize ? a.var : nullptr, a.gamma, a.beta,
-                                                     a.noise ? a.shift : nullptr, a.noise ? a.scale : nullptr,
-                                                     BC, a.C, a.S, a.bn_eps);
+  plane_apply_kernel<<<plane_blocks(BC), kThreads>>>(
+      a.x, a.y, a.normalize ? a.mean : nullptr, a.normalize ? a.var : nullptr, a.gamma, a.beta,
+      a.noise ? a.shift : nullptr, a.noise ? a.scale : nullptr, BC, a.C, a.S, a.bn_eps);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
@@ -354,8 +366,8 @@ void scale_planes(const float* x, float* y, const float* shift, const float* sca
                   std::int64_t C, std::int64_t S, bool channel_last, std::string_view op) {
   const std::int64_t BC = B * C;
   if (!channel_last) {
-    plane_apply_kernel<<<plane_blocks(BC), kThreads>>>(x, y, nullptr, nullptr, nullptr, nullptr, shift, scale,
-                                                       BC, C, S, 0.f);
+    plane_apply_kernel<<<plane_blocks(BC), kThreads>>>(x, y, nullptr, nullptr, nullptr, nullptr,
+                                                       shift, scale, BC, C, S, 0.f);
   } else {
     const std::int64_t n = BC * S;
     const auto blocks = static_cast<unsigned>(std::min<std::int64_t>((n + 255) / 256, 65535));
@@ -367,7 +379,8 @@ void scale_planes(const float* x, float* y, const float* shift, const float* sca
 void bn_inference(const float* x, float* y, const float* m, const float* v, const float* gamma,
                   const float* beta, std::int64_t B, std::int64_t C, std::int64_t S, float eps,
                   std::string_view op) {
-  plane_apply_kernel<<<plane_blocks(B * C), kThreads>>>(x, y, m, v, gamma, beta, nullptr, nullptr, B * C, C, S, eps);
+  plane_apply_kernel<<<plane_blocks(B * C), kThreads>>>(x, y, m, v, gamma, beta, nullptr, nullptr,
+                                                        B * C, C, S, eps);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 

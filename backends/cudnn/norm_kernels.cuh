@@ -4,7 +4,8 @@
 // Forward:  plane_moments   per-plane means of (x - p_c) and (x - p_c)^2, p_c = x[0, c, 0]
 //           channel_stats   per channel: batch mean/var (+ running stats), the moments the noise is
 //                           drawn from (of xhat for BN+GNI, of x for GNI alone), and for every
-//                           sample N Philox-drawn ghost samples (primitives/philox.hpp) -> shift, scale
+//                           sample N Philox-drawn ghost samples (primitives/philox.hpp) -> shift,
+//                           scale
 //           plane_apply     y = a[b,c] x + o[b,c]
 // Backward: plane_dots      per-plane sums of dy and dy * (x - mean_c)
 //           channel_grads   per channel: the BN-backward reductions, dgamma, dbeta
@@ -21,10 +22,10 @@ namespace ghostnn::cudnn {
 struct NormFwdArgs {
   const float* x = nullptr;
   float* y = nullptr;
-  const float* gamma = nullptr;  // null: 1
-  const float* beta = nullptr;   // null: 0
-  float* mean = nullptr;         // [C] out when normalizing
-  float* var = nullptr;          // [C] out when normalizing (biased)
+  const float* gamma = nullptr;   // null: 1
+  const float* beta = nullptr;    // null: 0
+  float* mean = nullptr;          // [C] out when normalizing
+  float* var = nullptr;           // [C] out when normalizing (biased)
   float* running_mean = nullptr;  // [C] in/out, null: skip
   float* running_var = nullptr;
   float* shift = nullptr;  // [B, C] out when noisy

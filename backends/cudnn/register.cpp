@@ -32,7 +32,8 @@ void register_backend(Registry& r) {
   add_own(op::gni_bwd, gni_bwd);
   add_own(op::bn_gni_fwd_train, bn_gni_fwd_train, bn_gni_supported);
   add_own(op::bn_gni_bwd, bn_gni_bwd);
-  r.add_kernel(std::string(op::bn_fwd_train), DeviceType::cuda, be, cudnn_bn_fwd_train, cudnn_bn_supported);
+  r.add_kernel(std::string(op::bn_fwd_train), DeviceType::cuda, be, cudnn_bn_fwd_train,
+               cudnn_bn_supported);
   r.add_kernel(std::string(op::bn_bwd), DeviceType::cuda, be, cudnn_bn_bwd, cudnn_bn_supported);
 }
 

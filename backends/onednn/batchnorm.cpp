@@ -1,13 +1,14 @@
 // Batch normalization on the CPU, two ways: oneDNN's batch_normalization primitive (backend
 // "onednn") and our own kernels (backend "cpu-kernels", below). Maths in primitives/batchnorm.hpp;
 // the running statistics are blended here, PyTorch's way.
+#include "primitives/batchnorm.hpp"
+
 #include <cmath>
 
 #include "backends/onednn/dnnl_common.hpp"
 #include "backends/onednn/grouped_bn.hpp"
 #include "backends/onednn/ops.hpp"
 #include "backends/onednn/plane_kernels.hpp"
-#include "primitives/batchnorm.hpp"
 
 namespace ghostnn::onednn {
 
@@ -162,7 +163,8 @@ void own_bn_fwd_infer(const OpDesc& od, const KernelCall& c) {
   }
   const float* x = c.in[0].f32();
   float* y = c.out[0].f32();
-  parallel_for(B * C, [&](std::int64_t k) { plane_affine(x + k * S, y + k * S, S, a[k % C], o[k % C]); });
+  parallel_for(B * C,
+               [&](std::int64_t k) { plane_affine(x + k * S, y + k * S, S, a[k % C], o[k % C]); });
 }
 
 void own_bn_bwd(const OpDesc& od, const KernelCall& c) {

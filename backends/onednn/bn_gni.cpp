@@ -2,12 +2,13 @@
 // Forward: one moments pass over x, the noise on the host from those moments, one apply pass
 // y = a[b,c] x + o[b,c]. Backward: one pass of per-plane sums of dy and dy*(x - mu), per-channel
 // reductions in double, one pass dx = a[b,c] dy + bx[c] x + k[b,c]. BN's memory traffic.
+#include "primitives/bn_gni.hpp"
+
 #include <cmath>
 
 #include "backends/onednn/ops.hpp"
 #include "backends/onednn/plane_kernels.hpp"
 #include "primitives/batchnorm.hpp"
-#include "primitives/bn_gni.hpp"
 
 namespace ghostnn::onednn {
 
@@ -62,13 +63,14 @@ void bn_gni_bwd(const OpDesc& od, const KernelCall& c) {
   });
   const double n = static_cast<double>(B * S);
   std::vector<double> inv(C), bx(C), sg(C, 0.0), sgx(C, 0.0), dgamma(C, 0.0), dbeta(C, 0.0);
-  for (std::int64_t ch = 0; ch < C; ++ch) inv[ch] = 1.0 / std::sqrt(static_cast<double>(var[ch]) + d.bn_eps);
+  for (std::int64_t ch = 0; ch < C; ++ch)
+    inv[ch] = 1.0 / std::sqrt(static_cast<double>(var[ch]) + d.bn_eps);
   for (std::int64_t b = 0; b < B; ++b)
     for (std::int64_t ch = 0; ch < C; ++ch) {
       const auto k = b * C + ch;
       const double rs = 1.0 / scale[k];
-      sg[ch] += gamma[ch] * rs * a[k];                // sum dxhat
-      sgx[ch] += gamma[ch] * rs * bs[k] * inv[ch];    // sum dxhat * xhat
+      sg[ch] += gamma[ch] * rs * a[k];              // sum dxhat
+      sgx[ch] += gamma[ch] * rs * bs[k] * inv[ch];  // sum dxhat * xhat
       dgamma[ch] += rs * (bs[k] * inv[ch] - shift[k] * a[k]);
       dbeta[ch] += a[k];
     }

@@ -27,7 +27,9 @@ memory::desc nchw_desc(const Shape& shape) {
   return memory::desc({v.B, v.C, v.S, 1}, memory::data_type::f32, memory::format_tag::nchw);
 }
 
-memory nchw_memory(const TensorRef& t) { return memory(nchw_desc(t.desc.shape), cpu_engine(), t.data); }
+memory nchw_memory(const TensorRef& t) {
+  return memory(nchw_desc(t.desc.shape), cpu_engine(), t.data);
+}
 
 memory vector_memory(const TensorRef& t) {
   memory::desc md({t.desc.numel()}, memory::data_type::f32, memory::format_tag::a);

@@ -2,10 +2,9 @@
 // primitive cache, and the v2/v3 API differences in one place (DNNL_VERSION_MAJOR).
 #pragma once
 
-#include <oneapi/dnnl/dnnl.hpp>
-
 #include <map>
 #include <mutex>
+#include <oneapi/dnnl/dnnl.hpp>
 #include <tuple>
 
 #include "primitives/core.hpp"

@@ -1,7 +1,8 @@
 // ReLU and Add on oneDNN's eltwise and binary primitives (maths in primitives/eltwise.hpp).
+#include "primitives/eltwise.hpp"
+
 #include "backends/onednn/dnnl_common.hpp"
 #include "backends/onednn/ops.hpp"
-#include "primitives/eltwise.hpp"
 
 namespace ghostnn::onednn {
 
@@ -26,7 +27,8 @@ void relu_fwd(const OpDesc&, const KernelCall& c) {
   const auto n = c.in[0].desc.numel();
   guarded(prim::op::relu_fwd, [&] {
     auto p = cache.get(n, [&] { return dnnl::eltwise_forward(relu_fwd_pd(n)); });
-    p->execute(cpu_stream(), {{DNNL_ARG_SRC, flat_memory(c.in[0])}, {DNNL_ARG_DST, flat_memory(c.out[0])}});
+    p->execute(cpu_stream(),
+               {{DNNL_ARG_SRC, flat_memory(c.in[0])}, {DNNL_ARG_DST, flat_memory(c.out[0])}});
     cpu_stream().wait();
   });
 }
@@ -38,7 +40,8 @@ void relu_bwd(const OpDesc&, const KernelCall& c) {
   guarded(prim::op::relu_bwd, [&] {
     auto p = cache.get(n, [&] {
       dnnl::eltwise_backward::desc d(algorithm::eltwise_relu, flat_desc(n), flat_desc(n), 0.f, 0.f);
-      return dnnl::eltwise_backward(dnnl::eltwise_backward::primitive_desc(d, cpu_engine(), relu_fwd_pd(n)));
+      return dnnl::eltwise_backward(
+          dnnl::eltwise_backward::primitive_desc(d, cpu_engine(), relu_fwd_pd(n)));
     });
     p->execute(cpu_stream(), {{DNNL_ARG_DIFF_DST, flat_memory(c.in[0])},
                               {DNNL_ARG_SRC, flat_memory(c.in[1])},

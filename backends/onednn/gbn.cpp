@@ -1,9 +1,10 @@
 // Ghost batch normalization on the CPU: our own kernels (oneDNN has no grouped BN), the grouped
 // BN of grouped_bn.cpp with the ghost groups; running statistics by the seed's rule.
+#include "primitives/gbn.hpp"
+
 #include "backends/onednn/grouped_bn.hpp"
 #include "backends/onednn/ops.hpp"
 #include "primitives/batchnorm.hpp"
-#include "primitives/gbn.hpp"
 
 namespace ghostnn::onednn {
 
@@ -33,8 +34,8 @@ void gbn_bwd(const OpDesc& od, const KernelCall& c) {
   const auto [B, C, S] = bcs_of(c.in[0].desc.shape);
   const auto g = prim::ghost_groups(d, B);
   const Groups groups{g.count, g.group_of.data(), g.size.data()};
-  grouped_bn_backward(c.in[0].f32(), c.in[1].f32(), c.out[0].f32(), B, C, S, groups,
-                      c.in[2].f32(), c.in[3].f32(), d.affine ? c.in[4].f32() : nullptr, d.eps,
+  grouped_bn_backward(c.in[0].f32(), c.in[1].f32(), c.out[0].f32(), B, C, S, groups, c.in[2].f32(),
+                      c.in[3].f32(), d.affine ? c.in[4].f32() : nullptr, d.eps,
                       d.affine ? c.out[1].f32() : nullptr, d.affine ? c.out[2].f32() : nullptr);
 }
 

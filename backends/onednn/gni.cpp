@@ -1,11 +1,12 @@
 // Ghost noise injection on the CPU: our own kernels. One moments pass (per (b,c), about a
 // per-channel pivot: the noise formulas are shift-invariant), the shared host sampler
 // (primitives/gni.cpp), one apply pass. NCHW/dense and channel-last layouts.
+#include "primitives/gni.hpp"
+
 #include <algorithm>
 
 #include "backends/onednn/ops.hpp"
 #include "backends/onednn/plane_kernels.hpp"
-#include "primitives/gni.hpp"
 
 namespace ghostnn::onednn {
 

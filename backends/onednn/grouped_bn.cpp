@@ -39,10 +39,9 @@ GroupStats grouped_bn_forward(const float* x, float* y, std::int64_t B, std::int
   return st;
 }
 
-void grouped_bn_backward(const float* dy, const float* x, float* dx, std::int64_t B,
-                         std::int64_t C, std::int64_t S, const Groups& g, const float* mean,
-                         const float* var, const float* gamma, float eps, float* dgamma,
-                         float* dbeta) {
+void grouped_bn_backward(const float* dy, const float* x, float* dx, std::int64_t B, std::int64_t C,
+                         std::int64_t S, const Groups& g, const float* mean, const float* var,
+                         const float* gamma, float eps, float* dgamma, float* dbeta) {
   std::vector<double> a(B * C), bsum(B * C);
   parallel_for(B * C, [&](std::int64_t k) {
     const auto r = plane_grad_dots(dy + k * S, x + k * S, S, mean[g.of(k / C) * C + k % C]);

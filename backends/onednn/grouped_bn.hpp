@@ -24,9 +24,8 @@ GroupStats grouped_bn_forward(const float* x, float* y, std::int64_t B, std::int
                               const float* beta, float eps);
 
 // dx (and dgamma, dbeta when not null) from the saved per-(group, channel) mean and variance.
-void grouped_bn_backward(const float* dy, const float* x, float* dx, std::int64_t B,
-                         std::int64_t C, std::int64_t S, const Groups& g, const float* mean,
-                         const float* var, const float* gamma, float eps, float* dgamma,
-                         float* dbeta);
+void grouped_bn_backward(const float* dy, const float* x, float* dx, std::int64_t B, std::int64_t C,
+                         std::int64_t S, const Groups& g, const float* mean, const float* var,
+                         const float* gamma, float eps, float* dgamma, float* dbeta);
 
 }  // namespace ghostnn::onednn

@@ -1,11 +1,12 @@
 // Exclusive batch normalization on the CPU: per-plane moments, leave-one-out statistics from the
 // group totals in double, one apply pass (maths in primitives/xbn.hpp).
+#include "primitives/xbn.hpp"
+
 #include <cmath>
 
 #include "backends/onednn/ops.hpp"
 #include "backends/onednn/plane_kernels.hpp"
 #include "primitives/batchnorm.hpp"
-#include "primitives/xbn.hpp"
 
 namespace ghostnn::onednn {
 
