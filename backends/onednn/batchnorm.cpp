@@ -128,7 +128,7 @@ void bn_bwd(const OpDesc& od, const KernelCall& c) {
 }  // namespace ghostnn::onednn
 
 // --- Our own kernels (backend "cpu-kernels", registered before oneDNN's): oneDNN 2.6 runs BN on
-// NCHW f32 with its plain C++ "ncsp" implementation, which measured 3-4x slower than these
+// NCHW f32 with its plain C++ "ncsp" implementation, which measured 2.6x to 8x slower than these
 // (perf/README.md). oneDNN's stays registered and is selectable by name.
 namespace ghostnn::onednn {
 
