@@ -27,4 +27,15 @@ void bn_gni_bwd(const OpDesc& d, const KernelCall& c);
 
 void xbn_fwd_train(const OpDesc& d, const KernelCall& c);
 
+void conv_fwd(const OpDesc& d, const KernelCall& c);
+void conv_bwd_data(const OpDesc& d, const KernelCall& c);
+void conv_bwd_weights(const OpDesc& d, const KernelCall& c);
+void linear_fwd(const OpDesc& d, const KernelCall& c);
+void linear_bwd_data(const OpDesc& d, const KernelCall& c);
+void linear_bwd_weights(const OpDesc& d, const KernelCall& c);
+void pool_fwd(const OpDesc& d, const KernelCall& c);
+void pool_bwd(const OpDesc& d, const KernelCall& c);
+void xent_fwd_bwd(const OpDesc& d, const KernelCall& c);
+void sgd_step(const OpDesc& d, const KernelCall& c);
+
 }  // namespace ghostnn::onednn

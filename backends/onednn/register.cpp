@@ -7,6 +7,11 @@
 #include "primitives/gbn.hpp"
 #include "primitives/gni.hpp"
 #include "primitives/xbn.hpp"
+#include "primitives/conv.hpp"
+#include "primitives/linear.hpp"
+#include "primitives/pool.hpp"
+#include "primitives/sgd.hpp"
+#include "primitives/xent.hpp"
 
 namespace ghostnn::onednn {
 
@@ -37,6 +42,16 @@ void register_backend(Registry& r) {
   own(op::bn_gni_fwd_train, bn_gni_fwd_train);
   own(op::bn_gni_bwd, bn_gni_bwd);
   own(op::xbn_fwd_train, xbn_fwd_train);
+  add(op::conv_fwd, conv_fwd);
+  add(op::conv_bwd_data, conv_bwd_data);
+  add(op::conv_bwd_weights, conv_bwd_weights);
+  add(op::linear_fwd, linear_fwd);
+  add(op::linear_bwd_data, linear_bwd_data);
+  add(op::linear_bwd_weights, linear_bwd_weights);
+  own(op::pool_fwd, pool_fwd);
+  own(op::pool_bwd, pool_bwd);
+  own(op::xent_fwd_bwd, xent_fwd_bwd);
+  own(op::sgd_step, sgd_step);
 }
 
 }  // namespace ghostnn::onednn

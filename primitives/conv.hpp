@@ -1,0 +1,42 @@
+// 2-D convolution, NCHW activations, OIHW weights, square stride and zero padding, no groups.
+//
+//   y[b,o,i,j] = bias[o] + sum_{c,u,v} w[o,c,u,v] * x[b, c, i*s - p + u, j*s - p + v]
+//   (x outside the image reads 0). Output size: H' = (H + 2p - K) / s + 1.
+// Backward: dx[b,c,h,w] = sum over (o,i,j,u,v) with i*s-p+u = h, j*s-p+v = w of dy[b,o,i,j] w[o,c,u,v]
+//           dw[o,c,u,v] = sum_{b,i,j} dy[b,o,i,j] x[b, c, i*s-p+u, j*s-p+v],  dbias[o] = sum dy[b,o,.,.]
+//
+//   conv_fwd:         in {x, w, [bias]}   out {y}
+//   conv_bwd_data:    in {dy, w}          out {dx}
+//   conv_bwd_weights: in {dy, x}          out {dw, [dbias]}
+#pragma once
+
+#include "primitives/core.hpp"
+
+namespace ghostnn::prim {
+
+namespace op {
+inline constexpr std::string_view conv_fwd = "conv_fwd";
+inline constexpr std::string_view conv_bwd_data = "conv_bwd_data";
+inline constexpr std::string_view conv_bwd_weights = "conv_bwd_weights";
+}  // namespace op
+
+struct ConvDesc : OpDesc {
+  std::int64_t stride = 1;
+  std::int64_t pad = 0;
+  bool bias = false;
+  std::string layer = "Conv2d";
+};
+
+// The output shape of x [B, C, H, W] under weights [O, C, K, K]; an Error names what does not fit.
+Shape conv_output_shape(const ConvDesc& d, const Shape& x, const Shape& w);
+void validate_conv_fwd(const ConvDesc& d, const KernelCall& c);
+void validate_conv_bwd_data(const ConvDesc& d, const KernelCall& c);
+void validate_conv_bwd_weights(const ConvDesc& d, const KernelCall& c);
+
+namespace ref {
+void conv_fwd(const OpDesc& d, const KernelCall& c);
+void conv_bwd_data(const OpDesc& d, const KernelCall& c);
+void conv_bwd_weights(const OpDesc& d, const KernelCall& c);
+}  // namespace ref
+
+}  // namespace ghostnn::prim

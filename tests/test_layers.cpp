@@ -1,0 +1,192 @@
+// Convolution, linear, pooling, softmax cross-entropy and SGD: the CPU backend against the
+// reference, every backward by finite differences of the reference forward, clear errors.
+#include <cmath>
+
+#include "primitives/conv.hpp"
+#include "primitives/linear.hpp"
+#include "primitives/pool.hpp"
+#include "primitives/sgd.hpp"
+#include "primitives/xent.hpp"
+#include "test_kit.hpp"
+
+namespace ghostnn {
+namespace {
+
+using testkit::normal_tensor;
+using testkit::random_tensor;
+
+// Checks d(sum w*y)/d(input i) from `grad` against finite differences of `fwd`.
+template <typename Fwd>
+::testing::AssertionResult check_grad(Fwd fwd, const std::vector<Tensor>& in, std::size_t i,
+                                      const std::vector<float>& w, const Tensor& grad, double h = 1e-2) {
+  return testkit::gradient_matches(
+      [&](const std::vector<float>& v) {
+        auto args = in;
+        args[i] = Tensor::from_vector(v, in[i].shape());
+        return testkit::weighted_sum(fwd(args).to_vector(), w);
+      },
+      in[i].to_vector(), grad.to_vector(), h);
+}
+
+struct ConvCase {
+  Shape x, w;
+  std::int64_t stride, pad;
+  bool bias;
+};
+void PrintTo(const ConvCase& c, std::ostream* os) {
+  *os << "x" << shape_str(c.x) << " w" << shape_str(c.w) << " s" << c.stride << " p" << c.pad << (c.bias ? " bias" : "");
+}
+class Conv : public ::testing::TestWithParam<ConvCase> {};
+
+TEST_P(Conv, CpuMatchesReferenceAndGradientsMatchFiniteDifferences) {
+  const auto& p = GetParam();
+  prim::ConvDesc d;
+  d.stride = p.stride;
+  d.pad = p.pad;
+  d.bias = p.bias;
+  const auto ys = prim::conv_output_shape(d, p.x, p.w);
+  std::vector<Tensor> in{random_tensor(p.x, 1), random_tensor(p.w, 2)};
+  if (p.bias) in.push_back(random_tensor({p.w[0]}, 3));
+  testkit::expect_matches_reference(prim::op::conv_fwd, prim::ref::conv_fwd, d, Device::cpu(), in, {Tensor::zeros(ys)});
+  Tensor dy = random_tensor(ys, 4);
+  testkit::expect_matches_reference(prim::op::conv_bwd_data, prim::ref::conv_bwd_data, d, Device::cpu(), {dy, in[1]},
+                                    {Tensor::zeros(p.x)});
+  std::vector<Tensor> wout{Tensor::zeros(p.w)};
+  if (p.bias) wout.push_back(Tensor::zeros({p.w[0]}));
+  testkit::expect_matches_reference(prim::op::conv_bwd_weights, prim::ref::conv_bwd_weights, d, Device::cpu(), {dy, in[0]},
+                                    wout);
+  auto fwd = [&](const std::vector<Tensor>& a) {
+    return testkit::run_reference(prim::ref::conv_fwd, d, a, {Tensor::zeros(ys)})[0];
+  };
+  const auto w = dy.to_vector();
+  auto dx = testkit::run_reference(prim::ref::conv_bwd_data, d, {dy, in[1]}, {Tensor::zeros(p.x)})[0];
+  auto dwb = testkit::run_reference(prim::ref::conv_bwd_weights, d, {dy, in[0]}, wout);
+  EXPECT_TRUE(check_grad(fwd, in, 0, w, dx));
+  EXPECT_TRUE(check_grad(fwd, in, 1, w, dwb[0]));
+  if (p.bias) {
+    EXPECT_TRUE(check_grad(fwd, in, 2, w, dwb[1]));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, Conv,
+                         ::testing::Values(ConvCase{{2, 3, 6, 6}, {4, 3, 3, 3}, 1, 1, false},
+                                           ConvCase{{2, 3, 7, 7}, {5, 3, 3, 3}, 2, 1, true},
+                                           ConvCase{{3, 4, 6, 6}, {2, 4, 1, 1}, 2, 0, false},
+                                           ConvCase{{1, 2, 5, 5}, {3, 2, 5, 5}, 1, 0, true}));
+
+TEST(Conv, BadShapesAreClearErrors) {
+  prim::ConvDesc d;
+  d.layer = "layer1.0.conv1";
+  try {
+    prim::conv_output_shape(d, {2, 3, 8, 8}, {4, 5, 3, 3});
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("layer1.0.conv1"));
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("3 channels"));
+  }
+  EXPECT_THROW(prim::conv_output_shape(d, {2, 3, 2, 2}, {4, 3, 3, 3}), Error);
+  EXPECT_THROW(prim::conv_output_shape(d, {2, 3, 8}, {4, 3, 3, 3}), Error);
+}
+
+TEST(Linear, CpuMatchesReferenceAndGradientsMatchFiniteDifferences) {
+  prim::LinearDesc d;
+  const std::int64_t B = 5, I = 7, O = 3;
+  std::vector<Tensor> in{random_tensor({B, I}, 1), random_tensor({O, I}, 2), random_tensor({O}, 3)};
+  testkit::expect_matches_reference(prim::op::linear_fwd, prim::ref::linear_fwd, d, Device::cpu(), in, {Tensor::zeros({B, O})});
+  Tensor dy = random_tensor({B, O}, 4);
+  testkit::expect_matches_reference(prim::op::linear_bwd_data, prim::ref::linear_bwd_data, d, Device::cpu(), {dy, in[1]},
+                                    {Tensor::zeros({B, I})});
+  testkit::expect_matches_reference(prim::op::linear_bwd_weights, prim::ref::linear_bwd_weights, d, Device::cpu(),
+                                    {dy, in[0]}, {Tensor::zeros({O, I}), Tensor::zeros({O})});
+  auto fwd = [&](const std::vector<Tensor>& a) {
+    return testkit::run_reference(prim::ref::linear_fwd, d, a, {Tensor::zeros({B, O})})[0];
+  };
+  auto dx = testkit::run_reference(prim::ref::linear_bwd_data, d, {dy, in[1]}, {Tensor::zeros({B, I})})[0];
+  auto dwb = testkit::run_reference(prim::ref::linear_bwd_weights, d, {dy, in[0]}, {Tensor::zeros({O, I}), Tensor::zeros({O})});
+  const auto w = dy.to_vector();
+  EXPECT_TRUE(check_grad(fwd, in, 0, w, dx));
+  EXPECT_TRUE(check_grad(fwd, in, 1, w, dwb[0]));
+  EXPECT_TRUE(check_grad(fwd, in, 2, w, dwb[1]));
+  EXPECT_THROW(ops::call(prim::op::linear_fwd, d, {Tensor::zeros({B, I + 1}), in[1], in[2]}, {Tensor::zeros({B, O})}), Error);
+}
+
+TEST(Pool, CpuMatchesReferenceAndGradientsMatchFiniteDifferences) {
+  for (auto kind : {prim::PoolKind::max, prim::PoolKind::avg}) {
+    for (auto [K, s] : {std::pair<std::int64_t, std::int64_t>{2, 2}, {3, 1}, {6, 6}}) {
+      prim::PoolDesc d;
+      d.kind = kind;
+      d.kernel = K;
+      d.stride = s;
+      const Shape xs{2, 3, 6, 6};
+      const auto ys = prim::pool_output_shape(d, xs);
+      const bool mx = kind == prim::PoolKind::max;
+      Tensor x = random_tensor(xs, 5);  // distinct values: the max is unique, so differentiable
+      std::vector<Tensor> outs{Tensor::zeros(ys)};
+      if (mx) outs.push_back(Tensor::zeros(ys));
+      testkit::expect_matches_reference(prim::op::pool_fwd, prim::ref::pool_fwd, d, Device::cpu(), {x}, outs, {0, 1e-6});
+      auto f = testkit::run_reference(prim::ref::pool_fwd, d, {x}, outs);
+      Tensor dy = random_tensor(ys, 6);
+      std::vector<Tensor> bin{dy};
+      if (mx) bin.push_back(f[1]);
+      testkit::expect_matches_reference(prim::op::pool_bwd, prim::ref::pool_bwd, d, Device::cpu(), bin, {Tensor::zeros(xs)},
+                                        {1e-6, 1e-5});
+      auto dx = testkit::run_reference(prim::ref::pool_bwd, d, bin, {Tensor::zeros(xs)})[0];
+      auto fwd = [&](const std::vector<Tensor>& a) { return testkit::run_reference(prim::ref::pool_fwd, d, a, outs)[0]; };
+      EXPECT_TRUE(check_grad(fwd, {x}, 0, dy.to_vector(), dx, 1e-4));
+    }
+  }
+}
+
+TEST(CrossEntropy, CpuMatchesReferenceAndGradientIsTheLossDerivative) {
+  for (float smoothing : {0.f, 0.1f}) {
+    prim::CrossEntropyDesc d;
+    d.label_smoothing = smoothing;
+    const std::int64_t B = 6, K = 5;
+    Tensor z = normal_tensor({B, K}, 1, 0.f, 3.f);
+    Tensor labels = Tensor::from_vector({0, 4, 2, 2, 1, 3}, {B});
+    testkit::expect_matches_reference(prim::op::xent_fwd_bwd, prim::ref::xent_fwd_bwd, d, Device::cpu(), {z, labels},
+                                      {Tensor::zeros({1}), Tensor::zeros({B, K})});
+    auto out = testkit::run_reference(prim::ref::xent_fwd_bwd, d, {z, labels}, {Tensor::zeros({1}), Tensor::zeros({B, K})});
+    EXPECT_TRUE(testkit::gradient_matches(
+        [&](const std::vector<float>& v) {
+          return testkit::run_reference(prim::ref::xent_fwd_bwd, d, {Tensor::from_vector(v, {B, K}), labels},
+                                        {Tensor::zeros({1}), Tensor::zeros({B, K})})[0]
+              .to_vector()[0];
+        },
+        z.to_vector(), out[1].to_vector(), 1e-2, {3e-4, 1e-2}));
+  }
+  // uniform logits: the loss is log K whatever the label
+  prim::CrossEntropyDesc d;
+  auto u = testkit::run_reference(prim::ref::xent_fwd_bwd, d, {Tensor::zeros({2, 10}), Tensor::from_vector({3, 7}, {2})},
+                                  {Tensor::zeros({1}), Tensor::zeros({2, 10})});
+  EXPECT_NEAR(u[0].to_vector()[0], std::log(10.0), 1e-6);
+}
+
+TEST(CrossEntropy, LabelOutOfRangeNamesSampleAndLabel) {
+  prim::CrossEntropyDesc d;
+  try {
+    ops::call(prim::op::xent_fwd_bwd, d, {Tensor::zeros({3, 10}), Tensor::from_vector({1, 12, 3}, {3})},
+              {Tensor::zeros({1}), Tensor::zeros({3, 10})});
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("sample 1 has label 12"));
+  }
+}
+
+TEST(Sgd, CpuMatchesReferenceAndOneHandComputedStep) {
+  prim::SgdDesc d;
+  d.lr = 0.5f;
+  d.momentum = 0.9f;
+  d.weight_decay = 0.1f;
+  d.nesterov = true;
+  Tensor g = random_tensor({100}, 1), p = random_tensor({100}, 2), buf = random_tensor({100}, 3);
+  testkit::expect_matches_reference(prim::op::sgd_step, prim::ref::sgd_step, d, Device::cpu(), {g}, {p, buf}, {1e-6, 1e-6});
+  // p = 1, grad = 2, buf = 0: g = 2 + 0.1 = 2.1, buf = 2.1, step = 2.1 + 0.9 * 2.1 = 3.99
+  Tensor p1 = Tensor::full({1}, 1.f), b1 = Tensor::zeros({1});
+  ops::call(prim::op::sgd_step, d, {Tensor::full({1}, 2.f)}, {p1, b1});
+  EXPECT_NEAR(b1.to_vector()[0], 2.1, 1e-6);
+  EXPECT_NEAR(p1.to_vector()[0], 1.0 - 0.5 * 3.99, 1e-6);
+}
+
+}  // namespace
+}  // namespace ghostnn
