@@ -98,6 +98,11 @@ void Tensor::copy_from(const Tensor& src) {
   }
 }
 
+void Tensor::zero_() {
+  if (!defined()) fail("tensor: zero_() on an undefined tensor");
+  storage_->api->fill_zero(data_, desc_.bytes(), desc_.device.index);
+}
+
 Tensor Tensor::to(Device device) const {
   if (!defined()) fail("tensor: to({}) on an undefined tensor", device.str());
   if (device == desc_.device) return *this;

@@ -1,0 +1,387 @@
+#include "engine/data.hpp"
+
+#include <png.h>
+#include <turbojpeg.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <numeric>
+#include <random>
+
+namespace ghostnn::data {
+
+namespace fs = std::filesystem;
+
+void Dataset::truncate(std::int64_t n) {
+  if (n < 0 || n >= count) return;
+  count = n;
+  pixels.resize(static_cast<std::size_t>(n * kPixels));
+  labels.resize(static_cast<std::size_t>(n));
+}
+
+namespace {
+
+std::vector<std::uint8_t> read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) fail("data: cannot open {}", path);
+  return std::vector<std::uint8_t>((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
+const std::vector<std::string> kCifar10Classes{"airplane", "automobile", "bird",  "cat",  "deer",
+                                               "dog",      "frog",       "horse", "ship", "truck"};
+
+// One CIFAR binary file: records of `label_bytes` label bytes (the last one is used) + 3072 pixels.
+void append_cifar_binary(Dataset& d, const std::vector<std::uint8_t>& bytes, int label_bytes, const std::string& name) {
+  const std::size_t rec = static_cast<std::size_t>(label_bytes + Dataset::kPixels);
+  if (bytes.empty() || bytes.size() % rec != 0)
+    fail("data: {} holds {} bytes, not a whole number of {}-byte CIFAR records (truncated at offset {}?)", name,
+         bytes.size(), rec, bytes.size() / rec * rec);
+  const std::size_t n = bytes.size() / rec;
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::uint8_t* r = bytes.data() + i * rec;
+    d.labels.push_back(r[label_bytes - 1]);
+    d.pixels.insert(d.pixels.end(), r + label_bytes, r + rec);
+  }
+  d.count += static_cast<std::int64_t>(n);
+}
+
+// A file found on disk or inside an archive.
+struct Entry {
+  std::string path;  // relative, '/'-separated
+  std::vector<std::uint8_t> bytes;
+};
+
+// Reads every regular file of a .tar.gz into memory.
+std::vector<Entry> read_tar_gz(const std::string& path) {
+  gzFile gz = gzopen(path.c_str(), "rb");
+  if (!gz) fail("data: cannot open {}", path);
+  std::vector<Entry> out;
+  std::uint64_t offset = 0;
+  auto read = [&](void* buf, unsigned n) {
+    const int got = gzread(gz, buf, n);
+    if (got < 0) {
+      int err = 0;
+      const char* msg = gzerror(gz, &err);
+      gzclose(gz);
+      fail("data: {} is corrupt at uncompressed offset {}: {}", path, offset, msg);
+    }
+    offset += static_cast<unsigned>(got);
+    return static_cast<unsigned>(got);
+  };
+  std::string long_name;
+  for (;;) {
+    unsigned char h[512];
+    const auto got = read(h, 512);
+    if (got == 0) break;
+    if (got < 512) {
+      gzclose(gz);
+      fail("data: {} is truncated: a tar header at offset {} is cut short", path, offset - got);
+    }
+    if (std::all_of(h, h + 512, [](unsigned char ch) { return ch == 0; })) break;
+    std::string name(reinterpret_cast<char*>(h), strnlen(reinterpret_cast<char*>(h), 100));
+    const std::string prefix(reinterpret_cast<char*>(h + 345), strnlen(reinterpret_cast<char*>(h + 345), 155));
+    if (!prefix.empty() && std::string(reinterpret_cast<char*>(h + 257), 5) == "ustar") name = prefix + "/" + name;
+    const std::string size_field(reinterpret_cast<char*>(h + 124), 12);
+    char* end = nullptr;
+    const std::uint64_t size = std::strtoull(size_field.c_str(), &end, 8);
+    const char type = static_cast<char>(h[156]);
+    std::vector<std::uint8_t> body(size);
+    if (size && read(body.data(), static_cast<unsigned>(size)) != size) {
+      gzclose(gz);
+      fail("data: {} is truncated: entry '{}' ends at offset {}, past the end of the data", path, name, offset);
+    }
+    const std::uint64_t pad = (512 - size % 512) % 512;
+    if (pad) {
+      unsigned char skip[512];
+      read(skip, static_cast<unsigned>(pad));
+    }
+    if (type == 'L') {  // GNU long name for the next entry
+      long_name.assign(body.begin(), std::find(body.begin(), body.end(), 0));
+      continue;
+    }
+    if (!long_name.empty()) {
+      name = long_name;
+      long_name.clear();
+    }
+    if (type == '0' || type == '\0') out.push_back({name, std::move(body)});
+  }
+  gzclose(gz);
+  return out;
+}
+
+std::vector<Entry> read_tree(const fs::path& root) {
+  std::vector<Entry> out;
+  for (const auto& e : fs::recursive_directory_iterator(root)) {
+    if (!e.is_regular_file()) continue;
+    const auto ext = e.path().extension().string();
+    if (ext != ".jpg" && ext != ".jpeg" && ext != ".png" && ext != ".JPG" && ext != ".PNG" && ext != ".JPEG") continue;
+    out.push_back({fs::relative(e.path(), root).generic_string(), read_file(e.path().string())});
+  }
+  return out;
+}
+
+bool ends_with(const std::string& s, const std::string& suf) {
+  return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
+}
+std::string base_name(const std::string& p) { return p.substr(p.find_last_of('/') + 1); }
+
+// Builds the split from entries: CIFAR binary files by name, else image folders.
+Split from_entries(std::vector<Entry> entries, const std::string& dataset, const std::string& source) {
+  Split s;
+  s.source = source;
+  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.path < b.path; });
+  const bool c100 = dataset == "cifar100";
+  for (const auto& e : entries) {
+    const auto b = base_name(e.path);
+    if (!c100 && b.starts_with("data_batch_") && ends_with(b, ".bin")) append_cifar_binary(s.train, e.bytes, 1, e.path);
+    if (!c100 && b == "test_batch.bin") append_cifar_binary(s.test, e.bytes, 1, e.path);
+    if (c100 && b == "train.bin") append_cifar_binary(s.train, e.bytes, 2, e.path);
+    if (c100 && b == "test.bin") append_cifar_binary(s.test, e.bytes, 2, e.path);
+  }
+  if (s.train.count > 0 && s.test.count > 0) {
+    if (!c100) s.train.classes = s.test.classes = kCifar10Classes;
+    for (auto* d : {&s.train, &s.test})
+      if (c100)
+        for (int i = 0; i < 100; ++i) d->classes.push_back("class" + std::to_string(i));
+    return s;
+  }
+  // Image folders: .../train/<class>/<file>, .../test/<class>/<file>; classes sorted by name.
+  std::map<std::string, int> class_index;
+  struct Item {
+    bool train;
+    std::string cls;
+    const Entry* e;
+  };
+  std::vector<Item> items;
+  for (const auto& e : entries) {
+    std::vector<std::string> parts;
+    std::string part;
+    for (char ch : e.path) {
+      if (ch == '/') {
+        if (!part.empty()) parts.push_back(part);
+        part.clear();
+      } else {
+        part += ch;
+      }
+    }
+    if (parts.size() < 2) continue;  // parts: dirs; part: file name
+    const auto& split = parts[parts.size() - 2];
+    if (split != "train" && split != "test") continue;
+    const auto ext = part.substr(part.find_last_of('.') + 1);
+    if (ext != "jpg" && ext != "jpeg" && ext != "png" && ext != "JPG" && ext != "PNG" && ext != "JPEG") continue;
+    class_index.emplace(parts.back(), 0);
+    items.push_back({split == "train", parts.back(), &e});
+  }
+  if (items.empty())
+    fail("data: {} holds neither {} binary files nor train/<class>/ and test/<class>/ image folders", source,
+         c100 ? "cifar-100-binary (train.bin, test.bin)" : "cifar-10-batches-bin (data_batch_*.bin, test_batch.bin)");
+  int k = 0;
+  for (auto& [name, idx] : class_index) idx = k++;
+  for (auto& [name, idx] : class_index) {
+    s.train.classes.push_back(name);
+    s.test.classes.push_back(name);
+  }
+  for (auto* d : {&s.train, &s.test}) {
+    std::int64_t n = 0;
+    for (const auto& it : items) n += it.train == (d == &s.train);
+    d->pixels.reserve(static_cast<std::size_t>(n * Dataset::kPixels));
+  }
+  // Order by file name, then class: a prefix of the training set (--train-subset) mixes classes.
+  std::stable_sort(items.begin(), items.end(), [](const Item& a, const Item& b) {
+    const auto fa = base_name(a.e->path), fb = base_name(b.e->path);
+    return fa != fb ? fa < fb : a.cls < b.cls;
+  });
+  for (const auto& it : items) {
+    auto& d = it.train ? s.train : s.test;
+    const auto chw = to_cifar_chw(decode_image(it.e->bytes, source + ":" + it.e->path));
+    d.pixels.insert(d.pixels.end(), chw.begin(), chw.end());
+    d.labels.push_back(class_index[it.cls]);
+    ++d.count;
+  }
+  if (s.train.count == 0 || s.test.count == 0)
+    fail("data: {} has {} training and {} test images; both train/ and test/ are needed", source, s.train.count,
+         s.test.count);
+  return s;
+}
+
+}  // namespace
+
+Image decode_image(const std::vector<std::uint8_t>& bytes, const std::string& name) {
+  Image img;
+  if (bytes.size() >= 8 && png_sig_cmp(bytes.data(), 0, 8) == 0) {
+    png_image p{};
+    p.version = PNG_IMAGE_VERSION;
+    if (!png_image_begin_read_from_memory(&p, bytes.data(), bytes.size()))
+      fail("data: {}: not a readable PNG: {}", name, p.message);
+    p.format = PNG_FORMAT_RGB;
+    img.width = static_cast<int>(p.width);
+    img.height = static_cast<int>(p.height);
+    img.rgb.resize(PNG_IMAGE_SIZE(p));
+    if (!png_image_finish_read(&p, nullptr, img.rgb.data(), 0, nullptr)) {
+      const std::string msg = p.message;
+      png_image_free(&p);
+      fail("data: {}: corrupt PNG: {}", name, msg);
+    }
+    return img;
+  }
+  if (bytes.size() >= 3 && bytes[0] == 0xFF && bytes[1] == 0xD8) {
+    tjhandle tj = tjInitDecompress();
+    int w = 0, h = 0, sub = 0, cs = 0;
+    if (tjDecompressHeader3(tj, bytes.data(), static_cast<unsigned long>(bytes.size()), &w, &h, &sub, &cs) != 0) {
+      const std::string msg = tjGetErrorStr2(tj);
+      tjDestroy(tj);
+      fail("data: {}: corrupt JPEG header: {}", name, msg);
+    }
+    img.width = w;
+    img.height = h;
+    img.rgb.resize(static_cast<std::size_t>(w) * static_cast<std::size_t>(h) * 3);
+    if (tjDecompress2(tj, bytes.data(), static_cast<unsigned long>(bytes.size()), img.rgb.data(), w, 0, h, TJPF_RGB,
+                      0) != 0 &&
+        tjGetErrorCode(tj) == TJERR_FATAL) {
+      const std::string msg = tjGetErrorStr2(tj);
+      tjDestroy(tj);
+      fail("data: {}: corrupt or truncated JPEG: {}", name, msg);
+    }
+    tjDestroy(tj);
+    return img;
+  }
+  fail("data: {}: neither a JPEG nor a PNG file ({} bytes)", name, bytes.size());
+}
+
+Image read_image(const std::string& path) { return decode_image(read_file(path), path); }
+
+std::vector<std::uint8_t> to_cifar_chw(const Image& img) {
+  constexpr int S = Dataset::kSize;
+  std::vector<std::uint8_t> out(Dataset::kPixels);
+  for (int y = 0; y < S; ++y)
+    for (int x = 0; x < S; ++x) {
+      // bilinear sample at pixel centres
+      const double sy = std::clamp((y + 0.5) * img.height / S - 0.5, 0.0, img.height - 1.0);
+      const double sx = std::clamp((x + 0.5) * img.width / S - 0.5, 0.0, img.width - 1.0);
+      const int y0 = static_cast<int>(sy), x0 = static_cast<int>(sx);
+      const int y1 = std::min(y0 + 1, img.height - 1), x1 = std::min(x0 + 1, img.width - 1);
+      const double fy = sy - y0, fx = sx - x0;
+      for (int c = 0; c < 3; ++c) {
+        auto px = [&](int yy, int xx) { return img.rgb[(static_cast<std::size_t>(yy) * img.width + xx) * 3 + c]; };
+        const double v = (1 - fy) * ((1 - fx) * px(y0, x0) + fx * px(y0, x1)) + fy * ((1 - fx) * px(y1, x0) + fx * px(y1, x1));
+        out[(c * S + y) * S + x] = static_cast<std::uint8_t>(std::lround(v));
+      }
+    }
+  return out;
+}
+
+Split load(const std::string& path, const std::string& dataset) {
+  if (dataset != "cifar10" && dataset != "cifar100")
+    fail("data: dataset '{}' is not supported (cifar10 or cifar100)", dataset);
+  const fs::path p(path);
+  if (!fs::exists(p)) fail("data: {} does not exist", path);
+  if (fs::is_regular_file(p)) {
+    if (!ends_with(path, ".tar.gz") && !ends_with(path, ".tgz")) fail("data: {} is a file but not a .tar.gz archive", path);
+    return from_entries(read_tar_gz(path), dataset, path);
+  }
+  // A folder: binary files below it, image folders, or an archive inside it.
+  std::vector<Entry> entries;
+  std::vector<std::string> archives;
+  for (const auto& e : fs::recursive_directory_iterator(p)) {
+    if (!e.is_regular_file()) continue;
+    const auto name = e.path().filename().string();
+    if (ends_with(name, ".bin")) entries.push_back({fs::relative(e.path(), p).generic_string(), read_file(e.path().string())});
+    if (ends_with(name, ".tar.gz") || ends_with(name, ".tgz")) archives.push_back(e.path().string());
+  }
+  const bool has_binary = std::any_of(entries.begin(), entries.end(), [&](const Entry& e) {
+    const auto b = base_name(e.path);
+    return dataset == "cifar100" ? (b == "train.bin" || b == "test.bin") : (b.starts_with("data_batch_") || b == "test_batch.bin");
+  });
+  if (has_binary) return from_entries(std::move(entries), dataset, path);
+  auto images = read_tree(p);
+  if (!images.empty()) return from_entries(std::move(images), dataset, path);
+  std::sort(archives.begin(), archives.end());
+  for (const auto& a : archives) {
+    const auto b = base_name(a);
+    if ((dataset == "cifar10" && b.find("cifar10") == std::string::npos && b.find("cifar-10") == std::string::npos) ||
+        (dataset == "cifar100" && b.find("100") == std::string::npos))
+      continue;
+    return from_entries(read_tar_gz(a), dataset, a);
+  }
+  fail("data: found no {} data in {}", dataset, path);
+}
+
+std::string find(const std::string& flag, const std::string& dataset) {
+  if (!flag.empty()) {
+    if (!fs::exists(flag)) fail("data: --data {} does not exist", flag);
+    return flag;
+  }
+  std::vector<std::string> tried;
+  if (const char* env = std::getenv("CIFAR10_DIR"); env && *env && dataset == "cifar10") {
+    if (fs::exists(env)) return env;
+    tried.push_back(std::string("$CIFAR10_DIR=") + env);
+  }
+  for (const char* c : {"./data", "../shared/data"}) {
+    if (fs::exists(c) && fs::is_directory(c) && !fs::is_empty(c)) return c;
+    tried.push_back(c);
+  }
+  std::string list;
+  for (const auto& t : tried) list += (list.empty() ? "" : ", ") + t;
+  fail("data: no {} data found (looked in: {}). This build does not download anything. Put the official "
+       "binary release there (for CIFAR-10: the folder cifar-10-batches-bin/ with data_batch_1.bin ... "
+       "data_batch_5.bin and test_batch.bin, from cifar-10-binary.tar.gz; for CIFAR-100: cifar-100-binary/ "
+       "with train.bin and test.bin), or an image-folder tree train/<class>/*.jpg and test/<class>/*.jpg, "
+       "or a .tar.gz of either, into ./data, or pass --data PATH",
+       dataset, list);
+}
+
+Loader::Loader(const Dataset& d, std::int64_t batch, bool train, std::uint64_t seed, Normalization n)
+    : d_(d), batch_(batch), train_(train), seed_(seed), n_(n) {
+  if (batch < 1) fail("data: batch size must be >= 1, got {}", batch);
+  order_.resize(static_cast<std::size_t>(d.count));
+  std::iota(order_.begin(), order_.end(), 0);
+}
+
+void Loader::start_epoch(std::int64_t epoch) {
+  epoch_ = epoch;
+  std::iota(order_.begin(), order_.end(), 0);
+  if (train_) {
+    std::mt19937_64 rng(seed_ * 1000003ull + static_cast<std::uint64_t>(epoch));
+    std::shuffle(order_.begin(), order_.end(), rng);
+  }
+}
+
+void Loader::batch(std::int64_t i, Tensor& images, Tensor& labels) const {
+  const std::int64_t first = i * batch_, n = std::min(batch_, d_.count - first);
+  if (n <= 0) fail("data: batch {} is past the end of the epoch ({} batches)", i, batches());
+  constexpr int S = Dataset::kSize;
+  if (!images.defined() || images.dim(0) != n) images = Tensor::empty({n, 3, S, S});
+  if (!labels.defined() || labels.dim(0) != n) labels = Tensor::empty({n});
+  float* x = images.data_f32();
+  float* y = labels.data_f32();
+  std::mt19937_64 rng(seed_ * 7919ull + static_cast<std::uint64_t>(epoch_) * 1000003ull + static_cast<std::uint64_t>(i));
+  for (std::int64_t k = 0; k < n; ++k) {
+    const auto idx = order_[static_cast<std::size_t>(first + k)];
+    const std::uint8_t* src = d_.pixels.data() + idx * Dataset::kPixels;
+    y[k] = static_cast<float>(d_.labels[static_cast<std::size_t>(idx)]);
+    int dy = 0, dx = 0;
+    bool flip = false;
+    if (train_) {
+      dy = static_cast<int>(rng() % 9) - 4;
+      dx = static_cast<int>(rng() % 9) - 4;
+      flip = rng() & 1;
+    }
+    for (int c = 0; c < 3; ++c) {
+      const float scale = 1.f / (255.f * n_.std[c]), shift = n_.mean[c] / n_.std[c];
+      for (int yy = 0; yy < S; ++yy)
+        for (int xx = 0; xx < S; ++xx) {
+          const int sy = yy + dy, sx0 = flip ? S - 1 - xx : xx, sx = sx0 + dx;
+          float v = 0.f;  // zero padding, in pixel space, before normalization
+          if (sy >= 0 && sy < S && sx >= 0 && sx < S) v = src[(c * S + sy) * S + sx];
+          x[((k * 3 + c) * S + yy) * S + xx] = v * scale - shift;
+        }
+    }
+  }
+}
+
+}  // namespace ghostnn::data

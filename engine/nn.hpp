@@ -1,0 +1,262 @@
+// The module API: layers with parameters and buffers, train()/eval(), to(device), Sequential, the
+// ResNet BasicBlock, and a norm factory taking specs ("bn", "gbn:16", "gni:16", ...).
+//
+// Backward is layer-wise: forward() in training mode keeps what the layer's backward needs;
+// backward(dy) accumulates the parameters' gradients and returns dx. A module's backward must
+// follow its own forward (Sequential runs the children's backwards in reverse order).
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/tensor.hpp"
+#include "primitives/batchnorm.hpp"
+#include "primitives/bn_gni.hpp"
+#include "primitives/conv.hpp"
+#include "primitives/gbn.hpp"
+#include "primitives/linear.hpp"
+#include "primitives/pool.hpp"
+#include "primitives/xbn.hpp"
+
+namespace ghostnn::nn {
+
+struct Parameter {
+  Tensor value;
+  Tensor grad;
+  bool weight_decay = true;
+};
+
+class Module {
+ public:
+  virtual ~Module() = default;
+  virtual Tensor forward(const Tensor& x) = 0;
+  virtual Tensor backward(const Tensor& dy) = 0;
+  virtual std::string kind() const = 0;
+
+  void train(bool on = true);
+  void eval() { train(false); }
+  bool training() const { return training_; }
+  // Moves parameters, gradients and buffers (recursively) to `device`.
+  void to(Device device);
+  Device device() const { return device_; }
+
+  // Every parameter and buffer with its dotted name ("layer1.0.conv1.weight").
+  void named_parameters(const std::function<void(const std::string&, Parameter&)>& f,
+                        const std::string& prefix = "");
+  void named_buffers(const std::function<void(const std::string&, Tensor&)>& f,
+                     const std::string& prefix = "");
+  std::int64_t parameter_count();
+  void zero_grad();
+  // Sets the ghost-noise step of every GNI layer (a resumed run continues the noise stream).
+  virtual void set_noise_step(std::uint64_t step);
+
+ protected:
+  Parameter& add_parameter(std::string name, Tensor value, bool weight_decay = true);
+  Tensor& add_buffer(std::string name, Tensor value);
+  template <typename M>
+  std::shared_ptr<M> add_child(std::string name, std::shared_ptr<M> m) {
+    children_.emplace_back(std::move(name), m);
+    return m;
+  }
+  virtual void on_train(bool) {}
+
+  std::vector<std::pair<std::string, Parameter>> params_;
+  std::vector<std::pair<std::string, Tensor>> buffers_;
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
+  bool training_ = true;
+  Device device_ = Device::cpu();
+};
+
+using ModulePtr = std::shared_ptr<Module>;
+
+// Deterministic initialization: every layer draws from this stream in construction order.
+class InitRng {
+ public:
+  explicit InitRng(std::uint64_t seed) : state_(seed * 0x9E3779B97F4A7C15ull + 1) {}
+  float normal();
+  float uniform(float lo, float hi);
+
+ private:
+  std::uint64_t next();
+  std::uint64_t state_;
+};
+
+// Per-model context for building layers: the init stream and the ghost-noise key.
+struct BuildContext {
+  explicit BuildContext(std::uint64_t seed) : rng(seed), noise_seed(static_cast<std::uint32_t>(seed)) {}
+  InitRng rng;
+  std::uint32_t noise_seed;
+  std::uint32_t next_layer_id = 0;
+  std::string name_prefix;  // for error messages
+};
+
+class Conv2d final : public Module {
+ public:
+  Conv2d(BuildContext& ctx, std::int64_t in, std::int64_t out, std::int64_t kernel, std::int64_t stride,
+         std::int64_t pad, bool bias = false, std::string name = "Conv2d");
+  Tensor forward(const Tensor& x) override;
+  Tensor backward(const Tensor& dy) override;
+  std::string kind() const override { return "Conv2d"; }
+
+ private:
+  prim::ConvDesc desc_;
+  Tensor x_;
+};
+
+class Linear final : public Module {
+ public:
+  Linear(BuildContext& ctx, std::int64_t in, std::int64_t out, std::string name = "Linear");
+  Tensor forward(const Tensor& x) override;
+  Tensor backward(const Tensor& dy) override;
+  std::string kind() const override { return "Linear"; }
+
+ private:
+  prim::LinearDesc desc_;
+  Tensor x_;
+};
+
+class ReLU final : public Module {
+ public:
+  Tensor forward(const Tensor& x) override;
+  Tensor backward(const Tensor& dy) override;
+  std::string kind() const override { return "ReLU"; }
+
+ private:
+  Tensor x_;
+};
+
+class Pool2d final : public Module {
+ public:
+  // kernel 0 = global (the whole plane), the output flattened to [B, C].
+  Pool2d(prim::PoolKind kind, std::int64_t kernel, std::int64_t stride);
+  Tensor forward(const Tensor& x) override;
+  Tensor backward(const Tensor& dy) override;
+  std::string kind() const override { return "Pool2d"; }
+
+ private:
+  prim::PoolDesc desc_;
+  bool global_;
+  Shape x_shape_;
+  Tensor argmax_;
+};
+
+class Flatten final : public Module {
+ public:
+  Tensor forward(const Tensor& x) override;
+  Tensor backward(const Tensor& dy) override;
+  std::string kind() const override { return "Flatten"; }
+
+ private:
+  Shape shape_;
+};
+
+class Identity final : public Module {
+ public:
+  Tensor forward(const Tensor& x) override { return x; }
+  Tensor backward(const Tensor& dy) override { return dy; }
+  std::string kind() const override { return "Identity"; }
+};
+
+// BN (PyTorch conventions) with gamma/beta.
+class BatchNorm2d final : public Module {
+ public:
+  BatchNorm2d(std::int64_t channels, std::string name = "BatchNorm2d");
+  Tensor forward(const Tensor& x) override;
+  Tensor backward(const Tensor& dy) override;
+  std::string kind() const override { return "BatchNorm2d"; }
+
+ private:
+  prim::BatchNormDesc desc_;
+  Tensor x_, mean_, var_;
+};
+
+class GhostBatchNorm2d final : public Module {
+ public:
+  GhostBatchNorm2d(std::int64_t channels, std::int64_t ghost_batch, prim::Grouping grouping,
+                   std::string name = "GhostBatchNorm2d");
+  Tensor forward(const Tensor& x) override;
+  Tensor backward(const Tensor& dy) override;
+  std::string kind() const override { return "GhostBatchNorm2d"; }
+
+ private:
+  prim::GhostBatchNormDesc desc_;
+  prim::BatchNormDesc infer_;
+  Tensor x_, mean_, var_;
+};
+
+// The seed's CIFAR block, fused: BN(affine=False) -> GNI(N) -> gain -> bias. Each training
+// forward uses the current noise step and advances it; set_noise_step() restores it on resume.
+class GhostNoiseNorm2d final : public Module {
+ public:
+  GhostNoiseNorm2d(BuildContext& ctx, std::int64_t channels, const prim::GhostNoiseDesc& noise,
+                   std::string name = "GhostNoiseNorm2d");
+  Tensor forward(const Tensor& x) override;
+  Tensor backward(const Tensor& dy) override;
+  std::string kind() const override { return "GhostNoiseNorm2d"; }
+  void set_noise_step(std::uint64_t step) override;
+
+ private:
+  prim::BatchNormGhostNoiseDesc desc_;
+  prim::BatchNormDesc infer_;
+  Tensor x_, mean_, var_, shift_, scale_;
+};
+
+// Exclusive BN: forward only so far; training through it is a clear error at backward.
+class ExclusiveBatchNorm2d final : public Module {
+ public:
+  ExclusiveBatchNorm2d(std::int64_t channels, std::int64_t ghost_batch, std::string name = "ExclusiveBatchNorm2d");
+  Tensor forward(const Tensor& x) override;
+  Tensor backward(const Tensor& dy) override;
+  std::string kind() const override { return "ExclusiveBatchNorm2d"; }
+
+ private:
+  prim::ExclusiveBatchNormDesc desc_;
+  prim::BatchNormDesc infer_;
+};
+
+class Sequential : public Module {
+ public:
+  Sequential() = default;
+  Sequential& add(std::string name, ModulePtr m);
+  Tensor forward(const Tensor& x) override;
+  Tensor backward(const Tensor& dy) override;
+  std::string kind() const override { return "Sequential"; }
+  std::size_t size() const { return children_.size(); }
+};
+
+// Norm layers from a spec: "bn", "gbn:N[:strided]", "gni:N[:shuffle][:noshift][:noscale]",
+// "xbn:N", "none". An unknown or malformed spec is an Error quoting it.
+ModulePtr make_norm(const std::string& spec, std::int64_t channels, BuildContext& ctx, const std::string& name);
+// Checks a spec without building anything (for command-line validation).
+void validate_norm_spec(const std::string& spec);
+
+// CIFAR ResNet basic block: conv3x3-norm-relu-conv3x3-norm (+ shortcut: identity, or 1x1 conv
+// with a norm when the shape changes), add, relu.
+class BasicBlock final : public Module {
+ public:
+  BasicBlock(BuildContext& ctx, std::int64_t in, std::int64_t out, std::int64_t stride, const std::string& norm,
+             const std::string& name);
+  Tensor forward(const Tensor& x) override;
+  Tensor backward(const Tensor& dy) override;
+  std::string kind() const override { return "BasicBlock"; }
+
+ private:
+  ModulePtr main_, shortcut_, relu_;
+};
+
+// Models: "resnet20", "resnet32", "resnet56" (CIFAR ResNets, 16-32-64 channels), "resnet18"
+// (64-128-256-512, 3x3 stem), "vgg" (a small VGG-like net). `classes` outputs.
+std::shared_ptr<Sequential> make_model(const std::string& name, const std::string& norm, std::int64_t classes,
+                                       std::uint64_t seed);
+std::vector<std::string> model_names();
+
+// Softmax cross-entropy of logits [B, K] against integer labels: the mean loss and dlogits.
+struct LossOut {
+  float loss;
+  Tensor dlogits;
+};
+LossOut cross_entropy(const Tensor& logits, const Tensor& labels, float label_smoothing = 0.f);
+
+}  // namespace ghostnn::nn

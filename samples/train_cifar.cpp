@@ -1,0 +1,285 @@
+// train_cifar: trains a CIFAR ResNet (or a small VGG) with ghostnn's norms. `--help` lists the
+// flags; with no flags it runs a short version of the seed's ResNet-20 + gni:16 recipe sized to
+// finish in about 15 minutes on a 2-core CPU, and prints how to run the full 200 epochs.
+#include <omp.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "engine/checkpoint.hpp"
+#include "engine/data.hpp"
+#include "engine/dispatcher.hpp"
+#include "engine/nn.hpp"
+#include "engine/optim.hpp"
+#include "engine/train.hpp"
+#include "primitives/conv.hpp"
+
+using namespace ghostnn;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+struct Options {
+  std::string model = "resnet20", norm = "gni:16", dataset = "cifar10", data, device = "auto";
+  int epochs = 0;  // 0: the quick default
+  std::int64_t batch = 256;
+  float lr = 0.2f, wd = 2e-4f, min_lr = 1e-5f, label_smoothing = 0.f;
+  double warmup_epochs = -1;  // < 0: the recipe's 5 of 200 epochs, scaled to the run
+  std::uint64_t seed = 0;
+  int threads = 0;
+  std::int64_t train_subset = 0;
+  std::string checkpoint_dir = "checkpoints", resume, log_json;
+  bool eval_only = false;
+};
+
+constexpr int kQuickEpochs = 3;  // sized for well under 15 minutes on the 2-core CPU (see README)
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+Device pick_device(const std::string& name) {
+  if (name == "auto") {
+    // The GPU when present and the GPU backend has every op a model needs (convolution included).
+    const bool gpu_ops = !Dispatcher::global().backends(prim::op::conv_fwd, DeviceType::cuda).empty();
+    if (cuda_available() && gpu_ops) return Device::cuda();
+    if (cuda_available())
+      std::cerr << "note: a GPU is present, but the GPU backend does not run convolutions yet; training on the CPU\n";
+    return Device::cpu();
+  }
+  if (name == "cuda" || name.starts_with("cuda:") || name == "cpu") return Device::parse(name);
+  fail("--device: '{}' is not cpu, cuda, cuda:N or auto", name);
+}
+
+class Progress {
+ public:
+  Progress(std::int64_t total_images, int epoch, int epochs)
+      : total_(total_images), epoch_(epoch), epochs_(epochs), tty_(isatty(2)), start_(Clock::now()) {}
+  void update(std::int64_t done, double loss, bool final = false) {
+    const double t = seconds_since(start_);
+    if (!final && t - last_ < (tty_ ? 0.5 : 30.0)) return;
+    last_ = t;
+    const double rate = done / std::max(t, 1e-9);
+    const int width = 30, fill = static_cast<int>(width * done / std::max<std::int64_t>(total_, 1));
+    const std::string line = fmt::format("epoch {}/{} [{}{}] {}/{} img  {:.0f} img/s  ETA {}  loss {:.4f}", epoch_,
+                                         epochs_, std::string(fill, '#'), std::string(width - fill, '.'), done, total_,
+                                         rate, train::format_duration((total_ - done) / std::max(rate, 1e-9)), loss);
+    if (tty_)
+      std::cerr << "\r" << line << (final ? "\n" : "") << std::flush;
+    else if (!final)
+      std::cerr << line << "\n";
+  }
+
+ private:
+  std::int64_t total_;
+  int epoch_, epochs_;
+  bool tty_;
+  Clock::time_point start_;
+  double last_ = -1e9;
+};
+
+int run(Options o, const std::vector<std::string>& explicit_flags) {
+  auto given = [&](const std::string& f) {
+    return std::find(explicit_flags.begin(), explicit_flags.end(), f) != explicit_flags.end();
+  };
+  if (o.threads > 0) omp_set_num_threads(o.threads);
+  if (o.eval_only && o.resume.empty()) fail("--eval-only needs --resume CHECKPOINT");
+
+  // A checkpoint fixes the model, the norm and the seed (which keys initialization, data order
+  // and ghost noise): take them from it, and refuse explicit flags that contradict it.
+  ckpt::Checkpoint resumed;
+  if (!o.resume.empty()) {
+    resumed = ckpt::load(o.resume);
+    auto adopt = [&](const std::string& key, std::string& value) {
+      auto it = resumed.metadata.find(key);
+      if (it == resumed.metadata.end() || it->second == value) return;
+      if (given("--" + key))
+        fail("--resume {}: the checkpoint was trained with --{} {}, not {}", o.resume, key, it->second, value);
+      value = it->second;
+    };
+    adopt("model", o.model);
+    adopt("norm", o.norm);
+    adopt("dataset", o.dataset);
+    std::string seed = std::to_string(o.seed);
+    adopt("seed", seed);
+    o.seed = std::stoull(seed);
+  }
+  nn::validate_norm_spec(o.norm);
+  const Device device = pick_device(o.device);
+
+  const auto t_load = Clock::now();
+  const std::string where = data::find(o.data, o.dataset);
+  auto split = data::load(where, o.dataset);
+  if (o.train_subset > 0) split.train.truncate(o.train_subset);
+  std::cout << fmt::format("data: {} training and {} test images, {} classes, from {} ({:.1f} s)\n",
+                           split.train.count, split.test.count, split.test.classes.size(), split.source,
+                           seconds_since(t_load));
+
+  auto model = nn::make_model(o.model, o.norm, static_cast<std::int64_t>(split.test.classes.size()), o.seed);
+  model->to(device);
+  optim::Sgd opt(*model, {o.lr, 0.9f, o.wd, true});
+
+  const int epochs = o.epochs > 0 ? o.epochs : kQuickEpochs;
+  data::Loader loader(split.train, o.batch, true, o.seed);
+  const std::int64_t steps = loader.batches(), total_steps = steps * epochs;
+  // The recipe warms up for 5 of 200 epochs. Shorter runs keep at least one warm-up epoch (ghost
+  // noise at the full learning rate from the first step diverged in our tests), at most half the run.
+  double warmup_epochs =
+      o.warmup_epochs >= 0 ? o.warmup_epochs : std::min(std::clamp(5.0 * epochs / 200.0, 1.0, 5.0), epochs / 2.0);
+  if (warmup_epochs > epochs) {
+    std::cout << fmt::format("note: warm-up of {} epochs is longer than the run; clipped to {}\n", warmup_epochs, epochs);
+    warmup_epochs = epochs;
+  }
+  optim::CosineSchedule sched{o.lr, o.min_lr, 1e-6f, static_cast<std::int64_t>(std::llround(warmup_epochs * steps)),
+                              total_steps};
+
+  int start_epoch = 0;
+  std::int64_t step = 0;
+  std::vector<train::EpochRecord> records;
+  if (!o.resume.empty()) {
+    ckpt::get_model(resumed, *model, o.resume);
+    ckpt::get_optimizer(resumed, opt, *model, o.resume);
+    start_epoch = resumed.metadata.count("epoch") ? std::stoi(resumed.metadata.at("epoch")) : 0;
+    step = resumed.metadata.count("step") ? std::stoll(resumed.metadata.at("step")) : 0;
+    model->set_noise_step(static_cast<std::uint64_t>(step));
+    std::cout << fmt::format("resumed from {} ({} {}, seed {}) after epoch {} (step {})\n", o.resume, o.model, o.norm,
+                             o.seed, start_epoch, step);
+  }
+  if (o.eval_only) {
+    const auto t = Clock::now();
+    const auto r = train::evaluate(*model, split.test, device);
+    std::cout << fmt::format("test: loss {:.4f}  accuracy {:.2f}%  ({} images, {:.1f} s)\n", r.loss, r.accuracy,
+                             split.test.count, seconds_since(t));
+    return 0;
+  }
+
+  std::cout << fmt::format("model {} ({} parameters), norm {}, device {}, {} threads\n", o.model,
+                           model->parameter_count(), o.norm, device.str(), omp_get_max_threads());
+  std::cout << fmt::format("recipe: {} epochs of {} steps, batch {}, lr {} (warm-up {:.3g} epochs from 1e-6, cosine to "
+                           "{}), SGD nesterov momentum 0.9, weight decay {}, seed {}\n",
+                           epochs, steps, o.batch, o.lr, warmup_epochs, o.min_lr, o.wd, o.seed);
+  if (o.epochs == 0)
+    std::cout << fmt::format("(a quick {}-epoch run; the full recipe is: train_cifar --epochs 200 --warmup-epochs 5)\n",
+                             epochs);
+
+  std::ofstream log;
+  if (!o.log_json.empty()) {
+    log.open(o.log_json, start_epoch > 0 ? std::ios::app : std::ios::trunc);
+    if (!log) fail("--log-json: cannot write {}", o.log_json);
+  }
+  if (!o.checkpoint_dir.empty()) std::filesystem::create_directories(o.checkpoint_dir);
+
+  const std::int64_t K = static_cast<std::int64_t>(split.test.classes.size());
+  Tensor x, y;
+  for (int epoch = start_epoch; epoch < epochs; ++epoch) {
+    loader.start_epoch(epoch);
+    model->train();
+    const auto t0 = Clock::now();
+    Progress bar(split.train.count, epoch + 1, epochs);
+    double loss_sum = 0;
+    std::int64_t right = 0, seen = 0;
+    for (std::int64_t i = 0; i < steps; ++i, ++step) {
+      opt.set_lr(sched.at(step));
+      loader.batch(i, x, y);
+      Tensor xd = x.to(device), yd = y.to(device);
+      Tensor logits = model->forward(xd);
+      auto loss = nn::cross_entropy(logits, yd, o.label_smoothing);
+      if (!std::isfinite(loss.loss))
+        fail("training diverged: loss is {} at epoch {} step {} (lr {}); try a smaller --lr", loss.loss, epoch + 1, i,
+             opt.lr());
+      model->backward(loss.dlogits);
+      opt.step();
+      loss_sum += loss.loss * static_cast<double>(x.dim(0));
+      right += train::correct(logits.to_vector(), y.to_vector(), K);
+      seen += x.dim(0);
+      bar.update(seen, loss_sum / static_cast<double>(seen));
+    }
+    bar.update(seen, loss_sum / static_cast<double>(seen), true);
+    const double train_s = seconds_since(t0);
+    const auto test = train::evaluate(*model, split.test, device);
+    train::EpochRecord rec{epoch + 1, opt.lr(), loss_sum / seen, 100.0 * right / seen, test.loss, test.accuracy,
+                           seconds_since(t0), seen / train_s};
+    records.push_back(rec);
+    std::cout << fmt::format("epoch {}/{}: lr {:.4g}  train loss {:.4f} acc {:.2f}%  test loss {:.4f} acc {:.2f}%  "
+                             "{:.0f} img/s  {:.1f} s\n",
+                             rec.epoch, epochs, rec.lr, rec.train_loss, rec.train_acc, rec.test_loss, rec.test_acc,
+                             rec.images_per_s, rec.seconds)
+              << std::flush;
+    if (log) {
+      log << nlohmann::json{{"epoch", rec.epoch},           {"lr", rec.lr},
+                            {"train_loss", rec.train_loss}, {"train_acc", rec.train_acc},
+                            {"test_loss", rec.test_loss},   {"test_acc", rec.test_acc},
+                            {"seconds", rec.seconds},       {"images_per_s", rec.images_per_s}}
+                 .dump()
+          << "\n"
+          << std::flush;
+    }
+    if (!o.checkpoint_dir.empty()) {
+      ckpt::Checkpoint c;
+      ckpt::put_model(c, *model);
+      ckpt::put_optimizer(c, opt);
+      c.metadata = {{"model", o.model},           {"norm", o.norm},
+                    {"dataset", o.dataset},       {"epoch", std::to_string(epoch + 1)},
+                    {"step", std::to_string(step)}, {"seed", std::to_string(o.seed)},
+                    {"classes", std::to_string(K)}, {"format", "ghostnn-checkpoint-1"}};
+      ckpt::save(o.checkpoint_dir + "/last.safetensors", c);
+    }
+  }
+  if (!records.empty()) {
+    const std::string svg = !o.log_json.empty() ? o.log_json + ".svg"
+                                                : (o.checkpoint_dir.empty() ? "curves.svg" : o.checkpoint_dir + "/curves.svg");
+    train::write_svg(svg, records, fmt::format("{} {} on {}", o.model, o.norm, o.dataset));
+    std::cout << fmt::format("final test accuracy {:.2f}% after {} epochs; curves: {}", records.back().test_acc,
+                             records.back().epoch, svg);
+    if (!o.checkpoint_dir.empty()) std::cout << fmt::format("; checkpoint: {}/last.safetensors", o.checkpoint_dir);
+    std::cout << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  CLI::App app{"Train a CNN on CIFAR-10/100 with ghostnn (ghost batch norm and ghost noise injection)."};
+  app.add_option("--model", o.model, "resnet20 | resnet32 | resnet56 | resnet18 | vgg")->capture_default_str();
+  app.add_option("--norm", o.norm, "bn | gbn:N[:strided] | gni:N[:shuffle][:noshift][:noscale] | xbn:N | none")
+      ->capture_default_str();
+  app.add_option("--epochs", o.epochs, "epochs to train (default: a quick 3-epoch run; the recipe is 200)");
+  app.add_option("--batch", o.batch, "batch size")->capture_default_str();
+  app.add_option("--lr", o.lr, "peak learning rate")->capture_default_str();
+  app.add_option("--min-lr", o.min_lr, "final learning rate of the cosine schedule")->capture_default_str();
+  app.add_option("--wd", o.wd, "weight decay")->capture_default_str();
+  app.add_option("--warmup-epochs", o.warmup_epochs,
+                 "linear warm-up from 1e-6 (default: 5 for 200 epochs, scaled to the run, at least 1 and at most half the run; clipped to the run)");
+  app.add_option("--label-smoothing", o.label_smoothing, "label smoothing")->capture_default_str();
+  app.add_option("--seed", o.seed, "seed of initialization, data order, augmentation and ghost noise")
+      ->capture_default_str();
+  app.add_option("--data", o.data, "data folder or .tar.gz (default: $CIFAR10_DIR, ./data, ../shared/data)");
+  app.add_option("--dataset", o.dataset, "cifar10 | cifar100")->capture_default_str();
+  app.add_option("--device", o.device, "cpu | cuda | cuda:N | auto")->capture_default_str();
+  app.add_option("--threads", o.threads, "CPU threads (default: all cores)");
+  app.add_option("--train-subset", o.train_subset, "train on the first N training images only");
+  app.add_option("--checkpoint-dir", o.checkpoint_dir, "where last.safetensors is written each epoch ('' for none)")
+      ->capture_default_str();
+  app.add_option("--resume", o.resume, "continue from a checkpoint (same model and norm)");
+  app.add_flag("--eval-only", o.eval_only, "evaluate the --resume checkpoint on the test set and exit");
+  app.add_option("--log-json", o.log_json, "append one JSON object per epoch to FILE (and plot FILE.svg)");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  std::vector<std::string> given;
+  for (int i = 1; i < argc; ++i) given.emplace_back(std::string(argv[i]).substr(0, std::string(argv[i]).find('=')));
+  try {
+    return run(o, given);
+  } catch (const Error& e) {
+    std::cerr << "train_cifar: " << e.what() << "\n";
+    return 1;
+  }
+}
