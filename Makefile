@@ -31,7 +31,8 @@ build: configure
 test: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
 
-train: build
+train: configure
+	cmake --build $(BUILD) -j $(JOBS) --target train_cifar
 	$(BUILD)/samples/train_cifar $(TRAIN_ARGS)
 
 asan: deps

@@ -16,7 +16,8 @@ void save(const std::string& path, const Checkpoint& c) {
   for (const auto& [name, t] : c.tensors) {
     if (t.dtype() != DType::f32) fail("checkpoint {}: tensor '{}' is not f32", path, name);
     const auto bytes = static_cast<std::uint64_t>(t.numel()) * 4;
-    header[name] = {{"dtype", "F32"}, {"shape", t.shape()}, {"data_offsets", {offset, offset + bytes}}};
+    header[name] = {
+        {"dtype", "F32"}, {"shape", t.shape()}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }
   json meta = json::object();
@@ -58,12 +59,15 @@ Checkpoint load(const std::string& path) {
   f.seekg(0, std::ios::end);
   const auto size = static_cast<std::uint64_t>(f.tellg());
   f.seekg(0);
-  if (size < 8) fail("checkpoint {}: {} bytes is too short for a safetensors file (offset 0)", path, size);
+  if (size < 8)
+    fail("checkpoint {}: {} bytes is too short for a safetensors file (offset 0)", path, size);
   unsigned char len[8];
   f.read(reinterpret_cast<char*>(len), 8);
   std::uint64_t n = 0;
   for (int i = 0; i < 8; ++i) n |= static_cast<std::uint64_t>(len[i]) << (8 * i);
-  if (n > size - 8) fail("checkpoint {}: header of {} bytes runs past the end of the file ({} bytes)", path, n, size);
+  if (n > size - 8)
+    fail("checkpoint {}: header of {} bytes runs past the end of the file ({} bytes)", path, n,
+         size);
   std::string text(n, '\0');
   f.read(text.data(), static_cast<std::streamsize>(n));
   json header;
@@ -81,15 +85,19 @@ Checkpoint load(const std::string& path) {
     }
     try {
       if (entry.at("dtype").get<std::string>() != "F32")
-        fail("checkpoint {}: tensor '{}' has dtype {}, only F32 is supported", path, name, entry.at("dtype").dump());
+        fail("checkpoint {}: tensor '{}' has dtype {}, only F32 is supported", path, name,
+             entry.at("dtype").dump());
       const auto shape = entry.at("shape").get<Shape>();
       const auto off = entry.at("data_offsets").get<std::vector<std::uint64_t>>();
-      if (off.size() != 2 || off[1] < off[0] || off[1] - off[0] != static_cast<std::uint64_t>(shape_numel(shape)) * 4)
-        fail("checkpoint {}: tensor '{}' has byte range {} that does not match its shape {}", path, name,
-             entry.at("data_offsets").dump(), shape_str(shape));
+      if (off.size() != 2 || off[1] < off[0] ||
+          off[1] - off[0] != static_cast<std::uint64_t>(shape_numel(shape)) * 4)
+        fail("checkpoint {}: tensor '{}' has byte range {} that does not match its shape {}", path,
+             name, entry.at("data_offsets").dump(), shape_str(shape));
       if (data_start + off[1] > size)
-        fail("checkpoint {}: tensor '{}' ends at offset {}, past the end of the file ({} bytes): truncated?", path,
-             name, data_start + off[1], size);
+        fail(
+            "checkpoint {}: tensor '{}' ends at offset {}, past the end of the file ({} bytes): "
+            "truncated?",
+            path, name, data_start + off[1], size);
       std::vector<float> v(static_cast<std::size_t>(shape_numel(shape)));
       f.seekg(static_cast<std::streamoff>(data_start + off[0]));
       f.read(reinterpret_cast<char*>(v.data()), static_cast<std::streamsize>(off[1] - off[0]));
@@ -102,23 +110,26 @@ Checkpoint load(const std::string& path) {
 }
 
 void put_model(Checkpoint& c, nn::Module& model) {
-  model.named_parameters([&](const std::string& n, nn::Parameter& p) { c.tensors[n] = p.value.to(Device::cpu()); });
+  model.named_parameters(
+      [&](const std::string& n, nn::Parameter& p) { c.tensors[n] = p.value.to(Device::cpu()); });
   model.named_buffers([&](const std::string& n, Tensor& b) { c.tensors[n] = b.to(Device::cpu()); });
 }
 
 namespace {
 void restore(const Checkpoint& c, const std::string& name, Tensor& dst, const std::string& path) {
   auto it = c.tensors.find(name);
-  if (it == c.tensors.end()) fail("checkpoint {}: tensor '{}' is missing (a different model or norm?)", path, name);
+  if (it == c.tensors.end())
+    fail("checkpoint {}: tensor '{}' is missing (a different model or norm?)", path, name);
   if (it->second.shape() != dst.shape())
-    fail("checkpoint {}: tensor '{}' has shape {} but the model expects {}", path, name, shape_str(it->second.shape()),
-         shape_str(dst.shape()));
+    fail("checkpoint {}: tensor '{}' has shape {} but the model expects {}", path, name,
+         shape_str(it->second.shape()), shape_str(dst.shape()));
   dst.copy_from(it->second);
 }
 }  // namespace
 
 void get_model(const Checkpoint& c, nn::Module& model, const std::string& path) {
-  model.named_parameters([&](const std::string& n, nn::Parameter& p) { restore(c, n, p.value, path); });
+  model.named_parameters(
+      [&](const std::string& n, nn::Parameter& p) { restore(c, n, p.value, path); });
   model.named_buffers([&](const std::string& n, Tensor& b) { restore(c, n, b, path); });
 }
 
@@ -126,7 +137,8 @@ void put_optimizer(Checkpoint& c, optim::Sgd& opt) {
   for (auto& [n, t] : opt.state()) c.tensors["optimizer." + n + ".momentum"] = t.to(Device::cpu());
 }
 
-void get_optimizer(const Checkpoint& c, optim::Sgd& opt, nn::Module& model, const std::string& path) {
+void get_optimizer(const Checkpoint& c, optim::Sgd& opt, nn::Module& model,
+                   const std::string& path) {
   model.named_parameters([&](const std::string& n, nn::Parameter& p) {
     const std::string key = "optimizer." + n + ".momentum";
     if (!c.tensors.count(key)) return;  // no step taken yet for this parameter

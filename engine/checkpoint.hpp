@@ -26,6 +26,7 @@ Checkpoint load(const std::string& path);
 void put_model(Checkpoint& c, nn::Module& model);
 void get_model(const Checkpoint& c, nn::Module& model, const std::string& path);
 void put_optimizer(Checkpoint& c, optim::Sgd& opt);
-void get_optimizer(const Checkpoint& c, optim::Sgd& opt, nn::Module& model, const std::string& path);
+void get_optimizer(const Checkpoint& c, optim::Sgd& opt, nn::Module& model,
+                   const std::string& path);
 
 }  // namespace ghostnn::ckpt

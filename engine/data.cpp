@@ -29,18 +29,22 @@ namespace {
 std::vector<std::uint8_t> read_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) fail("data: cannot open {}", path);
-  return std::vector<std::uint8_t>((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  return std::vector<std::uint8_t>((std::istreambuf_iterator<char>(f)),
+                                   std::istreambuf_iterator<char>());
 }
 
 const std::vector<std::string> kCifar10Classes{"airplane", "automobile", "bird",  "cat",  "deer",
                                                "dog",      "frog",       "horse", "ship", "truck"};
 
 // One CIFAR binary file: records of `label_bytes` label bytes (the last one is used) + 3072 pixels.
-void append_cifar_binary(Dataset& d, const std::vector<std::uint8_t>& bytes, int label_bytes, const std::string& name) {
+void append_cifar_binary(Dataset& d, const std::vector<std::uint8_t>& bytes, int label_bytes,
+                         const std::string& name) {
   const std::size_t rec = static_cast<std::size_t>(label_bytes + Dataset::kPixels);
   if (bytes.empty() || bytes.size() % rec != 0)
-    fail("data: {} holds {} bytes, not a whole number of {}-byte CIFAR records (truncated at offset {}?)", name,
-         bytes.size(), rec, bytes.size() / rec * rec);
+    fail(
+        "data: {} holds {} bytes, not a whole number of {}-byte CIFAR records (truncated at offset "
+        "{}?)",
+        name, bytes.size(), rec, bytes.size() / rec * rec);
   const std::size_t n = bytes.size() / rec;
   for (std::size_t i = 0; i < n; ++i) {
     const std::uint8_t* r = bytes.data() + i * rec;
@@ -84,8 +88,10 @@ std::vector<Entry> read_tar_gz(const std::string& path) {
     }
     if (std::all_of(h, h + 512, [](unsigned char ch) { return ch == 0; })) break;
     std::string name(reinterpret_cast<char*>(h), strnlen(reinterpret_cast<char*>(h), 100));
-    const std::string prefix(reinterpret_cast<char*>(h + 345), strnlen(reinterpret_cast<char*>(h + 345), 155));
-    if (!prefix.empty() && std::string(reinterpret_cast<char*>(h + 257), 5) == "ustar") name = prefix + "/" + name;
+    const std::string prefix(reinterpret_cast<char*>(h + 345),
+                             strnlen(reinterpret_cast<char*>(h + 345), 155));
+    if (!prefix.empty() && std::string(reinterpret_cast<char*>(h + 257), 5) == "ustar")
+      name = prefix + "/" + name;
     const std::string size_field(reinterpret_cast<char*>(h + 124), 12);
     char* end = nullptr;
     const std::uint64_t size = std::strtoull(size_field.c_str(), &end, 8);
@@ -93,7 +99,8 @@ std::vector<Entry> read_tar_gz(const std::string& path) {
     std::vector<std::uint8_t> body(size);
     if (size && read(body.data(), static_cast<unsigned>(size)) != size) {
       gzclose(gz);
-      fail("data: {} is truncated: entry '{}' ends at offset {}, past the end of the data", path, name, offset);
+      fail("data: {} is truncated: entry '{}' ends at offset {}, past the end of the data", path,
+           name, offset);
     }
     const std::uint64_t pad = (512 - size % 512) % 512;
     if (pad) {
@@ -119,7 +126,9 @@ std::vector<Entry> read_tree(const fs::path& root) {
   for (const auto& e : fs::recursive_directory_iterator(root)) {
     if (!e.is_regular_file()) continue;
     const auto ext = e.path().extension().string();
-    if (ext != ".jpg" && ext != ".jpeg" && ext != ".png" && ext != ".JPG" && ext != ".PNG" && ext != ".JPEG") continue;
+    if (ext != ".jpg" && ext != ".jpeg" && ext != ".png" && ext != ".JPG" && ext != ".PNG" &&
+        ext != ".JPEG")
+      continue;
     out.push_back({fs::relative(e.path(), root).generic_string(), read_file(e.path().string())});
   }
   return out;
@@ -131,14 +140,17 @@ bool ends_with(const std::string& s, const std::string& suf) {
 std::string base_name(const std::string& p) { return p.substr(p.find_last_of('/') + 1); }
 
 // Builds the split from entries: CIFAR binary files by name, else image folders.
-Split from_entries(std::vector<Entry> entries, const std::string& dataset, const std::string& source) {
+Split from_entries(std::vector<Entry> entries, const std::string& dataset,
+                   const std::string& source) {
   Split s;
   s.source = source;
-  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.path < b.path; });
+  std::sort(entries.begin(), entries.end(),
+            [](const Entry& a, const Entry& b) { return a.path < b.path; });
   const bool c100 = dataset == "cifar100";
   for (const auto& e : entries) {
     const auto b = base_name(e.path);
-    if (!c100 && b.starts_with("data_batch_") && ends_with(b, ".bin")) append_cifar_binary(s.train, e.bytes, 1, e.path);
+    if (!c100 && b.starts_with("data_batch_") && ends_with(b, ".bin"))
+      append_cifar_binary(s.train, e.bytes, 1, e.path);
     if (!c100 && b == "test_batch.bin") append_cifar_binary(s.test, e.bytes, 1, e.path);
     if (c100 && b == "train.bin") append_cifar_binary(s.train, e.bytes, 2, e.path);
     if (c100 && b == "test.bin") append_cifar_binary(s.test, e.bytes, 2, e.path);
@@ -173,13 +185,18 @@ Split from_entries(std::vector<Entry> entries, const std::string& dataset, const
     const auto& split = parts[parts.size() - 2];
     if (split != "train" && split != "test") continue;
     const auto ext = part.substr(part.find_last_of('.') + 1);
-    if (ext != "jpg" && ext != "jpeg" && ext != "png" && ext != "JPG" && ext != "PNG" && ext != "JPEG") continue;
+    if (ext != "jpg" && ext != "jpeg" && ext != "png" && ext != "JPG" && ext != "PNG" &&
+        ext != "JPEG")
+      continue;
     class_index.emplace(parts.back(), 0);
     items.push_back({split == "train", parts.back(), &e});
   }
   if (items.empty())
-    fail("data: {} holds neither {} binary files nor train/<class>/ and test/<class>/ image folders", source,
-         c100 ? "cifar-100-binary (train.bin, test.bin)" : "cifar-10-batches-bin (data_batch_*.bin, test_batch.bin)");
+    fail(
+        "data: {} holds neither {} binary files nor train/<class>/ and test/<class>/ image folders",
+        source,
+        c100 ? "cifar-100-binary (train.bin, test.bin)"
+             : "cifar-10-batches-bin (data_batch_*.bin, test_batch.bin)");
   int k = 0;
   for (auto& [name, idx] : class_index) idx = k++;
   for (auto& [name, idx] : class_index) {
@@ -204,8 +221,8 @@ Split from_entries(std::vector<Entry> entries, const std::string& dataset, const
     ++d.count;
   }
   if (s.train.count == 0 || s.test.count == 0)
-    fail("data: {} has {} training and {} test images; both train/ and test/ are needed", source, s.train.count,
-         s.test.count);
+    fail("data: {} has {} training and {} test images; both train/ and test/ are needed", source,
+         s.train.count, s.test.count);
   return s;
 }
 
@@ -232,7 +249,8 @@ Image decode_image(const std::vector<std::uint8_t>& bytes, const std::string& na
   if (bytes.size() >= 3 && bytes[0] == 0xFF && bytes[1] == 0xD8) {
     tjhandle tj = tjInitDecompress();
     int w = 0, h = 0, sub = 0, cs = 0;
-    if (tjDecompressHeader3(tj, bytes.data(), static_cast<unsigned long>(bytes.size()), &w, &h, &sub, &cs) != 0) {
+    if (tjDecompressHeader3(tj, bytes.data(), static_cast<unsigned long>(bytes.size()), &w, &h,
+                            &sub, &cs) != 0) {
       const std::string msg = tjGetErrorStr2(tj);
       tjDestroy(tj);
       fail("data: {}: corrupt JPEG header: {}", name, msg);
@@ -240,8 +258,8 @@ Image decode_image(const std::vector<std::uint8_t>& bytes, const std::string& na
     img.width = w;
     img.height = h;
     img.rgb.resize(static_cast<std::size_t>(w) * static_cast<std::size_t>(h) * 3);
-    if (tjDecompress2(tj, bytes.data(), static_cast<unsigned long>(bytes.size()), img.rgb.data(), w, 0, h, TJPF_RGB,
-                      0) != 0 &&
+    if (tjDecompress2(tj, bytes.data(), static_cast<unsigned long>(bytes.size()), img.rgb.data(), w,
+                      0, h, TJPF_RGB, 0) != 0 &&
         tjGetErrorCode(tj) == TJERR_FATAL) {
       const std::string msg = tjGetErrorStr2(tj);
       tjDestroy(tj);
@@ -267,8 +285,11 @@ std::vector<std::uint8_t> to_cifar_chw(const Image& img) {
       const int y1 = std::min(y0 + 1, img.height - 1), x1 = std::min(x0 + 1, img.width - 1);
       const double fy = sy - y0, fx = sx - x0;
       for (int c = 0; c < 3; ++c) {
-        auto px = [&](int yy, int xx) { return img.rgb[(static_cast<std::size_t>(yy) * img.width + xx) * 3 + c]; };
-        const double v = (1 - fy) * ((1 - fx) * px(y0, x0) + fx * px(y0, x1)) + fy * ((1 - fx) * px(y1, x0) + fx * px(y1, x1));
+        auto px = [&](int yy, int xx) {
+          return img.rgb[(static_cast<std::size_t>(yy) * img.width + xx) * 3 + c];
+        };
+        const double v = (1 - fy) * ((1 - fx) * px(y0, x0) + fx * px(y0, x1)) +
+                         fy * ((1 - fx) * px(y1, x0) + fx * px(y1, x1));
         out[(c * S + y) * S + x] = static_cast<std::uint8_t>(std::lround(v));
       }
     }
@@ -281,7 +302,8 @@ Split load(const std::string& path, const std::string& dataset) {
   const fs::path p(path);
   if (!fs::exists(p)) fail("data: {} does not exist", path);
   if (fs::is_regular_file(p)) {
-    if (!ends_with(path, ".tar.gz") && !ends_with(path, ".tgz")) fail("data: {} is a file but not a .tar.gz archive", path);
+    if (!ends_with(path, ".tar.gz") && !ends_with(path, ".tgz"))
+      fail("data: {} is a file but not a .tar.gz archive", path);
     return from_entries(read_tar_gz(path), dataset, path);
   }
   // A folder: binary files below it, image folders, or an archive inside it.
@@ -290,12 +312,15 @@ Split load(const std::string& path, const std::string& dataset) {
   for (const auto& e : fs::recursive_directory_iterator(p)) {
     if (!e.is_regular_file()) continue;
     const auto name = e.path().filename().string();
-    if (ends_with(name, ".bin")) entries.push_back({fs::relative(e.path(), p).generic_string(), read_file(e.path().string())});
-    if (ends_with(name, ".tar.gz") || ends_with(name, ".tgz")) archives.push_back(e.path().string());
+    if (ends_with(name, ".bin"))
+      entries.push_back({fs::relative(e.path(), p).generic_string(), read_file(e.path().string())});
+    if (ends_with(name, ".tar.gz") || ends_with(name, ".tgz"))
+      archives.push_back(e.path().string());
   }
   const bool has_binary = std::any_of(entries.begin(), entries.end(), [&](const Entry& e) {
     const auto b = base_name(e.path);
-    return dataset == "cifar100" ? (b == "train.bin" || b == "test.bin") : (b.starts_with("data_batch_") || b == "test_batch.bin");
+    return dataset == "cifar100" ? (b == "train.bin" || b == "test.bin")
+                                 : (b.starts_with("data_batch_") || b == "test_batch.bin");
   });
   if (has_binary) return from_entries(std::move(entries), dataset, path);
   auto images = read_tree(p);
@@ -303,7 +328,8 @@ Split load(const std::string& path, const std::string& dataset) {
   std::sort(archives.begin(), archives.end());
   for (const auto& a : archives) {
     const auto b = base_name(a);
-    if ((dataset == "cifar10" && b.find("cifar10") == std::string::npos && b.find("cifar-10") == std::string::npos) ||
+    if ((dataset == "cifar10" && b.find("cifar10") == std::string::npos &&
+         b.find("cifar-10") == std::string::npos) ||
         (dataset == "cifar100" && b.find("100") == std::string::npos))
       continue;
     return from_entries(read_tar_gz(a), dataset, a);
@@ -327,15 +353,21 @@ std::string find(const std::string& flag, const std::string& dataset) {
   }
   std::string list;
   for (const auto& t : tried) list += (list.empty() ? "" : ", ") + t;
-  fail("data: no {} data found (looked in: {}). This build does not download anything. Put the official "
-       "binary release there (for CIFAR-10: the folder cifar-10-batches-bin/ with data_batch_1.bin ... "
-       "data_batch_5.bin and test_batch.bin, from cifar-10-binary.tar.gz; for CIFAR-100: cifar-100-binary/ "
-       "with train.bin and test.bin), or an image-folder tree train/<class>/*.jpg and test/<class>/*.jpg, "
-       "or a .tar.gz of either, into ./data, or pass --data PATH",
-       dataset, list);
+  fail(
+      "data: no {} data found (looked in: {}). This build does not download anything. Put the "
+      "official "
+      "binary release there (for CIFAR-10: the folder cifar-10-batches-bin/ with data_batch_1.bin "
+      "... "
+      "data_batch_5.bin and test_batch.bin, from cifar-10-binary.tar.gz; for CIFAR-100: "
+      "cifar-100-binary/ "
+      "with train.bin and test.bin), or an image-folder tree train/<class>/*.jpg and "
+      "test/<class>/*.jpg, "
+      "or a .tar.gz of either, into ./data, or pass --data PATH",
+      dataset, list);
 }
 
-Loader::Loader(const Dataset& d, std::int64_t batch, bool train, std::uint64_t seed, Normalization n)
+Loader::Loader(const Dataset& d, std::int64_t batch, bool train, std::uint64_t seed,
+               Normalization n)
     : d_(d), batch_(batch), train_(train), seed_(seed), n_(n) {
   if (batch < 1) fail("data: batch size must be >= 1, got {}", batch);
   order_.resize(static_cast<std::size_t>(d.count));
@@ -359,7 +391,8 @@ void Loader::batch(std::int64_t i, Tensor& images, Tensor& labels) const {
   if (!labels.defined() || labels.dim(0) != n) labels = Tensor::empty({n});
   float* x = images.data_f32();
   float* y = labels.data_f32();
-  std::mt19937_64 rng(seed_ * 7919ull + static_cast<std::uint64_t>(epoch_) * 1000003ull + static_cast<std::uint64_t>(i));
+  std::mt19937_64 rng(seed_ * 7919ull + static_cast<std::uint64_t>(epoch_) * 1000003ull +
+                      static_cast<std::uint64_t>(i));
   for (std::int64_t k = 0; k < n; ++k) {
     const auto idx = order_[static_cast<std::size_t>(first + k)];
     const std::uint8_t* src = d_.pixels.data() + idx * Dataset::kPixels;

@@ -53,7 +53,8 @@ struct Normalization {
 
 class Loader {
  public:
-  Loader(const Dataset& d, std::int64_t batch, bool train, std::uint64_t seed, Normalization n = {});
+  Loader(const Dataset& d, std::int64_t batch, bool train, std::uint64_t seed,
+         Normalization n = {});
   std::int64_t batches() const { return (d_.count + batch_ - 1) / batch_; }
   // Prepares epoch `epoch` (shuffled when training).
   void start_epoch(std::int64_t epoch);

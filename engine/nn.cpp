@@ -34,7 +34,8 @@ void Module::named_parameters(const std::function<void(const std::string&, Param
   for (auto& [n, c] : children_) c->named_parameters(f, prefix + n + ".");
 }
 
-void Module::named_buffers(const std::function<void(const std::string&, Tensor&)>& f, const std::string& prefix) {
+void Module::named_buffers(const std::function<void(const std::string&, Tensor&)>& f,
+                           const std::string& prefix) {
   for (auto& [n, b] : buffers_) f(prefix + n, b);
   for (auto& [n, c] : children_) c->named_buffers(f, prefix + n + ".");
 }
@@ -87,8 +88,8 @@ float InitRng::normal() {  // Box-Muller
 
 // --- layers -------------------------------------------------------------------------------------
 
-Conv2d::Conv2d(BuildContext& ctx, std::int64_t in, std::int64_t out, std::int64_t kernel, std::int64_t stride,
-               std::int64_t pad, bool bias, std::string name) {
+Conv2d::Conv2d(BuildContext& ctx, std::int64_t in, std::int64_t out, std::int64_t kernel,
+               std::int64_t stride, std::int64_t pad, bool bias, std::string name) {
   desc_.stride = stride;
   desc_.pad = pad;
   desc_.bias = bias;
@@ -145,7 +146,8 @@ Tensor Linear::backward(const Tensor& dy) {
   if (!x_.defined()) fail("{}: backward without a training forward", desc_.layer);
   Tensor dx = Tensor::empty(x_.shape(), dy.device());
   ops::call(prim::op::linear_bwd_data, desc_, {dy, params_[0].second.value}, {dx});
-  ops::call(prim::op::linear_bwd_weights, desc_, {dy, x_}, {params_[0].second.grad, params_[1].second.grad});
+  ops::call(prim::op::linear_bwd_weights, desc_, {dy, x_},
+            {params_[0].second.grad, params_[1].second.grad});
   x_ = Tensor();
   return dx;
 }
@@ -162,11 +164,13 @@ Tensor ReLU::backward(const Tensor& dy) {
   return dx;
 }
 
-Pool2d::Pool2d(prim::PoolKind kind, std::int64_t kernel, std::int64_t stride) : global_(kernel == 0) {
+Pool2d::Pool2d(prim::PoolKind kind, std::int64_t kernel, std::int64_t stride)
+    : global_(kernel == 0) {
   desc_.kind = kind;
   desc_.kernel = kernel;
   desc_.stride = stride;
-  desc_.layer = global_ ? "GlobalAvgPool" : (kind == prim::PoolKind::max ? "MaxPool2d" : "AvgPool2d");
+  desc_.layer =
+      global_ ? "GlobalAvgPool" : (kind == prim::PoolKind::max ? "MaxPool2d" : "AvgPool2d");
 }
 
 Tensor Pool2d::forward(const Tensor& x) {
@@ -209,7 +213,9 @@ Tensor Flatten::forward(const Tensor& x) {
 Tensor Flatten::backward(const Tensor& dy) { return dy.reshape(shape_); }
 
 namespace {
-std::vector<Tensor> bn_running(Module&, std::int64_t C) { return {Tensor::zeros({C}), Tensor::full({C}, 1.f)}; }
+std::vector<Tensor> bn_running(Module&, std::int64_t C) {
+  return {Tensor::zeros({C}), Tensor::full({C}, 1.f)};
+}
 }  // namespace
 
 BatchNorm2d::BatchNorm2d(std::int64_t channels, std::string name) {
@@ -226,12 +232,14 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
   Tensor y = Tensor::empty(x.shape(), x.device());
   const auto &g = params_[0].second.value, &b = params_[1].second.value;
   if (!training_) {
-    ops::call(prim::op::bn_fwd_infer, desc_, {x, buffers_[0].second, buffers_[1].second, g, b}, {y});
+    ops::call(prim::op::bn_fwd_infer, desc_, {x, buffers_[0].second, buffers_[1].second, g, b},
+              {y});
     return y;
   }
   mean_ = Tensor::empty({C}, x.device());
   var_ = Tensor::empty({C}, x.device());
-  ops::call(prim::op::bn_fwd_train, desc_, {x, g, b}, {y, mean_, var_, buffers_[0].second, buffers_[1].second});
+  ops::call(prim::op::bn_fwd_train, desc_, {x, g, b},
+            {y, mean_, var_, buffers_[0].second, buffers_[1].second});
   x_ = x;
   return y;
 }
@@ -245,8 +253,8 @@ Tensor BatchNorm2d::backward(const Tensor& dy) {
   return dx;
 }
 
-GhostBatchNorm2d::GhostBatchNorm2d(std::int64_t channels, std::int64_t ghost_batch, prim::Grouping grouping,
-                                   std::string name) {
+GhostBatchNorm2d::GhostBatchNorm2d(std::int64_t channels, std::int64_t ghost_batch,
+                                   prim::Grouping grouping, std::string name) {
   desc_.ghost_batch = ghost_batch;
   desc_.grouping = grouping;
   desc_.layer = name;
@@ -262,14 +270,16 @@ Tensor GhostBatchNorm2d::forward(const Tensor& x) {
   Tensor y = Tensor::empty(x.shape(), x.device());
   const auto &g = params_[0].second.value, &b = params_[1].second.value;
   if (!training_) {
-    ops::call(prim::op::bn_fwd_infer, infer_, {x, buffers_[0].second, buffers_[1].second, g, b}, {y});
+    ops::call(prim::op::bn_fwd_infer, infer_, {x, buffers_[0].second, buffers_[1].second, g, b},
+              {y});
     return y;
   }
   if (x.rank() < 2) fail("{}: x must be [B, C, ...], got {}", desc_.layer, shape_str(x.shape()));
   const auto G = (x.dim(0) + desc_.ghost_batch - 1) / std::max<std::int64_t>(desc_.ghost_batch, 1);
   mean_ = Tensor::empty({G, x.dim(1)}, x.device());
   var_ = Tensor::empty({G, x.dim(1)}, x.device());
-  ops::call(prim::op::gbn_fwd_train, desc_, {x, g, b}, {y, mean_, var_, buffers_[0].second, buffers_[1].second});
+  ops::call(prim::op::gbn_fwd_train, desc_, {x, g, b},
+            {y, mean_, var_, buffers_[0].second, buffers_[1].second});
   x_ = x;
   return y;
 }
@@ -283,8 +293,8 @@ Tensor GhostBatchNorm2d::backward(const Tensor& dy) {
   return dx;
 }
 
-GhostNoiseNorm2d::GhostNoiseNorm2d(BuildContext& ctx, std::int64_t channels, const prim::GhostNoiseDesc& noise,
-                                   std::string name) {
+GhostNoiseNorm2d::GhostNoiseNorm2d(BuildContext& ctx, std::int64_t channels,
+                                   const prim::GhostNoiseDesc& noise, std::string name) {
   desc_.noise = noise;
   desc_.noise.seed = ctx.noise_seed;
   desc_.noise.layer_id = ctx.next_layer_id++;
@@ -302,11 +312,14 @@ void GhostNoiseNorm2d::set_noise_step(std::uint64_t step) { desc_.noise.step = s
 Tensor GhostNoiseNorm2d::forward(const Tensor& x) {
   Tensor y = Tensor::empty(x.shape(), x.device());
   const auto &g = params_[0].second.value, &b = params_[1].second.value;
-  if (!training_) {  // GNI is the identity at inference: BN with the running statistics, then gain/bias
-    ops::call(prim::op::bn_fwd_infer, infer_, {x, buffers_[0].second, buffers_[1].second, g, b}, {y});
+  if (!training_) {  // GNI is the identity at inference: BN with the running statistics, then
+                     // gain/bias
+    ops::call(prim::op::bn_fwd_infer, infer_, {x, buffers_[0].second, buffers_[1].second, g, b},
+              {y});
     return y;
   }
-  if (x.rank() < 2) fail("{}: x must be [B, C, ...], got {}", desc_.noise.layer, shape_str(x.shape()));
+  if (x.rank() < 2)
+    fail("{}: x must be [B, C, ...], got {}", desc_.noise.layer, shape_str(x.shape()));
   const auto B = x.dim(0), C = x.dim(1);
   mean_ = Tensor::empty({C}, x.device());
   var_ = Tensor::empty({C}, x.device());
@@ -322,13 +335,15 @@ Tensor GhostNoiseNorm2d::forward(const Tensor& x) {
 Tensor GhostNoiseNorm2d::backward(const Tensor& dy) {
   if (!x_.defined()) fail("{}: backward without a training forward", desc_.noise.layer);
   Tensor dx = Tensor::empty(dy.shape(), dy.device());
-  ops::call(prim::op::bn_gni_bwd, desc_, {dy, x_, mean_, var_, shift_, scale_, params_[0].second.value},
+  ops::call(prim::op::bn_gni_bwd, desc_,
+            {dy, x_, mean_, var_, shift_, scale_, params_[0].second.value},
             {dx, params_[0].second.grad, params_[1].second.grad});
   x_ = Tensor();
   return dx;
 }
 
-ExclusiveBatchNorm2d::ExclusiveBatchNorm2d(std::int64_t channels, std::int64_t ghost_batch, std::string name) {
+ExclusiveBatchNorm2d::ExclusiveBatchNorm2d(std::int64_t channels, std::int64_t ghost_batch,
+                                           std::string name) {
   desc_.ghost_batch = ghost_batch;
   desc_.layer = name;
   infer_.layer = std::move(name);
@@ -343,7 +358,8 @@ Tensor ExclusiveBatchNorm2d::forward(const Tensor& x) {
   Tensor y = Tensor::empty(x.shape(), x.device());
   const auto &g = params_[0].second.value, &b = params_[1].second.value;
   if (!training_) {
-    ops::call(prim::op::bn_fwd_infer, infer_, {x, buffers_[0].second, buffers_[1].second, g, b}, {y});
+    ops::call(prim::op::bn_fwd_infer, infer_, {x, buffers_[0].second, buffers_[1].second, g, b},
+              {y});
     return y;
   }
   ops::call(prim::op::xbn_fwd_train, desc_, {x, g, b}, {y, buffers_[0].second, buffers_[1].second});
@@ -351,9 +367,10 @@ Tensor ExclusiveBatchNorm2d::forward(const Tensor& x) {
 }
 
 Tensor ExclusiveBatchNorm2d::backward(const Tensor&) {
-  fail("{}: exclusive batch norm has no backward yet, so 'xbn' cannot be trained through (use it "
-       "for inference, or train with bn, gbn:N or gni:N)",
-       desc_.layer);
+  fail(
+      "{}: exclusive batch norm has no backward yet, so 'xbn' cannot be trained through (use it "
+      "for inference, or train with bn, gbn:N or gni:N)",
+      desc_.layer);
 }
 
 Sequential& Sequential::add(std::string name, ModulePtr m) {
@@ -388,7 +405,8 @@ NormSpec parse_norm(const std::string& spec) {
   std::vector<std::string> parts;
   std::stringstream ss(spec);
   for (std::string p; std::getline(ss, p, ':');) parts.push_back(p);
-  const std::string help = "expected bn, gbn:N[:strided], gni:N[:shuffle][:noshift][:noscale], xbn:N or none";
+  const std::string help =
+      "expected bn, gbn:N[:strided], gni:N[:shuffle][:noshift][:noscale], xbn:N or none";
   if (parts.empty()) fail("norm spec '{}': empty ({})", spec, help);
   NormSpec n;
   n.kind = parts[0];
@@ -398,8 +416,10 @@ NormSpec parse_norm(const std::string& spec) {
     if (parts.size() != 1) fail("norm spec '{}': '{}' takes no options ({})", spec, n.kind, help);
     return n;
   }
-  if (n.kind != "gbn" && n.kind != "gni" && n.kind != "xbn") fail("norm spec '{}': unknown norm '{}' ({})", spec, n.kind, help);
-  if (parts.size() < 2) fail("norm spec '{}': '{}' needs a ghost batch size, e.g. {}:16", spec, n.kind, n.kind);
+  if (n.kind != "gbn" && n.kind != "gni" && n.kind != "xbn")
+    fail("norm spec '{}': unknown norm '{}' ({})", spec, n.kind, help);
+  if (parts.size() < 2)
+    fail("norm spec '{}': '{}' needs a ghost batch size, e.g. {}:16", spec, n.kind, n.kind);
   try {
     std::size_t used = 0;
     n.N = std::stoll(parts[1], &used);
@@ -410,12 +430,18 @@ NormSpec parse_norm(const std::string& spec) {
   if (n.N < 1) fail("norm spec '{}': ghost batch size must be >= 1, got {}", spec, n.N);
   for (std::size_t i = 2; i < parts.size(); ++i) {
     const auto& o = parts[i];
-    if (n.kind == "gbn" && o == "strided") n.grouping = prim::Grouping::strided;
-    else if (n.kind == "gbn" && o == "contiguous") n.grouping = prim::Grouping::contiguous;
-    else if (n.kind == "gni" && o == "shuffle") n.sampling = prim::Sampling::shuffle;
-    else if (n.kind == "gni" && o == "noshift") n.shift = false;
-    else if (n.kind == "gni" && o == "noscale") n.scale = false;
-    else fail("norm spec '{}': unknown option '{}' for {} ({})", spec, o, n.kind, help);
+    if (n.kind == "gbn" && o == "strided")
+      n.grouping = prim::Grouping::strided;
+    else if (n.kind == "gbn" && o == "contiguous")
+      n.grouping = prim::Grouping::contiguous;
+    else if (n.kind == "gni" && o == "shuffle")
+      n.sampling = prim::Sampling::shuffle;
+    else if (n.kind == "gni" && o == "noshift")
+      n.shift = false;
+    else if (n.kind == "gni" && o == "noscale")
+      n.scale = false;
+    else
+      fail("norm spec '{}': unknown option '{}' for {} ({})", spec, o, n.kind, help);
   }
   return n;
 }
@@ -423,7 +449,8 @@ NormSpec parse_norm(const std::string& spec) {
 
 void validate_norm_spec(const std::string& spec) { parse_norm(spec); }
 
-ModulePtr make_norm(const std::string& spec, std::int64_t channels, BuildContext& ctx, const std::string& name) {
+ModulePtr make_norm(const std::string& spec, std::int64_t channels, BuildContext& ctx,
+                    const std::string& name) {
   const auto n = parse_norm(spec);
   if (n.kind == "bn") return std::make_shared<BatchNorm2d>(channels, name);
   if (n.kind == "none") return std::make_shared<Identity>();
@@ -455,22 +482,27 @@ BasicBlock::BasicBlock(BuildContext& ctx, std::int64_t in, std::int64_t out, std
     sc->add("1", make_norm(norm, out, ctx, name + ".shortcut.1"));
     shortcut_ = add_child("shortcut", std::static_pointer_cast<Module>(sc));
   } else {
-    shortcut_ = add_child("shortcut", std::static_pointer_cast<Module>(std::make_shared<Identity>()));
+    shortcut_ =
+        add_child("shortcut", std::static_pointer_cast<Module>(std::make_shared<Identity>()));
   }
   relu_ = add_child("relu", std::static_pointer_cast<Module>(std::make_shared<ReLU>()));
 }
 
-Tensor BasicBlock::forward(const Tensor& x) { return relu_->forward(ops::add(main_->forward(x), shortcut_->forward(x))); }
+Tensor BasicBlock::forward(const Tensor& x) {
+  return relu_->forward(ops::add(main_->forward(x), shortcut_->forward(x)));
+}
 
 Tensor BasicBlock::backward(const Tensor& dy) {
   Tensor g = relu_->backward(dy);
   return ops::add(main_->backward(g), shortcut_->backward(g));
 }
 
-std::vector<std::string> model_names() { return {"resnet20", "resnet32", "resnet56", "resnet18", "vgg"}; }
+std::vector<std::string> model_names() {
+  return {"resnet20", "resnet32", "resnet56", "resnet18", "vgg"};
+}
 
-std::shared_ptr<Sequential> make_model(const std::string& name, const std::string& norm, std::int64_t classes,
-                                       std::uint64_t seed) {
+std::shared_ptr<Sequential> make_model(const std::string& name, const std::string& norm,
+                                       std::int64_t classes, std::uint64_t seed) {
   validate_norm_spec(norm);
   if (classes < 1) fail("model {}: needs at least one class, got {}", name, classes);
   BuildContext ctx(seed);
@@ -485,8 +517,9 @@ std::shared_ptr<Sequential> make_model(const std::string& name, const std::strin
       const std::string sname = "layer" + std::to_string(s + 1);
       for (std::int64_t b = 0; b < blocks; ++b) {
         const std::int64_t stride = (s > 0 && b == 0) ? 2 : 1;
-        stage->add(std::to_string(b), std::make_shared<BasicBlock>(ctx, in, widths[s], stride, norm,
-                                                                   sname + "." + std::to_string(b)));
+        stage->add(std::to_string(b),
+                   std::make_shared<BasicBlock>(ctx, in, widths[s], stride, norm,
+                                                sname + "." + std::to_string(b)));
         in = widths[s];
       }
       net->add(sname, stage);
@@ -494,10 +527,14 @@ std::shared_ptr<Sequential> make_model(const std::string& name, const std::strin
     net->add("pool", std::make_shared<Pool2d>(prim::PoolKind::avg, 0, 0));
     net->add("fc", std::make_shared<Linear>(ctx, in, classes, "fc"));
   };
-  if (name == "resnet20") resnet(3, {16, 32, 64});
-  else if (name == "resnet32") resnet(5, {16, 32, 64});
-  else if (name == "resnet56") resnet(9, {16, 32, 64});
-  else if (name == "resnet18") resnet(2, {64, 128, 256, 512});
+  if (name == "resnet20")
+    resnet(3, {16, 32, 64});
+  else if (name == "resnet32")
+    resnet(5, {16, 32, 64});
+  else if (name == "resnet56")
+    resnet(9, {16, 32, 64});
+  else if (name == "resnet18")
+    resnet(2, {64, 128, 256, 512});
   else if (name == "vgg") {
     const std::vector<std::int64_t> cfg{32, 0, 64, 0, 128, 128, 0, 256, 0};  // 0: 2x2 max pool
     std::int64_t in = 3;

@@ -85,7 +85,8 @@ class InitRng {
 
 // Per-model context for building layers: the init stream and the ghost-noise key.
 struct BuildContext {
-  explicit BuildContext(std::uint64_t seed) : rng(seed), noise_seed(static_cast<std::uint32_t>(seed)) {}
+  explicit BuildContext(std::uint64_t seed)
+      : rng(seed), noise_seed(static_cast<std::uint32_t>(seed)) {}
   InitRng rng;
   std::uint32_t noise_seed;
   std::uint32_t next_layer_id = 0;
@@ -94,8 +95,8 @@ struct BuildContext {
 
 class Conv2d final : public Module {
  public:
-  Conv2d(BuildContext& ctx, std::int64_t in, std::int64_t out, std::int64_t kernel, std::int64_t stride,
-         std::int64_t pad, bool bias = false, std::string name = "Conv2d");
+  Conv2d(BuildContext& ctx, std::int64_t in, std::int64_t out, std::int64_t kernel,
+         std::int64_t stride, std::int64_t pad, bool bias = false, std::string name = "Conv2d");
   Tensor forward(const Tensor& x) override;
   Tensor backward(const Tensor& dy) override;
   std::string kind() const override { return "Conv2d"; }
@@ -206,7 +207,8 @@ class GhostNoiseNorm2d final : public Module {
 // Exclusive BN: forward only so far; training through it is a clear error at backward.
 class ExclusiveBatchNorm2d final : public Module {
  public:
-  ExclusiveBatchNorm2d(std::int64_t channels, std::int64_t ghost_batch, std::string name = "ExclusiveBatchNorm2d");
+  ExclusiveBatchNorm2d(std::int64_t channels, std::int64_t ghost_batch,
+                       std::string name = "ExclusiveBatchNorm2d");
   Tensor forward(const Tensor& x) override;
   Tensor backward(const Tensor& dy) override;
   std::string kind() const override { return "ExclusiveBatchNorm2d"; }
@@ -228,7 +230,8 @@ class Sequential : public Module {
 
 // Norm layers from a spec: "bn", "gbn:N[:strided]", "gni:N[:shuffle][:noshift][:noscale]",
 // "xbn:N", "none". An unknown or malformed spec is an Error quoting it.
-ModulePtr make_norm(const std::string& spec, std::int64_t channels, BuildContext& ctx, const std::string& name);
+ModulePtr make_norm(const std::string& spec, std::int64_t channels, BuildContext& ctx,
+                    const std::string& name);
 // Checks a spec without building anything (for command-line validation).
 void validate_norm_spec(const std::string& spec);
 
@@ -236,8 +239,8 @@ void validate_norm_spec(const std::string& spec);
 // with a norm when the shape changes), add, relu.
 class BasicBlock final : public Module {
  public:
-  BasicBlock(BuildContext& ctx, std::int64_t in, std::int64_t out, std::int64_t stride, const std::string& norm,
-             const std::string& name);
+  BasicBlock(BuildContext& ctx, std::int64_t in, std::int64_t out, std::int64_t stride,
+             const std::string& norm, const std::string& name);
   Tensor forward(const Tensor& x) override;
   Tensor backward(const Tensor& dy) override;
   std::string kind() const override { return "BasicBlock"; }
@@ -248,8 +251,8 @@ class BasicBlock final : public Module {
 
 // Models: "resnet20", "resnet32", "resnet56" (CIFAR ResNets, 16-32-64 channels), "resnet18"
 // (64-128-256-512, 3x3 stem), "vgg" (a small VGG-like net). `classes` outputs.
-std::shared_ptr<Sequential> make_model(const std::string& name, const std::string& norm, std::int64_t classes,
-                                       std::uint64_t seed);
+std::shared_ptr<Sequential> make_model(const std::string& name, const std::string& norm,
+                                       std::int64_t classes, std::uint64_t seed);
 std::vector<std::string> model_names();
 
 // Softmax cross-entropy of logits [B, K] against integer labels: the mean loss and dlogits.

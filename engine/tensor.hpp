@@ -37,7 +37,7 @@ class Tensor {
   Tensor to(Device device) const;        // a copy on `device` (shares storage if already there)
   Tensor clone() const;                  // a copy on the same device
   void copy_from(const Tensor& src);     // same shape and dtype, any devices
-  void zero_();  // fills with zeros in place
+  void zero_();                          // fills with zeros in place
   std::vector<float> to_vector() const;  // f32 values, copied to the host
   Tensor reshape(Shape shape) const;     // same storage, same numel
 

@@ -2,8 +2,10 @@
 //
 //   y[b,o,i,j] = bias[o] + sum_{c,u,v} w[o,c,u,v] * x[b, c, i*s - p + u, j*s - p + v]
 //   (x outside the image reads 0). Output size: H' = (H + 2p - K) / s + 1.
-// Backward: dx[b,c,h,w] = sum over (o,i,j,u,v) with i*s-p+u = h, j*s-p+v = w of dy[b,o,i,j] w[o,c,u,v]
-//           dw[o,c,u,v] = sum_{b,i,j} dy[b,o,i,j] x[b, c, i*s-p+u, j*s-p+v],  dbias[o] = sum dy[b,o,.,.]
+// Backward: dx[b,c,h,w] = sum over (o,i,j,u,v) with i*s-p+u = h, j*s-p+v = w of dy[b,o,i,j]
+// w[o,c,u,v]
+//           dw[o,c,u,v] = sum_{b,i,j} dy[b,o,i,j] x[b, c, i*s-p+u, j*s-p+v],  dbias[o] = sum
+//           dy[b,o,.,.]
 //
 //   conv_fwd:         in {x, w, [bias]}   out {y}
 //   conv_bwd_data:    in {dy, w}          out {dx}

@@ -96,7 +96,8 @@ void conv_bwd_data(const OpDesc& od, const KernelCall& c) {
               for (std::int64_t v = 0; v < g.K; ++v) {
                 const auto h = i * g.s - g.p + u, ww = j * g.s - g.p + v;
                 if (h < 0 || h >= g.H || ww < 0 || ww >= g.W) continue;
-                dx[((b * g.C + ch) * g.H + h) * g.W + ww] += gy * w[((o * g.C + ch) * g.K + u) * g.K + v];
+                dx[((b * g.C + ch) * g.H + h) * g.W + ww] +=
+                    gy * w[((o * g.C + ch) * g.K + u) * g.K + v];
               }
         }
   for (std::size_t i = 0; i < dx.size(); ++i) c.out[0].f32()[i] = static_cast<float>(dx[i]);
@@ -119,7 +120,8 @@ void conv_bwd_weights(const OpDesc& od, const KernelCall& c) {
               for (std::int64_t v = 0; v < g.K; ++v) {
                 const auto h = i * g.s - g.p + u, ww = j * g.s - g.p + v;
                 if (h < 0 || h >= g.H || ww < 0 || ww >= g.W) continue;
-                dw[((o * g.C + ch) * g.K + u) * g.K + v] += gy * x[((b * g.C + ch) * g.H + h) * g.W + ww];
+                dw[((o * g.C + ch) * g.K + u) * g.K + v] +=
+                    gy * x[((b * g.C + ch) * g.H + h) * g.W + ww];
               }
         }
   for (std::size_t i = 0; i < dw.size(); ++i) c.out[0].f32()[i] = static_cast<float>(dw[i]);

@@ -1,7 +1,7 @@
 // Reference pooling: direct loops (maths in pool.hpp).
-#include "primitives/pool.hpp"
-
 #include <limits>
+
+#include "primitives/pool.hpp"
 
 namespace ghostnn::prim {
 
@@ -83,7 +83,8 @@ void pool_bwd(const OpDesc& od, const KernelCall& c) {
         } else {
           for (std::int64_t u = 0; u < K; ++u)
             for (std::int64_t v = 0; v < K; ++v)
-              dx[p * H * W + (i * d.stride + u) * W + j * d.stride + v] += g / static_cast<double>(K * K);
+              dx[p * H * W + (i * d.stride + u) * W + j * d.stride + v] +=
+                  g / static_cast<double>(K * K);
         }
       }
   for (std::size_t i = 0; i < dx.size(); ++i) c.out[0].f32()[i] = static_cast<float>(dx[i]);

@@ -17,7 +17,8 @@ void sgd_step(const OpDesc& od, const KernelCall& c) {
   float* p = c.out[0].f32();
   float* buf = c.out[1].f32();
   for (std::int64_t i = 0, n = c.in[0].desc.numel(); i < n; ++i) {
-    const double g = static_cast<double>(c.in[0].f32()[i]) + d.weight_decay * static_cast<double>(p[i]);
+    const double g =
+        static_cast<double>(c.in[0].f32()[i]) + d.weight_decay * static_cast<double>(p[i]);
     const double m = d.momentum * static_cast<double>(buf[i]) + g;
     buf[i] = static_cast<float>(m);
     p[i] = static_cast<float>(p[i] - d.lr * (d.nesterov ? g + d.momentum * m : m));

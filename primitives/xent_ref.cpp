@@ -1,7 +1,7 @@
 // Reference softmax cross-entropy (maths in xent.hpp).
-#include "primitives/xent.hpp"
-
 #include <cmath>
+
+#include "primitives/xent.hpp"
 
 namespace ghostnn::prim {
 

@@ -1,47 +1,102 @@
-// A first look at the engine API: tensors on a device, ops through the one dispatcher.
-// The CIFAR training sample and the module API arrive with the CPU-training issue.
+// A tour of ghostnn's engine API (README.md, "API tour" walks through it): tensors on a device,
+// ops through the dispatcher, a small CNN built from modules with ghost-noise norms, a few SGD
+// steps on synthetic data, and a checkpoint written and read back.
+#include <cmath>
 #include <cstring>
 #include <iostream>
 
+#include "engine/checkpoint.hpp"
 #include "engine/dispatcher.hpp"
+#include "engine/nn.hpp"
 #include "engine/ops.hpp"
+#include "engine/optim.hpp"
 #include "primitives/eltwise.hpp"
 
+using namespace ghostnn;
+
 int main(int argc, char** argv) {
-  using namespace ghostnn;
-  Device dev = cuda_available() ? Device::cuda() : Device::cpu();
+  Device dev = Device::cpu();
+  int steps = 20;
   for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) {
-      std::cout << "usage: api_tour [--device cpu|cuda|cuda:N]\n"
-                   "Runs ReLU and Add through ghostnn's dispatcher on the chosen device\n"
-                   "(default: the GPU when one is present, else the CPU) and prints the results.\n";
+    const std::string a = argv[i];
+    if (a == "--help" || a == "-h") {
+      std::cout
+          << "usage: api_tour [--device cpu|cuda|cuda:N] [--steps N]\n"
+             "Walks through ghostnn's API: tensors, ops through the dispatcher, a small CNN with\n"
+             "BN + ghost noise, SGD steps on synthetic data, and a checkpoint round trip.\n";
       return 0;
     }
-    if (!std::strcmp(argv[i], "--device") && i + 1 < argc) {
-      try {
+    try {
+      if (a == "--device" && i + 1 < argc) {
         dev = Device::parse(argv[++i]);
-      } catch (const Error& e) {
-        std::cerr << "api_tour: " << e.what() << "\n";
+      } else if (a == "--steps" && i + 1 < argc) {
+        steps = std::stoi(argv[++i]);
+      } else {
+        std::cerr << "api_tour: unknown argument '" << a << "' (see --help)\n";
         return 2;
       }
-      continue;
+    } catch (const std::exception& e) {
+      std::cerr << "api_tour: " << e.what() << "\n";
+      return 2;
     }
-    std::cerr << "api_tour: unknown argument '" << argv[i] << "' (see --help)\n";
-    return 2;
   }
   try {
+    // 1. Tensors live on a device; ops run where their tensors are.
     Tensor x = Tensor::from_vector({-2, -1, 0, 1, 2, 3}, {2, 3}, dev);
-    Tensor y = ops::relu(x);
-    Tensor z = ops::add(y, x);
-    std::cout << "device " << dev.str() << ", relu_fwd runs on backend '"
-              << Dispatcher::global().backends(prim::op::relu_fwd, dev.type).at(0) << "'\n";
-    std::cout << "x          =";
-    for (float v : x.to_vector()) std::cout << ' ' << v;
-    std::cout << "\nrelu(x)    =";
+    Tensor y = ops::add(ops::relu(x), x);
+    std::cout << "relu(x) + x =";
     for (float v : y.to_vector()) std::cout << ' ' << v;
-    std::cout << "\nrelu(x)+x  =";
-    for (float v : z.to_vector()) std::cout << ' ' << v;
-    std::cout << '\n';
+    std::cout << "   (ran on " << dev.str() << ", backend '"
+              << Dispatcher::global().backends(prim::op::relu_fwd, dev.type).at(0) << "')\n";
+
+    // 2. A small CNN: conv -> BN + ghost noise (fused) -> ReLU -> global pool -> linear.
+    nn::BuildContext ctx(/*seed=*/1);
+    nn::Sequential net;
+    net.add("conv", std::make_shared<nn::Conv2d>(ctx, 3, 8, 3, 1, 1, false, "conv"))
+        .add("norm", nn::make_norm("gni:8", 8, ctx, "norm"))
+        .add("relu", std::make_shared<nn::ReLU>())
+        .add("pool", std::make_shared<nn::Pool2d>(prim::PoolKind::avg, 0, 0))
+        .add("fc", std::make_shared<nn::Linear>(ctx, 8, 2, "fc"));
+    net.to(dev);
+    std::cout << "model: " << net.parameter_count() << " parameters\n";
+
+    // 3. Synthetic data: class 1 images are brighter in the centre.
+    const std::int64_t B = 32;
+    std::vector<float> xs(B * 3 * 8 * 8), ls(B);
+    for (std::int64_t b = 0; b < B; ++b) {
+      ls[b] = static_cast<float>(b % 2);
+      for (std::int64_t i = 0; i < 3 * 64; ++i) {
+        const auto p = i % 64, r = p / 8, c = p % 8;
+        const bool centre = r >= 2 && r < 6 && c >= 2 && c < 6;
+        xs[b * 192 + i] =
+            std::sin(static_cast<float>(b * 7 + i)) * 0.5f + (centre && b % 2 ? 1.f : 0.f);
+      }
+    }
+    Tensor images = Tensor::from_vector(xs, {B, 3, 8, 8}, dev),
+           labels = Tensor::from_vector(ls, {B}, dev);
+
+    // 4. Training: forward, loss, backward, SGD step.
+    optim::Sgd opt(net,
+                   {/*lr=*/0.1f, /*momentum=*/0.9f, /*weight_decay=*/5e-4f, /*nesterov=*/true});
+    for (int s = 0; s < steps; ++s) {
+      auto out = nn::cross_entropy(net.forward(images), labels);
+      net.backward(out.dlogits);
+      opt.step();
+      if (s % 5 == 0 || s == steps - 1) std::cout << "step " << s << ": loss " << out.loss << "\n";
+    }
+
+    // 5. Inference (GNI is the identity there) and a checkpoint round trip.
+    net.eval();
+    const auto logits = net.forward(images).to_vector();
+    int right = 0;
+    for (std::int64_t b = 0; b < B; ++b)
+      right += (logits[b * 2 + 1] > logits[b * 2]) == (b % 2 == 1);
+    std::cout << "eval accuracy on the training batch: " << right << "/" << B << "\n";
+    ckpt::Checkpoint c;
+    ckpt::put_model(c, net);
+    ckpt::save("api_tour.safetensors", c);
+    ckpt::get_model(ckpt::load("api_tour.safetensors"), net, "api_tour.safetensors");
+    std::cout << "checkpoint written to api_tour.safetensors and read back\n";
   } catch (const Error& e) {
     std::cerr << "api_tour: " << e.what() << "\n";
     return 1;

@@ -40,15 +40,19 @@ struct Options {
 
 constexpr int kQuickEpochs = 3;  // sized for well under 15 minutes on the 2-core CPU (see README)
 
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 Device pick_device(const std::string& name) {
   if (name == "auto") {
     // The GPU when present and the GPU backend has every op a model needs (convolution included).
-    const bool gpu_ops = !Dispatcher::global().backends(prim::op::conv_fwd, DeviceType::cuda).empty();
+    const bool gpu_ops =
+        !Dispatcher::global().backends(prim::op::conv_fwd, DeviceType::cuda).empty();
     if (cuda_available() && gpu_ops) return Device::cuda();
     if (cuda_available())
-      std::cerr << "note: a GPU is present, but the GPU backend does not run convolutions yet; training on the CPU\n";
+      std::cerr << "note: a GPU is present, but the GPU backend does not run convolutions yet; "
+                   "training on the CPU\n";
     return Device::cpu();
   }
   if (name == "cuda" || name.starts_with("cuda:") || name == "cpu") return Device::parse(name);
@@ -58,16 +62,21 @@ Device pick_device(const std::string& name) {
 class Progress {
  public:
   Progress(std::int64_t total_images, int epoch, int epochs)
-      : total_(total_images), epoch_(epoch), epochs_(epochs), tty_(isatty(2)), start_(Clock::now()) {}
+      : total_(total_images),
+        epoch_(epoch),
+        epochs_(epochs),
+        tty_(isatty(2)),
+        start_(Clock::now()) {}
   void update(std::int64_t done, double loss, bool final = false) {
     const double t = seconds_since(start_);
     if (!final && t - last_ < (tty_ ? 0.5 : 30.0)) return;
     last_ = t;
     const double rate = done / std::max(t, 1e-9);
     const int width = 30, fill = static_cast<int>(width * done / std::max<std::int64_t>(total_, 1));
-    const std::string line = fmt::format("epoch {}/{} [{}{}] {}/{} img  {:.0f} img/s  ETA {}  loss {:.4f}", epoch_,
-                                         epochs_, std::string(fill, '#'), std::string(width - fill, '.'), done, total_,
-                                         rate, train::format_duration((total_ - done) / std::max(rate, 1e-9)), loss);
+    const std::string line =
+        fmt::format("epoch {}/{} [{}{}] {}/{} img  {:.0f} img/s  ETA {}  loss {:.4f}", epoch_,
+                    epochs_, std::string(fill, '#'), std::string(width - fill, '.'), done, total_,
+                    rate, train::format_duration((total_ - done) / std::max(rate, 1e-9)), loss);
     if (tty_)
       std::cerr << "\r" << line << (final ? "\n" : "") << std::flush;
     else if (!final)
@@ -98,7 +107,8 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
       auto it = resumed.metadata.find(key);
       if (it == resumed.metadata.end() || it->second == value) return;
       if (given("--" + key))
-        fail("--resume {}: the checkpoint was trained with --{} {}, not {}", o.resume, key, it->second, value);
+        fail("--resume {}: the checkpoint was trained with --{} {}, not {}", o.resume, key,
+             it->second, value);
       value = it->second;
     };
     adopt("model", o.model);
@@ -116,10 +126,11 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
   auto split = data::load(where, o.dataset);
   if (o.train_subset > 0) split.train.truncate(o.train_subset);
   std::cout << fmt::format("data: {} training and {} test images, {} classes, from {} ({:.1f} s)\n",
-                           split.train.count, split.test.count, split.test.classes.size(), split.source,
-                           seconds_since(t_load));
+                           split.train.count, split.test.count, split.test.classes.size(),
+                           split.source, seconds_since(t_load));
 
-  auto model = nn::make_model(o.model, o.norm, static_cast<std::int64_t>(split.test.classes.size()), o.seed);
+  auto model =
+      nn::make_model(o.model, o.norm, static_cast<std::int64_t>(split.test.classes.size()), o.seed);
   model->to(device);
   optim::Sgd opt(*model, {o.lr, 0.9f, o.wd, true});
 
@@ -127,14 +138,18 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
   data::Loader loader(split.train, o.batch, true, o.seed);
   const std::int64_t steps = loader.batches(), total_steps = steps * epochs;
   // The recipe warms up for 5 of 200 epochs. Shorter runs keep at least one warm-up epoch (ghost
-  // noise at the full learning rate from the first step diverged in our tests), at most half the run.
-  double warmup_epochs =
-      o.warmup_epochs >= 0 ? o.warmup_epochs : std::min(std::clamp(5.0 * epochs / 200.0, 1.0, 5.0), epochs / 2.0);
+  // noise at the full learning rate from the first step diverged in our tests), at most half the
+  // run.
+  double warmup_epochs = o.warmup_epochs >= 0
+                             ? o.warmup_epochs
+                             : std::min(std::clamp(5.0 * epochs / 200.0, 1.0, 5.0), epochs / 2.0);
   if (warmup_epochs > epochs) {
-    std::cout << fmt::format("note: warm-up of {} epochs is longer than the run; clipped to {}\n", warmup_epochs, epochs);
+    std::cout << fmt::format("note: warm-up of {} epochs is longer than the run; clipped to {}\n",
+                             warmup_epochs, epochs);
     warmup_epochs = epochs;
   }
-  optim::CosineSchedule sched{o.lr, o.min_lr, 1e-6f, static_cast<std::int64_t>(std::llround(warmup_epochs * steps)),
+  optim::CosineSchedule sched{o.lr, o.min_lr, 1e-6f,
+                              static_cast<std::int64_t>(std::llround(warmup_epochs * steps)),
                               total_steps};
 
   int start_epoch = 0;
@@ -146,25 +161,27 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
     start_epoch = resumed.metadata.count("epoch") ? std::stoi(resumed.metadata.at("epoch")) : 0;
     step = resumed.metadata.count("step") ? std::stoll(resumed.metadata.at("step")) : 0;
     model->set_noise_step(static_cast<std::uint64_t>(step));
-    std::cout << fmt::format("resumed from {} ({} {}, seed {}) after epoch {} (step {})\n", o.resume, o.model, o.norm,
-                             o.seed, start_epoch, step);
+    std::cout << fmt::format("resumed from {} ({} {}, seed {}) after epoch {} (step {})\n",
+                             o.resume, o.model, o.norm, o.seed, start_epoch, step);
   }
   if (o.eval_only) {
     const auto t = Clock::now();
     const auto r = train::evaluate(*model, split.test, device);
-    std::cout << fmt::format("test: loss {:.4f}  accuracy {:.2f}%  ({} images, {:.1f} s)\n", r.loss, r.accuracy,
-                             split.test.count, seconds_since(t));
+    std::cout << fmt::format("test: loss {:.4f}  accuracy {:.2f}%  ({} images, {:.1f} s)\n", r.loss,
+                             r.accuracy, split.test.count, seconds_since(t));
     return 0;
   }
 
   std::cout << fmt::format("model {} ({} parameters), norm {}, device {}, {} threads\n", o.model,
                            model->parameter_count(), o.norm, device.str(), omp_get_max_threads());
-  std::cout << fmt::format("recipe: {} epochs of {} steps, batch {}, lr {} (warm-up {:.3g} epochs from 1e-6, cosine to "
-                           "{}), SGD nesterov momentum 0.9, weight decay {}, seed {}\n",
-                           epochs, steps, o.batch, o.lr, warmup_epochs, o.min_lr, o.wd, o.seed);
+  std::cout << fmt::format(
+      "recipe: {} epochs of {} steps, batch {}, lr {} (warm-up {:.3g} epochs from 1e-6, cosine to "
+      "{}), SGD nesterov momentum 0.9, weight decay {}, seed {}\n",
+      epochs, steps, o.batch, o.lr, warmup_epochs, o.min_lr, o.wd, o.seed);
   if (o.epochs == 0)
-    std::cout << fmt::format("(a quick {}-epoch run; the full recipe is: train_cifar --epochs 200 --warmup-epochs 5)\n",
-                             epochs);
+    std::cout << fmt::format(
+        "(a quick {}-epoch run; the full recipe is: train_cifar --epochs 200 --warmup-epochs 5)\n",
+        epochs);
 
   std::ofstream log;
   if (!o.log_json.empty()) {
@@ -189,8 +206,8 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
       Tensor logits = model->forward(xd);
       auto loss = nn::cross_entropy(logits, yd, o.label_smoothing);
       if (!std::isfinite(loss.loss))
-        fail("training diverged: loss is {} at epoch {} step {} (lr {}); try a smaller --lr", loss.loss, epoch + 1, i,
-             opt.lr());
+        fail("training diverged: loss is {} at epoch {} step {} (lr {}); try a smaller --lr",
+             loss.loss, epoch + 1, i, opt.lr());
       model->backward(loss.dlogits);
       opt.step();
       loss_sum += loss.loss * static_cast<double>(x.dim(0));
@@ -201,13 +218,15 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
     bar.update(seen, loss_sum / static_cast<double>(seen), true);
     const double train_s = seconds_since(t0);
     const auto test = train::evaluate(*model, split.test, device);
-    train::EpochRecord rec{epoch + 1, opt.lr(), loss_sum / seen, 100.0 * right / seen, test.loss, test.accuracy,
-                           seconds_since(t0), seen / train_s};
+    train::EpochRecord rec{epoch + 1, opt.lr(),      loss_sum / seen,   100.0 * right / seen,
+                           test.loss, test.accuracy, seconds_since(t0), seen / train_s};
     records.push_back(rec);
-    std::cout << fmt::format("epoch {}/{}: lr {:.4g}  train loss {:.4f} acc {:.2f}%  test loss {:.4f} acc {:.2f}%  "
-                             "{:.0f} img/s  {:.1f} s\n",
-                             rec.epoch, epochs, rec.lr, rec.train_loss, rec.train_acc, rec.test_loss, rec.test_acc,
-                             rec.images_per_s, rec.seconds)
+    std::cout << fmt::format(
+                     "epoch {}/{}: lr {:.4g}  train loss {:.4f} acc {:.2f}%  test loss {:.4f} acc "
+                     "{:.2f}%  "
+                     "{:.0f} img/s  {:.1f} s\n",
+                     rec.epoch, epochs, rec.lr, rec.train_loss, rec.train_acc, rec.test_loss,
+                     rec.test_acc, rec.images_per_s, rec.seconds)
               << std::flush;
     if (log) {
       log << nlohmann::json{{"epoch", rec.epoch},           {"lr", rec.lr},
@@ -222,20 +241,27 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
       ckpt::Checkpoint c;
       ckpt::put_model(c, *model);
       ckpt::put_optimizer(c, opt);
-      c.metadata = {{"model", o.model},           {"norm", o.norm},
-                    {"dataset", o.dataset},       {"epoch", std::to_string(epoch + 1)},
-                    {"step", std::to_string(step)}, {"seed", std::to_string(o.seed)},
-                    {"classes", std::to_string(K)}, {"format", "ghostnn-checkpoint-1"}};
+      c.metadata = {{"model", o.model},
+                    {"norm", o.norm},
+                    {"dataset", o.dataset},
+                    {"epoch", std::to_string(epoch + 1)},
+                    {"step", std::to_string(step)},
+                    {"seed", std::to_string(o.seed)},
+                    {"classes", std::to_string(K)},
+                    {"format", "ghostnn-checkpoint-1"}};
       ckpt::save(o.checkpoint_dir + "/last.safetensors", c);
     }
   }
   if (!records.empty()) {
-    const std::string svg = !o.log_json.empty() ? o.log_json + ".svg"
-                                                : (o.checkpoint_dir.empty() ? "curves.svg" : o.checkpoint_dir + "/curves.svg");
+    const std::string svg =
+        !o.log_json.empty()
+            ? o.log_json + ".svg"
+            : (o.checkpoint_dir.empty() ? "curves.svg" : o.checkpoint_dir + "/curves.svg");
     train::write_svg(svg, records, fmt::format("{} {} on {}", o.model, o.norm, o.dataset));
-    std::cout << fmt::format("final test accuracy {:.2f}% after {} epochs; curves: {}", records.back().test_acc,
-                             records.back().epoch, svg);
-    if (!o.checkpoint_dir.empty()) std::cout << fmt::format("; checkpoint: {}/last.safetensors", o.checkpoint_dir);
+    std::cout << fmt::format("final test accuracy {:.2f}% after {} epochs; curves: {}",
+                             records.back().test_acc, records.back().epoch, svg);
+    if (!o.checkpoint_dir.empty())
+      std::cout << fmt::format("; checkpoint: {}/last.safetensors", o.checkpoint_dir);
     std::cout << "\n";
   }
   return 0;
@@ -245,37 +271,49 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
 
 int main(int argc, char** argv) {
   Options o;
-  CLI::App app{"Train a CNN on CIFAR-10/100 with ghostnn (ghost batch norm and ghost noise injection)."};
-  app.add_option("--model", o.model, "resnet20 | resnet32 | resnet56 | resnet18 | vgg")->capture_default_str();
-  app.add_option("--norm", o.norm, "bn | gbn:N[:strided] | gni:N[:shuffle][:noshift][:noscale] | xbn:N | none")
+  CLI::App app{
+      "Train a CNN on CIFAR-10/100 with ghostnn (ghost batch norm and ghost noise injection)."};
+  app.add_option("--model", o.model, "resnet20 | resnet32 | resnet56 | resnet18 | vgg")
       ->capture_default_str();
-  app.add_option("--epochs", o.epochs, "epochs to train (default: a quick 3-epoch run; the recipe is 200)");
+  app.add_option("--norm", o.norm,
+                 "bn | gbn:N[:strided] | gni:N[:shuffle][:noshift][:noscale] | xbn:N | none")
+      ->capture_default_str();
+  app.add_option("--epochs", o.epochs,
+                 "epochs to train (default: a quick 3-epoch run; the recipe is 200)");
   app.add_option("--batch", o.batch, "batch size")->capture_default_str();
   app.add_option("--lr", o.lr, "peak learning rate")->capture_default_str();
-  app.add_option("--min-lr", o.min_lr, "final learning rate of the cosine schedule")->capture_default_str();
+  app.add_option("--min-lr", o.min_lr, "final learning rate of the cosine schedule")
+      ->capture_default_str();
   app.add_option("--wd", o.wd, "weight decay")->capture_default_str();
   app.add_option("--warmup-epochs", o.warmup_epochs,
-                 "linear warm-up from 1e-6 (default: 5 for 200 epochs, scaled to the run, at least 1 and at most half the run; clipped to the run)");
+                 "linear warm-up from 1e-6 (default: 5 for 200 epochs, scaled to the run, at least "
+                 "1 and at most half the run; clipped to the run)");
   app.add_option("--label-smoothing", o.label_smoothing, "label smoothing")->capture_default_str();
-  app.add_option("--seed", o.seed, "seed of initialization, data order, augmentation and ghost noise")
+  app.add_option("--seed", o.seed,
+                 "seed of initialization, data order, augmentation and ghost noise")
       ->capture_default_str();
-  app.add_option("--data", o.data, "data folder or .tar.gz (default: $CIFAR10_DIR, ./data, ../shared/data)");
+  app.add_option("--data", o.data,
+                 "data folder or .tar.gz (default: $CIFAR10_DIR, ./data, ../shared/data)");
   app.add_option("--dataset", o.dataset, "cifar10 | cifar100")->capture_default_str();
   app.add_option("--device", o.device, "cpu | cuda | cuda:N | auto")->capture_default_str();
   app.add_option("--threads", o.threads, "CPU threads (default: all cores)");
   app.add_option("--train-subset", o.train_subset, "train on the first N training images only");
-  app.add_option("--checkpoint-dir", o.checkpoint_dir, "where last.safetensors is written each epoch ('' for none)")
+  app.add_option("--checkpoint-dir", o.checkpoint_dir,
+                 "where last.safetensors is written each epoch ('' for none)")
       ->capture_default_str();
   app.add_option("--resume", o.resume, "continue from a checkpoint (same model and norm)");
-  app.add_flag("--eval-only", o.eval_only, "evaluate the --resume checkpoint on the test set and exit");
-  app.add_option("--log-json", o.log_json, "append one JSON object per epoch to FILE (and plot FILE.svg)");
+  app.add_flag("--eval-only", o.eval_only,
+               "evaluate the --resume checkpoint on the test set and exit");
+  app.add_option("--log-json", o.log_json,
+                 "append one JSON object per epoch to FILE (and plot FILE.svg)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
   std::vector<std::string> given;
-  for (int i = 1; i < argc; ++i) given.emplace_back(std::string(argv[i]).substr(0, std::string(argv[i]).find('=')));
+  for (int i = 1; i < argc; ++i)
+    given.emplace_back(std::string(argv[i]).substr(0, std::string(argv[i]).find('=')));
   try {
     return run(o, given);
   } catch (const Error& e) {

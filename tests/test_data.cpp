@@ -5,10 +5,10 @@
 #include <zlib.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
-#include <cstring>
 
 #include "engine/data.hpp"
 #include "test_kit.hpp"
@@ -21,7 +21,8 @@ using ::testing::HasSubstr;
 
 class TempDir {
  public:
-  explicit TempDir(const std::string& name) : path_(fs::temp_directory_path() / ("ghostnn_" + name)) {
+  explicit TempDir(const std::string& name)
+      : path_(fs::temp_directory_path() / ("ghostnn_" + name)) {
     fs::remove_all(path_);
     fs::create_directories(path_);
   }
@@ -35,7 +36,9 @@ class TempDir {
 
 void write(const fs::path& p, const std::vector<std::uint8_t>& bytes) {
   fs::create_directories(p.parent_path());
-  std::ofstream(p, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  std::ofstream(p, std::ios::binary)
+      .write(reinterpret_cast<const char*>(bytes.data()),
+             static_cast<std::streamsize>(bytes.size()));
 }
 
 // A 32x32 RGB image (HWC) that varies smoothly, distinct per seed.
@@ -43,7 +46,9 @@ std::vector<std::uint8_t> test_image(int seed) {
   std::vector<std::uint8_t> rgb(32 * 32 * 3);
   for (int y = 0; y < 32; ++y)
     for (int x = 0; x < 32; ++x)
-      for (int c = 0; c < 3; ++c) rgb[(y * 32 + x) * 3 + c] = static_cast<std::uint8_t>((x * 4 + y * 2 + c * 40 + seed * 17) % 256);
+      for (int c = 0; c < 3; ++c)
+        rgb[(y * 32 + x) * 3 + c] =
+            static_cast<std::uint8_t>((x * 4 + y * 2 + c * 40 + seed * 17) % 256);
   return rgb;
 }
 
@@ -81,13 +86,15 @@ std::vector<std::uint8_t> encode_jpeg(const std::vector<std::uint8_t>& rgb) {
 }
 
 // A .tar.gz of the given (name, bytes) files, written by hand (ustar headers).
-void write_tar_gz(const fs::path& path, const std::vector<std::pair<std::string, std::vector<std::uint8_t>>>& files) {
+void write_tar_gz(const fs::path& path,
+                  const std::vector<std::pair<std::string, std::vector<std::uint8_t>>>& files) {
   gzFile gz = gzopen(path.string().c_str(), "wb");
   for (const auto& [name, bytes] : files) {
     unsigned char h[512] = {};
     std::snprintf(reinterpret_cast<char*>(h), 100, "%s", name.c_str());
     std::snprintf(reinterpret_cast<char*>(h + 100), 8, "%07o", 0644);
-    std::snprintf(reinterpret_cast<char*>(h + 124), 12, "%011o", static_cast<unsigned>(bytes.size()));
+    std::snprintf(reinterpret_cast<char*>(h + 124), 12, "%011o",
+                  static_cast<unsigned>(bytes.size()));
     h[156] = '0';
     std::memcpy(h + 257, "ustar", 5);
     std::memset(h + 148, ' ', 8);
@@ -152,7 +159,8 @@ TEST(Data, DecodesPngExactlyAndJpegClosely) {
   ASSERT_EQ(jpg.rgb.size(), rgb.size());
   double diff = 0;
   for (std::size_t i = 0; i < rgb.size(); ++i) diff += std::abs(int(jpg.rgb[i]) - int(rgb[i]));
-  EXPECT_LT(diff / static_cast<double>(rgb.size()), 3.0) << "quality-100 JPEG should be within a few levels";
+  EXPECT_LT(diff / static_cast<double>(rgb.size()), 3.0)
+      << "quality-100 JPEG should be within a few levels";
   // a 32x32 image is copied as is into CHW
   EXPECT_EQ(data::to_cifar_chw(png), hwc_to_chw(rgb));
 }
@@ -179,7 +187,8 @@ TEST(Data, ImageFoldersAndTheirTarGzGiveTheSameDataset) {
   for (const char* split : {"train", "test"})
     for (const char* cls : {"dog", "cat"})
       for (int i = 0; i < 2; ++i) {
-        const std::string name = std::string(split) + "/" + cls + "/000" + std::to_string(i) + (k % 2 ? ".png" : ".jpg");
+        const std::string name =
+            std::string(split) + "/" + cls + "/000" + std::to_string(i) + (k % 2 ? ".png" : ".jpg");
         const auto rgb = test_image(k++);
         files.emplace_back(name, k % 2 ? encode_jpeg(rgb) : encode_png(rgb));
         write(dir / ("tree/" + name), files.back().second);
@@ -234,7 +243,8 @@ TEST(Data, LoaderNormalizesAugmentsAndSeeds) {
   EXPECT_EQ(y.to_vector(), (std::vector<float>{4, 5, 6, 7}));
   const auto xv = x.to_vector();
   const int c = 2, r = 5, col = 7;
-  EXPECT_NEAR(xv[(c * 32 + r) * 32 + col], (d.pixels[4 * 3072 + (c * 32 + r) * 32 + col] / 255.0 - n.mean[c]) / n.std[c], 1e-5);
+  EXPECT_NEAR(xv[(c * 32 + r) * 32 + col],
+              (d.pixels[4 * 3072 + (c * 32 + r) * 32 + col] / 255.0 - n.mean[c]) / n.std[c], 1e-5);
   // train: the same seed and epoch give the same batch; another epoch another order
   data::Loader t1(d, 8, true, 42, n), t2(d, 8, true, 42, n);
   t1.start_epoch(3);

@@ -18,7 +18,8 @@ using testkit::random_tensor;
 // Checks d(sum w*y)/d(input i) from `grad` against finite differences of `fwd`.
 template <typename Fwd>
 ::testing::AssertionResult check_grad(Fwd fwd, const std::vector<Tensor>& in, std::size_t i,
-                                      const std::vector<float>& w, const Tensor& grad, double h = 1e-2) {
+                                      const std::vector<float>& w, const Tensor& grad,
+                                      double h = 1e-2) {
   return testkit::gradient_matches(
       [&](const std::vector<float>& v) {
         auto args = in;
@@ -34,7 +35,8 @@ struct ConvCase {
   bool bias;
 };
 void PrintTo(const ConvCase& c, std::ostream* os) {
-  *os << "x" << shape_str(c.x) << " w" << shape_str(c.w) << " s" << c.stride << " p" << c.pad << (c.bias ? " bias" : "");
+  *os << "x" << shape_str(c.x) << " w" << shape_str(c.w) << " s" << c.stride << " p" << c.pad
+      << (c.bias ? " bias" : "");
 }
 class Conv : public ::testing::TestWithParam<ConvCase> {};
 
@@ -47,19 +49,21 @@ TEST_P(Conv, CpuMatchesReferenceAndGradientsMatchFiniteDifferences) {
   const auto ys = prim::conv_output_shape(d, p.x, p.w);
   std::vector<Tensor> in{random_tensor(p.x, 1), random_tensor(p.w, 2)};
   if (p.bias) in.push_back(random_tensor({p.w[0]}, 3));
-  testkit::expect_matches_reference(prim::op::conv_fwd, prim::ref::conv_fwd, d, Device::cpu(), in, {Tensor::zeros(ys)});
+  testkit::expect_matches_reference(prim::op::conv_fwd, prim::ref::conv_fwd, d, Device::cpu(), in,
+                                    {Tensor::zeros(ys)});
   Tensor dy = random_tensor(ys, 4);
-  testkit::expect_matches_reference(prim::op::conv_bwd_data, prim::ref::conv_bwd_data, d, Device::cpu(), {dy, in[1]},
-                                    {Tensor::zeros(p.x)});
+  testkit::expect_matches_reference(prim::op::conv_bwd_data, prim::ref::conv_bwd_data, d,
+                                    Device::cpu(), {dy, in[1]}, {Tensor::zeros(p.x)});
   std::vector<Tensor> wout{Tensor::zeros(p.w)};
   if (p.bias) wout.push_back(Tensor::zeros({p.w[0]}));
-  testkit::expect_matches_reference(prim::op::conv_bwd_weights, prim::ref::conv_bwd_weights, d, Device::cpu(), {dy, in[0]},
-                                    wout);
+  testkit::expect_matches_reference(prim::op::conv_bwd_weights, prim::ref::conv_bwd_weights, d,
+                                    Device::cpu(), {dy, in[0]}, wout);
   auto fwd = [&](const std::vector<Tensor>& a) {
     return testkit::run_reference(prim::ref::conv_fwd, d, a, {Tensor::zeros(ys)})[0];
   };
   const auto w = dy.to_vector();
-  auto dx = testkit::run_reference(prim::ref::conv_bwd_data, d, {dy, in[1]}, {Tensor::zeros(p.x)})[0];
+  auto dx =
+      testkit::run_reference(prim::ref::conv_bwd_data, d, {dy, in[1]}, {Tensor::zeros(p.x)})[0];
   auto dwb = testkit::run_reference(prim::ref::conv_bwd_weights, d, {dy, in[0]}, wout);
   EXPECT_TRUE(check_grad(fwd, in, 0, w, dx));
   EXPECT_TRUE(check_grad(fwd, in, 1, w, dwb[0]));
@@ -92,22 +96,28 @@ TEST(Linear, CpuMatchesReferenceAndGradientsMatchFiniteDifferences) {
   prim::LinearDesc d;
   const std::int64_t B = 5, I = 7, O = 3;
   std::vector<Tensor> in{random_tensor({B, I}, 1), random_tensor({O, I}, 2), random_tensor({O}, 3)};
-  testkit::expect_matches_reference(prim::op::linear_fwd, prim::ref::linear_fwd, d, Device::cpu(), in, {Tensor::zeros({B, O})});
+  testkit::expect_matches_reference(prim::op::linear_fwd, prim::ref::linear_fwd, d, Device::cpu(),
+                                    in, {Tensor::zeros({B, O})});
   Tensor dy = random_tensor({B, O}, 4);
-  testkit::expect_matches_reference(prim::op::linear_bwd_data, prim::ref::linear_bwd_data, d, Device::cpu(), {dy, in[1]},
-                                    {Tensor::zeros({B, I})});
-  testkit::expect_matches_reference(prim::op::linear_bwd_weights, prim::ref::linear_bwd_weights, d, Device::cpu(),
-                                    {dy, in[0]}, {Tensor::zeros({O, I}), Tensor::zeros({O})});
+  testkit::expect_matches_reference(prim::op::linear_bwd_data, prim::ref::linear_bwd_data, d,
+                                    Device::cpu(), {dy, in[1]}, {Tensor::zeros({B, I})});
+  testkit::expect_matches_reference(prim::op::linear_bwd_weights, prim::ref::linear_bwd_weights, d,
+                                    Device::cpu(), {dy, in[0]},
+                                    {Tensor::zeros({O, I}), Tensor::zeros({O})});
   auto fwd = [&](const std::vector<Tensor>& a) {
     return testkit::run_reference(prim::ref::linear_fwd, d, a, {Tensor::zeros({B, O})})[0];
   };
-  auto dx = testkit::run_reference(prim::ref::linear_bwd_data, d, {dy, in[1]}, {Tensor::zeros({B, I})})[0];
-  auto dwb = testkit::run_reference(prim::ref::linear_bwd_weights, d, {dy, in[0]}, {Tensor::zeros({O, I}), Tensor::zeros({O})});
+  auto dx = testkit::run_reference(prim::ref::linear_bwd_data, d, {dy, in[1]},
+                                   {Tensor::zeros({B, I})})[0];
+  auto dwb = testkit::run_reference(prim::ref::linear_bwd_weights, d, {dy, in[0]},
+                                    {Tensor::zeros({O, I}), Tensor::zeros({O})});
   const auto w = dy.to_vector();
   EXPECT_TRUE(check_grad(fwd, in, 0, w, dx));
   EXPECT_TRUE(check_grad(fwd, in, 1, w, dwb[0]));
   EXPECT_TRUE(check_grad(fwd, in, 2, w, dwb[1]));
-  EXPECT_THROW(ops::call(prim::op::linear_fwd, d, {Tensor::zeros({B, I + 1}), in[1], in[2]}, {Tensor::zeros({B, O})}), Error);
+  EXPECT_THROW(ops::call(prim::op::linear_fwd, d, {Tensor::zeros({B, I + 1}), in[1], in[2]},
+                         {Tensor::zeros({B, O})}),
+               Error);
 }
 
 TEST(Pool, CpuMatchesReferenceAndGradientsMatchFiniteDifferences) {
@@ -123,15 +133,18 @@ TEST(Pool, CpuMatchesReferenceAndGradientsMatchFiniteDifferences) {
       Tensor x = random_tensor(xs, 5);  // distinct values: the max is unique, so differentiable
       std::vector<Tensor> outs{Tensor::zeros(ys)};
       if (mx) outs.push_back(Tensor::zeros(ys));
-      testkit::expect_matches_reference(prim::op::pool_fwd, prim::ref::pool_fwd, d, Device::cpu(), {x}, outs, {0, 1e-6});
+      testkit::expect_matches_reference(prim::op::pool_fwd, prim::ref::pool_fwd, d, Device::cpu(),
+                                        {x}, outs, {0, 1e-6});
       auto f = testkit::run_reference(prim::ref::pool_fwd, d, {x}, outs);
       Tensor dy = random_tensor(ys, 6);
       std::vector<Tensor> bin{dy};
       if (mx) bin.push_back(f[1]);
-      testkit::expect_matches_reference(prim::op::pool_bwd, prim::ref::pool_bwd, d, Device::cpu(), bin, {Tensor::zeros(xs)},
-                                        {1e-6, 1e-5});
+      testkit::expect_matches_reference(prim::op::pool_bwd, prim::ref::pool_bwd, d, Device::cpu(),
+                                        bin, {Tensor::zeros(xs)}, {1e-6, 1e-5});
       auto dx = testkit::run_reference(prim::ref::pool_bwd, d, bin, {Tensor::zeros(xs)})[0];
-      auto fwd = [&](const std::vector<Tensor>& a) { return testkit::run_reference(prim::ref::pool_fwd, d, a, outs)[0]; };
+      auto fwd = [&](const std::vector<Tensor>& a) {
+        return testkit::run_reference(prim::ref::pool_fwd, d, a, outs)[0];
+      };
       EXPECT_TRUE(check_grad(fwd, {x}, 0, dy.to_vector(), dx, 1e-4));
     }
   }
@@ -144,12 +157,15 @@ TEST(CrossEntropy, CpuMatchesReferenceAndGradientIsTheLossDerivative) {
     const std::int64_t B = 6, K = 5;
     Tensor z = normal_tensor({B, K}, 1, 0.f, 3.f);
     Tensor labels = Tensor::from_vector({0, 4, 2, 2, 1, 3}, {B});
-    testkit::expect_matches_reference(prim::op::xent_fwd_bwd, prim::ref::xent_fwd_bwd, d, Device::cpu(), {z, labels},
+    testkit::expect_matches_reference(prim::op::xent_fwd_bwd, prim::ref::xent_fwd_bwd, d,
+                                      Device::cpu(), {z, labels},
                                       {Tensor::zeros({1}), Tensor::zeros({B, K})});
-    auto out = testkit::run_reference(prim::ref::xent_fwd_bwd, d, {z, labels}, {Tensor::zeros({1}), Tensor::zeros({B, K})});
+    auto out = testkit::run_reference(prim::ref::xent_fwd_bwd, d, {z, labels},
+                                      {Tensor::zeros({1}), Tensor::zeros({B, K})});
     EXPECT_TRUE(testkit::gradient_matches(
         [&](const std::vector<float>& v) {
-          return testkit::run_reference(prim::ref::xent_fwd_bwd, d, {Tensor::from_vector(v, {B, K}), labels},
+          return testkit::run_reference(prim::ref::xent_fwd_bwd, d,
+                                        {Tensor::from_vector(v, {B, K}), labels},
                                         {Tensor::zeros({1}), Tensor::zeros({B, K})})[0]
               .to_vector()[0];
         },
@@ -157,7 +173,8 @@ TEST(CrossEntropy, CpuMatchesReferenceAndGradientIsTheLossDerivative) {
   }
   // uniform logits: the loss is log K whatever the label
   prim::CrossEntropyDesc d;
-  auto u = testkit::run_reference(prim::ref::xent_fwd_bwd, d, {Tensor::zeros({2, 10}), Tensor::from_vector({3, 7}, {2})},
+  auto u = testkit::run_reference(prim::ref::xent_fwd_bwd, d,
+                                  {Tensor::zeros({2, 10}), Tensor::from_vector({3, 7}, {2})},
                                   {Tensor::zeros({1}), Tensor::zeros({2, 10})});
   EXPECT_NEAR(u[0].to_vector()[0], std::log(10.0), 1e-6);
 }
@@ -165,7 +182,8 @@ TEST(CrossEntropy, CpuMatchesReferenceAndGradientIsTheLossDerivative) {
 TEST(CrossEntropy, LabelOutOfRangeNamesSampleAndLabel) {
   prim::CrossEntropyDesc d;
   try {
-    ops::call(prim::op::xent_fwd_bwd, d, {Tensor::zeros({3, 10}), Tensor::from_vector({1, 12, 3}, {3})},
+    ops::call(prim::op::xent_fwd_bwd, d,
+              {Tensor::zeros({3, 10}), Tensor::from_vector({1, 12, 3}, {3})},
               {Tensor::zeros({1}), Tensor::zeros({3, 10})});
     ADD_FAILURE();
   } catch (const Error& e) {
@@ -180,7 +198,8 @@ TEST(Sgd, CpuMatchesReferenceAndOneHandComputedStep) {
   d.weight_decay = 0.1f;
   d.nesterov = true;
   Tensor g = random_tensor({100}, 1), p = random_tensor({100}, 2), buf = random_tensor({100}, 3);
-  testkit::expect_matches_reference(prim::op::sgd_step, prim::ref::sgd_step, d, Device::cpu(), {g}, {p, buf}, {1e-6, 1e-6});
+  testkit::expect_matches_reference(prim::op::sgd_step, prim::ref::sgd_step, d, Device::cpu(), {g},
+                                    {p, buf}, {1e-6, 1e-6});
   // p = 1, grad = 2, buf = 0: g = 2 + 0.1 = 2.1, buf = 2.1, step = 2.1 + 0.9 * 2.1 = 3.99
   Tensor p1 = Tensor::full({1}, 1.f), b1 = Tensor::zeros({1});
   ops::call(prim::op::sgd_step, d, {Tensor::full({1}, 2.f)}, {p1, b1});

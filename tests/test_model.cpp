@@ -39,7 +39,8 @@ double loss_of(nn::Module& net, const Tensor& x, const Tensor& labels, std::uint
 void check_model_gradients(const std::string& norm, const std::vector<std::string>& names) {
   auto net = tiny_resnet(norm);
   const std::int64_t B = 8;
-  Tensor x = normal_tensor({B, 3, 6, 6}, 2), labels = Tensor::from_vector({0, 1, 2, 0, 1, 2, 0, 1}, {B});
+  Tensor x = normal_tensor({B, 3, 6, 6}, 2),
+         labels = Tensor::from_vector({0, 1, 2, 0, 1, 2, 0, 1}, {B});
   net->set_noise_step(5);
   auto out = nn::cross_entropy(net->forward(x), labels);
   net->backward(out.dlogits);
@@ -60,7 +61,8 @@ void check_model_gradients(const std::string& norm, const std::vector<std::strin
       v[i] = keep;
       p.value.copy_from(Tensor::from_vector(v, p.value.shape()));
       const double num = (up - down) / (2 * h);
-      EXPECT_NEAR(grad[i], num, 1e-3 + 5e-2 * std::fabs(num)) << norm << " " << name << "[" << i << "]";
+      EXPECT_NEAR(grad[i], num, 1e-3 + 5e-2 * std::fabs(num))
+          << norm << " " << name << "[" << i << "]";
       ++checked;
     }
   });
@@ -76,11 +78,13 @@ TEST(Model, GradientsMatchFiniteDifferencesForEveryTrainableNorm) {
   check_model_gradients("gni:8:shuffle", {});
   // gni:2 really injects noise, which is held constant in the backward (as in the seed); the
   // classifier and the last norm's gain and bias feed no noise, so their gradients are exact.
-  check_model_gradients("gni:2", {"fc.weight", "fc.bias", "block.main.bn2.weight", "block.main.bn2.bias"});
+  check_model_gradients("gni:2",
+                        {"fc.weight", "fc.bias", "block.main.bn2.weight", "block.main.bn2.bias"});
 }
 
 TEST(Model, NormSpecsAreValidatedWithClearErrors) {
-  for (const char* ok : {"bn", "none", "gbn:16", "gbn:16:strided", "gni:16", "gni:8:shuffle:noshift", "xbn:32"})
+  for (const char* ok :
+       {"bn", "none", "gbn:16", "gbn:16:strided", "gni:16", "gni:8:shuffle:noshift", "xbn:32"})
     EXPECT_NO_THROW(nn::validate_norm_spec(ok)) << ok;
   for (const char* bad : {"", "bm", "gbn", "gbn:x", "gbn:0", "gni:16:bogus", "bn:3", "ln+gni:16"}) {
     try {
@@ -142,7 +146,8 @@ TEST(Schedule, WarmupThenCosine) {
 }
 
 // Trains `steps` SGD steps of a tiny net on fixed data and returns the flattened parameters.
-std::vector<float> train_steps(nn::Module& net, optim::Sgd& opt, std::int64_t from, std::int64_t steps) {
+std::vector<float> train_steps(nn::Module& net, optim::Sgd& opt, std::int64_t from,
+                               std::int64_t steps) {
   Tensor labels = Tensor::from_vector({0, 1, 2, 0, 1, 2, 0, 1}, {8});
   for (std::int64_t s = from; s < from + steps; ++s) {
     Tensor x = normal_tensor({8, 3, 6, 6}, static_cast<std::uint64_t>(100 + s));
@@ -179,8 +184,11 @@ TEST(Checkpoint, ResumeContinuesBitIdentically) {
   // The same seed (it keys the ghost noise, as train_cifar's checkpoints record), but every
   // parameter and buffer scrambled: they must all come from the file.
   auto r = tiny_resnet("gni:2", 7);
-  r->named_parameters([](const std::string&, nn::Parameter& p) { p.value.copy_from(random_tensor(p.value.shape(), 5)); });
-  r->named_buffers([](const std::string&, Tensor& b) { b.copy_from(random_tensor(b.shape(), 6, 0.5f, 1.f)); });
+  r->named_parameters([](const std::string&, nn::Parameter& p) {
+    p.value.copy_from(random_tensor(p.value.shape(), 5));
+  });
+  r->named_buffers(
+      [](const std::string&, Tensor& b) { b.copy_from(random_tensor(b.shape(), 6, 0.5f, 1.f)); });
   optim::Sgd orr(*r, {0.05f, 0.9f, 1e-3f, true});
   const auto loaded = ckpt::load(path);
   ckpt::get_model(loaded, *r, path);

@@ -15,7 +15,8 @@ namespace {
 
 TEST(Training, ResNet20WithGhostNoiseLearnsCifar10) {
   const std::string archive = GHOSTNN_SHARED_DATA "/cifar10-jpeg.tar.gz";
-  if (!std::filesystem::exists(archive)) GTEST_SKIP() << "the CIFAR-10 archive is not at " << archive;
+  if (!std::filesystem::exists(archive))
+    GTEST_SKIP() << "the CIFAR-10 archive is not at " << archive;
   auto split = data::load(archive, "cifar10");
   split.train.truncate(2048);
   split.test.truncate(1000);
@@ -41,8 +42,8 @@ TEST(Training, ResNet20WithGhostNoiseLearnsCifar10) {
   }
   const auto test = train::evaluate(*model, split.test, Device::cpu());
   RecordProperty("test_accuracy", std::to_string(test.accuracy));
-  std::cout << "epoch losses " << epoch_loss[0] << " " << epoch_loss[1] << " " << epoch_loss[2] << ", test accuracy "
-            << test.accuracy << "%\n";
+  std::cout << "epoch losses " << epoch_loss[0] << " " << epoch_loss[1] << " " << epoch_loss[2]
+            << ", test accuracy " << test.accuracy << "%\n";
   EXPECT_LT(epoch_loss.back(), epoch_loss.front() - 0.1);
   EXPECT_GE(test.accuracy, 20.0);
 }

@@ -2,9 +2,10 @@
 // primitives are created with format `any`, so oneDNN picks its fast blocked layouts (jit:avx2
 // with nChw8c on AVX2 machines, ~4x faster than its im2col path on plain NCHW), and the data is
 // reordered in and out around each call through reused scratch buffers.
+#include "primitives/conv.hpp"
+
 #include "backends/onednn/dnnl_common.hpp"
 #include "backends/onednn/ops.hpp"
-#include "primitives/conv.hpp"
 
 namespace ghostnn::onednn {
 
@@ -30,16 +31,19 @@ struct ConvGeo {
 ConvGeo conv_geo(const prim::ConvDesc& d, const Shape& x, const Shape& w, bool any = false) {
   const auto y = prim::conv_output_shape(d, x, w);
   const tag a = tag::any;
-  return {md(x, any ? a : tag::nchw), md(w, any ? a : tag::oihw), md({w[0]}, tag::x), md(y, any ? a : tag::nchw),
-          {d.stride, d.stride}, {d.pad, d.pad}};
+  return {md(x, any ? a : tag::nchw), md(w, any ? a : tag::oihw), md({w[0]}, tag::x),
+          md(y, any ? a : tag::nchw), {d.stride, d.stride},       {d.pad, d.pad}};
 }
 
-dnnl::convolution_forward::primitive_desc fwd_pd(const prim::ConvDesc& d, const Shape& x, const Shape& w) {
+dnnl::convolution_forward::primitive_desc fwd_pd(const prim::ConvDesc& d, const Shape& x,
+                                                 const Shape& w) {
   const auto g = conv_geo(d, x, w, true);
   if (d.bias)
-    return {{prop_kind::forward_training, algorithm::convolution_direct, g.x, g.w, g.b, g.y, g.strides, g.pad, g.pad},
+    return {{prop_kind::forward_training, algorithm::convolution_direct, g.x, g.w, g.b, g.y,
+             g.strides, g.pad, g.pad},
             cpu_engine()};
-  return {{prop_kind::forward_training, algorithm::convolution_direct, g.x, g.w, g.y, g.strides, g.pad, g.pad},
+  return {{prop_kind::forward_training, algorithm::convolution_direct, g.x, g.w, g.y, g.strides,
+           g.pad, g.pad},
           cpu_engine()};
 }
 
@@ -60,7 +64,8 @@ memory bind(const memory& user, const memory::desc& want, int slot, bool copy_in
 // Copies a result computed in the primitive's layout back to the tensor, when they differ.
 void unbind(const memory& result, const memory& user) {
   if (result.get_data_handle() != user.get_data_handle())
-    dnnl::reorder(result, user).execute(cpu_stream(), const_cast<memory&>(result), const_cast<memory&>(user));
+    dnnl::reorder(result, user)
+        .execute(cpu_stream(), const_cast<memory&>(result), const_cast<memory&>(user));
 }
 
 enum Slot { kSrc, kWeights, kDst, kDiffDst };
@@ -83,13 +88,15 @@ void conv_fwd(const OpDesc& od, const KernelCall& c) {
   static PrimitiveCache<Key, FwdPrim> cache;
   const auto &xs = c.in[0].desc.shape, &ws = c.in[1].desc.shape;
   guarded(d.layer, [&] {
-    auto p = cache.get(Key{xs, ws, d.stride, d.pad, d.bias}, [&] { return FwdPrim(fwd_pd(d, xs, ws)); });
+    auto p =
+        cache.get(Key{xs, ws, d.stride, d.pad, d.bias}, [&] { return FwdPrim(fwd_pd(d, xs, ws)); });
     const auto g = conv_geo(d, xs, ws);
     const memory y = mem(g.y, c.out[0]);
     const memory yp = bind(y, p->pd.dst_desc(), kDst, false);
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, bind(mem(g.x, c.in[0]), p->pd.src_desc(), kSrc, true)},
-                                         {DNNL_ARG_WEIGHTS, bind(mem(g.w, c.in[1]), p->pd.weights_desc(), kWeights, true)},
-                                         {DNNL_ARG_DST, yp}};
+    std::unordered_map<int, memory> args{
+        {DNNL_ARG_SRC, bind(mem(g.x, c.in[0]), p->pd.src_desc(), kSrc, true)},
+        {DNNL_ARG_WEIGHTS, bind(mem(g.w, c.in[1]), p->pd.weights_desc(), kWeights, true)},
+        {DNNL_ARG_DST, yp}};
     if (d.bias) args.emplace(DNNL_ARG_BIAS, mem(g.b, c.in[2]));
     p->prim.execute(cpu_stream(), args);
     unbind(yp, y);
@@ -105,15 +112,19 @@ void conv_bwd_data(const OpDesc& od, const KernelCall& c) {
   guarded(d.layer, [&] {
     auto p = cache.get(Key{xs, ws, d.stride, d.pad, d.bias}, [&] {
       const auto g = conv_geo(d, xs, ws, true);
-      dnnl::convolution_backward_data::desc bd(algorithm::convolution_direct, g.x, g.w, g.y, g.strides, g.pad, g.pad);
-      return BwdDataPrim(dnnl::convolution_backward_data::primitive_desc(bd, cpu_engine(), fwd_pd(d, xs, ws)));
+      dnnl::convolution_backward_data::desc bd(algorithm::convolution_direct, g.x, g.w, g.y,
+                                               g.strides, g.pad, g.pad);
+      return BwdDataPrim(
+          dnnl::convolution_backward_data::primitive_desc(bd, cpu_engine(), fwd_pd(d, xs, ws)));
     });
     const auto g = conv_geo(d, xs, ws);
     const memory dx = mem(g.x, c.out[0]);
     const memory dxp = bind(dx, p->pd.diff_src_desc(), kSrc, false);
-    p->prim.execute(cpu_stream(), {{DNNL_ARG_DIFF_DST, bind(mem(g.y, c.in[0]), p->pd.diff_dst_desc(), kDiffDst, true)},
-                                   {DNNL_ARG_WEIGHTS, bind(mem(g.w, c.in[1]), p->pd.weights_desc(), kWeights, true)},
-                                   {DNNL_ARG_DIFF_SRC, dxp}});
+    p->prim.execute(
+        cpu_stream(),
+        {{DNNL_ARG_DIFF_DST, bind(mem(g.y, c.in[0]), p->pd.diff_dst_desc(), kDiffDst, true)},
+         {DNNL_ARG_WEIGHTS, bind(mem(g.w, c.in[1]), p->pd.weights_desc(), kWeights, true)},
+         {DNNL_ARG_DIFF_SRC, dxp}});
     unbind(dxp, dx);
     cpu_stream().wait();
   });
@@ -130,17 +141,19 @@ void conv_bwd_weights(const OpDesc& od, const KernelCall& c) {
       using BW = dnnl::convolution_backward_weights;
       if (d.bias)
         return BwdWeightsPrim(BW::primitive_desc(
-            BW::desc(algorithm::convolution_direct, g.x, g.w, g.b, g.y, g.strides, g.pad, g.pad), cpu_engine(),
-            fwd_pd(d, xs, ws)));
-      return BwdWeightsPrim(BW::primitive_desc(BW::desc(algorithm::convolution_direct, g.x, g.w, g.y, g.strides, g.pad, g.pad),
-                                               cpu_engine(), fwd_pd(d, xs, ws)));
+            BW::desc(algorithm::convolution_direct, g.x, g.w, g.b, g.y, g.strides, g.pad, g.pad),
+            cpu_engine(), fwd_pd(d, xs, ws)));
+      return BwdWeightsPrim(BW::primitive_desc(
+          BW::desc(algorithm::convolution_direct, g.x, g.w, g.y, g.strides, g.pad, g.pad),
+          cpu_engine(), fwd_pd(d, xs, ws)));
     });
     const auto g = conv_geo(d, xs, ws);
     const memory dw = mem(g.w, c.out[0]);
     const memory dwp = bind(dw, p->pd.diff_weights_desc(), kWeights, false);
-    std::unordered_map<int, memory> args{{DNNL_ARG_DIFF_DST, bind(mem(g.y, c.in[0]), p->pd.diff_dst_desc(), kDiffDst, true)},
-                                         {DNNL_ARG_SRC, bind(mem(g.x, c.in[1]), p->pd.src_desc(), kSrc, true)},
-                                         {DNNL_ARG_DIFF_WEIGHTS, dwp}};
+    std::unordered_map<int, memory> args{
+        {DNNL_ARG_DIFF_DST, bind(mem(g.y, c.in[0]), p->pd.diff_dst_desc(), kDiffDst, true)},
+        {DNNL_ARG_SRC, bind(mem(g.x, c.in[1]), p->pd.src_desc(), kSrc, true)},
+        {DNNL_ARG_DIFF_WEIGHTS, dwp}};
     if (d.bias) args.emplace(DNNL_ARG_DIFF_BIAS, mem(g.b, c.out[1]));
     p->prim.execute(cpu_stream(), args);
     unbind(dwp, dw);

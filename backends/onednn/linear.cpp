@@ -1,7 +1,8 @@
 // Linear layers on oneDNN's inner product (forward, backward data, backward weights).
+#include "primitives/linear.hpp"
+
 #include "backends/onednn/dnnl_common.hpp"
 #include "backends/onednn/ops.hpp"
-#include "primitives/linear.hpp"
 
 namespace ghostnn::onednn {
 
@@ -17,11 +18,12 @@ struct Mds {
 };
 Mds mds(std::int64_t B, std::int64_t I, std::int64_t O) {
   const auto f = memory::data_type::f32;
-  return {memory::desc({B, I}, f, tag::nc), memory::desc({O, I}, f, tag::oi), memory::desc({O}, f, tag::x),
-          memory::desc({B, O}, f, tag::nc)};
+  return {memory::desc({B, I}, f, tag::nc), memory::desc({O, I}, f, tag::oi),
+          memory::desc({O}, f, tag::x), memory::desc({B, O}, f, tag::nc)};
 }
 
-dnnl::inner_product_forward::primitive_desc fwd_pd(std::int64_t B, std::int64_t I, std::int64_t O, bool bias) {
+dnnl::inner_product_forward::primitive_desc fwd_pd(std::int64_t B, std::int64_t I, std::int64_t O,
+                                                   bool bias) {
   const auto m = mds(B, I, O);
   if (bias) return {{prop_kind::forward_training, m.x, m.w, m.b, m.y}, cpu_engine()};
   return {{prop_kind::forward_training, m.x, m.w, m.y}, cpu_engine()};
@@ -36,10 +38,12 @@ void linear_fwd(const OpDesc& od, const KernelCall& c) {
   static PrimitiveCache<Key, dnnl::inner_product_forward> cache;
   const auto B = c.in[0].desc.shape[0], I = c.in[0].desc.shape[1], O = c.in[1].desc.shape[0];
   guarded(d.layer, [&] {
-    auto p = cache.get(Key{B, I, O, d.bias}, [&] { return dnnl::inner_product_forward(fwd_pd(B, I, O, d.bias)); });
+    auto p = cache.get(Key{B, I, O, d.bias},
+                       [&] { return dnnl::inner_product_forward(fwd_pd(B, I, O, d.bias)); });
     const auto m = mds(B, I, O);
-    std::unordered_map<int, memory> args{
-        {DNNL_ARG_SRC, mem(m.x, c.in[0])}, {DNNL_ARG_WEIGHTS, mem(m.w, c.in[1])}, {DNNL_ARG_DST, mem(m.y, c.out[0])}};
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, mem(m.x, c.in[0])},
+                                         {DNNL_ARG_WEIGHTS, mem(m.w, c.in[1])},
+                                         {DNNL_ARG_DST, mem(m.y, c.out[0])}};
     if (d.bias) args.emplace(DNNL_ARG_BIAS, mem(m.b, c.in[2]));
     p->execute(cpu_stream(), args);
     cpu_stream().wait();
@@ -54,7 +58,8 @@ void linear_bwd_data(const OpDesc& od, const KernelCall& c) {
   guarded(d.layer, [&] {
     auto p = cache.get(Key{B, I, O, d.bias}, [&] {
       const auto m = mds(B, I, O);
-      return dnnl::inner_product_backward_data({{m.x, m.w, m.y}, cpu_engine(), fwd_pd(B, I, O, d.bias)});
+      return dnnl::inner_product_backward_data(
+          {{m.x, m.w, m.y}, cpu_engine(), fwd_pd(B, I, O, d.bias)});
     });
     const auto m = mds(B, I, O);
     p->execute(cpu_stream(), {{DNNL_ARG_DIFF_DST, mem(m.y, c.in[0])},
@@ -73,8 +78,10 @@ void linear_bwd_weights(const OpDesc& od, const KernelCall& c) {
     auto p = cache.get(Key{B, I, O, d.bias}, [&] {
       const auto m = mds(B, I, O);
       if (d.bias)
-        return dnnl::inner_product_backward_weights({{m.x, m.w, m.b, m.y}, cpu_engine(), fwd_pd(B, I, O, true)});
-      return dnnl::inner_product_backward_weights({{m.x, m.w, m.y}, cpu_engine(), fwd_pd(B, I, O, false)});
+        return dnnl::inner_product_backward_weights(
+            {{m.x, m.w, m.b, m.y}, cpu_engine(), fwd_pd(B, I, O, true)});
+      return dnnl::inner_product_backward_weights(
+          {{m.x, m.w, m.y}, cpu_engine(), fwd_pd(B, I, O, false)});
     });
     const auto m = mds(B, I, O);
     std::unordered_map<int, memory> args{{DNNL_ARG_DIFF_DST, mem(m.y, c.in[0])},

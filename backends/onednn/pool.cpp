@@ -1,9 +1,10 @@
 // Pooling on the CPU: our own OpenMP loops over planes (maths in primitives/pool.hpp).
+#include "primitives/pool.hpp"
+
 #include <limits>
 
 #include "backends/onednn/ops.hpp"
 #include "backends/onednn/plane_kernels.hpp"
-#include "primitives/pool.hpp"
 
 namespace ghostnn::onednn {
 
@@ -58,7 +59,8 @@ void pool_bwd(const OpDesc& od, const KernelCall& c) {
           dx[static_cast<std::int64_t>(c.in[1].f32()[p * Ho * Wo + i * Wo + j])] += dy[i * Wo + j];
         } else {
           for (std::int64_t u = 0; u < K; ++u)
-            for (std::int64_t v = 0; v < K; ++v) dx[(i * s + u) * W + j * s + v] += dy[i * Wo + j] * inv;
+            for (std::int64_t v = 0; v < K; ++v)
+              dx[(i * s + u) * W + j * s + v] += dy[i * Wo + j] * inv;
         }
       }
   });

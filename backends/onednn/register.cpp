@@ -3,14 +3,14 @@
 #include "backends/onednn/ops.hpp"
 #include "primitives/batchnorm.hpp"
 #include "primitives/bn_gni.hpp"
+#include "primitives/conv.hpp"
 #include "primitives/eltwise.hpp"
 #include "primitives/gbn.hpp"
 #include "primitives/gni.hpp"
-#include "primitives/xbn.hpp"
-#include "primitives/conv.hpp"
 #include "primitives/linear.hpp"
 #include "primitives/pool.hpp"
 #include "primitives/sgd.hpp"
+#include "primitives/xbn.hpp"
 #include "primitives/xent.hpp"
 
 namespace ghostnn::onednn {

@@ -1,10 +1,11 @@
 // Softmax cross-entropy and SGD on the CPU: our own loops (maths in primitives/xent.hpp, sgd.hpp).
+#include "primitives/xent.hpp"
+
 #include <cmath>
 
 #include "backends/onednn/ops.hpp"
 #include "backends/onednn/plane_kernels.hpp"
 #include "primitives/sgd.hpp"
-#include "primitives/xent.hpp"
 
 namespace ghostnn::onednn {
 
