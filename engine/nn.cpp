@@ -342,6 +342,56 @@ Tensor GhostNoiseNorm2d::backward(const Tensor& dy) {
   return dx;
 }
 
+LnGhostNoise2d::LnGhostNoise2d(BuildContext& ctx, std::int64_t channels,
+                               const prim::GhostNoiseDesc& noise, std::string name) {
+  noise_ = noise;
+  noise_.seed = ctx.noise_seed;
+  noise_.layer_id = ctx.next_layer_id++;
+  noise_.layer = name + ".gni";
+  ln_.layer = name + ".ln";
+  affine_.layer = name + ".affine";
+  add_parameter("weight", Tensor::full({channels}, 1.f));
+  add_parameter("bias", Tensor::zeros({channels}));
+}
+
+void LnGhostNoise2d::set_noise_step(std::uint64_t step) { noise_.step = step; }
+
+Tensor LnGhostNoise2d::forward(const Tensor& x) {
+  if (x.rank() < 2) fail("{}: x must be [B, C, ...], got {}", ln_.layer, shape_str(x.shape()));
+  const auto B = x.dim(0), C = x.dim(1);
+  Tensor h = Tensor::empty(x.shape(), x.device());
+  Tensor mean = Tensor::empty({B}, x.device()), var = Tensor::empty({B}, x.device());
+  ops::call(prim::op::ln_fwd, ln_, {x}, {h, mean, var});
+  Tensor z = h;
+  if (training_) {
+    z = Tensor::empty(x.shape(), x.device());
+    scale_ = Tensor::empty({B, C}, x.device());
+    ops::call(prim::op::gni_fwd_train, noise_, {h}, {z, Tensor::empty({B, C}, x.device()), scale_});
+    ++noise_.step;
+    x_ = x;
+    mean_ = mean;
+    var_ = var;
+    z_ = z;
+  }
+  Tensor y = Tensor::empty(x.shape(), x.device());
+  ops::call(prim::op::affine_fwd, affine_, {z, params_[0].second.value, params_[1].second.value},
+            {y});
+  return y;
+}
+
+Tensor LnGhostNoise2d::backward(const Tensor& dy) {
+  if (!x_.defined()) fail("{}: backward without a training forward", ln_.layer);
+  Tensor dz = Tensor::empty(dy.shape(), dy.device());
+  ops::call(prim::op::affine_bwd, affine_, {dy, z_, params_[0].second.value},
+            {dz, params_[0].second.grad, params_[1].second.grad});
+  Tensor dh = Tensor::empty(dy.shape(), dy.device());
+  ops::call(prim::op::gni_bwd, noise_, {dz, scale_}, {dh});
+  Tensor dx = Tensor::empty(dy.shape(), dy.device());
+  ops::call(prim::op::ln_bwd, ln_, {dh, x_, mean_, var_}, {dx});
+  x_ = z_ = Tensor();
+  return dx;
+}
+
 ExclusiveBatchNorm2d::ExclusiveBatchNorm2d(std::int64_t channels, std::int64_t ghost_batch,
                                            std::string name) {
   desc_.ghost_batch = ghost_batch;
@@ -406,17 +456,17 @@ NormSpec parse_norm(const std::string& spec) {
   std::stringstream ss(spec);
   for (std::string p; std::getline(ss, p, ':');) parts.push_back(p);
   const std::string help =
-      "expected bn, gbn:N[:strided], gni:N[:shuffle][:noshift][:noscale], xbn:N or none";
+      "expected bn, gbn:N[:strided], gni:N[:shuffle][:noshift][:noscale], ln+gni:N[...], xbn:N or "
+      "none";
   if (parts.empty()) fail("norm spec '{}': empty ({})", spec, help);
   NormSpec n;
   n.kind = parts[0];
-  if (n.kind == "ln+gni")
-    fail("norm spec '{}': LayerNorm + GNI is not implemented yet ({})", spec, help);
   if (n.kind == "bn" || n.kind == "none") {
     if (parts.size() != 1) fail("norm spec '{}': '{}' takes no options ({})", spec, n.kind, help);
     return n;
   }
-  if (n.kind != "gbn" && n.kind != "gni" && n.kind != "xbn")
+  const bool noise = n.kind == "gni" || n.kind == "ln+gni";
+  if (n.kind != "gbn" && !noise && n.kind != "xbn")
     fail("norm spec '{}': unknown norm '{}' ({})", spec, n.kind, help);
   if (parts.size() < 2)
     fail("norm spec '{}': '{}' needs a ghost batch size, e.g. {}:16", spec, n.kind, n.kind);
@@ -434,11 +484,11 @@ NormSpec parse_norm(const std::string& spec) {
       n.grouping = prim::Grouping::strided;
     else if (n.kind == "gbn" && o == "contiguous")
       n.grouping = prim::Grouping::contiguous;
-    else if (n.kind == "gni" && o == "shuffle")
+    else if (noise && o == "shuffle")
       n.sampling = prim::Sampling::shuffle;
-    else if (n.kind == "gni" && o == "noshift")
+    else if (noise && o == "noshift")
       n.shift = false;
-    else if (n.kind == "gni" && o == "noscale")
+    else if (noise && o == "noscale")
       n.scale = false;
     else
       fail("norm spec '{}': unknown option '{}' for {} ({})", spec, o, n.kind, help);
@@ -462,6 +512,7 @@ ModulePtr make_norm(const std::string& spec, std::int64_t channels, BuildContext
   g.eps = prim::GhostNoiseDesc::default_eps(n.sampling);
   g.shift_noise = n.shift;
   g.scale_noise = n.scale;
+  if (n.kind == "ln+gni") return std::make_shared<LnGhostNoise2d>(ctx, channels, g, name);
   return std::make_shared<GhostNoiseNorm2d>(ctx, channels, g, name);
 }
 

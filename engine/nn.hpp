@@ -16,6 +16,7 @@
 #include "primitives/bn_gni.hpp"
 #include "primitives/conv.hpp"
 #include "primitives/gbn.hpp"
+#include "primitives/layernorm.hpp"
 #include "primitives/linear.hpp"
 #include "primitives/pool.hpp"
 #include "primitives/xbn.hpp"
@@ -204,6 +205,24 @@ class GhostNoiseNorm2d final : public Module {
   Tensor x_, mean_, var_, shift_, scale_;
 };
 
+// The seed's layer-normalized block: LayerNorm over (C, H, W) without affine (GroupNorm with one
+// group) -> GNI(N) -> gain -> bias. Three ops (ln, gni, affine); inference skips the noise.
+class LnGhostNoise2d final : public Module {
+ public:
+  LnGhostNoise2d(BuildContext& ctx, std::int64_t channels, const prim::GhostNoiseDesc& noise,
+                 std::string name = "LnGhostNoise2d");
+  Tensor forward(const Tensor& x) override;
+  Tensor backward(const Tensor& dy) override;
+  std::string kind() const override { return "LnGhostNoise2d"; }
+  void set_noise_step(std::uint64_t step) override;
+
+ private:
+  prim::LayerNormDesc ln_;
+  prim::GhostNoiseDesc noise_;
+  prim::ChannelAffineDesc affine_;
+  Tensor x_, mean_, var_, scale_, z_;
+};
+
 // Exclusive BN: forward only so far; training through it is a clear error at backward.
 class ExclusiveBatchNorm2d final : public Module {
  public:
@@ -229,7 +248,8 @@ class Sequential : public Module {
 };
 
 // Norm layers from a spec: "bn", "gbn:N[:strided]", "gni:N[:shuffle][:noshift][:noscale]",
-// "xbn:N", "none". An unknown or malformed spec is an Error quoting it.
+// "ln+gni:N[...]" (same options as gni), "xbn:N", "none". An unknown or malformed spec is an Error
+// quoting it.
 ModulePtr make_norm(const std::string& spec, std::int64_t channels, BuildContext& ctx,
                     const std::string& name);
 // Checks a spec without building anything (for command-line validation).

@@ -183,6 +183,22 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
         "(a quick {}-epoch run; the full recipe is: train_cifar --epochs 200 --warmup-epochs 5)\n",
         epochs);
 
+  // A resumed run's plot also shows the epochs already in its log.
+  if (start_epoch > 0 && !o.log_json.empty()) {
+    std::ifstream old(o.log_json);
+    for (std::string line; std::getline(old, line);) {
+      try {
+        const auto j = nlohmann::json::parse(line);
+        if (j.at("epoch").get<int>() > start_epoch) continue;
+        records.push_back({j.at("epoch").get<int>(), j.at("lr").get<double>(),
+                           j.at("train_loss").get<double>(), j.at("train_acc").get<double>(),
+                           j.at("test_loss").get<double>(), j.at("test_acc").get<double>(),
+                           j.at("seconds").get<double>(), j.at("images_per_s").get<double>()});
+      } catch (const nlohmann::json::exception&) {
+        // not one of our lines: the plot simply starts later
+      }
+    }
+  }
   std::ofstream log;
   if (!o.log_json.empty()) {
     log.open(o.log_json, start_epoch > 0 ? std::ios::app : std::ios::trunc);
@@ -275,8 +291,9 @@ int main(int argc, char** argv) {
       "Train a CNN on CIFAR-10/100 with ghostnn (ghost batch norm and ghost noise injection)."};
   app.add_option("--model", o.model, "resnet20 | resnet32 | resnet56 | resnet18 | vgg")
       ->capture_default_str();
-  app.add_option("--norm", o.norm,
-                 "bn | gbn:N[:strided] | gni:N[:shuffle][:noshift][:noscale] | xbn:N | none")
+  app.add_option(
+         "--norm", o.norm,
+         "bn | gbn:N[:strided] | gni:N[:shuffle][:noshift][:noscale] | ln+gni:N | xbn:N | none")
       ->capture_default_str();
   app.add_option("--epochs", o.epochs,
                  "epochs to train (default: a quick 3-epoch run; the recipe is 200)");

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "primitives/conv.hpp"
+#include "primitives/layernorm.hpp"
 #include "primitives/linear.hpp"
 #include "primitives/pool.hpp"
 #include "primitives/sgd.hpp"
@@ -189,6 +190,49 @@ TEST(CrossEntropy, LabelOutOfRangeNamesSampleAndLabel) {
   } catch (const Error& e) {
     EXPECT_THAT(e.what(), ::testing::HasSubstr("sample 1 has label 12"));
   }
+}
+
+TEST(LayerNorm, CpuMatchesReferenceAndGradientsMatchFiniteDifferences) {
+  prim::LayerNormDesc d;
+  const Shape s{4, 3, 5, 5};
+  Tensor x = normal_tensor(s, 1, 2.f, 3.f), dy = random_tensor(s, 2);
+  const std::vector<Tensor> outs{Tensor::zeros(s), Tensor::zeros({4}), Tensor::zeros({4})};
+  testkit::expect_matches_reference(prim::op::ln_fwd, prim::ref::ln_fwd, d, Device::cpu(), {x},
+                                    outs);
+  auto f = testkit::run_reference(prim::ref::ln_fwd, d, {x}, outs);
+  testkit::expect_matches_reference(prim::op::ln_bwd, prim::ref::ln_bwd, d, Device::cpu(),
+                                    {dy, x, f[1], f[2]}, {Tensor::zeros(s)}, {1e-5, 2e-4});
+  auto dx =
+      testkit::run_reference(prim::ref::ln_bwd, d, {dy, x, f[1], f[2]}, {Tensor::zeros(s)})[0];
+  auto fwd = [&](const std::vector<Tensor>& a) {
+    return testkit::run_reference(prim::ref::ln_fwd, d, a, outs)[0];
+  };
+  EXPECT_TRUE(check_grad(fwd, {x}, 0, dy.to_vector(), dx));
+  // each sample of the output has mean 0 and variance var/(var+eps) ~ 1
+  const auto y = f[0].to_vector();
+  double m = 0;
+  for (int i = 0; i < 75; ++i) m += y[75 + i];
+  EXPECT_NEAR(m / 75, 0.0, 1e-6);
+}
+
+TEST(ChannelAffine, CpuMatchesReferenceAndGradientsMatchFiniteDifferences) {
+  prim::ChannelAffineDesc d;
+  const Shape s{3, 4, 2, 3};
+  std::vector<Tensor> in{random_tensor(s, 1), random_tensor({4}, 2), random_tensor({4}, 3)};
+  testkit::expect_matches_reference(prim::op::affine_fwd, prim::ref::affine_fwd, d, Device::cpu(),
+                                    in, {Tensor::zeros(s)});
+  Tensor dy = random_tensor(s, 4);
+  const std::vector<Tensor> bout{Tensor::zeros(s), Tensor::zeros({4}), Tensor::zeros({4})};
+  testkit::expect_matches_reference(prim::op::affine_bwd, prim::ref::affine_bwd, d, Device::cpu(),
+                                    {dy, in[0], in[1]}, bout);
+  auto g = testkit::run_reference(prim::ref::affine_bwd, d, {dy, in[0], in[1]}, bout);
+  auto fwd = [&](const std::vector<Tensor>& a) {
+    return testkit::run_reference(prim::ref::affine_fwd, d, a, {Tensor::zeros(s)})[0];
+  };
+  const auto w = dy.to_vector();
+  EXPECT_TRUE(check_grad(fwd, in, 0, w, g[0]));
+  EXPECT_TRUE(check_grad(fwd, in, 1, w, g[1]));
+  EXPECT_TRUE(check_grad(fwd, in, 2, w, g[2]));
 }
 
 TEST(Sgd, CpuMatchesReferenceAndOneHandComputedStep) {

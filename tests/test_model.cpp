@@ -76,6 +76,7 @@ TEST(Model, GradientsMatchFiniteDifferencesForEveryTrainableNorm) {
   // gni with N = B and shuffle sampling draws the whole batch: shift 0, scale 1, so the block is
   // BN exactly and every gradient is exact.
   check_model_gradients("gni:8:shuffle", {});
+  check_model_gradients("ln+gni:8:shuffle", {});
   // gni:2 really injects noise, which is held constant in the backward (as in the seed); the
   // classifier and the last norm's gain and bias feed no noise, so their gradients are exact.
   check_model_gradients("gni:2",
@@ -83,10 +84,11 @@ TEST(Model, GradientsMatchFiniteDifferencesForEveryTrainableNorm) {
 }
 
 TEST(Model, NormSpecsAreValidatedWithClearErrors) {
-  for (const char* ok :
-       {"bn", "none", "gbn:16", "gbn:16:strided", "gni:16", "gni:8:shuffle:noshift", "xbn:32"})
+  for (const char* ok : {"bn", "none", "gbn:16", "gbn:16:strided", "gni:16",
+                         "gni:8:shuffle:noshift", "xbn:32", "ln+gni:16"})
     EXPECT_NO_THROW(nn::validate_norm_spec(ok)) << ok;
-  for (const char* bad : {"", "bm", "gbn", "gbn:x", "gbn:0", "gni:16:bogus", "bn:3", "ln+gni:16"}) {
+  for (const char* bad :
+       {"", "bm", "gbn", "gbn:x", "gbn:0", "gni:16:bogus", "bn:3", "ln+gni", "ln+gbn:4"}) {
     try {
       nn::validate_norm_spec(bad);
       ADD_FAILURE() << "accepted '" << bad << "'";

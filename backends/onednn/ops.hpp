@@ -37,5 +37,9 @@ void pool_fwd(const OpDesc& d, const KernelCall& c);
 void pool_bwd(const OpDesc& d, const KernelCall& c);
 void xent_fwd_bwd(const OpDesc& d, const KernelCall& c);
 void sgd_step(const OpDesc& d, const KernelCall& c);
+void ln_fwd(const OpDesc& d, const KernelCall& c);
+void ln_bwd(const OpDesc& d, const KernelCall& c);
+void affine_fwd(const OpDesc& d, const KernelCall& c);
+void affine_bwd(const OpDesc& d, const KernelCall& c);
 
 }  // namespace ghostnn::onednn

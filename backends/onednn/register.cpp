@@ -7,6 +7,7 @@
 #include "primitives/eltwise.hpp"
 #include "primitives/gbn.hpp"
 #include "primitives/gni.hpp"
+#include "primitives/layernorm.hpp"
 #include "primitives/linear.hpp"
 #include "primitives/pool.hpp"
 #include "primitives/sgd.hpp"
@@ -52,6 +53,10 @@ void register_backend(Registry& r) {
   own(op::pool_bwd, pool_bwd);
   own(op::xent_fwd_bwd, xent_fwd_bwd);
   own(op::sgd_step, sgd_step);
+  own(op::ln_fwd, ln_fwd);
+  own(op::ln_bwd, ln_bwd);
+  own(op::affine_fwd, affine_fwd);
+  own(op::affine_bwd, affine_bwd);
 }
 
 }  // namespace ghostnn::onednn

@@ -1,0 +1,75 @@
+// Layer normalization (one group) and the per-channel affine on the CPU: our own kernels over
+// contiguous samples / planes (maths in primitives/layernorm.hpp).
+#include "primitives/layernorm.hpp"
+
+#include <cmath>
+
+#include "backends/onednn/ops.hpp"
+#include "backends/onednn/plane_kernels.hpp"
+
+namespace ghostnn::onednn {
+
+void ln_fwd(const OpDesc& od, const KernelCall& c) {
+  const auto& d = dynamic_cast<const prim::LayerNormDesc&>(od);
+  const auto [B, C, S] = prim::validate_ln_fwd(d, c);
+  const std::int64_t n = C * S;
+  parallel_for(B, [&](std::int64_t b) {
+    const float* x = c.in[0].f32() + b * n;
+    const auto m = plane_moments(x, n, x[0]);
+    const double mp = m.s1 / static_cast<double>(n);
+    const double var = std::max(m.s2 / static_cast<double>(n) - mp * mp, 0.0), mu = mp + x[0];
+    const double inv = 1.0 / std::sqrt(var + d.eps);
+    plane_affine(x, c.out[0].f32() + b * n, n, static_cast<float>(inv),
+                 static_cast<float>(-mu * inv));
+    c.out[1].f32()[b] = static_cast<float>(mu);
+    c.out[2].f32()[b] = static_cast<float>(var);
+  });
+}
+
+void ln_bwd(const OpDesc& od, const KernelCall& c) {
+  const auto& d = dynamic_cast<const prim::LayerNormDesc&>(od);
+  const auto [B, C, S] = prim::validate_ln_bwd(d, c);
+  const std::int64_t n = C * S;
+  parallel_for(B, [&](std::int64_t b) {
+    const float *dy = c.in[0].f32() + b * n, *x = c.in[1].f32() + b * n;
+    const double mu = c.in[2].f32()[b],
+                 inv = 1.0 / std::sqrt(static_cast<double>(c.in[3].f32()[b]) + d.eps);
+    const auto r = plane_grad_dots(dy, x, n, static_cast<float>(mu));
+    const double nn = static_cast<double>(n), sgy = r.dyx * inv;
+    const double bx = -inv * inv * sgy / nn;
+    plane_bwd(dy, x, c.out[0].f32() + b * n, n, static_cast<float>(inv), static_cast<float>(bx),
+              static_cast<float>(-inv * r.dy / nn - bx * mu));
+  });
+}
+
+void affine_fwd(const OpDesc& od, const KernelCall& c) {
+  const auto& d = dynamic_cast<const prim::ChannelAffineDesc&>(od);
+  const auto [B, C, S] = prim::validate_affine_fwd(d, c);
+  parallel_for(B * C, [&](std::int64_t k) {
+    plane_affine(c.in[0].f32() + k * S, c.out[0].f32() + k * S, S, c.in[1].f32()[k % C],
+                 c.in[2].f32()[k % C]);
+  });
+}
+
+void affine_bwd(const OpDesc& od, const KernelCall& c) {
+  const auto& d = dynamic_cast<const prim::ChannelAffineDesc&>(od);
+  const auto [B, C, S] = prim::validate_affine_bwd(d, c);
+  std::vector<double> a(B * C), g(B * C);
+  parallel_for(B * C, [&](std::int64_t k) {
+    const auto r = plane_grad_dots(c.in[0].f32() + k * S, c.in[1].f32() + k * S, S, 0.f);
+    a[k] = r.dy;
+    g[k] = r.dyx;
+    plane_affine(c.in[0].f32() + k * S, c.out[0].f32() + k * S, S, c.in[2].f32()[k % C], 0.f);
+  });
+  for (std::int64_t ch = 0; ch < C; ++ch) {
+    double dg = 0, db = 0;
+    for (std::int64_t b = 0; b < B; ++b) {
+      dg += g[b * C + ch];
+      db += a[b * C + ch];
+    }
+    c.out[1].f32()[ch] = static_cast<float>(dg);
+    c.out[2].f32()[ch] = static_cast<float>(db);
+  }
+}
+
+}  // namespace ghostnn::onednn
