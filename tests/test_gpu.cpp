@@ -1,10 +1,20 @@
 // The GPU backend against the reference and against the CPU backend on the same inputs and seed
 // (GNI draws the same Philox indices on both). Every test skips, with the reason, without a GPU.
+#include <filesystem>
+
+#include "engine/checkpoint.hpp"
 #include "engine/dispatcher.hpp"
+#include "engine/nn.hpp"
+#include "engine/optim.hpp"
 #include "primitives/batchnorm.hpp"
 #include "primitives/bn_gni.hpp"
+#include "primitives/conv.hpp"
 #include "primitives/eltwise.hpp"
 #include "primitives/gni.hpp"
+#include "primitives/linear.hpp"
+#include "primitives/pool.hpp"
+#include "primitives/sgd.hpp"
+#include "primitives/xent.hpp"
 #include "test_kit.hpp"
 
 namespace ghostnn {
@@ -212,6 +222,129 @@ TEST(Gpu, BatchNormBackwardMatchesFiniteDifferences) {
         return testkit::weighted_sum(forward(v)[0].to_vector(), w);
       },
       xv, dx.to_vector(), 1e-2, {5e-3, 3e-2}));
+}
+
+TEST(Gpu, LayersMatchReference) {
+  GHOSTNN_REQUIRE_GPU();
+  for (bool bias : {false, true}) {
+    prim::ConvDesc d;
+    d.stride = 2;
+    d.pad = 1;
+    d.bias = bias;
+    const Shape xs{4, 3, 9, 9}, ws{5, 3, 3, 3};
+    const auto ys = prim::conv_output_shape(d, xs, ws);
+    std::vector<Tensor> in{random_tensor(xs, 1), random_tensor(ws, 2)};
+    if (bias) in.push_back(random_tensor({5}, 3));
+    testkit::expect_matches_reference(prim::op::conv_fwd, prim::ref::conv_fwd, d, Device::cuda(),
+                                      in, {Tensor::zeros(ys)}, kGpu);
+    Tensor dy = random_tensor(ys, 4);
+    testkit::expect_matches_reference(prim::op::conv_bwd_data, prim::ref::conv_bwd_data, d,
+                                      Device::cuda(), {dy, in[1]}, {Tensor::zeros(xs)}, kGpu);
+    std::vector<Tensor> wout{Tensor::zeros(ws)};
+    if (bias) wout.push_back(Tensor::zeros({5}));
+    testkit::expect_matches_reference(prim::op::conv_bwd_weights, prim::ref::conv_bwd_weights, d,
+                                      Device::cuda(), {dy, in[0]}, wout, {5e-5, 5e-4});
+  }
+  prim::LinearDesc ld;
+  std::vector<Tensor> lin{random_tensor({6, 7}, 1), random_tensor({3, 7}, 2),
+                          random_tensor({3}, 3)};
+  testkit::expect_matches_reference(prim::op::linear_fwd, prim::ref::linear_fwd, ld, Device::cuda(),
+                                    lin, {Tensor::zeros({6, 3})}, kGpu);
+  Tensor ldy = random_tensor({6, 3}, 4);
+  testkit::expect_matches_reference(prim::op::linear_bwd_data, prim::ref::linear_bwd_data, ld,
+                                    Device::cuda(), {ldy, lin[1]}, {Tensor::zeros({6, 7})}, kGpu);
+  testkit::expect_matches_reference(prim::op::linear_bwd_weights, prim::ref::linear_bwd_weights, ld,
+                                    Device::cuda(), {ldy, lin[0]},
+                                    {Tensor::zeros({3, 7}), Tensor::zeros({3})}, kGpu);
+  for (auto kind : {prim::PoolKind::max, prim::PoolKind::avg}) {
+    prim::PoolDesc pd;
+    pd.kind = kind;
+    const Shape xs{2, 3, 6, 6}, ys{2, 3, 3, 3};
+    std::vector<Tensor> outs{Tensor::zeros(ys)};
+    if (kind == prim::PoolKind::max) outs.push_back(Tensor::zeros(ys));
+    Tensor x = random_tensor(xs, 5);
+    testkit::expect_matches_reference(prim::op::pool_fwd, prim::ref::pool_fwd, pd, Device::cuda(),
+                                      {x}, outs, kGpu);
+    auto f = testkit::run_reference(prim::ref::pool_fwd, pd, {x}, outs);
+    std::vector<Tensor> bin{random_tensor(ys, 6)};
+    if (kind == prim::PoolKind::max) bin.push_back(f[1]);
+    testkit::expect_matches_reference(prim::op::pool_bwd, prim::ref::pool_bwd, pd, Device::cuda(),
+                                      bin, {Tensor::zeros(xs)}, kGpu);
+  }
+  prim::CrossEntropyDesc xd;
+  xd.label_smoothing = 0.1f;
+  testkit::expect_matches_reference(prim::op::xent_fwd_bwd, prim::ref::xent_fwd_bwd, xd,
+                                    Device::cuda(),
+                                    {normal_tensor({40, 10}, 1, 0.f, 3.f),
+                                     Tensor::from_vector(std::vector<float>(40, 3.f), {40})},
+                                    {Tensor::zeros({1}), Tensor::zeros({40, 10})}, kGpu);
+  try {
+    ops::call(prim::op::xent_fwd_bwd, xd,
+              {Tensor::zeros({3, 10}, Device::cuda()),
+               Tensor::from_vector({1, 12, 3}, {3}, Device::cuda())},
+              {Tensor::zeros({1}, Device::cuda()), Tensor::zeros({3, 10}, Device::cuda())});
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("sample 1 has label 12"));
+  }
+  prim::SgdDesc sd;
+  sd.weight_decay = 0.1f;
+  testkit::expect_matches_reference(
+      prim::op::sgd_step, prim::ref::sgd_step, sd, Device::cuda(), {random_tensor({100}, 1)},
+      {random_tensor({100}, 2), random_tensor({100}, 3)}, {1e-6, 1e-5});
+}
+
+// The same tiny ResNet on both devices, same seed: forward, backward and SGD steps agree.
+TEST(Gpu, ModelTrainsLikeOnTheCpuAndCheckpointsMoveBetweenDevices) {
+  GHOSTNN_REQUIRE_GPU();
+  auto cpu = nn::make_model("resnet20", "gni:16", 10, 3),
+       gpu = nn::make_model("resnet20", "gni:16", 10, 3);
+  gpu->to(Device::cuda());
+  optim::Sgd oc(*cpu, {0.05f, 0.9f, 5e-4f, true}), og(*gpu, {0.05f, 0.9f, 5e-4f, true});
+  std::vector<float> lc, lg;
+  // one fixed batch with mixed labels, so the loss must go down
+  Tensor x = normal_tensor({32, 3, 32, 32}, 10);
+  std::vector<float> labels(32);
+  for (int b = 0; b < 32; ++b) labels[b] = static_cast<float>(b % 10);
+  Tensor y = Tensor::from_vector(labels, {32});
+  for (int s = 0; s < 4; ++s) {
+    auto a = nn::cross_entropy(cpu->forward(x), y);
+    cpu->backward(a.dlogits);
+    oc.step();
+    auto b = nn::cross_entropy(gpu->forward(x.to(Device::cuda())), y.to(Device::cuda()));
+    gpu->backward(b.dlogits);
+    og.step();
+    lc.push_back(a.loss);
+    lg.push_back(b.loss);
+  }
+  for (int s = 0; s < 4; ++s)
+    EXPECT_NEAR(lg[s], lc[s], 2e-3 * (1 + std::fabs(lc[s]))) << "step " << s;
+  EXPECT_LT(lg.back(), lg.front()) << "the GPU loss must go down on a fixed batch";
+  // a checkpoint written from the GPU model loads on the CPU and gives the same eval outputs
+  const auto path = (std::filesystem::temp_directory_path() / "ghostnn_gpu.safetensors").string();
+  ckpt::Checkpoint c;
+  ckpt::put_model(c, *gpu);
+  ckpt::save(path, c);
+  auto back = nn::make_model("resnet20", "gni:16", 10, 99);
+  ckpt::get_model(ckpt::load(path), *back, path);
+  gpu->eval();
+  back->eval();
+  Tensor xe = normal_tensor({4, 3, 32, 32}, 77);
+  EXPECT_TRUE(testkit::all_close(back->forward(xe),
+                                 gpu->forward(xe.to(Device::cuda())).to(Device::cpu()),
+                                 {1e-4, 1e-3}, "eval logits, GPU checkpoint on the CPU"));
+  // and the reverse: the CPU model's checkpoint on the GPU
+  ckpt::Checkpoint c2;
+  ckpt::put_model(c2, *back);
+  ckpt::save(path, c2);
+  auto onto = nn::make_model("resnet20", "gni:16", 10, 98);
+  onto->to(Device::cuda());
+  ckpt::get_model(ckpt::load(path), *onto, path);
+  onto->eval();
+  EXPECT_TRUE(testkit::all_close(onto->forward(xe.to(Device::cuda())).to(Device::cpu()),
+                                 back->forward(xe), {1e-4, 1e-3},
+                                 "eval logits, CPU checkpoint on the GPU"));
+  std::filesystem::remove(path);
 }
 
 }  // namespace

@@ -16,6 +16,17 @@ bool cudnn_bn_supported(const OpDesc& d, const KernelCall& c);
 void cudnn_bn_fwd_train(const OpDesc& d, const KernelCall& c);
 void cudnn_bn_bwd(const OpDesc& d, const KernelCall& c);
 
+void conv_fwd(const OpDesc& d, const KernelCall& c);
+void conv_bwd_data(const OpDesc& d, const KernelCall& c);
+void conv_bwd_weights(const OpDesc& d, const KernelCall& c);
+void linear_fwd(const OpDesc& d, const KernelCall& c);
+void linear_bwd_data(const OpDesc& d, const KernelCall& c);
+void linear_bwd_weights(const OpDesc& d, const KernelCall& c);
+void pool_fwd(const OpDesc& d, const KernelCall& c);
+void pool_bwd(const OpDesc& d, const KernelCall& c);
+void xent_fwd_bwd(const OpDesc& d, const KernelCall& c);
+void sgd_step(const OpDesc& d, const KernelCall& c);
+
 bool gni_supported(const OpDesc& d, const KernelCall& c);
 bool bn_gni_supported(const OpDesc& d, const KernelCall& c);
 void gni_fwd_train(const OpDesc& d, const KernelCall& c);

@@ -4,8 +4,13 @@
 #include "backends/cudnn/ops.hpp"
 #include "primitives/batchnorm.hpp"
 #include "primitives/bn_gni.hpp"
+#include "primitives/conv.hpp"
 #include "primitives/eltwise.hpp"
 #include "primitives/gni.hpp"
+#include "primitives/linear.hpp"
+#include "primitives/pool.hpp"
+#include "primitives/sgd.hpp"
+#include "primitives/xent.hpp"
 
 namespace ghostnn::cudnn {
 
@@ -32,6 +37,16 @@ void register_backend(Registry& r) {
   add_own(op::gni_bwd, gni_bwd);
   add_own(op::bn_gni_fwd_train, bn_gni_fwd_train, bn_gni_supported);
   add_own(op::bn_gni_bwd, bn_gni_bwd);
+  add(op::conv_fwd, conv_fwd);
+  add(op::conv_bwd_data, conv_bwd_data);
+  add(op::conv_bwd_weights, conv_bwd_weights);
+  add_own(op::linear_fwd, linear_fwd);  // cuBLAS SGEMM plus our bias kernels
+  add_own(op::linear_bwd_data, linear_bwd_data);
+  add_own(op::linear_bwd_weights, linear_bwd_weights);
+  add_own(op::pool_fwd, pool_fwd);
+  add_own(op::pool_bwd, pool_bwd);
+  add_own(op::xent_fwd_bwd, xent_fwd_bwd);
+  add_own(op::sgd_step, sgd_step);
   r.add_kernel(std::string(op::bn_fwd_train), DeviceType::cuda, be, cudnn_bn_fwd_train,
                cudnn_bn_supported);
   r.add_kernel(std::string(op::bn_bwd), DeviceType::cuda, be, cudnn_bn_bwd, cudnn_bn_supported);

@@ -1,0 +1,192 @@
+// Our CUDA kernels for the layers cuDNN and cuBLAS do not cover as one call: pooling, softmax
+// cross-entropy, the SGD update, and the linear layer's bias (maths in primitives/pool.hpp,
+// xent.hpp, sgd.hpp, linear.hpp).
+#include <algorithm>
+#include <cfloat>
+
+#include "backends/cudnn/cuda_check.hpp"
+#include "backends/cudnn/layer_kernels.cuh"
+
+namespace ghostnn::cudnn {
+
+namespace {
+
+unsigned blocks_for(std::int64_t n, int threads = 256) {
+  return static_cast<unsigned>(std::min<std::int64_t>((n + threads - 1) / threads, 1 << 20));
+}
+
+__global__ void pool_fwd_kernel(const float* __restrict__ x, float* __restrict__ y,
+                                float* __restrict__ argmax, std::int64_t planes, std::int64_t H,
+                                std::int64_t W, std::int64_t Ho, std::int64_t Wo, std::int64_t K,
+                                std::int64_t s, bool is_max) {
+  const std::int64_t n = planes * Ho * Wo;
+  for (std::int64_t o = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; o < n;
+       o += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t p = o / (Ho * Wo), i = (o / Wo) % Ho, j = o % Wo;
+    const float* xp = x + p * H * W;
+    float best = -FLT_MAX, sum = 0.f;
+    std::int64_t arg = i * s * W + j * s;
+    for (std::int64_t u = 0; u < K; ++u)
+      for (std::int64_t v = 0; v < K; ++v) {
+        const auto k = (i * s + u) * W + j * s + v;
+        sum += xp[k];
+        if (xp[k] > best) {
+          best = xp[k];
+          arg = k;
+        }
+      }
+    if (is_max) {
+      y[o] = xp[arg];
+      argmax[o] = static_cast<float>(arg);
+    } else {
+      y[o] = sum / static_cast<float>(K * K);
+    }
+  }
+}
+
+__global__ void pool_bwd_kernel(const float* __restrict__ dy, const float* __restrict__ argmax,
+                                float* __restrict__ dx, std::int64_t planes, std::int64_t H,
+                                std::int64_t W, std::int64_t Ho, std::int64_t Wo, std::int64_t K,
+                                std::int64_t s, bool is_max) {
+  const std::int64_t n = planes * Ho * Wo;
+  for (std::int64_t o = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; o < n;
+       o += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t p = o / (Ho * Wo), i = (o / Wo) % Ho, j = o % Wo;
+    float* dp = dx + p * H * W;
+    if (is_max) {
+      atomicAdd(dp + static_cast<std::int64_t>(argmax[o]), dy[o]);
+    } else {
+      const float g = dy[o] / static_cast<float>(K * K);
+      for (std::int64_t u = 0; u < K; ++u)
+        for (std::int64_t v = 0; v < K; ++v) atomicAdd(dp + (i * s + u) * W + j * s + v, g);
+    }
+  }
+}
+
+// One warp per row: log-sum-exp, the row's loss, and dlogits = (softmax - target) / B.
+__global__ void xent_kernel(const float* __restrict__ z, const float* __restrict__ labels,
+                            float* __restrict__ dz, float* __restrict__ row_loss,
+                            int* __restrict__ bad, std::int64_t B, std::int64_t K, float eps) {
+  const std::int64_t row =
+      blockIdx.x * static_cast<std::int64_t>(blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= B) return;
+  const float* zr = z + row * K;
+  const float lf = labels[row];
+  const auto label = static_cast<std::int64_t>(lf);
+  if (!(lf >= 0.f && lf < static_cast<float>(K)) || static_cast<float>(label) != lf) {
+    if (lane == 0) atomicExch(bad, static_cast<int>(row) + 1);
+    return;
+  }
+  float mx = -FLT_MAX;
+  for (std::int64_t k = lane; k < K; k += 32) mx = fmaxf(mx, zr[k]);
+  for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+  float se = 0.f, sz = 0.f;
+  for (std::int64_t k = lane; k < K; k += 32) {
+    se += expf(zr[k] - mx);
+    sz += zr[k];
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    se += __shfl_xor_sync(0xffffffffu, se, o);
+    sz += __shfl_xor_sync(0xffffffffu, sz, o);
+  }
+  const float lse = mx + logf(se);
+  for (std::int64_t k = lane; k < K; k += 32) {
+    const float t = (k == label ? 1.f - eps : 0.f) + eps / static_cast<float>(K);
+    dz[row * K + k] = (expf(zr[k] - lse) - t) / static_cast<float>(B);
+  }
+  if (lane == 0) row_loss[row] = lse - (1.f - eps) * zr[label] - eps * sz / static_cast<float>(K);
+}
+
+__global__ void mean_kernel(const float* __restrict__ v, std::int64_t n, float* __restrict__ out) {
+  __shared__ double part[256];
+  double s = 0;
+  for (std::int64_t i = threadIdx.x; i < n; i += blockDim.x) s += v[i];
+  part[threadIdx.x] = s;
+  __syncthreads();
+  for (int w = blockDim.x / 2; w > 0; w >>= 1) {
+    if (threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) out[0] = static_cast<float>(part[0] / static_cast<double>(n));
+}
+
+__global__ void sgd_kernel(const float* __restrict__ g, float* __restrict__ p,
+                           float* __restrict__ buf, std::int64_t n, float lr, float mom, float wd,
+                           bool nesterov) {
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const float gi = g[i] + wd * p[i];
+    const float m = mom * buf[i] + gi;
+    buf[i] = m;
+    p[i] -= lr * (nesterov ? gi + mom * m : m);
+  }
+}
+
+__global__ void add_bias_kernel(float* __restrict__ y, const float* __restrict__ bias,
+                                std::int64_t B, std::int64_t O) {
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < B * O;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
+    y[i] += bias[i % O];
+}
+
+__global__ void column_sums_kernel(const float* __restrict__ m, float* __restrict__ out,
+                                   std::int64_t rows, std::int64_t cols) {
+  const std::int64_t c = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (c >= cols) return;
+  double s = 0;
+  for (std::int64_t r = 0; r < rows; ++r) s += m[r * cols + c];
+  out[c] = static_cast<float>(s);
+}
+
+}  // namespace
+
+void pool_forward(const float* x, float* y, float* argmax, std::int64_t planes, std::int64_t H,
+                  std::int64_t W, std::int64_t Ho, std::int64_t Wo, std::int64_t K, std::int64_t s,
+                  bool is_max, std::string_view op) {
+  pool_fwd_kernel<<<blocks_for(planes * Ho * Wo), 256>>>(x, y, argmax, planes, H, W, Ho, Wo, K, s,
+                                                         is_max);
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+}
+
+void pool_backward(const float* dy, const float* argmax, float* dx, std::int64_t planes,
+                   std::int64_t H, std::int64_t W, std::int64_t Ho, std::int64_t Wo, std::int64_t K,
+                   std::int64_t s, bool is_max, std::string_view op) {
+  GHOSTNN_CUDA_CHECK(
+      op, cudaMemsetAsync(dx, 0, static_cast<std::size_t>(planes * H * W) * sizeof(float)));
+  pool_bwd_kernel<<<blocks_for(planes * Ho * Wo), 256>>>(dy, argmax, dx, planes, H, W, Ho, Wo, K, s,
+                                                         is_max);
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+}
+
+std::int64_t cross_entropy(const float* z, const float* labels, float* dz, float* loss,
+                           float* row_loss, int* bad, std::int64_t B, std::int64_t K, float eps,
+                           std::string_view op) {
+  GHOSTNN_CUDA_CHECK(op, cudaMemsetAsync(bad, 0, sizeof(int)));
+  xent_kernel<<<static_cast<unsigned>((B + 7) / 8), 256>>>(z, labels, dz, row_loss, bad, B, K, eps);
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+  mean_kernel<<<1, 256>>>(row_loss, B, loss);
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+  int flag = 0;
+  GHOSTNN_CUDA_CHECK(op, cudaMemcpy(&flag, bad, sizeof(int), cudaMemcpyDeviceToHost));
+  return flag - 1;  // -1: every label valid, else the first bad row found
+}
+
+void sgd_update(const float* g, float* p, float* buf, std::int64_t n, float lr, float mom, float wd,
+                bool nesterov, std::string_view op) {
+  sgd_kernel<<<blocks_for(n), 256>>>(g, p, buf, n, lr, mom, wd, nesterov);
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+}
+
+void add_bias(float* y, const float* bias, std::int64_t B, std::int64_t O, std::string_view op) {
+  add_bias_kernel<<<blocks_for(B * O), 256>>>(y, bias, B, O);
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+}
+
+void column_sums(const float* m, float* out, std::int64_t rows, std::int64_t cols,
+                 std::string_view op) {
+  column_sums_kernel<<<blocks_for(cols), 256>>>(m, out, rows, cols);
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+}
+
+}  // namespace ghostnn::cudnn

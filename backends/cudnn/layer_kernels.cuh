@@ -1,0 +1,25 @@
+// Host entry points of layer_kernels.cu (launch on the current device's default stream).
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+namespace ghostnn::cudnn {
+
+void pool_forward(const float* x, float* y, float* argmax, std::int64_t planes, std::int64_t H,
+                  std::int64_t W, std::int64_t Ho, std::int64_t Wo, std::int64_t K, std::int64_t s,
+                  bool is_max, std::string_view op);
+void pool_backward(const float* dy, const float* argmax, float* dx, std::int64_t planes,
+                   std::int64_t H, std::int64_t W, std::int64_t Ho, std::int64_t Wo, std::int64_t K,
+                   std::int64_t s, bool is_max, std::string_view op);
+// Returns -1 when every label is valid, else the index of a row whose label is out of range.
+std::int64_t cross_entropy(const float* z, const float* labels, float* dz, float* loss,
+                           float* row_loss, int* bad, std::int64_t B, std::int64_t K, float eps,
+                           std::string_view op);
+void sgd_update(const float* g, float* p, float* buf, std::int64_t n, float lr, float mom, float wd,
+                bool nesterov, std::string_view op);
+void add_bias(float* y, const float* bias, std::int64_t B, std::int64_t O, std::string_view op);
+void column_sums(const float* m, float* out, std::int64_t rows, std::int64_t cols,
+                 std::string_view op);
+
+}  // namespace ghostnn::cudnn

@@ -1,0 +1,252 @@
+// Convolution (cuDNN; algorithms chosen once per shape by cuDNN's heuristics, FMA math so fp32
+// results match the CPU), linear (cuBLAS SGEMM), pooling, softmax cross-entropy and SGD (our
+// kernels, layer_kernels.cu) on the GPU.
+#include <cublas_v2.h>
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <tuple>
+
+#include "backends/cudnn/cuda_common.hpp"
+#include "backends/cudnn/layer_kernels.cuh"
+#include "backends/cudnn/norm_kernels.cuh"
+#include "backends/cudnn/ops.hpp"
+#include "primitives/conv.hpp"
+#include "primitives/linear.hpp"
+#include "primitives/pool.hpp"
+#include "primitives/sgd.hpp"
+#include "primitives/xent.hpp"
+
+namespace ghostnn::cudnn {
+
+namespace {
+
+constexpr std::size_t kMaxWorkspace = std::size_t{1} << 30;
+
+struct ConvPlan {
+  cudnnTensorDescriptor_t x = nullptr, y = nullptr, bias = nullptr;
+  cudnnFilterDescriptor_t w = nullptr;
+  cudnnConvolutionDescriptor_t conv = nullptr;
+  cudnnConvolutionFwdAlgo_t fwd{};
+  cudnnConvolutionBwdDataAlgo_t bwd_data{};
+  cudnnConvolutionBwdFilterAlgo_t bwd_filter{};
+  std::size_t ws_fwd = 0, ws_data = 0, ws_filter = 0;
+  ~ConvPlan() {
+    cudnnDestroyTensorDescriptor(x);
+    cudnnDestroyTensorDescriptor(y);
+    cudnnDestroyTensorDescriptor(bias);
+    cudnnDestroyFilterDescriptor(w);
+    cudnnDestroyConvolutionDescriptor(conv);
+  }
+};
+
+template <typename Perf>
+const Perf& pick(const Perf* perf, int n, std::string_view op) {
+  for (int i = 0; i < n; ++i)
+    if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= kMaxWorkspace) return perf[i];
+  fail("{}: cuDNN proposed no usable convolution algorithm", op);
+}
+
+ConvPlan& plan_for(const prim::ConvDesc& d, const Shape& xs, const Shape& ws, int dev) {
+  using Key = std::tuple<int, Shape, Shape, std::int64_t, std::int64_t>;
+  static std::mutex mu;
+  static std::map<Key, std::unique_ptr<ConvPlan>> plans;
+  std::lock_guard lock(mu);
+  auto& slot = plans[Key{dev, xs, ws, d.stride, d.pad}];
+  if (slot) return *slot;
+  auto p = std::make_unique<ConvPlan>();
+  const auto ys = prim::conv_output_shape(d, xs, ws);
+  const auto& op = d.layer;
+  auto i = [](std::int64_t v) { return static_cast<int>(v); };
+  GHOSTNN_CUDNN_CHECK(op, cudnnCreateTensorDescriptor(&p->x));
+  GHOSTNN_CUDNN_CHECK(op, cudnnCreateTensorDescriptor(&p->y));
+  GHOSTNN_CUDNN_CHECK(op, cudnnCreateTensorDescriptor(&p->bias));
+  GHOSTNN_CUDNN_CHECK(op, cudnnCreateFilterDescriptor(&p->w));
+  GHOSTNN_CUDNN_CHECK(op, cudnnCreateConvolutionDescriptor(&p->conv));
+  GHOSTNN_CUDNN_CHECK(op, cudnnSetTensor4dDescriptor(p->x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
+                                                     i(xs[0]), i(xs[1]), i(xs[2]), i(xs[3])));
+  GHOSTNN_CUDNN_CHECK(op, cudnnSetTensor4dDescriptor(p->y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
+                                                     i(ys[0]), i(ys[1]), i(ys[2]), i(ys[3])));
+  GHOSTNN_CUDNN_CHECK(op, cudnnSetTensor4dDescriptor(p->bias, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
+                                                     1, i(ys[1]), 1, 1));
+  GHOSTNN_CUDNN_CHECK(op, cudnnSetFilter4dDescriptor(p->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW,
+                                                     i(ws[0]), i(ws[1]), i(ws[2]), i(ws[3])));
+  GHOSTNN_CUDNN_CHECK(
+      op, cudnnSetConvolution2dDescriptor(p->conv, i(d.pad), i(d.pad), i(d.stride), i(d.stride), 1,
+                                          1, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+  GHOSTNN_CUDNN_CHECK(op, cudnnSetConvolutionMathType(p->conv, CUDNN_FMA_MATH));
+  cudnnHandle_t h = cudnn_handle(dev);
+  int n = 0;
+  cudnnConvolutionFwdAlgoPerf_t fp[8];
+  GHOSTNN_CUDNN_CHECK(
+      op, cudnnGetConvolutionForwardAlgorithm_v7(h, p->x, p->w, p->conv, p->y, 8, &n, fp));
+  const auto& f = pick(fp, n, op);
+  p->fwd = f.algo;
+  p->ws_fwd = f.memory;
+  cudnnConvolutionBwdDataAlgoPerf_t dp[8];
+  GHOSTNN_CUDNN_CHECK(
+      op, cudnnGetConvolutionBackwardDataAlgorithm_v7(h, p->w, p->y, p->conv, p->x, 8, &n, dp));
+  const auto& bd = pick(dp, n, op);
+  p->bwd_data = bd.algo;
+  p->ws_data = bd.memory;
+  cudnnConvolutionBwdFilterAlgoPerf_t wp[8];
+  GHOSTNN_CUDNN_CHECK(
+      op, cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, p->x, p->y, p->conv, p->w, 8, &n, wp));
+  const auto& bw = pick(wp, n, op);
+  p->bwd_filter = bw.algo;
+  p->ws_filter = bw.memory;
+  slot = std::move(p);
+  return *slot;
+}
+
+void* workspace(std::size_t bytes, int dev) {
+  return bytes ? scratch_floats(bytes / 4 + 1, dev) : nullptr;
+}
+
+cublasHandle_t cublas_handle(int dev) {
+  thread_local std::map<int, cublasHandle_t> handles;
+  use_device(dev, "cublas");
+  auto& h = handles[dev];
+  if (!h && cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) fail("cuda:{}: cublasCreate failed", dev);
+  return h;
+}
+
+void check_cublas(cublasStatus_t s, std::string_view op) {
+  if (s != CUBLAS_STATUS_SUCCESS) fail("{}: cuBLAS error {}", op, static_cast<int>(s));
+}
+
+}  // namespace
+
+void conv_fwd(const OpDesc& od, const KernelCall& c) {
+  const auto& d = dynamic_cast<const prim::ConvDesc&>(od);
+  prim::validate_conv_fwd(d, c);
+  const int dev = c.ctx->device.index;
+  auto& p = plan_for(d, c.in[0].desc.shape, c.in[1].desc.shape, dev);
+  const float one = 1.f, zero = 0.f;
+  GHOSTNN_CUDNN_CHECK(d.layer,
+                      cudnnConvolutionForward(cudnn_handle(dev), &one, p.x, c.in[0].data, p.w,
+                                              c.in[1].data, p.conv, p.fwd, workspace(p.ws_fwd, dev),
+                                              p.ws_fwd, &zero, p.y, c.out[0].data));
+  if (d.bias)
+    GHOSTNN_CUDNN_CHECK(d.layer, cudnnAddTensor(cudnn_handle(dev), &one, p.bias, c.in[2].data, &one,
+                                                p.y, c.out[0].data));
+}
+
+void conv_bwd_data(const OpDesc& od, const KernelCall& c) {
+  const auto& d = dynamic_cast<const prim::ConvDesc&>(od);
+  prim::validate_conv_bwd_data(d, c);
+  const int dev = c.ctx->device.index;
+  auto& p = plan_for(d, c.out[0].desc.shape, c.in[1].desc.shape, dev);
+  const float one = 1.f, zero = 0.f;
+  GHOSTNN_CUDNN_CHECK(d.layer, cudnnConvolutionBackwardData(cudnn_handle(dev), &one, p.w,
+                                                            c.in[1].data, p.y, c.in[0].data, p.conv,
+                                                            p.bwd_data, workspace(p.ws_data, dev),
+                                                            p.ws_data, &zero, p.x, c.out[0].data));
+}
+
+void conv_bwd_weights(const OpDesc& od, const KernelCall& c) {
+  const auto& d = dynamic_cast<const prim::ConvDesc&>(od);
+  prim::validate_conv_bwd_weights(d, c);
+  const int dev = c.ctx->device.index;
+  auto& p = plan_for(d, c.in[1].desc.shape, c.out[0].desc.shape, dev);
+  const float one = 1.f, zero = 0.f;
+  GHOSTNN_CUDNN_CHECK(d.layer, cudnnConvolutionBackwardFilter(
+                                   cudnn_handle(dev), &one, p.x, c.in[1].data, p.y, c.in[0].data,
+                                   p.conv, p.bwd_filter, workspace(p.ws_filter, dev), p.ws_filter,
+                                   &zero, p.w, c.out[0].data));
+  if (d.bias)
+    GHOSTNN_CUDNN_CHECK(
+        d.layer, cudnnConvolutionBackwardBias(cudnn_handle(dev), &one, p.y, c.in[0].data, &zero,
+                                              p.bias, c.out[1].data));
+}
+
+void linear_fwd(const OpDesc& od, const KernelCall& c) {
+  const auto& d = dynamic_cast<const prim::LinearDesc&>(od);
+  prim::validate_linear_fwd(d, c);
+  const int B = static_cast<int>(c.in[0].desc.shape[0]),
+            I = static_cast<int>(c.in[0].desc.shape[1]),
+            O = static_cast<int>(c.in[1].desc.shape[0]);
+  const float one = 1.f, zero = 0.f;
+  // row-major y[B,O] = x[B,I] W[O,I]^T  <=>  column-major Y[O,B] = W^T[O,I] X[I,B]
+  check_cublas(cublasSgemm(cublas_handle(c.ctx->device.index), CUBLAS_OP_T, CUBLAS_OP_N, O, B, I,
+                           &one, c.in[1].f32(), I, c.in[0].f32(), I, &zero, c.out[0].f32(), O),
+               d.layer);
+  if (d.bias) add_bias(c.out[0].f32(), c.in[2].f32(), B, O, d.layer);
+}
+
+void linear_bwd_data(const OpDesc& od, const KernelCall& c) {
+  const auto& d = dynamic_cast<const prim::LinearDesc&>(od);
+  prim::validate_linear_bwd_data(d, c);
+  const int B = static_cast<int>(c.out[0].desc.shape[0]),
+            I = static_cast<int>(c.out[0].desc.shape[1]),
+            O = static_cast<int>(c.in[1].desc.shape[0]);
+  const float one = 1.f, zero = 0.f;
+  // dx[B,I] = dy[B,O] W[O,I]  <=>  DX[I,B] = W_cm[I,O] DY[O,B]
+  check_cublas(cublasSgemm(cublas_handle(c.ctx->device.index), CUBLAS_OP_N, CUBLAS_OP_N, I, B, O,
+                           &one, c.in[1].f32(), I, c.in[0].f32(), O, &zero, c.out[0].f32(), I),
+               d.layer);
+}
+
+void linear_bwd_weights(const OpDesc& od, const KernelCall& c) {
+  const auto& d = dynamic_cast<const prim::LinearDesc&>(od);
+  prim::validate_linear_bwd_weights(d, c);
+  const int B = static_cast<int>(c.in[1].desc.shape[0]),
+            I = static_cast<int>(c.in[1].desc.shape[1]),
+            O = static_cast<int>(c.out[0].desc.shape[0]);
+  const float one = 1.f, zero = 0.f;
+  // dW[O,I] = dy^T x  <=>  DW_cm[I,O] = X[I,B] DY^T[B,O]
+  check_cublas(cublasSgemm(cublas_handle(c.ctx->device.index), CUBLAS_OP_N, CUBLAS_OP_T, I, O, B,
+                           &one, c.in[1].f32(), I, c.in[0].f32(), O, &zero, c.out[0].f32(), I),
+               d.layer);
+  if (d.bias) column_sums(c.in[0].f32(), c.out[1].f32(), B, O, d.layer);
+}
+
+void pool_fwd(const OpDesc& od, const KernelCall& c) {
+  const auto& d = dynamic_cast<const prim::PoolDesc&>(od);
+  prim::validate_pool_fwd(d, c);
+  use_device(c.ctx->device.index, d.layer);
+  const auto& xs = c.in[0].desc.shape;
+  const auto ys = prim::pool_output_shape(d, xs);
+  const bool mx = d.kind == prim::PoolKind::max;
+  pool_forward(c.in[0].f32(), c.out[0].f32(), mx ? c.out[1].f32() : nullptr, xs[0] * xs[1], xs[2],
+               xs[3], ys[2], ys[3], d.kernel, d.stride, mx, d.layer);
+}
+
+void pool_bwd(const OpDesc& od, const KernelCall& c) {
+  const auto& d = dynamic_cast<const prim::PoolDesc&>(od);
+  prim::validate_pool_bwd(d, c);
+  use_device(c.ctx->device.index, d.layer);
+  const auto& xs = c.out[0].desc.shape;
+  const auto ys = prim::pool_output_shape(d, xs);
+  const bool mx = d.kind == prim::PoolKind::max;
+  pool_backward(c.in[0].f32(), mx ? c.in[1].f32() : nullptr, c.out[0].f32(), xs[0] * xs[1], xs[2],
+                xs[3], ys[2], ys[3], d.kernel, d.stride, mx, d.layer);
+}
+
+void xent_fwd_bwd(const OpDesc& od, const KernelCall& c) {
+  const auto& d = dynamic_cast<const prim::CrossEntropyDesc&>(od);
+  prim::validate_xent(d, c);
+  const int dev = c.ctx->device.index;
+  use_device(dev, d.layer);
+  const auto B = c.in[0].desc.shape[0], K = c.in[0].desc.shape[1];
+  float* s = scratch_floats(static_cast<std::size_t>(B + 1), dev);
+  const auto bad = cross_entropy(c.in[0].f32(), c.in[1].f32(), c.out[1].f32(), c.out[0].f32(), s,
+                                 reinterpret_cast<int*>(s + B), B, K, d.label_smoothing, d.layer);
+  if (bad >= 0) {
+    float label = 0;
+    GHOSTNN_CUDA_CHECK(
+        d.layer, cudaMemcpy(&label, c.in[1].f32() + bad, sizeof(float), cudaMemcpyDeviceToHost));
+    prim::check_label(d, bad, label, K);
+  }
+}
+
+void sgd_step(const OpDesc& od, const KernelCall& c) {
+  const auto& d = dynamic_cast<const prim::SgdDesc&>(od);
+  prim::validate_sgd(d, c);
+  use_device(c.ctx->device.index, prim::op::sgd_step);
+  sgd_update(c.in[0].f32(), c.out[0].f32(), c.out[1].f32(), c.in[0].desc.numel(), d.lr, d.momentum,
+             d.weight_decay, d.nesterov, prim::op::sgd_step);
+}
+
+}  // namespace ghostnn::cudnn
