@@ -1,6 +1,8 @@
 #include "backends/cudnn/cuda_common.hpp"
 
+#include <algorithm>
 #include <climits>
+#include <map>
 #include <mutex>
 #include <vector>
 
@@ -44,17 +46,36 @@ class CudaDevice final : public DeviceApi {
     });
     return count_;
   }
+  // A caching allocator: freed blocks are kept per (device, size rounded up to 512 bytes) and
+  // reused, so a training loop that allocates the same shapes every step calls cudaMalloc only
+  // in its first step. On out-of-memory the cache of that device is released and the
+  // allocation retried. Blocks are never returned to the driver otherwise.
   void* allocate(std::size_t bytes, int index) override {
+    const std::size_t size = rounded(bytes);
+    {
+      std::lock_guard lock(mu_);
+      auto& list = cache_[{index, size}];
+      if (!list.empty()) {
+        void* p = list.back();
+        list.pop_back();
+        return p;
+      }
+    }
     use_device(index, "cuda allocate");
     void* p = nullptr;
-    const auto e = cudaMalloc(&p, bytes);
+    auto e = cudaMalloc(&p, size);
+    if (e == cudaErrorMemoryAllocation) {
+      cudaGetLastError();
+      release_cache(index);
+      e = cudaMalloc(&p, size);
+    }
     if (e != cudaSuccess)
       fail("cuda:{}: cannot allocate {} bytes: {}", index, bytes, cudaGetErrorString(e));
     return p;
   }
-  void release(void* p, std::size_t, int index) noexcept override {
-    cudaSetDevice(index);
-    cudaFree(p);
+  void release(void* p, std::size_t bytes, int index) noexcept override {
+    std::lock_guard lock(mu_);
+    cache_[{index, rounded(bytes)}].push_back(p);
   }
   void copy_from_host(void* dst, const void* src, std::size_t n, int index) override {
     use_device(index, "copy to cuda");
@@ -78,8 +99,23 @@ class CudaDevice final : public DeviceApi {
   }
 
  private:
+  static std::size_t rounded(std::size_t bytes) {
+    return std::max<std::size_t>((bytes + 511) / 512 * 512, 512);
+  }
+  void release_cache(int index) {
+    std::lock_guard lock(mu_);
+    cudaSetDevice(index);
+    for (auto& [key, list] : cache_)
+      if (key.first == index) {
+        for (void* q : list) cudaFree(q);
+        list.clear();
+      }
+  }
+
   mutable std::once_flag once_;
   mutable int count_ = 0;
+  std::mutex mu_;
+  std::map<std::pair<int, std::size_t>, std::vector<void*>> cache_;
 };
 }  // namespace
 
