@@ -136,8 +136,9 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
   model->to(device);
   optim::Sgd opt(*model, {o.lr, 0.9f, o.wd, true});
 
-  const int epochs =
-      o.epochs > 0 ? o.epochs : (device.type == DeviceType::cuda ? kQuickEpochsGpu : kQuickEpochsCpu);
+  const int epochs = o.epochs > 0
+                         ? o.epochs
+                         : (device.type == DeviceType::cuda ? kQuickEpochsGpu : kQuickEpochsCpu);
   data::Loader loader(split.train, o.batch, true, o.seed);
   const std::int64_t steps = loader.batches(), total_steps = steps * epochs;
   // The recipe warms up for 5 of 200 epochs. Shorter runs keep at least one warm-up epoch (ghost
@@ -299,7 +300,8 @@ int main(int argc, char** argv) {
          "bn | gbn:N[:strided] | gni:N[:shuffle][:noshift][:noscale] | ln+gni:N | xbn:N | none")
       ->capture_default_str();
   app.add_option("--epochs", o.epochs,
-                 "epochs to train (default: a quick run, 3 epochs on the CPU, 30 on a GPU; the recipe is 200)");
+                 "epochs to train (default: a quick run, 3 epochs on the CPU, 30 on a GPU; the "
+                 "recipe is 200)");
   app.add_option("--batch", o.batch, "batch size")->capture_default_str();
   app.add_option("--lr", o.lr, "peak learning rate")->capture_default_str();
   app.add_option("--min-lr", o.min_lr, "final learning rate of the cosine schedule")
