@@ -212,34 +212,33 @@ Tensor Flatten::forward(const Tensor& x) {
 
 Tensor Flatten::backward(const Tensor& dy) { return dy.reshape(shape_); }
 
-namespace {
-std::vector<Tensor> bn_running(Module&, std::int64_t C) {
-  return {Tensor::zeros({C}), Tensor::full({C}, 1.f)};
-}
-}  // namespace
-
-BatchNorm2d::BatchNorm2d(std::int64_t channels, std::string name) {
-  desc_.layer = std::move(name);
+RunningNorm2d::RunningNorm2d(std::int64_t channels, const std::string& name) {
+  infer_.layer = name;
   add_parameter("weight", Tensor::full({channels}, 1.f));
   add_parameter("bias", Tensor::zeros({channels}));
-  auto r = bn_running(*this, channels);
-  add_buffer("running_mean", r[0]);
-  add_buffer("running_var", r[1]);
+  add_buffer("running_mean", Tensor::zeros({channels}));
+  add_buffer("running_var", Tensor::full({channels}, 1.f));
+}
+
+Tensor RunningNorm2d::infer(const Tensor& x) {
+  Tensor y = Tensor::empty(x.shape(), x.device());
+  ops::call(prim::op::bn_fwd_infer, infer_, {x, running_mean(), running_var(), gamma(), beta()},
+            {y});
+  return y;
+}
+
+BatchNorm2d::BatchNorm2d(std::int64_t channels, std::string name) : RunningNorm2d(channels, name) {
+  desc_.layer = std::move(name);
 }
 
 Tensor BatchNorm2d::forward(const Tensor& x) {
-  const auto C = params_[0].second.value.numel();
+  if (!training_) return infer(x);
+  const auto C = gamma().numel();
   Tensor y = Tensor::empty(x.shape(), x.device());
-  const auto &g = params_[0].second.value, &b = params_[1].second.value;
-  if (!training_) {
-    ops::call(prim::op::bn_fwd_infer, desc_, {x, buffers_[0].second, buffers_[1].second, g, b},
-              {y});
-    return y;
-  }
   mean_ = Tensor::empty({C}, x.device());
   var_ = Tensor::empty({C}, x.device());
-  ops::call(prim::op::bn_fwd_train, desc_, {x, g, b},
-            {y, mean_, var_, buffers_[0].second, buffers_[1].second});
+  ops::call(prim::op::bn_fwd_train, desc_, {x, gamma(), beta()},
+            {y, mean_, var_, running_mean(), running_var()});
   x_ = x;
   return y;
 }
@@ -247,39 +246,29 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
 Tensor BatchNorm2d::backward(const Tensor& dy) {
   if (!x_.defined()) fail("{}: backward without a training forward", desc_.layer);
   Tensor dx = Tensor::empty(dy.shape(), dy.device());
-  ops::call(prim::op::bn_bwd, desc_, {dy, x_, mean_, var_, params_[0].second.value},
-            {dx, params_[0].second.grad, params_[1].second.grad});
+  ops::call(prim::op::bn_bwd, desc_, {dy, x_, mean_, var_, gamma()},
+            {dx, gamma_param().grad, beta_param().grad});
   x_ = Tensor();
   return dx;
 }
 
 GhostBatchNorm2d::GhostBatchNorm2d(std::int64_t channels, std::int64_t ghost_batch,
-                                   prim::Grouping grouping, std::string name) {
+                                   prim::Grouping grouping, std::string name)
+    : RunningNorm2d(channels, name) {
   desc_.ghost_batch = ghost_batch;
   desc_.grouping = grouping;
-  desc_.layer = name;
-  infer_.layer = std::move(name);
-  add_parameter("weight", Tensor::full({channels}, 1.f));
-  add_parameter("bias", Tensor::zeros({channels}));
-  auto r = bn_running(*this, channels);
-  add_buffer("running_mean", r[0]);
-  add_buffer("running_var", r[1]);
+  desc_.layer = std::move(name);
 }
 
 Tensor GhostBatchNorm2d::forward(const Tensor& x) {
-  Tensor y = Tensor::empty(x.shape(), x.device());
-  const auto &g = params_[0].second.value, &b = params_[1].second.value;
-  if (!training_) {
-    ops::call(prim::op::bn_fwd_infer, infer_, {x, buffers_[0].second, buffers_[1].second, g, b},
-              {y});
-    return y;
-  }
+  if (!training_) return infer(x);
   if (x.rank() < 2) fail("{}: x must be [B, C, ...], got {}", desc_.layer, shape_str(x.shape()));
+  Tensor y = Tensor::empty(x.shape(), x.device());
   const auto G = (x.dim(0) + desc_.ghost_batch - 1) / std::max<std::int64_t>(desc_.ghost_batch, 1);
   mean_ = Tensor::empty({G, x.dim(1)}, x.device());
   var_ = Tensor::empty({G, x.dim(1)}, x.device());
-  ops::call(prim::op::gbn_fwd_train, desc_, {x, g, b},
-            {y, mean_, var_, buffers_[0].second, buffers_[1].second});
+  ops::call(prim::op::gbn_fwd_train, desc_, {x, gamma(), beta()},
+            {y, mean_, var_, running_mean(), running_var()});
   x_ = x;
   return y;
 }
@@ -287,46 +276,35 @@ Tensor GhostBatchNorm2d::forward(const Tensor& x) {
 Tensor GhostBatchNorm2d::backward(const Tensor& dy) {
   if (!x_.defined()) fail("{}: backward without a training forward", desc_.layer);
   Tensor dx = Tensor::empty(dy.shape(), dy.device());
-  ops::call(prim::op::gbn_bwd, desc_, {dy, x_, mean_, var_, params_[0].second.value},
-            {dx, params_[0].second.grad, params_[1].second.grad});
+  ops::call(prim::op::gbn_bwd, desc_, {dy, x_, mean_, var_, gamma()},
+            {dx, gamma_param().grad, beta_param().grad});
   x_ = Tensor();
   return dx;
 }
 
 GhostNoiseNorm2d::GhostNoiseNorm2d(BuildContext& ctx, std::int64_t channels,
-                                   const prim::GhostNoiseDesc& noise, std::string name) {
+                                   const prim::GhostNoiseDesc& noise, std::string name)
+    : RunningNorm2d(channels, name) {
   desc_.noise = noise;
   desc_.noise.seed = ctx.noise_seed;
   desc_.noise.layer_id = ctx.next_layer_id++;
-  desc_.noise.layer = name;
-  infer_.layer = std::move(name);
-  add_parameter("weight", Tensor::full({channels}, 1.f));
-  add_parameter("bias", Tensor::zeros({channels}));
-  auto r = bn_running(*this, channels);
-  add_buffer("running_mean", r[0]);
-  add_buffer("running_var", r[1]);
+  desc_.noise.layer = std::move(name);
 }
 
 void GhostNoiseNorm2d::set_noise_step(std::uint64_t step) { desc_.noise.step = step; }
 
 Tensor GhostNoiseNorm2d::forward(const Tensor& x) {
-  Tensor y = Tensor::empty(x.shape(), x.device());
-  const auto &g = params_[0].second.value, &b = params_[1].second.value;
-  if (!training_) {  // GNI is the identity at inference: BN with the running statistics, then
-                     // gain/bias
-    ops::call(prim::op::bn_fwd_infer, infer_, {x, buffers_[0].second, buffers_[1].second, g, b},
-              {y});
-    return y;
-  }
+  if (!training_) return infer(x);
   if (x.rank() < 2)
     fail("{}: x must be [B, C, ...], got {}", desc_.noise.layer, shape_str(x.shape()));
   const auto B = x.dim(0), C = x.dim(1);
+  Tensor y = Tensor::empty(x.shape(), x.device());
   mean_ = Tensor::empty({C}, x.device());
   var_ = Tensor::empty({C}, x.device());
   shift_ = Tensor::empty({B, C}, x.device());
   scale_ = Tensor::empty({B, C}, x.device());
-  ops::call(prim::op::bn_gni_fwd_train, desc_, {x, g, b},
-            {y, mean_, var_, shift_, scale_, buffers_[0].second, buffers_[1].second});
+  ops::call(prim::op::bn_gni_fwd_train, desc_, {x, gamma(), beta()},
+            {y, mean_, var_, shift_, scale_, running_mean(), running_var()});
   ++desc_.noise.step;
   x_ = x;
   return y;
@@ -335,9 +313,8 @@ Tensor GhostNoiseNorm2d::forward(const Tensor& x) {
 Tensor GhostNoiseNorm2d::backward(const Tensor& dy) {
   if (!x_.defined()) fail("{}: backward without a training forward", desc_.noise.layer);
   Tensor dx = Tensor::empty(dy.shape(), dy.device());
-  ops::call(prim::op::bn_gni_bwd, desc_,
-            {dy, x_, mean_, var_, shift_, scale_, params_[0].second.value},
-            {dx, params_[0].second.grad, params_[1].second.grad});
+  ops::call(prim::op::bn_gni_bwd, desc_, {dy, x_, mean_, var_, shift_, scale_, gamma()},
+            {dx, gamma_param().grad, beta_param().grad});
   x_ = Tensor();
   return dx;
 }
@@ -393,26 +370,17 @@ Tensor LnGhostNoise2d::backward(const Tensor& dy) {
 }
 
 ExclusiveBatchNorm2d::ExclusiveBatchNorm2d(std::int64_t channels, std::int64_t ghost_batch,
-                                           std::string name) {
+                                           std::string name)
+    : RunningNorm2d(channels, name) {
   desc_.ghost_batch = ghost_batch;
-  desc_.layer = name;
-  infer_.layer = std::move(name);
-  add_parameter("weight", Tensor::full({channels}, 1.f));
-  add_parameter("bias", Tensor::zeros({channels}));
-  auto r = bn_running(*this, channels);
-  add_buffer("running_mean", r[0]);
-  add_buffer("running_var", r[1]);
+  desc_.layer = std::move(name);
 }
 
 Tensor ExclusiveBatchNorm2d::forward(const Tensor& x) {
+  if (!training_) return infer(x);
   Tensor y = Tensor::empty(x.shape(), x.device());
-  const auto &g = params_[0].second.value, &b = params_[1].second.value;
-  if (!training_) {
-    ops::call(prim::op::bn_fwd_infer, infer_, {x, buffers_[0].second, buffers_[1].second, g, b},
-              {y});
-    return y;
-  }
-  ops::call(prim::op::xbn_fwd_train, desc_, {x, g, b}, {y, buffers_[0].second, buffers_[1].second});
+  ops::call(prim::op::xbn_fwd_train, desc_, {x, gamma(), beta()},
+            {y, running_mean(), running_var()});
   return y;
 }
 

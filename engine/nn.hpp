@@ -161,8 +161,26 @@ class Identity final : public Module {
   std::string kind() const override { return "Identity"; }
 };
 
+// The common part of the batch-statistics norms: parameters "weight" (gamma, 1) and "bias"
+// (beta, 0), buffers "running_mean" (0) and "running_var" (1), and inference as BN with the
+// running statistics followed by gamma/beta (ghost noise is the identity there).
+class RunningNorm2d : public Module {
+ protected:
+  RunningNorm2d(std::int64_t channels, const std::string& name);
+  const Tensor& gamma() const { return params_[0].second.value; }
+  const Tensor& beta() const { return params_[1].second.value; }
+  Parameter& gamma_param() { return params_[0].second; }
+  Parameter& beta_param() { return params_[1].second; }
+  Tensor& running_mean() { return buffers_[0].second; }
+  Tensor& running_var() { return buffers_[1].second; }
+  Tensor infer(const Tensor& x);
+
+ private:
+  prim::BatchNormDesc infer_;
+};
+
 // BN (PyTorch conventions) with gamma/beta.
-class BatchNorm2d final : public Module {
+class BatchNorm2d final : public RunningNorm2d {
  public:
   BatchNorm2d(std::int64_t channels, std::string name = "BatchNorm2d");
   Tensor forward(const Tensor& x) override;
@@ -174,7 +192,7 @@ class BatchNorm2d final : public Module {
   Tensor x_, mean_, var_;
 };
 
-class GhostBatchNorm2d final : public Module {
+class GhostBatchNorm2d final : public RunningNorm2d {
  public:
   GhostBatchNorm2d(std::int64_t channels, std::int64_t ghost_batch, prim::Grouping grouping,
                    std::string name = "GhostBatchNorm2d");
@@ -184,13 +202,12 @@ class GhostBatchNorm2d final : public Module {
 
  private:
   prim::GhostBatchNormDesc desc_;
-  prim::BatchNormDesc infer_;
   Tensor x_, mean_, var_;
 };
 
 // The seed's CIFAR block, fused: BN(affine=False) -> GNI(N) -> gain -> bias. Each training
 // forward uses the current noise step and advances it; set_noise_step() restores it on resume.
-class GhostNoiseNorm2d final : public Module {
+class GhostNoiseNorm2d final : public RunningNorm2d {
  public:
   GhostNoiseNorm2d(BuildContext& ctx, std::int64_t channels, const prim::GhostNoiseDesc& noise,
                    std::string name = "GhostNoiseNorm2d");
@@ -201,7 +218,6 @@ class GhostNoiseNorm2d final : public Module {
 
  private:
   prim::BatchNormGhostNoiseDesc desc_;
-  prim::BatchNormDesc infer_;
   Tensor x_, mean_, var_, shift_, scale_;
 };
 
@@ -224,7 +240,7 @@ class LnGhostNoise2d final : public Module {
 };
 
 // Exclusive BN: forward only so far; training through it is a clear error at backward.
-class ExclusiveBatchNorm2d final : public Module {
+class ExclusiveBatchNorm2d final : public RunningNorm2d {
  public:
   ExclusiveBatchNorm2d(std::int64_t channels, std::int64_t ghost_batch,
                        std::string name = "ExclusiveBatchNorm2d");
@@ -234,7 +250,6 @@ class ExclusiveBatchNorm2d final : public Module {
 
  private:
   prim::ExclusiveBatchNormDesc desc_;
-  prim::BatchNormDesc infer_;
 };
 
 class Sequential : public Module {
