@@ -14,9 +14,13 @@ class CpuDevice final : public DeviceApi {
     const std::size_t rounded = (bytes + 63) / 64 * 64;
     void* p = std::aligned_alloc(64, rounded);
     if (!p) fail("cpu: out of memory allocating {} bytes", bytes);
+    counter_.add(bytes);
     return p;
   }
-  void release(void* p, std::size_t, int) noexcept override { std::free(p); }
+  void release(void* p, std::size_t bytes, int) noexcept override {
+    std::free(p);
+    counter_.remove(bytes);
+  }
   void copy_from_host(void* dst, const void* src, std::size_t n, int) override {
     std::memcpy(dst, src, n);
   }
@@ -28,6 +32,11 @@ class CpuDevice final : public DeviceApi {
   }
   void fill_zero(void* dst, std::size_t n, int) override { std::memset(dst, 0, n); }
   void synchronize(int) override {}
+  MemoryStats memory_stats(int) const override { return counter_.stats(); }
+  void reset_peak_memory(int) override { counter_.reset_peak(); }
+
+ private:
+  MemoryCounter counter_;  // tensors only: oneDNN's own scratch buffers are not counted
 };
 }  // namespace
 

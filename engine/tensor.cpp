@@ -141,5 +141,7 @@ Tensor Tensor::reshape(Shape shape) const {
 int device_count(DeviceType type) { return Dispatcher::global().device_count(type); }
 bool cuda_available() { return device_count(DeviceType::cuda) > 0; }
 void synchronize(Device device) { api_for(device).synchronize(device.index); }
+MemoryStats memory_stats(Device device) { return api_for(device).memory_stats(device.index); }
+void reset_peak_memory(Device device) { api_for(device).reset_peak_memory(device.index); }
 
 }  // namespace ghostnn

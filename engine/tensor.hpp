@@ -53,5 +53,9 @@ int device_count(DeviceType type);
 bool cuda_available();
 // Waits for all work queued on `device`.
 void synchronize(Device device);
+// Bytes of `device` memory held by tensors (and, on the GPU, by backend scratch such as cuDNN
+// workspaces) now and at most since the last reset_peak_memory.
+MemoryStats memory_stats(Device device);
+void reset_peak_memory(Device device);
 
 }  // namespace ghostnn

@@ -57,6 +57,27 @@ std::string TensorDesc::str() const {
   return fmt::format("{}{} on {}", dtype_name(dtype), shape_str(shape), device.str());
 }
 
+void MemoryCounter::add(std::size_t bytes) {
+  std::lock_guard lock(mu_);
+  s_.in_use += bytes;
+  s_.peak = std::max(s_.peak, s_.in_use);
+}
+
+void MemoryCounter::remove(std::size_t bytes) noexcept {
+  std::lock_guard lock(mu_);
+  s_.in_use -= std::min(bytes, s_.in_use);
+}
+
+MemoryStats MemoryCounter::stats() const {
+  std::lock_guard lock(mu_);
+  return s_;
+}
+
+void MemoryCounter::reset_peak() {
+  std::lock_guard lock(mu_);
+  s_.peak = s_.in_use;
+}
+
 void expect_rank(std::string_view op, std::string_view arg, const TensorDesc& t, int rank) {
   if (t.rank() != rank)
     fail("{}: {} must have rank {}, got {} (shape {})", op, arg, rank, t.rank(),

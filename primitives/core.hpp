@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <mutex>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -91,6 +92,25 @@ struct KernelCall {
 using Kernel = std::function<void(const OpDesc&, const KernelCall&)>;
 using Supports = std::function<bool(const OpDesc&, const KernelCall&)>;
 
+// Bytes a device's allocator has handed out and not yet taken back, and the most at any time
+// since the last reset (PyTorch's memory_allocated / max_memory_allocated).
+struct MemoryStats {
+  std::size_t in_use = 0, peak = 0;
+};
+
+// Thread-safe bookkeeping for MemoryStats, one per device index; allocators call it.
+class MemoryCounter {
+ public:
+  void add(std::size_t bytes);
+  void remove(std::size_t bytes) noexcept;
+  MemoryStats stats() const;
+  void reset_peak();
+
+ private:
+  mutable std::mutex mu_;
+  MemoryStats s_;
+};
+
 // Memory operations of one device type; a backend provides it, the engine's tensors use it.
 class DeviceApi {
  public:
@@ -103,6 +123,8 @@ class DeviceApi {
   virtual void copy_on_device(void* dst, const void* src, std::size_t bytes, int index) = 0;
   virtual void fill_zero(void* dst, std::size_t bytes, int index) = 0;
   virtual void synchronize(int index) = 0;
+  virtual MemoryStats memory_stats(int index) const = 0;
+  virtual void reset_peak_memory(int index) = 0;
 };
 
 // What a backend's registration function fills. The engine's dispatcher implements it; a user

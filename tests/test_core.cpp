@@ -43,6 +43,10 @@ TEST(Tensor, RoundTripsValuesAndShape) {
   EXPECT_EQ(Tensor::full({2}, 2.5f).to_vector(), std::vector<float>(2, 2.5f));
 }
 
+TEST(Tensor, MemoryStatsCountLiveTensorBytes) {
+  testkit::expect_memory_accounting(Device::cpu());
+}
+
 TEST(Tensor, ClearErrors) {
   EXPECT_THROW(Tensor::from_vector({1, 2, 3}, {2, 2}), Error);
   Tensor t = Tensor::zeros({2, 2});

@@ -35,6 +35,11 @@ TEST(Gpu, TensorsRoundTrip) {
   EXPECT_THROW(d.data_f32(), Error);
 }
 
+TEST(Gpu, MemoryStatsCountLiveTensorBytes) {
+  GHOSTNN_REQUIRE_GPU();
+  testkit::expect_memory_accounting(Device::cuda());
+}
+
 TEST(Gpu, MixedDevicesAreAClearError) {
   GHOSTNN_REQUIRE_GPU();
   try {

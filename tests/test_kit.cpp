@@ -134,4 +134,26 @@ double weighted_sum(const std::vector<float>& y, const std::vector<float>& w) {
 
 bool gpu_present() { return cuda_available(); }
 
+void expect_memory_accounting(Device device) {
+  synchronize(device);
+  const MemoryStats before = memory_stats(device);
+  constexpr std::size_t kA = 1000 * 4, kB = 3000 * 4;
+  {
+    Tensor a = Tensor::empty({1000}, device);
+    EXPECT_EQ(memory_stats(device).in_use, before.in_use + kA);
+    {
+      Tensor b = Tensor::zeros({10, 300}, device);
+      EXPECT_EQ(memory_stats(device).in_use, before.in_use + kA + kB);
+      EXPECT_GE(memory_stats(device).peak, before.in_use + kA + kB);
+    }
+    Tensor view = a.reshape({10, 100});  // shares storage: no new bytes
+    EXPECT_EQ(memory_stats(device).in_use, before.in_use + kA);
+  }
+  const MemoryStats after = memory_stats(device);
+  EXPECT_EQ(after.in_use, before.in_use);
+  EXPECT_GE(after.peak, before.in_use + kA + kB);
+  reset_peak_memory(device);
+  EXPECT_EQ(memory_stats(device).peak, before.in_use);
+}
+
 }  // namespace ghostnn::testkit

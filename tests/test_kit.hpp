@@ -58,6 +58,11 @@ void expect_matches_reference(std::string_view op, const Kernel& ref, const OpDe
 double weighted_sum(const std::vector<float>& y, const std::vector<float>& w);
 
 bool gpu_present();
+
+// Allocates and frees tensors on `device` and checks memory_stats follows: in_use grows by the
+// bytes of each live tensor and falls back when it is freed, peak keeps the most and
+// reset_peak_memory lowers it to what is in use.
+void expect_memory_accounting(Device device);
 }  // namespace ghostnn::testkit
 
 // Skips the current test, with the reason, when no CUDA device is present.

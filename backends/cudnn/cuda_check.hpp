@@ -3,11 +3,15 @@
 
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <string_view>
 
 namespace ghostnn::cudnn {
 // Throws ghostnn::Error naming the op and the call when `e` is not cudaSuccess.
 void check_cuda(cudaError_t e, std::string_view op, const char* call);
+// The CUDA device's caching allocator (counted in its memory statistics), for backend scratch.
+void* device_allocate(std::size_t bytes, int index);
+void device_release(void* p, std::size_t bytes, int index) noexcept;
 }  // namespace ghostnn::cudnn
 
 #define GHOSTNN_CUDA_CHECK(op, call) ::ghostnn::cudnn::check_cuda((call), (op), #call)

@@ -58,6 +58,7 @@ class CudaDevice final : public DeviceApi {
       if (!list.empty()) {
         void* p = list.back();
         list.pop_back();
+        counter(index).add(bytes);
         return p;
       }
     }
@@ -71,11 +72,23 @@ class CudaDevice final : public DeviceApi {
     }
     if (e != cudaSuccess)
       fail("cuda:{}: cannot allocate {} bytes: {}", index, bytes, cudaGetErrorString(e));
+    std::lock_guard lock(mu_);
+    counter(index).add(bytes);
     return p;
   }
   void release(void* p, std::size_t bytes, int index) noexcept override {
     std::lock_guard lock(mu_);
     cache_[{index, rounded(bytes)}].push_back(p);
+    counter(index).remove(bytes);
+  }
+  MemoryStats memory_stats(int index) const override {
+    std::lock_guard lock(mu_);
+    auto it = counters_.find(index);
+    return it == counters_.end() ? MemoryStats{} : it->second.stats();
+  }
+  void reset_peak_memory(int index) override {
+    std::lock_guard lock(mu_);
+    counter(index).reset_peak();
   }
   void copy_from_host(void* dst, const void* src, std::size_t n, int index) override {
     use_device(index, "copy to cuda");
@@ -112,9 +125,12 @@ class CudaDevice final : public DeviceApi {
       }
   }
 
+  MemoryCounter& counter(int index) { return counters_[index]; }  // mu_ held
+
   mutable std::once_flag once_;
   mutable int count_ = 0;
-  std::mutex mu_;
+  mutable std::mutex mu_;
+  std::map<int, MemoryCounter> counters_;
   std::map<std::pair<int, std::size_t>, std::vector<void*>> cache_;
 };
 }  // namespace
@@ -122,6 +138,13 @@ class CudaDevice final : public DeviceApi {
 DeviceApi& cuda_device_api() {
   static CudaDevice d;
   return d;
+}
+
+void* device_allocate(std::size_t bytes, int index) {
+  return cuda_device_api().allocate(bytes, index);
+}
+void device_release(void* p, std::size_t bytes, int index) noexcept {
+  cuda_device_api().release(p, bytes, index);
 }
 
 }  // namespace ghostnn::cudnn

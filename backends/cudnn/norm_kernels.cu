@@ -326,9 +326,10 @@ float* scratch_floats(std::size_t count, int index) {
   if (static_cast<int>(bufs.size()) <= index) bufs.resize(static_cast<std::size_t>(index) + 1);
   auto& b = bufs[static_cast<std::size_t>(index)];
   if (b.n < count) {
-    if (b.p) GHOSTNN_CUDA_CHECK("scratch", cudaFree(b.p));
+    // All work runs on the default stream, so a block handed out again is used in order.
+    if (b.p) device_release(b.p, b.n * sizeof(float), index);
     b.n = std::max(count, b.n * 2);
-    GHOSTNN_CUDA_CHECK("scratch", cudaMalloc(&b.p, b.n * sizeof(float)));
+    b.p = static_cast<float*>(device_allocate(b.n * sizeof(float), index));
   }
   return b.p;
 }
