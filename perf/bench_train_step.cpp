@@ -1,0 +1,171 @@
+// A whole training step (forward, cross-entropy, backward, SGD momentum update) on synthetic data
+// already on the device, per model, norm spec and device: the figure users compare engines by.
+// Names: TrainStep/MODEL/NORM/DEVICE. Every step is timed on its own (device synchronized);
+// counters: images_per_s (batch / median step time), step_ms (median), peak_MiB (the most device
+// memory held by tensors and backend scratch during the timed steps; on the CPU tensors only,
+// oneDNN's own scratch is not counted), batch and threads.
+//
+//   bench_train_step [--batch=256] [--models=resnet20,resnet18] [--norms=bn,gbn:16,gni:16]
+//                    [--devices=cpu,cuda] [--threads=N] [--steps=N] [--warmup=N]
+//                    [Google Benchmark flags]
+#include <benchmark/benchmark.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <iostream>
+#include <sstream>
+
+#include "engine/nn.hpp"
+#include "engine/optim.hpp"
+
+using namespace ghostnn;
+
+namespace {
+
+struct Options {
+  std::int64_t batch = 256;
+  std::vector<std::string> models{"resnet20", "resnet18"};
+  std::vector<std::string> norms{"bn", "gbn:16", "gni:16"};
+  std::vector<std::string> devices{"cpu", "cuda"};
+  int threads = 0;
+  std::int64_t steps = 0;  // timed steps per repetition; 0: Google Benchmark decides
+  std::int64_t warmup = 1;
+};
+
+const char* kHelp =
+    "bench_train_step: a ResNet training step per model, norm spec and device.\n"
+    "  --batch=N           batch size (default 256)\n"
+    "  --models=A,B        models (default resnet20,resnet18; any of train_cifar's)\n"
+    "  --norms=A,B         norm specs (default bn,gbn:16,gni:16)\n"
+    "  --devices=A,B       devices (default cpu,cuda; cuda is left out when no GPU is present)\n"
+    "  --threads=N         CPU threads (default: OMP_NUM_THREADS or all cores)\n"
+    "  --steps=N           timed steps per repetition (default: Google Benchmark decides)\n"
+    "  --warmup=N          untimed steps first (default 1: algorithm choice, allocator caches)\n"
+    "and Google Benchmark's flags: --benchmark_filter=REGEX, --benchmark_repetitions=N,\n"
+    "--benchmark_format=json, --benchmark_out=FILE, --benchmark_min_time=SECONDS, ...\n";
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  for (std::string item; std::getline(ss, item, ',');)
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+std::int64_t parse_int(const std::string& flag, const std::string& v) {
+  try {
+    std::size_t used = 0;
+    const auto n = std::stoll(v, &used);
+    if (used == v.size() && n >= 0) return n;
+  } catch (const std::exception&) {
+  }
+  fail("{}: expected a non-negative integer, got '{}'", flag, v);
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    const auto eq = a.find('=');
+    const std::string key = a.substr(0, eq), val = eq == std::string::npos ? "" : a.substr(eq + 1);
+    if (key == "--batch")
+      o.batch = parse_int(key, val);
+    else if (key == "--models")
+      o.models = split(val);
+    else if (key == "--norms")
+      o.norms = split(val);
+    else if (key == "--devices")
+      o.devices = split(val);
+    else if (key == "--threads")
+      o.threads = static_cast<int>(parse_int(key, val));
+    else if (key == "--steps")
+      o.steps = parse_int(key, val);
+    else if (key == "--warmup")
+      o.warmup = parse_int(key, val);
+    else
+      fail("unknown argument '{}' (see --help)", a);
+  }
+  if (o.batch < 1) fail("--batch: must be at least 1, got {}", o.batch);
+  for (const auto& m : o.models) nn::make_model(m, "bn", 10, 0);  // names the bad model
+  for (const auto& n : o.norms) nn::validate_norm_spec(n);
+  for (const auto& d : o.devices) Device::parse(d);
+  return o;
+}
+
+Tensor synthetic(const Shape& s, Device dev, std::uint32_t seed, float lo, float hi, bool ints) {
+  std::vector<float> v(static_cast<std::size_t>(shape_numel(s)));
+  std::uint32_t st = seed;
+  for (auto& e : v) {
+    st = st * 1664525u + 1013904223u;
+    const float u = static_cast<float>(st >> 8) / 16777216.f;
+    e = ints ? static_cast<float>(static_cast<int>(u * hi)) : lo + (hi - lo) * u;
+  }
+  return Tensor::from_vector(v, s, dev);
+}
+
+void train_step(benchmark::State& state, const std::string& model_name, const std::string& norm,
+                Device dev, std::int64_t batch, std::int64_t warmup) {
+  auto model = nn::make_model(model_name, norm, 10, 0);
+  model->to(dev);
+  model->train();
+  optim::Sgd opt(*model, {0.1f, 0.9f, 2e-4f, true});
+  const Tensor x = synthetic({batch, 3, 32, 32}, dev, 1, -2.f, 2.f, false);
+  const Tensor y = synthetic({batch}, dev, 2, 0.f, 10.f, true);
+  auto step = [&] {  // the ghost-noise step advances inside forward
+    auto out = nn::cross_entropy(model->forward(x), y);
+    model->backward(out.dlogits);
+    opt.step();
+    synchronize(dev);
+  };
+  for (std::int64_t i = 0; i < warmup; ++i) step();
+  reset_peak_memory(dev);
+  std::vector<double> seconds;
+  for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
+    step();
+    seconds.push_back(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    state.SetIterationTime(seconds.back());
+  }
+  std::sort(seconds.begin(), seconds.end());
+  const double median = seconds[seconds.size() / 2];
+  state.counters["images_per_s"] = static_cast<double>(batch) / median;
+  state.counters["step_ms"] = median * 1e3;
+  state.counters["peak_MiB"] = static_cast<double>(memory_stats(dev).peak) / (1 << 20);
+  state.counters["batch"] = static_cast<double>(batch);
+  state.counters["threads"] = dev.type == DeviceType::cpu ? omp_get_max_threads() : 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i)
+    if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) {
+      std::cout << kHelp;
+      return 0;
+    }
+  benchmark::Initialize(&argc, argv);
+  try {
+    const Options o = parse(argc, argv);
+    if (o.threads > 0) omp_set_num_threads(o.threads);
+    for (const auto& m : o.models)
+      for (const auto& n : o.norms)
+        for (const auto& d : o.devices) {
+          const Device dev = Device::parse(d);
+          if (dev.type == DeviceType::cuda && !cuda_available()) continue;
+          auto* b = benchmark::RegisterBenchmark(
+              fmt::format("TrainStep/{}/{}/{}", m, n, dev.str()).c_str(),
+              [=](benchmark::State& s) { train_step(s, m, n, dev, o.batch, o.warmup); });
+          b->Unit(benchmark::kMillisecond)->UseManualTime();
+          if (o.steps > 0) b->Iterations(o.steps);
+        }
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+  } catch (const Error& e) {
+    std::cerr << "bench_train_step: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
