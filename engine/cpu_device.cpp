@@ -4,23 +4,29 @@
 #include <cstring>
 #include <new>
 
+#include "primitives/block_cache.hpp"
+
 namespace ghostnn {
 
 namespace {
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kCaching = false;  // let AddressSanitizer see every free
+#else
+constexpr bool kCaching = true;
+#endif
+
+// Host memory, 64-byte aligned, through a block cache: without it every step's large activations
+// are fresh mmap pages, and the page faults that zero them cost ~15% of a CPU training step
+// (measured with perf on ResNet-20).
 class CpuDevice final : public DeviceApi {
  public:
   int device_count() const override { return 1; }
   void* allocate(std::size_t bytes, int) override {
-    const std::size_t rounded = (bytes + 63) / 64 * 64;
-    void* p = std::aligned_alloc(64, rounded);
+    void* p = cache_.allocate(bytes);
     if (!p) fail("cpu: out of memory allocating {} bytes", bytes);
-    counter_.add(bytes);
     return p;
   }
-  void release(void* p, std::size_t bytes, int) noexcept override {
-    std::free(p);
-    counter_.remove(bytes);
-  }
+  void release(void* p, std::size_t bytes, int) noexcept override { cache_.release(p, bytes); }
   void copy_from_host(void* dst, const void* src, std::size_t n, int) override {
     std::memcpy(dst, src, n);
   }
@@ -32,17 +38,20 @@ class CpuDevice final : public DeviceApi {
   }
   void fill_zero(void* dst, std::size_t n, int) override { std::memset(dst, 0, n); }
   void synchronize(int) override {}
-  MemoryStats memory_stats(int) const override { return counter_.stats(); }
-  void reset_peak_memory(int) override { counter_.reset_peak(); }
+  // Tensors only: oneDNN's own scratch buffers are not counted.
+  MemoryStats memory_stats(int) const override { return cache_.stats(); }
+  void reset_peak_memory(int) override { cache_.reset_peak(); }
 
  private:
-  MemoryCounter counter_;  // tensors only: oneDNN's own scratch buffers are not counted
+  BlockCache cache_{[](std::size_t size) { return std::aligned_alloc(64, size); },
+                    [](void* p, std::size_t) { std::free(p); }, kCaching};
 };
 }  // namespace
 
 DeviceApi& cpu_device_api() {
-  static CpuDevice d;
-  return d;
+  // Never destroyed: tensors freed during static destruction still find their allocator.
+  static auto* d = new CpuDevice;
+  return *d;
 }
 
 }  // namespace ghostnn

@@ -1,6 +1,7 @@
 // Devices, tensors and the dispatcher: parsing, copies, clear errors, and a custom op plugged in
 // from outside the library through the public registration API.
 #include "engine/dispatcher.hpp"
+#include "primitives/block_cache.hpp"
 #include "primitives/eltwise.hpp"
 #include "test_kit.hpp"
 
@@ -45,6 +46,63 @@ TEST(Tensor, RoundTripsValuesAndShape) {
 
 TEST(Tensor, MemoryStatsCountLiveTensorBytes) {
   testkit::expect_memory_accounting(Device::cpu());
+}
+
+// A fake system allocator that records what reaches it.
+struct CountingSystem {
+  int allocs = 0, frees = 0;
+  std::size_t fail_above = SIZE_MAX;  // requests larger than this "run out of memory"
+  std::vector<std::unique_ptr<char[]>> blocks;
+  BlockCache cache(bool caching) {
+    return BlockCache(
+        [this](std::size_t n) -> void* {
+          if (n > fail_above) return nullptr;
+          ++allocs;
+          blocks.push_back(std::make_unique<char[]>(n));
+          return blocks.back().get();
+        },
+        [this](void*, std::size_t) { ++frees; }, caching);
+  }
+};
+
+TEST(BlockCache, ReusesFreedBlocksOfTheSameSizeOnly) {
+  CountingSystem sys;
+  auto c = sys.cache(true);
+  void* a = c.allocate(1000);
+  c.release(a, 1000);
+  EXPECT_EQ(c.cached_bytes(), BlockCache::block_size(1000));
+  EXPECT_EQ(c.allocate(1000), a) << "the same size must get the cached block";
+  EXPECT_EQ(sys.allocs, 1);
+  void* b = c.allocate(5000);  // another size class: a new block
+  EXPECT_NE(b, a);
+  EXPECT_EQ(sys.allocs, 2);
+  EXPECT_EQ(c.stats().in_use, 6000u);
+  c.release(a, 1000);
+  c.release(b, 5000);
+  EXPECT_EQ(c.stats().in_use, 0u);
+  EXPECT_EQ(c.stats().peak, 6000u);
+  c.empty_cache();
+  EXPECT_EQ(sys.frees, 2);
+  EXPECT_EQ(c.cached_bytes(), 0u);
+}
+
+TEST(BlockCache, OutOfMemoryEmptiesTheCacheAndRetries) {
+  CountingSystem sys;
+  auto c = sys.cache(true);
+  c.release(c.allocate(512), 512);
+  sys.fail_above = 0;  // the system now refuses everything...
+  EXPECT_EQ(c.allocate(4096), nullptr);
+  EXPECT_EQ(sys.frees, 1) << "...so the cached block was given back before giving up";
+  EXPECT_EQ(c.stats().in_use, 0u);
+}
+
+TEST(BlockCache, WithoutCachingEveryReleaseReachesTheSystem) {
+  CountingSystem sys;
+  auto c = sys.cache(false);
+  c.release(c.allocate(100), 100);
+  c.release(c.allocate(100), 100);
+  EXPECT_EQ(sys.allocs, 2);
+  EXPECT_EQ(sys.frees, 2);
 }
 
 TEST(Tensor, ClearErrors) {

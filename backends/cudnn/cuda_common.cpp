@@ -1,10 +1,14 @@
 #include "backends/cudnn/cuda_common.hpp"
 
+#include <memory>
+
 #include <algorithm>
 #include <climits>
 #include <map>
 #include <mutex>
 #include <vector>
+
+#include "primitives/block_cache.hpp"
 
 namespace ghostnn::cudnn {
 
@@ -36,6 +40,12 @@ TensorDescriptor::TensorDescriptor(int n, int c, int h, int w) {
 TensorDescriptor::~TensorDescriptor() { cudnnDestroyTensorDescriptor(d_); }
 
 namespace {
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kCaching = false;
+#else
+constexpr bool kCaching = true;
+#endif
+
 class CudaDevice final : public DeviceApi {
  public:
   int device_count() const override {
@@ -46,50 +56,25 @@ class CudaDevice final : public DeviceApi {
     });
     return count_;
   }
-  // A caching allocator: freed blocks are kept per (device, size rounded up to 512 bytes) and
-  // reused, so a training loop that allocates the same shapes every step calls cudaMalloc only
-  // in its first step. On out-of-memory the cache of that device is released and the
-  // allocation retried. Blocks are never returned to the driver otherwise.
+  // Device memory through a block cache per device (primitives/block_cache.hpp): a training
+  // loop that allocates the same shapes every step calls cudaMalloc only in its first step. On
+  // out-of-memory the device's cache is emptied and the allocation retried.
   void* allocate(std::size_t bytes, int index) override {
-    const std::size_t size = rounded(bytes);
-    {
-      std::lock_guard lock(mu_);
-      auto& list = cache_[{index, size}];
-      if (!list.empty()) {
-        void* p = list.back();
-        list.pop_back();
-        counter(index).add(bytes);
-        return p;
-      }
-    }
-    use_device(index, "cuda allocate");
-    void* p = nullptr;
-    auto e = cudaMalloc(&p, size);
-    if (e == cudaErrorMemoryAllocation) {
-      cudaGetLastError();
-      release_cache(index);
-      e = cudaMalloc(&p, size);
-    }
-    if (e != cudaSuccess)
-      fail("cuda:{}: cannot allocate {} bytes: {}", index, bytes, cudaGetErrorString(e));
-    std::lock_guard lock(mu_);
-    counter(index).add(bytes);
+    void* p = cache(index).allocate(bytes);
+    if (!p)
+      fail("cuda:{}: cannot allocate {} bytes: out of memory ({} bytes in use)", index, bytes,
+           cache(index).stats().in_use);
     return p;
   }
   void release(void* p, std::size_t bytes, int index) noexcept override {
-    std::lock_guard lock(mu_);
-    cache_[{index, rounded(bytes)}].push_back(p);
-    counter(index).remove(bytes);
+    cache(index).release(p, bytes);
   }
   MemoryStats memory_stats(int index) const override {
     std::lock_guard lock(mu_);
-    auto it = counters_.find(index);
-    return it == counters_.end() ? MemoryStats{} : it->second.stats();
+    auto it = caches_.find(index);
+    return it == caches_.end() ? MemoryStats{} : it->second->stats();
   }
-  void reset_peak_memory(int index) override {
-    std::lock_guard lock(mu_);
-    counter(index).reset_peak();
-  }
+  void reset_peak_memory(int index) override { cache(index).reset_peak(); }
   void copy_from_host(void* dst, const void* src, std::size_t n, int index) override {
     use_device(index, "copy to cuda");
     GHOSTNN_CUDA_CHECK("copy to cuda", cudaMemcpy(dst, src, n, cudaMemcpyHostToDevice));
@@ -112,32 +97,41 @@ class CudaDevice final : public DeviceApi {
   }
 
  private:
-  static std::size_t rounded(std::size_t bytes) {
-    return std::max<std::size_t>((bytes + 511) / 512 * 512, 512);
-  }
-  void release_cache(int index) {
+  BlockCache& cache(int index) {
     std::lock_guard lock(mu_);
-    cudaSetDevice(index);
-    for (auto& [key, list] : cache_)
-      if (key.first == index) {
-        for (void* q : list) cudaFree(q);
-        list.clear();
-      }
+    auto& c = caches_[index];
+    if (!c)
+      c = std::make_unique<BlockCache>(
+          [index](std::size_t size) -> void* {
+            use_device(index, "cuda allocate");
+            void* p = nullptr;
+            const auto e = cudaMalloc(&p, size);
+            if (e == cudaErrorMemoryAllocation) {
+              cudaGetLastError();  // clear it: the cache is emptied and the call retried
+              return nullptr;
+            }
+            GHOSTNN_CUDA_CHECK("cuda allocate", e);
+            return p;
+          },
+          [index](void* p, std::size_t) {
+            cudaSetDevice(index);
+            cudaFree(p);
+          },
+          kCaching);
+    return *c;
   }
-
-  MemoryCounter& counter(int index) { return counters_[index]; }  // mu_ held
 
   mutable std::once_flag once_;
   mutable int count_ = 0;
   mutable std::mutex mu_;
-  std::map<int, MemoryCounter> counters_;
-  std::map<std::pair<int, std::size_t>, std::vector<void*>> cache_;
+  std::map<int, std::unique_ptr<BlockCache>> caches_;
 };
 }  // namespace
 
 DeviceApi& cuda_device_api() {
-  static CudaDevice d;
-  return d;
+  // Never destroyed: tensors freed during static destruction still find their allocator.
+  static auto* d = new CudaDevice;
+  return *d;
 }
 
 void* device_allocate(std::size_t bytes, int index) {
