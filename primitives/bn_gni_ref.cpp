@@ -4,6 +4,7 @@
 
 #include "primitives/batchnorm.hpp"
 #include "primitives/bn_gni.hpp"
+#include "primitives/simd.hpp"
 
 namespace ghostnn::prim {
 
@@ -45,26 +46,40 @@ BcsView validate_bn_gni_bwd(const BatchNormGhostNoiseDesc& d, const KernelCall& 
   return v;
 }
 
+namespace {
+// Moments of x (about the pivot) -> moments of the BN output xhat, for one sample's row.
+GHOSTNN_CLONES
+void hat_row(std::int64_t C, const double* m1, const double* m2, const double* mu_p,
+             const double* inv, double* hat1, double* hat2) {
+  for (std::int64_t c = 0; c < C; ++c) {
+    const double a = m1[c], q = m2[c], mu = mu_p[c];
+    hat1[c] = (a - mu) * inv[c];
+    hat2[c] = (q - 2 * mu * a + mu * mu) * inv[c] * inv[c];
+  }
+}
+}  // namespace
+
 void bn_gni_noise_from_moments(const BatchNormGhostNoiseDesc& d, std::int64_t B, std::int64_t C,
                                const double* pivot, const double* m1, const double* m2,
                                double* mean, double* var, float* shift, float* scale) {
-  std::vector<double> hat1(B * C), hat2(B * C);
+  // Row by row (contiguous over c) so the loops vectorize; sums run over b in order.
+  std::vector<double> s1(C, 0.0), s2(C, 0.0), mu_p(C), inv(C);
+  for (std::int64_t b = 0; b < B; ++b)
+    for (std::int64_t c = 0; c < C; ++c) {
+      s1[c] += m1[b * C + c];
+      s2[c] += m2[b * C + c];
+    }
   for (std::int64_t c = 0; c < C; ++c) {
-    double s1 = 0, s2 = 0;
-    for (std::int64_t b = 0; b < B; ++b) {
-      s1 += m1[b * C + c];
-      s2 += m2[b * C + c];
-    }
-    const double mu_p = s1 / static_cast<double>(B);  // mean of (x - p)
-    var[c] = std::max(s2 / static_cast<double>(B) - mu_p * mu_p, 0.0);
-    mean[c] = mu_p + pivot[c];
-    const double inv = 1.0 / std::sqrt(var[c] + d.bn_eps);
-    for (std::int64_t b = 0; b < B; ++b) {
-      const double a = m1[b * C + c], q = m2[b * C + c];
-      hat1[b * C + c] = (a - mu_p) * inv;
-      hat2[b * C + c] = (q - 2 * mu_p * a + mu_p * mu_p) * inv * inv;
-    }
+    mu_p[c] = s1[c] / static_cast<double>(B);  // mean of (x - p)
+    var[c] = std::max(s2[c] / static_cast<double>(B) - mu_p[c] * mu_p[c], 0.0);
+    mean[c] = mu_p[c] + pivot[c];
+    inv[c] = 1.0 / std::sqrt(var[c] + d.bn_eps);
   }
+  std::vector<double> hat1(B * C), hat2(B * C);
+#pragma omp parallel for schedule(static)
+  for (std::int64_t b = 0; b < B; ++b)
+    hat_row(C, m1 + b * C, m2 + b * C, mu_p.data(), inv.data(), hat1.data() + b * C,
+            hat2.data() + b * C);
   ghost_noise_from_moments(d.noise, B, C, hat1.data(), hat2.data(), shift, scale);
 }
 

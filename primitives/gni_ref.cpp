@@ -5,6 +5,7 @@
 
 #include "primitives/gni.hpp"
 #include "primitives/philox.hpp"
+#include "primitives/simd.hpp"
 
 namespace ghostnn::prim {
 
@@ -59,6 +60,33 @@ std::vector<std::uint32_t> shuffle_permutation(const GhostNoiseDesc& d, std::int
   return perm;
 }
 
+namespace {
+// g1 = sum of the rows m1[i, :] over the members i (g2 likewise), in member order.
+GHOSTNN_CLONES
+void sum_rows(const std::vector<std::uint32_t>& members, std::int64_t C, const double* m1,
+              const double* m2, double* g1, double* g2) {
+  std::fill(g1, g1 + C, 0.0);
+  std::fill(g2, g2 + C, 0.0);
+  for (auto i : members)
+    for (std::int64_t c = 0; c < C; ++c) {
+      g1[c] += m1[i * C + c];
+      g2[c] += m2[i * C + c];
+    }
+}
+
+// One sample's shift and scale from its ghost sums and the whole batch's moments.
+GHOSTNN_CLONES
+void noise_row(const GhostNoiseDesc& d, std::int64_t N, std::int64_t C, const double* g1,
+               const double* g2, const double* M, const double* V, float* shift, float* scale) {
+  for (std::int64_t c = 0; c < C; ++c) {
+    const double a = g1[c] / static_cast<double>(N);
+    const double gv = std::max(g2[c] / static_cast<double>(N) - a * a, 0.0);
+    shift[c] = d.shift_noise ? static_cast<float>(a - M[c]) : 0.f;
+    scale[c] = d.scale_noise ? static_cast<float>(std::sqrt((gv + d.eps) / (V[c] + d.eps))) : 1.f;
+  }
+}
+}  // namespace
+
 void ghost_noise_from_moments(const GhostNoiseDesc& d, std::int64_t B, std::int64_t C,
                               const double* m1, const double* m2, float* shift, float* scale) {
   std::vector<double> M(C, 0.0), V(C, 0.0);
@@ -91,20 +119,8 @@ void ghost_noise_from_moments(const GhostNoiseDesc& d, std::int64_t B, std::int6
         const auto first = position[b] / N * N;
         for (std::int64_t k = 0; k < N; ++k) members[k] = perm[first + k];
       }
-      std::fill(g1.begin(), g1.end(), 0.0);
-      std::fill(g2.begin(), g2.end(), 0.0);
-      for (auto i : members)
-        for (std::int64_t c = 0; c < C; ++c) {
-          g1[c] += m1[i * C + c];
-          g2[c] += m2[i * C + c];
-        }
-      for (std::int64_t c = 0; c < C; ++c) {
-        const double a = g1[c] / static_cast<double>(N);
-        const double gv = std::max(g2[c] / static_cast<double>(N) - a * a, 0.0);
-        shift[b * C + c] = d.shift_noise ? static_cast<float>(a - M[c]) : 0.f;
-        scale[b * C + c] =
-            d.scale_noise ? static_cast<float>(std::sqrt((gv + d.eps) / (V[c] + d.eps))) : 1.f;
-      }
+      sum_rows(members, C, m1, m2, g1.data(), g2.data());
+      noise_row(d, N, C, g1.data(), g2.data(), M.data(), V.data(), shift + b * C, scale + b * C);
     }
   }
 }

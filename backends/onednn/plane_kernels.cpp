@@ -2,11 +2,7 @@
 
 #include <omp.h>
 
-#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
-#define GHOSTNN_CLONES __attribute__((target_clones("arch=haswell", "default")))
-#else
-#define GHOSTNN_CLONES
-#endif
+#include "primitives/simd.hpp"
 
 namespace ghostnn::onednn {
 
