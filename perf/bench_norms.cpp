@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "bench_common.hpp"
 #include "engine/ops.hpp"
 #include "primitives/batchnorm.hpp"
 #include "primitives/bn_gni.hpp"
@@ -22,39 +23,14 @@ using namespace ghostnn;
 
 namespace {
 
-const Shape kShapes[] = {{256, 16, 32, 32}, {256, 32, 16, 16}, {256, 64, 8, 8}, {256, 64, 56, 56}};
+// The activations of CIFAR ResNet-20 (16x32x32, 32x16x16, 64x8x8) and ResNet-18 (64x32x32,
+// 128x16x16, 256x8x8, 512x4x4) at batch 256, and ImageNet ResNet-18's first stage (64x56x56).
+const Shape kShapes[] = {{256, 16, 32, 32},  {256, 32, 16, 16}, {256, 64, 8, 8},
+                         {256, 64, 32, 32},  {256, 128, 16, 16}, {256, 256, 8, 8},
+                         {256, 512, 4, 4},   {256, 64, 56, 56}};
 
-std::string shape_name(const Shape& s) {
-  return fmt::format("{}x{}x{}x{}", s[0], s[1], s[2], s[3]);
-}
-
-// Seconds for one copy of `bytes` bytes on `dev` (best of 5): the bandwidth yardstick.
-double copy_seconds(std::size_t bytes, Device dev) {
-  const auto n = static_cast<std::int64_t>(bytes / 4);
-  Tensor a = Tensor::zeros({n}, dev), b = Tensor::zeros({n}, dev);
-  double best = 1e30;
-  for (int r = 0; r < 5; ++r) {
-    synchronize(dev);
-    const auto t0 = std::chrono::steady_clock::now();
-    if (dev.type == DeviceType::cpu) {
-      const auto* src = static_cast<const char*>(a.raw());
-      auto* dst = static_cast<char*>(b.raw());
-#pragma omp parallel
-      {
-        const int t = omp_get_thread_num(), T = omp_get_num_threads();
-        const std::size_t chunk = (bytes + T - 1) / T, lo = std::min(bytes, chunk * t),
-                          hi = std::min(bytes, lo + chunk);
-        std::memcpy(dst + lo, src + lo, hi - lo);
-      }
-    } else {
-      b.copy_from(a);
-    }
-    synchronize(dev);
-    best = std::min(best,
-                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return best;
-}
+using bench::copy_seconds;
+using bench::shape_name;
 
 // bn_library: the vendor library's BN (oneDNN on the CPU, cuDNN on the GPU); bn: the default.
 enum class Op { bn, bn_library, gbn, gni, fused, unfused };
