@@ -201,8 +201,6 @@ int register_all() {
     for (const auto& s : kShapes)
       for (Op op : {Op::bn, Op::bn_library, Op::gbn, Op::gni, Op::fused, Op::unfused})
         for (bool bwd : {false, true}) {
-          // GBN has no GPU kernel yet
-          if (op == Op::gbn && dev.type == DeviceType::cuda) continue;
           benchmark::RegisterBenchmark(
               fmt::format("{}/{}/{}/{}", op_name(op, dev), bwd ? "fwdbwd" : "fwd", shape_name(s),
                           dev.str())

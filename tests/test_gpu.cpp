@@ -10,6 +10,7 @@
 #include "primitives/bn_gni.hpp"
 #include "primitives/conv.hpp"
 #include "primitives/eltwise.hpp"
+#include "primitives/gbn.hpp"
 #include "primitives/gni.hpp"
 #include "primitives/linear.hpp"
 #include "primitives/pool.hpp"
@@ -117,6 +118,78 @@ TEST(Gpu, BatchNormBackendsMatchReference) {
                                     "cuda-kernels", iin, {Tensor::zeros(s)});
     }
   }
+}
+
+TEST(Gpu, GhostBatchNormMatchesReference) {
+  GHOSTNN_REQUIRE_GPU();
+  struct Case {
+    Shape s;
+    std::int64_t N;
+  };
+  // even groups, a short last group (10 = 4 + 4 + 2), a dense input, N == B (plain BN)
+  for (const auto& [s, N] : {Case{{16, 4, 8, 8}, 4}, Case{{10, 3, 5, 5}, 4}, Case{{32, 6}, 8},
+                             Case{{12, 5, 3, 3}, 12}}) {
+    const auto C = s[1];
+    for (auto grouping : {prim::Grouping::contiguous, prim::Grouping::strided})
+      for (bool affine : {true, false}) {
+        prim::GhostBatchNormDesc d;
+        d.ghost_batch = N;
+        d.grouping = grouping;
+        d.affine = affine;
+        const auto G = prim::ghost_groups(d, s[0]).count;
+        Tensor x = normal_tensor(s, 1, 0.5f, 2.f);
+        std::vector<Tensor> in{x};
+        if (affine) {
+          in.push_back(random_tensor({C}, 60, 0.5f, 1.5f));
+          in.push_back(random_tensor({C}, 61));
+        }
+        const std::vector<Tensor> outs{Tensor::zeros(s), Tensor::zeros({G, C}),
+                                       Tensor::zeros({G, C}), random_tensor({C}, 50),
+                                       random_tensor({C}, 51, 0.5f, 1.5f)};
+        gpu_backend_matches_reference(prim::op::gbn_fwd_train, prim::ref::gbn_fwd_train, d,
+                                      "cuda-kernels", in, outs);
+        auto fwd = testkit::run_reference(prim::ref::gbn_fwd_train, d, in, outs);
+        std::vector<Tensor> bin{random_tensor(s, 9), x, fwd[1], fwd[2]};
+        std::vector<Tensor> bout{Tensor::zeros(s)};
+        if (affine) {
+          bin.push_back(in[1]);
+          bout.push_back(Tensor::zeros({C}));
+          bout.push_back(Tensor::zeros({C}));
+        }
+        gpu_backend_matches_reference(prim::op::gbn_bwd, prim::ref::gbn_bwd, d, "cuda-kernels",
+                                      bin, bout);
+      }
+  }
+}
+
+TEST(Gpu, GhostBatchNormBackwardMatchesFiniteDifferences) {
+  GHOSTNN_REQUIRE_GPU();
+  const Shape s{10, 2, 3, 3};  // groups of 4, 4 and 2
+  prim::GhostBatchNormDesc d;
+  d.ghost_batch = 4;
+  const auto dev = Device::cuda();
+  const auto gamma = random_tensor({2}, 3, 0.5f, 1.5f).to(dev),
+             beta = random_tensor({2}, 4).to(dev);
+  const auto w = random_tensor(s, 5).to_vector();
+  auto forward = [&](const std::vector<float>& xv) {
+    std::vector<Tensor> out{Tensor::zeros(s, dev), Tensor::zeros({3, 2}, dev),
+                            Tensor::zeros({3, 2}, dev), Tensor::zeros({2}, dev),
+                            Tensor::zeros({2}, dev)};
+    ops::call(prim::op::gbn_fwd_train, d, {Tensor::from_vector(xv, s, dev), gamma, beta}, out);
+    return out;
+  };
+  const auto xv = normal_tensor(s, 6).to_vector();
+  auto fwd = forward(xv);
+  Tensor dx = Tensor::zeros(s, dev), dg = Tensor::zeros({2}, dev), db = Tensor::zeros({2}, dev);
+  ops::call(prim::op::gbn_bwd, d,
+            {Tensor::from_vector(w, s, dev), Tensor::from_vector(xv, s, dev), fwd[1], fwd[2],
+             gamma},
+            {dx, dg, db});
+  EXPECT_TRUE(testkit::gradient_matches(
+      [&](const std::vector<float>& v) {
+        return testkit::weighted_sum(forward(v)[0].to_vector(), w);
+      },
+      xv, dx.to_vector(), 1e-2, {5e-3, 3e-2}));
 }
 
 TEST(Gpu, GhostNoiseMatchesReferenceAndCpu) {
@@ -300,6 +373,28 @@ TEST(Gpu, LayersMatchReference) {
 }
 
 // The same tiny ResNet on both devices, same seed: forward, backward and SGD steps agree.
+TEST(Gpu, GhostBatchNormModelStepsLikeOnTheCpu) {
+  GHOSTNN_REQUIRE_GPU();
+  for (const std::string norm : {"gbn:8", "gbn:8:strided"}) {
+    auto cpu = nn::make_model("resnet20", norm, 10, 4), gpu = nn::make_model("resnet20", norm, 10, 4);
+    gpu->to(Device::cuda());
+    optim::Sgd oc(*cpu, {0.05f, 0.9f, 5e-4f, true}), og(*gpu, {0.05f, 0.9f, 5e-4f, true});
+    Tensor x = normal_tensor({20, 3, 32, 32}, 11);  // groups of 8, 8 and 4
+    std::vector<float> labels(20);
+    for (int b = 0; b < 20; ++b) labels[b] = static_cast<float>(b % 10);
+    Tensor y = Tensor::from_vector(labels, {20});
+    for (int s = 0; s < 3; ++s) {
+      auto a = nn::cross_entropy(cpu->forward(x), y);
+      cpu->backward(a.dlogits);
+      oc.step();
+      auto b = nn::cross_entropy(gpu->forward(x.to(Device::cuda())), y.to(Device::cuda()));
+      gpu->backward(b.dlogits);
+      og.step();
+      EXPECT_NEAR(b.loss, a.loss, 2e-3 * (1 + std::fabs(a.loss))) << norm << " step " << s;
+    }
+  }
+}
+
 TEST(Gpu, ModelTrainsLikeOnTheCpuAndCheckpointsMoveBetweenDevices) {
   GHOSTNN_REQUIRE_GPU();
   auto cpu = nn::make_model("resnet20", "gni:16", 10, 3),

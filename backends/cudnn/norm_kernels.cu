@@ -73,34 +73,43 @@ __global__ void plane_moments_kernel(const float* __restrict__ x, std::int64_t B
   if (plane < BC) warp_plane_moments(x, plane, threadIdx.x % 32, C, S, m1, m2);
 }
 
-// One block per channel: batch statistics and running statistics; then, for GNI, the moments the
-// noise is drawn from (h1, h2, written over m1, m2 in this block's column) and the noise of every
-// sample of the channel. The N ghost indices of sample b are the same for every channel (Philox
-// keyed by seed, layer, step; see primitives/philox.hpp), so each channel's block draws them
-// itself.
+// One block per channel: each group's statistics and the running statistics (BN: of the batch,
+// unbiased variance; GBN: the average over groups of the means and biased variances); then, for
+// GNI (one group), the moments the noise is drawn from (h1, h2, written over m1, m2 in this
+// block's column) and the noise of every sample of the channel. The N ghost indices of sample b
+// are the same for every channel (Philox keyed by seed, layer, step; see primitives/philox.hpp),
+// so each channel's block draws them itself.
 __device__ void channel_stats(const NormFwdArgs& a, float* __restrict__ m1, float* __restrict__ m2,
                               double* shared) {
   const std::int64_t c = blockIdx.x, B = a.B, C = a.C;
-  double s1 = 0, s2 = 0;
-  for (std::int64_t b = threadIdx.x; b < B; b += blockDim.x) {
-    s1 += m1[b * C + c];
-    s2 += m2[b * C + c];
-  }
-  s1 = block_sum(s1, shared);
-  s2 = block_sum(s2, shared);
-  const double mu_p = s1 / static_cast<double>(B);
-  const double var = fmax(s2 / static_cast<double>(B) - mu_p * mu_p, 0.0);
-  if (a.normalize && threadIdx.x == 0) {
-    const double mean = mu_p + a.x[c * a.S];
-    const double n = static_cast<double>(B * a.S);
-    a.mean[c] = static_cast<float>(mean);
-    a.var[c] = static_cast<float>(var);
-    if (a.running_mean) {
-      a.running_mean[c] =
-          static_cast<float>((1.0 - a.momentum) * a.running_mean[c] + a.momentum * mean);
-      a.running_var[c] = static_cast<float>((1.0 - a.momentum) * a.running_var[c] +
-                                            a.momentum * var * n / (n - 1));
+  const NormGroups& G = a.groups;
+  double mu_p = 0, var = 0, sum_mean = 0, sum_var = 0;
+  for (std::int64_t g = 0; g < G.count; ++g) {
+    double s1 = 0, s2 = 0;
+    const std::int64_t step = G.step(), end = G.end(g, B);
+    for (std::int64_t b = G.first(g) + threadIdx.x * step; b < end; b += blockDim.x * step) {
+      s1 += m1[b * C + c];
+      s2 += m2[b * C + c];
     }
+    s1 = block_sum(s1, shared);
+    s2 = block_sum(s2, shared);
+    const double n_g = static_cast<double>(G.members(g, B));
+    mu_p = s1 / n_g;
+    var = fmax(s2 / n_g - mu_p * mu_p, 0.0);
+    if (a.normalize && threadIdx.x == 0) {
+      const double mean = mu_p + a.x[c * a.S];
+      a.mean[g * C + c] = static_cast<float>(mean);
+      a.var[g * C + c] = static_cast<float>(var);
+      sum_mean += mean;
+      sum_var += var;
+    }
+  }
+  if (a.normalize && threadIdx.x == 0 && a.running_mean) {
+    const double m = a.momentum, n = static_cast<double>(B * a.S);
+    const double batch_mean = sum_mean / static_cast<double>(G.count);
+    const double batch_var = G.count == 1 ? var * n / (n - 1) : sum_var / static_cast<double>(G.count);
+    a.running_mean[c] = static_cast<float>((1.0 - m) * a.running_mean[c] + m * batch_mean);
+    a.running_var[c] = static_cast<float>((1.0 - m) * a.running_var[c] + m * batch_var);
   }
   if (!a.noise) return;
   double M = mu_p, V = var;  // GNI alone: moments of x (about the pivot: shift-invariant)
@@ -146,13 +155,14 @@ __global__ void plane_apply_kernel(const float* __restrict__ x, float* __restric
                                    const float* __restrict__ mean, const float* __restrict__ var,
                                    const float* __restrict__ gamma, const float* __restrict__ beta,
                                    const float* __restrict__ shift, const float* __restrict__ scale,
-                                   std::int64_t BC, std::int64_t C, std::int64_t S, float eps) {
+                                   std::int64_t BC, std::int64_t C, std::int64_t S, float eps,
+                                   NormGroups groups) {
   const std::int64_t plane = static_cast<std::int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (plane >= BC) return;
-  const std::int64_t c = plane % C;
+  const std::int64_t c = plane % C, gc = groups.of(plane / C) * C + c;
   const float g = gamma ? gamma[c] : 1.f, be = beta ? beta[c] : 0.f;
-  const float mu = mean ? mean[c] : 0.f, inv = var ? rsqrtf(var[c] + eps) : 1.f;
+  const float mu = mean ? mean[gc] : 0.f, inv = var ? rsqrtf(var[gc] + eps) : 1.f;
   const float sh = shift ? shift[plane] : 0.f, rs = scale ? 1.f / scale[plane] : 1.f;
   const float ca = g * inv * rs, co = be - g * (mu * inv + sh) * rs;
   const float* xp = x + plane * S;
@@ -187,8 +197,9 @@ __device__ __forceinline__ void warp_plane_dots(const float* __restrict__ dy,
                                                 const float* __restrict__ x,
                                                 const float* __restrict__ mean, std::int64_t plane,
                                                 int lane, std::int64_t C, std::int64_t S,
-                                                float* __restrict__ A, float* __restrict__ D) {
-  const float mu = mean[plane % C];
+                                                NormGroups groups, float* __restrict__ A,
+                                                float* __restrict__ D) {
+  const float mu = mean[groups.of(plane / C) * C + plane % C];
   const float* xp = x + plane * S;
   const float* gp = dy + plane * S;
   float sa = 0.f, sd = 0.f;
@@ -216,37 +227,47 @@ __device__ __forceinline__ void warp_plane_dots(const float* __restrict__ dy,
 
 __global__ void plane_dots_kernel(const float* __restrict__ dy, const float* __restrict__ x,
                                   const float* __restrict__ mean, std::int64_t BC, std::int64_t C,
-                                  std::int64_t S, float* __restrict__ A, float* __restrict__ D) {
+                                  std::int64_t S, NormGroups groups, float* __restrict__ A,
+                                  float* __restrict__ D) {
   const std::int64_t plane = static_cast<std::int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
-  if (plane < BC) warp_plane_dots(dy, x, mean, plane, threadIdx.x % 32, C, S, A, D);
+  if (plane < BC) warp_plane_dots(dy, x, mean, plane, threadIdx.x % 32, C, S, groups, A, D);
 }
 
-// One block per channel: coef[c] = bx (x coefficient), coef[C + c] = k0 (constant), dgamma, dbeta.
+// One block per channel, group by group: coef[g*C + c] = bx (x coefficient), coef[G*C + g*C + c]
+// = k0 (constant); dgamma and dbeta over the whole batch.
 __device__ void channel_grads(const NormBwdArgs& a, const float* __restrict__ A,
                               const float* __restrict__ D, float* __restrict__ coef,
                               double* shared) {
   const std::int64_t c = blockIdx.x, B = a.B, C = a.C;
-  const double inv = 1.0 / sqrt(static_cast<double>(a.var[c]) + a.bn_eps);
-  double sa = 0, sd = 0, dg = 0, db = 0;
-  for (std::int64_t b = threadIdx.x; b < B; b += blockDim.x) {
-    const std::int64_t k = b * C + c;
-    const double rs = a.scale ? 1.0 / a.scale[k] : 1.0, sh = a.shift ? a.shift[k] : 0.0;
-    sa += A[k] * rs;
-    sd += D[k] * rs;
-    dg += rs * (inv * D[k] - sh * A[k]);
-    db += A[k];
+  const NormGroups& G = a.groups;
+  const double gam = a.gamma ? a.gamma[c] : 1.0;
+  double dg = 0, db = 0;
+  for (std::int64_t g = 0; g < G.count; ++g) {
+    const std::int64_t gc = g * C + c;
+    const double inv = 1.0 / sqrt(static_cast<double>(a.var[gc]) + a.bn_eps);
+    double sa = 0, sd = 0;
+    const std::int64_t step = G.step(), end = G.end(g, B);
+    for (std::int64_t b = G.first(g) + threadIdx.x * step; b < end; b += blockDim.x * step) {
+      const std::int64_t k = b * C + c;
+      const double rs = a.scale ? 1.0 / a.scale[k] : 1.0, sh = a.shift ? a.shift[k] : 0.0;
+      sa += A[k] * rs;
+      sd += D[k] * rs;
+      dg += rs * (inv * D[k] - sh * A[k]);
+      db += A[k];
+    }
+    sa = block_sum(sa, shared);
+    sd = block_sum(sd, shared);
+    if (threadIdx.x == 0) {
+      const double n = static_cast<double>(G.members(g, B) * a.S);
+      const double sg = gam * sa, sgx = gam * inv * sd;
+      const double bx = -inv * inv * sgx / n;
+      coef[gc] = static_cast<float>(bx);
+      coef[G.count * C + gc] = static_cast<float>(-inv * sg / n - bx * a.mean[gc]);
+    }
   }
-  sa = block_sum(sa, shared);
-  sd = block_sum(sd, shared);
   dg = block_sum(dg, shared);
   db = block_sum(db, shared);
   if (threadIdx.x == 0) {
-    const double g = a.gamma ? a.gamma[c] : 1.0;
-    const double n = static_cast<double>(B * a.S);
-    const double sg = g * sa, sgx = g * inv * sd;
-    const double bx = -inv * inv * sgx / n;
-    coef[c] = static_cast<float>(bx);
-    coef[C + c] = static_cast<float>(-inv * sg / n - bx * a.mean[c]);
     if (a.dgamma) a.dgamma[c] = static_cast<float>(dg);
     if (a.dbeta) a.dbeta[c] = static_cast<float>(db);
   }
@@ -262,10 +283,10 @@ __global__ void plane_bwd_kernel(NormBwdArgs a, const float* __restrict__ coef) 
   const std::int64_t plane = static_cast<std::int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (plane >= a.B * a.C) return;
-  const std::int64_t c = plane % a.C, S = a.S;
-  const float inv = rsqrtf(a.var[c] + a.bn_eps);
+  const std::int64_t c = plane % a.C, S = a.S, gc = a.groups.of(plane / a.C) * a.C + c;
+  const float inv = rsqrtf(a.var[gc] + a.bn_eps);
   const float ca = inv * (a.gamma ? a.gamma[c] : 1.f) / (a.scale ? a.scale[plane] : 1.f);
-  const float bx = coef[c], k0 = coef[a.C + c];
+  const float bx = coef[gc], k0 = coef[a.groups.count * a.C + gc];
   const float* xp = a.x + plane * S;
   const float* gp = a.dy + plane * S;
   float* dp = a.dx + plane * S;
@@ -345,17 +366,19 @@ void norm_forward(const NormFwdArgs& a, std::string_view op) {
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
   plane_apply_kernel<<<plane_blocks(BC), kThreads>>>(
       a.x, a.y, a.normalize ? a.mean : nullptr, a.normalize ? a.var : nullptr, a.gamma, a.beta,
-      a.noise ? a.shift : nullptr, a.noise ? a.scale : nullptr, BC, a.C, a.S, a.bn_eps);
+      a.noise ? a.shift : nullptr, a.noise ? a.scale : nullptr, BC, a.C, a.S, a.bn_eps, a.groups);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
 void norm_backward(const NormBwdArgs& a, std::string_view op) {
   const std::int64_t BC = a.B * a.C;
-  float* s = scratch_floats(static_cast<std::size_t>(2 * BC + 2 * a.C), current_device(op));
+  const std::int64_t GC = a.groups.count * a.C;
+  float* s = scratch_floats(static_cast<std::size_t>(2 * BC + 2 * GC), current_device(op));
   float* A = s;
   float* D = s + BC;
   float* coef = s + 2 * BC;
-  plane_dots_kernel<<<plane_blocks(BC), kThreads>>>(a.dy, a.x, a.mean, BC, a.C, a.S, A, D);
+  plane_dots_kernel<<<plane_blocks(BC), kThreads>>>(a.dy, a.x, a.mean, BC, a.C, a.S, a.groups, A,
+                                                    D);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
   channel_grads_kernel<<<static_cast<unsigned>(a.C), kThreads>>>(a, A, D, coef);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
@@ -368,7 +391,7 @@ void scale_planes(const float* x, float* y, const float* shift, const float* sca
   const std::int64_t BC = B * C;
   if (!channel_last) {
     plane_apply_kernel<<<plane_blocks(BC), kThreads>>>(x, y, nullptr, nullptr, nullptr, nullptr,
-                                                       shift, scale, BC, C, S, 0.f);
+                                                       shift, scale, BC, C, S, 0.f, NormGroups{});
   } else {
     const std::int64_t n = BC * S;
     const auto blocks = static_cast<unsigned>(std::min<std::int64_t>((n + 255) / 256, 65535));
@@ -381,7 +404,7 @@ void bn_inference(const float* x, float* y, const float* m, const float* v, cons
                   const float* beta, std::int64_t B, std::int64_t C, std::int64_t S, float eps,
                   std::string_view op) {
   plane_apply_kernel<<<plane_blocks(B * C), kThreads>>>(x, y, m, v, gamma, beta, nullptr, nullptr,
-                                                        B * C, C, S, eps);
+                                                        B * C, C, S, eps, NormGroups{});
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 

@@ -1,8 +1,10 @@
-// Our CUDA norm machinery, shared by BN, GNI and the fused BN+GNI block (one pipeline, three
-// modes). Activations are NCHW viewed as B*C planes of S contiguous floats; one warp owns a plane.
+// Our CUDA norm machinery, shared by BN, GBN, GNI and the fused BN+GNI block (one pipeline,
+// four modes). Activations are NCHW viewed as B*C planes of S contiguous floats; one warp owns a
+// plane. Normalization statistics are per (group, channel): one group for BN, the ghost groups
+// for GBN (NormGroups).
 //
 // Forward:  plane_moments   per-plane means of (x - p_c) and (x - p_c)^2, p_c = x[0, c, 0]
-//           channel_stats   per channel: batch mean/var (+ running stats), the moments the noise is
+//           channel_stats   per channel: each group's mean/var (+ running stats), the moments the noise is
 //                           drawn from (of xhat for BN+GNI, of x for GNI alone), and for every
 //                           sample N Philox-drawn ghost samples (primitives/philox.hpp) -> shift,
 //                           scale
@@ -17,22 +19,45 @@
 #include <cstdint>
 #include <string_view>
 
+#include "primitives/hd.hpp"
+
 namespace ghostnn::cudnn {
+
+// How the batch splits into normalization groups: one group of all B samples (BN), or GBN's
+// ghost groups of `size` samples, contiguous ([g*size, min((g+1)*size, B))) or strided (sample b
+// in group b % count). Statistics arrays are [count, C].
+struct NormGroups {
+  std::int64_t count = 1, size = 0;  // size 0: the whole batch
+  bool strided = false;
+  GHOSTNN_HD std::int64_t of(std::int64_t b) const {
+    return count == 1 ? 0 : (strided ? b % count : b / size);
+  }
+  // Members of group g: first, first + step, ... below end.
+  GHOSTNN_HD std::int64_t first(std::int64_t g) const { return strided ? g : g * size; }
+  GHOSTNN_HD std::int64_t step() const { return strided ? count : 1; }
+  GHOSTNN_HD std::int64_t end(std::int64_t g, std::int64_t B) const {
+    return (strided || count == 1) ? B : ((g + 1) * size < B ? (g + 1) * size : B);
+  }
+  GHOSTNN_HD std::int64_t members(std::int64_t g, std::int64_t B) const {
+    return (end(g, B) - first(g) + step() - 1) / step();
+  }
+};
 
 struct NormFwdArgs {
   const float* x = nullptr;
   float* y = nullptr;
   const float* gamma = nullptr;   // null: 1
   const float* beta = nullptr;    // null: 0
-  float* mean = nullptr;          // [C] out when normalizing
-  float* var = nullptr;           // [C] out when normalizing (biased)
+  float* mean = nullptr;          // [G, C] out when normalizing
+  float* var = nullptr;           // [G, C] out when normalizing (biased)
   float* running_mean = nullptr;  // [C] in/out, null: skip
   float* running_var = nullptr;
   float* shift = nullptr;  // [B, C] out when noisy
   float* scale = nullptr;
   std::int64_t B = 0, C = 0, S = 0;
-  bool normalize = false;  // BN statistics
-  bool noise = false;      // GNI
+  bool normalize = false;  // BN statistics (per group)
+  bool noise = false;      // GNI (one group only)
+  NormGroups groups;
   float bn_eps = 1e-5f, momentum = 0.1f;
   // GNI parameters
   std::int64_t ghost_batch = 16;
@@ -45,8 +70,8 @@ struct NormFwdArgs {
 struct NormBwdArgs {
   const float* dy = nullptr;
   const float* x = nullptr;
-  const float* mean = nullptr;
-  const float* var = nullptr;
+  const float* mean = nullptr;  // [G, C]
+  const float* var = nullptr;   // [G, C]
   const float* shift = nullptr;  // null: 0
   const float* scale = nullptr;  // null: 1
   const float* gamma = nullptr;  // null: 1
@@ -55,6 +80,7 @@ struct NormBwdArgs {
   float* dbeta = nullptr;
   std::int64_t B = 0, C = 0, S = 0;
   float bn_eps = 1e-5f;
+  NormGroups groups;
 };
 
 // Runs the forward pipeline on the current device's default stream.

@@ -15,6 +15,8 @@ void bn_bwd(const OpDesc& d, const KernelCall& c);
 bool cudnn_bn_supported(const OpDesc& d, const KernelCall& c);
 void cudnn_bn_fwd_train(const OpDesc& d, const KernelCall& c);
 void cudnn_bn_bwd(const OpDesc& d, const KernelCall& c);
+void gbn_fwd_train(const OpDesc& d, const KernelCall& c);
+void gbn_bwd(const OpDesc& d, const KernelCall& c);
 
 void conv_fwd(const OpDesc& d, const KernelCall& c);
 void conv_bwd_data(const OpDesc& d, const KernelCall& c);

@@ -6,6 +6,7 @@
 #include "primitives/bn_gni.hpp"
 #include "primitives/conv.hpp"
 #include "primitives/eltwise.hpp"
+#include "primitives/gbn.hpp"
 #include "primitives/gni.hpp"
 #include "primitives/linear.hpp"
 #include "primitives/pool.hpp"
@@ -33,6 +34,8 @@ void register_backend(Registry& r) {
   add_own(op::bn_fwd_train, bn_fwd_train);
   add_own(op::bn_fwd_infer, bn_fwd_infer);
   add_own(op::bn_bwd, bn_bwd);
+  add_own(op::gbn_fwd_train, gbn_fwd_train);
+  add_own(op::gbn_bwd, gbn_bwd);
   add_own(op::gni_fwd_train, gni_fwd_train, gni_supported);
   add_own(op::gni_bwd, gni_bwd);
   add_own(op::bn_gni_fwd_train, bn_gni_fwd_train, bn_gni_supported);
