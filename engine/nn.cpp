@@ -115,8 +115,11 @@ Tensor Conv2d::forward(const Tensor& x) {
 Tensor Conv2d::backward(const Tensor& dy) {
   if (!x_.defined()) fail("{}: backward without a training forward", desc_.layer);
   auto& w = params_[0].second;
-  Tensor dx = Tensor::empty(x_.shape(), dy.device());
-  ops::call(prim::op::conv_bwd_data, desc_, {dy, w.value}, {dx});
+  Tensor dx;
+  if (input_grad_) {
+    dx = Tensor::empty(x_.shape(), dy.device());
+    ops::call(prim::op::conv_bwd_data, desc_, {dy, w.value}, {dx});
+  }
   std::vector<Tensor> out{w.grad};
   if (desc_.bias) out.push_back(params_[1].second.grad);
   ops::call(prim::op::conv_bwd_weights, desc_, {dy, x_}, out);
@@ -527,7 +530,9 @@ std::shared_ptr<Sequential> make_model(const std::string& name, const std::strin
   BuildContext ctx(seed);
   auto net = std::make_shared<Sequential>();
   auto resnet = [&](std::int64_t blocks, std::vector<std::int64_t> widths) {
-    net->add("conv1", std::make_shared<Conv2d>(ctx, 3, widths[0], 3, 1, 1, false, "conv1"));
+    auto stem = std::make_shared<Conv2d>(ctx, 3, widths[0], 3, 1, 1, false, "conv1");
+    stem->set_input_grad(false);  // its input is the data
+    net->add("conv1", stem);
     net->add("bn1", make_norm(norm, widths[0], ctx, "bn1"));
     net->add("relu", std::make_shared<ReLU>());
     std::int64_t in = widths[0];
@@ -565,7 +570,9 @@ std::shared_ptr<Sequential> make_model(const std::string& name, const std::strin
         continue;
       }
       auto blk = std::make_shared<Sequential>();
-      blk->add("conv", std::make_shared<Conv2d>(ctx, in, c, 3, 1, 1, false, n + ".conv"));
+      auto conv = std::make_shared<Conv2d>(ctx, in, c, 3, 1, 1, false, n + ".conv");
+      conv->set_input_grad(n != "features.0");  // the first convolution's input is the data
+      blk->add("conv", conv);
       blk->add("norm", make_norm(norm, c, ctx, n + ".norm"));
       blk->add("relu", std::make_shared<ReLU>());
       net->add(n, blk);

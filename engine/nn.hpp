@@ -101,10 +101,14 @@ class Conv2d final : public Module {
   Tensor forward(const Tensor& x) override;
   Tensor backward(const Tensor& dy) override;
   std::string kind() const override { return "Conv2d"; }
+  // false: backward computes only the weight gradient and returns an empty tensor (a model's
+  // first layer, whose input is data: PyTorch skips that gradient too).
+  void set_input_grad(bool on) { input_grad_ = on; }
 
  private:
   prim::ConvDesc desc_;
   Tensor x_;
+  bool input_grad_ = true;
 };
 
 class Linear final : public Module {

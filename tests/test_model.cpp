@@ -83,6 +83,21 @@ TEST(Model, GradientsMatchFiniteDifferencesForEveryTrainableNorm) {
                         {"fc.weight", "fc.bias", "block.main.bn2.weight", "block.main.bn2.bias"});
 }
 
+TEST(Model, ConvWithoutInputGradientGivesTheSameWeightGradient) {
+  nn::BuildContext a(5), b(5);
+  nn::Conv2d with(a, 3, 4, 3, 1, 1), without(b, 3, 4, 3, 1, 1);
+  without.set_input_grad(false);
+  Tensor x = normal_tensor({2, 3, 6, 6}, 1), dy = normal_tensor({2, 4, 6, 6}, 2);
+  with.forward(x);
+  without.forward(x);
+  EXPECT_TRUE(with.backward(dy).defined());
+  EXPECT_FALSE(without.backward(dy).defined()) << "no input gradient was asked for";
+  Tensor gw, gwo;
+  with.named_parameters([&](const std::string&, nn::Parameter& p) { gw = p.grad; });
+  without.named_parameters([&](const std::string&, nn::Parameter& p) { gwo = p.grad; });
+  EXPECT_EQ(gw.to_vector(), gwo.to_vector());
+}
+
 TEST(Model, NormSpecsAreValidatedWithClearErrors) {
   for (const char* ok : {"bn", "none", "gbn:16", "gbn:16:strided", "gni:16",
                          "gni:8:shuffle:noshift", "xbn:32", "ln+gni:16"})
