@@ -6,7 +6,7 @@ JOBS ?= $(shell nproc)
 CMAKE_ARGS ?=
 TRAIN_ARGS ?=
 
-.PHONY: all deps configure build test train asan format help
+.PHONY: all deps configure build test train asan bench compare format help
 
 all: build
 
@@ -14,7 +14,8 @@ help:
 	@echo "make train   build, then train the CIFAR-10 sample with its defaults"
 	@echo "make test    build, then run the whole test suite (ctest)"
 	@echo "make asan    the test suite under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/)"
-	@echo "make bench   build, then run the Google Benchmark suites in perf/"
+	@echo "make bench   build, then run the Google Benchmark suites in perf/ (norms, layers, training step)"
+	@echo "make compare build, then time a ResNet-20 step in ghostnn and PyTorch (perf/compare_pytorch.py)"
 	@echo "make format  clang-format every source file"
 
 deps:
@@ -42,6 +43,13 @@ asan: deps
 
 bench: build
 	$(BUILD)/perf/bench_norms --benchmark_counters_tabular=true
+	$(BUILD)/perf/bench_layers --benchmark_counters_tabular=true
+	$(BUILD)/perf/bench_train_step --benchmark_counters_tabular=true --models=resnet20
+
+COMPARE_ARGS ?=
+compare: configure
+	cmake --build $(BUILD) -j $(JOBS) --target bench_train_step
+	python3 perf/compare_pytorch.py --ghostnn-bench $(BUILD)/perf/bench_train_step $(COMPARE_ARGS)
 
 format:
 	clang-format -i $$(git ls-files '*.cpp' '*.hpp' '*.cu' '*.cuh')

@@ -130,7 +130,8 @@ void train_step(benchmark::State& state, const std::string& model_name, const st
     state.SetIterationTime(seconds.back());
   }
   std::sort(seconds.begin(), seconds.end());
-  const double median = seconds[seconds.size() / 2];
+  const std::size_t h = seconds.size() / 2;
+  const double median = seconds.size() % 2 ? seconds[h] : (seconds[h - 1] + seconds[h]) / 2;
   state.counters["images_per_s"] = static_cast<double>(batch) / median;
   state.counters["step_ms"] = median * 1e3;
   state.counters["peak_MiB"] = static_cast<double>(memory_stats(dev).peak) / (1 << 20);
