@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Packs what one run on the GPU machine needs into .devrun/ (git-ignored, < 64 MiB): the CUDA
+# build's test, sample and benchmark binaries, the Debian libraries they need that the GPU machine
+# lacks (oneDNN, OpenCL loader, fmt, Google Benchmark, TurboJPEG), the CIFAR-10 archive, and
+# scripts/gpu-run.sh as .devrun/run.sh. Then run it there (device tool, carry [".devrun"]):
+#     bash .devrun/run.sh            # tests, compare_devices, benchmarks, compare_pytorch
+#     EPOCHS=30 bash .devrun/run.sh  # ... plus a 30-epoch ResNet-20 gni:16 training
+# Results land in $OUT (or .devrun/out when OUT is unset).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGHOSTNN_CUDA=ON >/dev/null
+cmake --build "$BUILD"
+rm -rf .devrun && mkdir -p .devrun/bin .devrun/debs .devrun/data
+cp "$BUILD"/tests/test_* .devrun/bin/ 2>/dev/null || true
+rm -f .devrun/bin/*.cmake
+cp "$BUILD"/samples/{train_cifar,compare_devices,classify,api_tour} .devrun/bin/
+cp "$BUILD"/perf/bench_{norms,layers,train_step} .devrun/bin/
+cp perf/compare_pytorch.py perf/summarize.py .devrun/bin/
+(cd .devrun/debs && apt-get download libdnnl2 ocl-icd-libopencl1 libfmt9 libbenchmark1debian \
+  libturbojpeg0 >/dev/null)
+data=../shared/data/cifar10-jpeg.tar.gz
+[ -f "$data" ] && cp "$data" .devrun/data/ || echo "note: $data not found; training is skipped"
+cp scripts/gpu-run.sh .devrun/run.sh
+du -sh .devrun
