@@ -49,7 +49,13 @@ def main():
     print(head + (f" x {args.baseline or 'vendor BN'} |" if norms else ""))
     print("|---" * (head.count("|") - 1 + (1 if norms else 0)) + "|")
     fmt = lambda v, p: "-" if v is None else f"{v:.{p}f}"
-    for key in sorted(rows, key=lambda k: (k[3], k[2], k[1], k[0])):
+    # devices, then shapes in the order the suite ran them, then pass and op (norms: side by side
+    # per pass, to compare with the vendor BN) or op and pass
+    first = {}
+    for k in rows:
+        first.setdefault(k[2], len(first))
+    order = (lambda k: (k[1], k[0])) if norms else (lambda k: (k[0], k[1]))
+    for key in sorted(rows, key=lambda k: (k[3], first[k[2]], *order(k))):
         op, pas, shape, dev = key
         ms, gflops, gbs, vs_copy = rows[key]
         line = (f"| {op} | {pas} | {shape} | {dev} | {ms:.3f} | {fmt(gflops, 1)} | {fmt(gbs, 1)} "
