@@ -5,7 +5,8 @@ set -euo pipefail
 packages=(cmake ninja-build g++ make pkg-config ccache
           libdnnl-dev ocl-icd-opencl-dev libfmt-dev
           libgtest-dev libgmock-dev libbenchmark-dev
-          libturbojpeg0-dev libpng-dev zlib1g-dev libcli11-dev nlohmann-json3-dev)
+          libturbojpeg0-dev libpng-dev zlib1g-dev libcli11-dev nlohmann-json3-dev
+          python3 python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -373,50 +373,51 @@ TEST(Gpu, LayersMatchReference) {
 }
 
 // The same tiny ResNet on both devices, same seed: forward, backward and SGD steps agree.
+// The same model (same seed) trained for `steps` steps on one fixed batch of `batch` images on
+// the CPU and on the GPU; returns the models and both loss curves.
+struct SideBySide {
+  std::shared_ptr<nn::Sequential> cpu, gpu;
+  std::vector<float> cpu_loss, gpu_loss;
+};
+SideBySide train_side_by_side(const std::string& norm, std::int64_t batch, int steps,
+                              std::uint64_t seed) {
+  SideBySide r{nn::make_model("resnet20", norm, 10, seed), nn::make_model("resnet20", norm, 10, seed),
+               {}, {}};
+  r.gpu->to(Device::cuda());
+  optim::Sgd oc(*r.cpu, {0.05f, 0.9f, 5e-4f, true}), og(*r.gpu, {0.05f, 0.9f, 5e-4f, true});
+  Tensor x = normal_tensor({batch, 3, 32, 32}, 10 + seed);
+  std::vector<float> labels(static_cast<std::size_t>(batch));
+  for (std::size_t b = 0; b < labels.size(); ++b) labels[b] = static_cast<float>(b % 10);
+  Tensor y = Tensor::from_vector(labels, {batch});
+  for (int s = 0; s < steps; ++s) {
+    auto a = nn::cross_entropy(r.cpu->forward(x), y);
+    r.cpu->backward(a.dlogits);
+    oc.step();
+    auto b = nn::cross_entropy(r.gpu->forward(x.to(Device::cuda())), y.to(Device::cuda()));
+    r.gpu->backward(b.dlogits);
+    og.step();
+    r.cpu_loss.push_back(a.loss);
+    r.gpu_loss.push_back(b.loss);
+  }
+  return r;
+}
+
 TEST(Gpu, GhostBatchNormModelStepsLikeOnTheCpu) {
   GHOSTNN_REQUIRE_GPU();
   for (const std::string norm : {"gbn:8", "gbn:8:strided"}) {
-    auto cpu = nn::make_model("resnet20", norm, 10, 4), gpu = nn::make_model("resnet20", norm, 10, 4);
-    gpu->to(Device::cuda());
-    optim::Sgd oc(*cpu, {0.05f, 0.9f, 5e-4f, true}), og(*gpu, {0.05f, 0.9f, 5e-4f, true});
-    Tensor x = normal_tensor({20, 3, 32, 32}, 11);  // groups of 8, 8 and 4
-    std::vector<float> labels(20);
-    for (int b = 0; b < 20; ++b) labels[b] = static_cast<float>(b % 10);
-    Tensor y = Tensor::from_vector(labels, {20});
-    for (int s = 0; s < 3; ++s) {
-      auto a = nn::cross_entropy(cpu->forward(x), y);
-      cpu->backward(a.dlogits);
-      oc.step();
-      auto b = nn::cross_entropy(gpu->forward(x.to(Device::cuda())), y.to(Device::cuda()));
-      gpu->backward(b.dlogits);
-      og.step();
-      EXPECT_NEAR(b.loss, a.loss, 2e-3 * (1 + std::fabs(a.loss))) << norm << " step " << s;
-    }
+    const auto r = train_side_by_side(norm, 20, 3, 4);  // groups of 8, 8 and 4
+    for (std::size_t s = 0; s < r.cpu_loss.size(); ++s)
+      EXPECT_NEAR(r.gpu_loss[s], r.cpu_loss[s], 2e-3 * (1 + std::fabs(r.cpu_loss[s])))
+          << norm << " step " << s;
   }
 }
 
 TEST(Gpu, ModelTrainsLikeOnTheCpuAndCheckpointsMoveBetweenDevices) {
   GHOSTNN_REQUIRE_GPU();
-  auto cpu = nn::make_model("resnet20", "gni:16", 10, 3),
-       gpu = nn::make_model("resnet20", "gni:16", 10, 3);
-  gpu->to(Device::cuda());
-  optim::Sgd oc(*cpu, {0.05f, 0.9f, 5e-4f, true}), og(*gpu, {0.05f, 0.9f, 5e-4f, true});
-  std::vector<float> lc, lg;
   // one fixed batch with mixed labels, so the loss must go down
-  Tensor x = normal_tensor({32, 3, 32, 32}, 10);
-  std::vector<float> labels(32);
-  for (int b = 0; b < 32; ++b) labels[b] = static_cast<float>(b % 10);
-  Tensor y = Tensor::from_vector(labels, {32});
-  for (int s = 0; s < 4; ++s) {
-    auto a = nn::cross_entropy(cpu->forward(x), y);
-    cpu->backward(a.dlogits);
-    oc.step();
-    auto b = nn::cross_entropy(gpu->forward(x.to(Device::cuda())), y.to(Device::cuda()));
-    gpu->backward(b.dlogits);
-    og.step();
-    lc.push_back(a.loss);
-    lg.push_back(b.loss);
-  }
+  const auto r = train_side_by_side("gni:16", 32, 4, 3);
+  const auto &lc = r.cpu_loss, &lg = r.gpu_loss;
+  auto gpu = r.gpu;
   for (int s = 0; s < 4; ++s)
     EXPECT_NEAR(lg[s], lc[s], 2e-3 * (1 + std::fabs(lc[s]))) << "step " << s;
   EXPECT_LT(lg.back(), lg.front()) << "the GPU loss must go down on a fixed batch";

@@ -11,15 +11,12 @@
 
 namespace ghostnn::cudnn {
 
-void bn_fwd_train(const OpDesc& od, const KernelCall& c) {
-  const auto& d = dynamic_cast<const prim::BatchNormDesc&>(od);
-  prim::validate_bn_fwd_train(d, c);
-  use_device(c.ctx->device.index, d.layer);
+NormFwdArgs bn_fwd_args(const KernelCall& c, bool affine, float eps, float momentum) {
   const auto v = bcs_of(c.in[0].desc.shape);
   NormFwdArgs a;
   a.x = c.in[0].f32();
-  a.gamma = d.affine ? c.in[1].f32() : nullptr;
-  a.beta = d.affine ? c.in[2].f32() : nullptr;
+  a.gamma = affine ? c.in[1].f32() : nullptr;
+  a.beta = affine ? c.in[2].f32() : nullptr;
   a.y = c.out[0].f32();
   a.mean = c.out[1].f32();
   a.var = c.out[2].f32();
@@ -29,9 +26,34 @@ void bn_fwd_train(const OpDesc& od, const KernelCall& c) {
   a.C = v.C;
   a.S = v.S;
   a.normalize = true;
-  a.bn_eps = d.eps;
-  a.momentum = d.momentum;
-  norm_forward(a, d.layer);
+  a.bn_eps = eps;
+  a.momentum = momentum;
+  return a;
+}
+
+NormBwdArgs bn_bwd_args(const KernelCall& c, bool affine, float eps) {
+  const auto v = bcs_of(c.in[0].desc.shape);
+  NormBwdArgs a;
+  a.dy = c.in[0].f32();
+  a.x = c.in[1].f32();
+  a.mean = c.in[2].f32();
+  a.var = c.in[3].f32();
+  a.gamma = affine ? c.in[4].f32() : nullptr;
+  a.dx = c.out[0].f32();
+  a.dgamma = affine ? c.out[1].f32() : nullptr;
+  a.dbeta = affine ? c.out[2].f32() : nullptr;
+  a.B = v.B;
+  a.C = v.C;
+  a.S = v.S;
+  a.bn_eps = eps;
+  return a;
+}
+
+void bn_fwd_train(const OpDesc& od, const KernelCall& c) {
+  const auto& d = dynamic_cast<const prim::BatchNormDesc&>(od);
+  prim::validate_bn_fwd_train(d, c);
+  use_device(c.ctx->device.index, d.layer);
+  norm_forward(bn_fwd_args(c, d.affine, d.eps, d.momentum), d.layer);
 }
 
 void bn_fwd_infer(const OpDesc& od, const KernelCall& c) {
@@ -48,21 +70,7 @@ void bn_bwd(const OpDesc& od, const KernelCall& c) {
   const auto& d = dynamic_cast<const prim::BatchNormDesc&>(od);
   prim::validate_bn_bwd(d, c);
   use_device(c.ctx->device.index, d.layer);
-  const auto v = bcs_of(c.in[0].desc.shape);
-  NormBwdArgs a;
-  a.dy = c.in[0].f32();
-  a.x = c.in[1].f32();
-  a.mean = c.in[2].f32();
-  a.var = c.in[3].f32();
-  a.gamma = d.affine ? c.in[4].f32() : nullptr;
-  a.dx = c.out[0].f32();
-  a.dgamma = d.affine ? c.out[1].f32() : nullptr;
-  a.dbeta = d.affine ? c.out[2].f32() : nullptr;
-  a.B = v.B;
-  a.C = v.C;
-  a.S = v.S;
-  a.bn_eps = d.eps;
-  norm_backward(a, d.layer);
+  norm_backward(bn_bwd_args(c, d.affine, d.eps), d.layer);
 }
 
 // --- cuDNN's batch norm: affine only (it always takes scale and bias); it saves the inverse

@@ -21,6 +21,10 @@
 
 #include "primitives/hd.hpp"
 
+namespace ghostnn {
+struct KernelCall;  // primitives/core.hpp, kept out of the CUDA sources
+}
+
 namespace ghostnn::cudnn {
 
 // How the batch splits into normalization groups: one group of all B samples (BN), or GBN's
@@ -82,6 +86,11 @@ struct NormBwdArgs {
   float bn_eps = 1e-5f;
   NormGroups groups;
 };
+
+// The arguments of BN's and GBN's ops (in {x, [gamma, beta]} out {y, mean, var, running_mean,
+// running_var}; backward in {dy, x, mean, var, [gamma]} out {dx, [dgamma, dbeta]}), one group.
+NormFwdArgs bn_fwd_args(const KernelCall& c, bool affine, float eps, float momentum);
+NormBwdArgs bn_bwd_args(const KernelCall& c, bool affine, float eps);
 
 // Runs the forward pipeline on the current device's default stream.
 void norm_forward(const NormFwdArgs& a, std::string_view op);
