@@ -56,6 +56,9 @@ void ghost_noise_from_moments(const GhostNoiseDesc& d, std::int64_t B, std::int6
 
 // The shuffle permutation: perm[j] = the sample at position j.
 std::vector<std::uint32_t> shuffle_permutation(const GhostNoiseDesc& d, std::int64_t B);
+// Shuffle sampling's ghost groups as a [B, N] table: row b lists the N members of sample b's
+// group (b included), in permutation order. Requires B % N == 0.
+std::vector<std::uint32_t> shuffle_members(const GhostNoiseDesc& d, std::int64_t B);
 
 namespace ref {
 void gni_fwd_train(const OpDesc& d, const KernelCall& c);

@@ -60,6 +60,18 @@ std::vector<std::uint32_t> shuffle_permutation(const GhostNoiseDesc& d, std::int
   return perm;
 }
 
+std::vector<std::uint32_t> shuffle_members(const GhostNoiseDesc& d, std::int64_t B) {
+  const auto N = d.ghost_batch;
+  const auto perm = shuffle_permutation(d, B);
+  std::vector<std::uint32_t> members(static_cast<std::size_t>(B * N));
+  for (std::int64_t j = 0; j < B; ++j) {  // the sample at position j is in group j / N
+    const std::int64_t first = j / N * N;
+    for (std::int64_t k = 0; k < N; ++k)
+      members[static_cast<std::size_t>(perm[j] * N + k)] = perm[first + k];
+  }
+  return members;
+}
+
 namespace {
 // g1 = sum of the rows m1[i, :] over the members i (g2 likewise), in member order.
 GHOSTNN_CLONES
@@ -100,10 +112,8 @@ void ghost_noise_from_moments(const GhostNoiseDesc& d, std::int64_t B, std::int6
     V[c] = std::max(V[c] / static_cast<double>(B) - M[c] * M[c], 0.0);
   }
   const auto N = d.ghost_batch;
-  std::vector<std::uint32_t> perm;
-  if (d.sampling == Sampling::shuffle) perm = shuffle_permutation(d, B);
-  std::vector<std::int64_t> position(perm.size());
-  for (std::size_t j = 0; j < perm.size(); ++j) position[perm[j]] = static_cast<std::int64_t>(j);
+  std::vector<std::uint32_t> shuffled;
+  if (d.sampling == Sampling::shuffle) shuffled = shuffle_members(d, B);
     // Samples are independent: spread them over the OpenMP threads (a no-op without OpenMP).
 #pragma omp parallel
   {
@@ -116,8 +126,7 @@ void ghost_noise_from_moments(const GhostNoiseDesc& d, std::int64_t B, std::int6
           members[k] = ghost_index(d.seed, d.layer_id, d.step, static_cast<std::uint32_t>(b),
                                    static_cast<std::uint32_t>(k), static_cast<std::uint32_t>(B));
       } else {
-        const auto first = position[b] / N * N;
-        for (std::int64_t k = 0; k < N; ++k) members[k] = perm[first + k];
+        for (std::int64_t k = 0; k < N; ++k) members[k] = shuffled[b * N + k];
       }
       sum_rows(members, C, m1, m2, g1.data(), g2.data());
       noise_row(d, N, C, g1.data(), g2.data(), M.data(), V.data(), shift + b * C, scale + b * C);

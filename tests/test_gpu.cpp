@@ -225,26 +225,53 @@ TEST(Gpu, GhostNoiseMatchesReferenceAndCpu) {
   }
 }
 
-TEST(Gpu, GhostNoiseShuffleIsNotSupportedYetAndSaysSo) {
+// Shuffle sampling (groups from the host's permutation) and channel-last input ([B, ..., C]).
+TEST(Gpu, GhostNoiseShuffleAndChannelLastMatchReferenceAndCpu) {
   GHOSTNN_REQUIRE_GPU();
-  prim::GhostNoiseDesc d;
-  d.sampling = prim::Sampling::shuffle;
-  d.ghost_batch = 4;
-  try {
-    ops::ghost_noise(Tensor::zeros({8, 3}, Device::cuda()), d, true);
-    ADD_FAILURE();
-  } catch (const Error& e) {
-    EXPECT_THAT(e.what(), ::testing::HasSubstr("gni_fwd_train"));
+  struct Case {
+    Shape s;
+    std::int64_t N;
+    prim::Sampling sampling;
+    bool channel_last;
+  };
+  for (const auto& c : {Case{{32, 4, 6, 6}, 8, prim::Sampling::shuffle, false},
+                        Case{{16, 6}, 4, prim::Sampling::shuffle, false},
+                        Case{{16, 5, 5, 3}, 4, prim::Sampling::replacement, true},
+                        Case{{8, 7, 12}, 4, prim::Sampling::shuffle, true}}) {
+    prim::GhostNoiseDesc d;
+    d.ghost_batch = c.N;
+    d.sampling = c.sampling;
+    d.eps = prim::GhostNoiseDesc::default_eps(c.sampling);
+    d.channel_last = c.channel_last;
+    d.seed = 5;
+    d.layer_id = 2;
+    d.step = 17;
+    const auto v = bcs_of(c.s, c.channel_last);
+    Tensor x = normal_tensor(c.s, 8, 0.3f, 1.2f);
+    const std::vector<Tensor> outs{Tensor::zeros(c.s), Tensor::zeros({v.B, v.C}),
+                                   Tensor::zeros({v.B, v.C})};
+    testkit::expect_matches_reference(prim::op::gni_fwd_train, prim::ref::gni_fwd_train, d,
+                                      Device::cuda(), {x}, outs, kGpu);
+    const auto cpu = testkit::run_dispatched(prim::op::gni_fwd_train, d, Device::cpu(), {x}, outs);
+    const auto gpu = testkit::run_dispatched(prim::op::gni_fwd_train, d, Device::cuda(), {x}, outs);
+    for (int i = 0; i < 3; ++i)
+      EXPECT_TRUE(testkit::all_close(gpu[i], cpu[i], kGpu, "gni gpu vs cpu " + std::to_string(i)));
+    testkit::expect_matches_reference(prim::op::gni_bwd, prim::ref::gni_bwd, d, Device::cuda(),
+                                      {random_tensor(c.s, 6), cpu[2]}, {Tensor::zeros(c.s)}, kGpu);
   }
 }
 
 TEST(Gpu, FusedBlockMatchesReferenceAndCpu) {
   GHOSTNN_REQUIRE_GPU();
-  for (const Shape& s :
-       {Shape{32, 4, 6, 6}, Shape{64, 8}, Shape{256, 16, 8, 8}, Shape{64, 3, 24, 24}}) {
+  for (const Shape& s : {Shape{32, 4, 6, 6}, Shape{64, 8}, Shape{256, 16, 8, 8},
+                        Shape{64, 3, 24, 24}, Shape{48, 5, 4, 4}}) {
     const auto B = s[0], C = s[1];
     prim::BatchNormGhostNoiseDesc d;
     d.noise.ghost_batch = 16;
+    if (B == 48) {  // shuffle sampling: groups of 16 from the permutation
+      d.noise.sampling = prim::Sampling::shuffle;
+      d.noise.eps = prim::GhostNoiseDesc::default_eps(prim::Sampling::shuffle);
+    }
     d.noise.seed = 9;
     d.noise.step = 42;
     Tensor x = normal_tensor(s, 3, -0.5f, 1.5f);

@@ -1,6 +1,7 @@
 // GNI and the fused BN+GNI block on the GPU: our own kernels (norm_kernels.cu). Replacement
-// sampling in NCHW/dense layout; shuffle sampling and channel-last forward are CPU-only so far
-// (supports() says no, and the dispatcher's error names the op).
+// sampling draws its indices on the device (Philox); shuffle sampling's groups come from the
+// host (prim::shuffle_members, the same table the CPU uses) as a [B, N] device array. GNI takes
+// NCHW, dense and channel-last input; the fused block NCHW and dense.
 #include "primitives/gni.hpp"
 
 #include "backends/cudnn/cuda_common.hpp"
@@ -11,6 +12,31 @@
 namespace ghostnn::cudnn {
 
 namespace {
+// Shuffle sampling's member table on the device for one forward; freed (stream-ordered: the
+// caching allocator hands the block out again only to work queued after this forward) at scope
+// end.
+class ShuffleMembers {
+ public:
+  ShuffleMembers(const prim::GhostNoiseDesc& n, std::int64_t B, int device) : device_(device) {
+    if (n.sampling != prim::Sampling::shuffle) return;
+    const auto host = prim::shuffle_members(n, B);
+    bytes_ = host.size() * sizeof(std::uint32_t);
+    p_ = static_cast<std::uint32_t*>(device_allocate(bytes_, device));
+    GHOSTNN_CUDA_CHECK(n.layer, cudaMemcpy(p_, host.data(), bytes_, cudaMemcpyHostToDevice));
+  }
+  ~ShuffleMembers() {
+    if (p_) device_release(p_, bytes_, device_);
+  }
+  ShuffleMembers(const ShuffleMembers&) = delete;
+  ShuffleMembers& operator=(const ShuffleMembers&) = delete;
+  const std::uint32_t* get() const { return p_; }
+
+ private:
+  std::uint32_t* p_ = nullptr;
+  std::size_t bytes_ = 0;
+  int device_;
+};
+
 void copy_noise_params(const prim::GhostNoiseDesc& n, NormFwdArgs& a) {
   a.noise = true;
   a.ghost_batch = n.ghost_batch;
@@ -22,16 +48,6 @@ void copy_noise_params(const prim::GhostNoiseDesc& n, NormFwdArgs& a) {
   a.step = n.step;
 }
 }  // namespace
-
-bool gni_supported(const OpDesc& od, const KernelCall&) {
-  const auto* d = dynamic_cast<const prim::GhostNoiseDesc*>(&od);
-  return d && d->sampling == prim::Sampling::replacement && !d->channel_last;
-}
-
-bool bn_gni_supported(const OpDesc& od, const KernelCall&) {
-  const auto* d = dynamic_cast<const prim::BatchNormGhostNoiseDesc*>(&od);
-  return d && d->noise.sampling == prim::Sampling::replacement;
-}
 
 void gni_fwd_train(const OpDesc& od, const KernelCall& c) {
   const auto& d = dynamic_cast<const prim::GhostNoiseDesc&>(od);
@@ -45,7 +61,10 @@ void gni_fwd_train(const OpDesc& od, const KernelCall& c) {
   a.B = B;
   a.C = C;
   a.S = S;
+  a.channel_last = d.channel_last;
   copy_noise_params(d, a);
+  const ShuffleMembers members(d, B, c.ctx->device.index);
+  a.members = members.get();
   norm_forward(a, d.layer);
 }
 
@@ -80,6 +99,8 @@ void bn_gni_fwd_train(const OpDesc& od, const KernelCall& c) {
   a.bn_eps = d.bn_eps;
   a.momentum = d.momentum;
   copy_noise_params(d.noise, a);
+  const ShuffleMembers members(d.noise, B, c.ctx->device.index);
+  a.members = members.get();
   norm_forward(a, d.noise.layer);
 }
 

@@ -73,6 +73,25 @@ __global__ void plane_moments_kernel(const float* __restrict__ x, std::int64_t B
   if (plane < BC) warp_plane_moments(x, plane, threadIdx.x % 32, C, S, m1, m2);
 }
 
+// Channel-last x [B, S, C]: one thread per (b, c), reading along c (coalesced) for each position.
+__global__ void channel_last_moments_kernel(const float* __restrict__ x, std::int64_t B,
+                                            std::int64_t C, std::int64_t S,
+                                            float* __restrict__ m1, float* __restrict__ m2) {
+  const std::int64_t c = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const std::int64_t b = blockIdx.y;
+  if (c >= C || b >= B) return;
+  const float p = x[c];
+  const float* xb = x + b * S * C + c;
+  double s1 = 0, s2 = 0;
+  for (std::int64_t s = 0; s < S; ++s) {
+    const double a = xb[s * C] - p;
+    s1 += a;
+    s2 += a * a;
+  }
+  m1[b * C + c] = static_cast<float>(s1 / static_cast<double>(S));
+  m2[b * C + c] = static_cast<float>(s2 / static_cast<double>(S));
+}
+
 // One block per channel: each group's statistics and the running statistics (BN: of the batch,
 // unbiased variance; GBN: the average over groups of the means and biased variances); then, for
 // GNI (one group), the moments the noise is drawn from (h1, h2, written over m1, m2 in this
@@ -127,7 +146,12 @@ __device__ void channel_stats(const NormFwdArgs& a, float* __restrict__ m1, floa
   const std::int64_t N = a.ghost_batch;
   for (std::int64_t b = threadIdx.x; b < B; b += blockDim.x) {
     double g1 = 0, g2 = 0;
-    for (std::int64_t k = 0; k < N; k += 4) {
+    for (std::int64_t k = 0; a.members && k < N; ++k) {  // shuffle: the group's members
+      const std::int64_t i = a.members[b * N + k];
+      g1 += m1[i * C + c];
+      g2 += m2[i * C + c];
+    }
+    for (std::int64_t k = 0; !a.members && k < N; k += 4) {  // replacement: Philox draws
       const auto r =
           prim::ghost_index_block(a.seed, a.layer_id, a.step, static_cast<std::uint32_t>(b),
                                   static_cast<std::uint32_t>(k / 4), static_cast<std::uint32_t>(B));
@@ -360,6 +384,15 @@ void norm_forward(const NormFwdArgs& a, std::string_view op) {
   float* s = scratch_floats(static_cast<std::size_t>(2 * BC), current_device(op));
   float* m1 = s;
   float* m2 = s + BC;
+  if (a.channel_last) {  // GNI alone: moments, noise, then y = (x - shift) / scale per element
+    const dim3 grid(static_cast<unsigned>((a.C + 255) / 256), static_cast<unsigned>(a.B));
+    channel_last_moments_kernel<<<grid, 256>>>(a.x, a.B, a.C, a.S, m1, m2);
+    GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+    channel_stats_kernel<<<static_cast<unsigned>(a.C), kThreads>>>(a, m1, m2);
+    GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+    scale_planes(a.x, a.y, a.shift, a.scale, a.B, a.C, a.S, true, op);
+    return;
+  }
   plane_moments_kernel<<<plane_blocks(BC), kThreads>>>(a.x, BC, a.C, a.S, m1, m2);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
   channel_stats_kernel<<<static_cast<unsigned>(a.C), kThreads>>>(a, m1, m2);

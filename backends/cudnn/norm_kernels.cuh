@@ -4,6 +4,7 @@
 // for GBN (NormGroups).
 //
 // Forward:  plane_moments   per-plane means of (x - p_c) and (x - p_c)^2, p_c = x[0, c, 0]
+//                           (channel-last input: a thread per (b, c) walks the positions)
 //           channel_stats   per channel: each group's mean/var (+ running stats), the moments the noise is
 //                           drawn from (of xhat for BN+GNI, of x for GNI alone), and for every
 //                           sample N Philox-drawn ghost samples (primitives/philox.hpp) -> shift,
@@ -63,8 +64,11 @@ struct NormFwdArgs {
   bool noise = false;      // GNI (one group only)
   NormGroups groups;
   float bn_eps = 1e-5f, momentum = 0.1f;
+  bool channel_last = false;  // x is [B, S, C] (GNI alone); else NCHW planes
   // GNI parameters
   std::int64_t ghost_batch = 16;
+  const std::uint32_t* members = nullptr;  // device [B, N]: shuffle sampling's groups; null:
+                                           // Philox draws with replacement
   bool shift_noise = true, scale_noise = true;
   float noise_eps = 1e-3f;
   std::uint32_t seed = 0, layer_id = 0;

@@ -29,8 +29,6 @@ void pool_bwd(const OpDesc& d, const KernelCall& c);
 void xent_fwd_bwd(const OpDesc& d, const KernelCall& c);
 void sgd_step(const OpDesc& d, const KernelCall& c);
 
-bool gni_supported(const OpDesc& d, const KernelCall& c);
-bool bn_gni_supported(const OpDesc& d, const KernelCall& c);
 void gni_fwd_train(const OpDesc& d, const KernelCall& c);
 void gni_bwd(const OpDesc& d, const KernelCall& c);
 void bn_gni_fwd_train(const OpDesc& d, const KernelCall& c);

@@ -36,9 +36,9 @@ void register_backend(Registry& r) {
   add_own(op::bn_bwd, bn_bwd);
   add_own(op::gbn_fwd_train, gbn_fwd_train);
   add_own(op::gbn_bwd, gbn_bwd);
-  add_own(op::gni_fwd_train, gni_fwd_train, gni_supported);
+  add_own(op::gni_fwd_train, gni_fwd_train);
   add_own(op::gni_bwd, gni_bwd);
-  add_own(op::bn_gni_fwd_train, bn_gni_fwd_train, bn_gni_supported);
+  add_own(op::bn_gni_fwd_train, bn_gni_fwd_train);
   add_own(op::bn_gni_bwd, bn_gni_bwd);
   add(op::conv_fwd, conv_fwd);
   add(op::conv_bwd_data, conv_bwd_data);
