@@ -12,6 +12,7 @@
 #include "primitives/eltwise.hpp"
 #include "primitives/gbn.hpp"
 #include "primitives/gni.hpp"
+#include "primitives/layernorm.hpp"
 #include "primitives/linear.hpp"
 #include "primitives/pool.hpp"
 #include "primitives/sgd.hpp"
@@ -190,6 +191,28 @@ TEST(Gpu, GhostBatchNormBackwardMatchesFiniteDifferences) {
         return testkit::weighted_sum(forward(v)[0].to_vector(), w);
       },
       xv, dx.to_vector(), 1e-2, {5e-3, 3e-2}));
+}
+
+TEST(Gpu, LayerNormAndChannelAffineMatchReference) {
+  GHOSTNN_REQUIRE_GPU();
+  for (const Shape& s : {Shape{8, 4, 5, 5}, Shape{6, 10}, Shape{4, 64, 16, 16}}) {
+    const auto B = s[0], C = s[1];
+    prim::LayerNormDesc ln;
+    Tensor x = normal_tensor(s, 21, 0.7f, 1.5f);
+    const std::vector<Tensor> outs{Tensor::zeros(s), Tensor::zeros({B}), Tensor::zeros({B})};
+    gpu_backend_matches_reference(prim::op::ln_fwd, prim::ref::ln_fwd, ln, "cuda-kernels", {x},
+                                  outs);
+    const auto fwd = testkit::run_reference(prim::ref::ln_fwd, ln, {x}, outs);
+    gpu_backend_matches_reference(prim::op::ln_bwd, prim::ref::ln_bwd, ln, "cuda-kernels",
+                                  {random_tensor(s, 22), x, fwd[1], fwd[2]}, {Tensor::zeros(s)});
+    prim::ChannelAffineDesc af;
+    Tensor gamma = random_tensor({C}, 23, 0.5f, 1.5f), beta = random_tensor({C}, 24);
+    gpu_backend_matches_reference(prim::op::affine_fwd, prim::ref::affine_fwd, af, "cuda-kernels",
+                                  {x, gamma, beta}, {Tensor::zeros(s)});
+    gpu_backend_matches_reference(prim::op::affine_bwd, prim::ref::affine_bwd, af, "cuda-kernels",
+                                  {random_tensor(s, 25), x, gamma},
+                                  {Tensor::zeros(s), Tensor::zeros({C}), Tensor::zeros({C})});
+  }
 }
 
 TEST(Gpu, GhostNoiseMatchesReferenceAndCpu) {
@@ -429,10 +452,11 @@ SideBySide train_side_by_side(const std::string& norm, std::int64_t batch, int s
   return r;
 }
 
-TEST(Gpu, GhostBatchNormModelStepsLikeOnTheCpu) {
+// Norms whose GPU kernels came after the first GPU run: GBN, shuffled GNI, layer norm + GNI.
+TEST(Gpu, MoreNormSpecsStepLikeOnTheCpu) {
   GHOSTNN_REQUIRE_GPU();
-  for (const std::string norm : {"gbn:8", "gbn:8:strided"}) {
-    const auto r = train_side_by_side(norm, 20, 3, 4);  // groups of 8, 8 and 4
+  for (const std::string norm : {"gbn:8", "gbn:8:strided", "gni:4:shuffle", "ln+gni:4"}) {
+    const auto r = train_side_by_side(norm, 20, 3, 4);  // GBN groups of 8, 8 and 4
     for (std::size_t s = 0; s < r.cpu_loss.size(); ++s)
       EXPECT_NEAR(r.gpu_loss[s], r.cpu_loss[s], 2e-3 * (1 + std::fabs(r.cpu_loss[s])))
           << norm << " step " << s;

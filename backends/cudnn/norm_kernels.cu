@@ -328,6 +328,73 @@ __global__ void plane_bwd_kernel(NormBwdArgs a, const float* __restrict__ coef) 
   }
 }
 
+// One block per sample: moments about the sample's first value (in double), then the output.
+__global__ void ln_fwd_kernel(const float* __restrict__ x, float* __restrict__ y,
+                              float* __restrict__ mean, float* __restrict__ var, std::int64_t n,
+                              float eps) {
+  __shared__ double shared[32];
+  const std::int64_t b = blockIdx.x;
+  const float* xb = x + b * n;
+  float* yb = y + b * n;
+  const float p = xb[0];
+  double s1 = 0, s2 = 0;
+  for (std::int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    const double a = xb[i] - p;
+    s1 += a;
+    s2 += a * a;
+  }
+  s1 = block_sum(s1, shared);
+  s2 = block_sum(s2, shared);
+  const double mp = s1 / static_cast<double>(n);
+  const double v = fmax(s2 / static_cast<double>(n) - mp * mp, 0.0);
+  const float mu = static_cast<float>(mp + p), inv = static_cast<float>(1.0 / sqrt(v + eps));
+  for (std::int64_t i = threadIdx.x; i < n; i += blockDim.x) yb[i] = (xb[i] - mu) * inv;
+  if (threadIdx.x == 0) {
+    mean[b] = mu;
+    var[b] = static_cast<float>(v);
+  }
+}
+
+// dx = inv (dy - mean(dy) - xhat mean(dy xhat)) per sample.
+__global__ void ln_bwd_kernel(const float* __restrict__ dy, const float* __restrict__ x,
+                              const float* __restrict__ mean, const float* __restrict__ var,
+                              float* __restrict__ dx, std::int64_t n, float eps) {
+  __shared__ double shared[32];
+  const std::int64_t b = blockIdx.x;
+  const float *gb = dy + b * n, *xb = x + b * n;
+  const double mu = mean[b], inv = 1.0 / sqrt(static_cast<double>(var[b]) + eps);
+  double sg = 0, sgy = 0;
+  for (std::int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    sg += gb[i];
+    sgy += gb[i] * (xb[i] - mu) * inv;
+  }
+  sg = block_sum(sg, shared);
+  sgy = block_sum(sgy, shared);
+  const double nn = static_cast<double>(n);
+  for (std::int64_t i = threadIdx.x; i < n; i += blockDim.x)
+    dx[b * n + i] =
+        static_cast<float>(inv * (gb[i] - sg / nn - (xb[i] - mu) * inv * sgy / nn));
+}
+
+__global__ void affine_grads_kernel(const float* __restrict__ dy, const float* __restrict__ x,
+                                    float* __restrict__ dgamma, float* __restrict__ dbeta,
+                                    std::int64_t B, std::int64_t C, std::int64_t S) {
+  __shared__ double shared[32];
+  const std::int64_t c = blockIdx.x;
+  double dg = 0, db = 0;
+  for (std::int64_t i = threadIdx.x; i < B * S; i += blockDim.x) {
+    const std::int64_t k = ((i / S) * C + c) * S + i % S;
+    dg += static_cast<double>(dy[k]) * x[k];
+    db += dy[k];
+  }
+  dg = block_sum(dg, shared);
+  db = block_sum(db, shared);
+  if (threadIdx.x == 0) {
+    dgamma[c] = static_cast<float>(dg);
+    dbeta[c] = static_cast<float>(db);
+  }
+}
+
 unsigned plane_blocks(std::int64_t BC) { return static_cast<unsigned>((BC + kWarps - 1) / kWarps); }
 
 int current_device(std::string_view op) {
@@ -430,6 +497,24 @@ void scale_planes(const float* x, float* y, const float* shift, const float* sca
     const auto blocks = static_cast<unsigned>(std::min<std::int64_t>((n + 255) / 256, 65535));
     scale_elements_kernel<<<blocks, 256>>>(x, y, shift, scale, n, C, S, true);
   }
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+}
+
+void layer_norm_forward(const float* x, float* y, float* mean, float* var, std::int64_t B,
+                        std::int64_t n, float eps, std::string_view op) {
+  ln_fwd_kernel<<<static_cast<unsigned>(B), kThreads>>>(x, y, mean, var, n, eps);
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+}
+
+void layer_norm_backward(const float* dy, const float* x, const float* mean, const float* var,
+                         float* dx, std::int64_t B, std::int64_t n, float eps, std::string_view op) {
+  ln_bwd_kernel<<<static_cast<unsigned>(B), kThreads>>>(dy, x, mean, var, dx, n, eps);
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+}
+
+void channel_affine_grads(const float* dy, const float* x, float* dgamma, float* dbeta,
+                          std::int64_t B, std::int64_t C, std::int64_t S, std::string_view op) {
+  affine_grads_kernel<<<static_cast<unsigned>(C), kThreads>>>(dy, x, dgamma, dbeta, B, C, S);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 

@@ -108,6 +108,15 @@ void bn_inference(const float* x, float* y, const float* m, const float* v, cons
                   const float* beta, std::int64_t B, std::int64_t C, std::int64_t S, float eps,
                   std::string_view op);
 
+// Layer norm over each sample's n = C*S values (primitives/layernorm.hpp): one block per sample.
+void layer_norm_forward(const float* x, float* y, float* mean, float* var, std::int64_t B,
+                        std::int64_t n, float eps, std::string_view op);
+void layer_norm_backward(const float* dy, const float* x, const float* mean, const float* var,
+                         float* dx, std::int64_t B, std::int64_t n, float eps, std::string_view op);
+// dgamma_c = sum dy x, dbeta_c = sum dy over (b, s): one block per channel.
+void channel_affine_grads(const float* dy, const float* x, float* dgamma, float* dbeta,
+                          std::int64_t B, std::int64_t C, std::int64_t S, std::string_view op);
+
 // A grow-only scratch buffer on device `index` (no cudaMalloc in steady state).
 float* scratch_floats(std::size_t count, int index);
 

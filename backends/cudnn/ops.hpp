@@ -29,6 +29,10 @@ void pool_bwd(const OpDesc& d, const KernelCall& c);
 void xent_fwd_bwd(const OpDesc& d, const KernelCall& c);
 void sgd_step(const OpDesc& d, const KernelCall& c);
 
+void ln_fwd(const OpDesc& d, const KernelCall& c);
+void ln_bwd(const OpDesc& d, const KernelCall& c);
+void affine_fwd(const OpDesc& d, const KernelCall& c);
+void affine_bwd(const OpDesc& d, const KernelCall& c);
 void gni_fwd_train(const OpDesc& d, const KernelCall& c);
 void gni_bwd(const OpDesc& d, const KernelCall& c);
 void bn_gni_fwd_train(const OpDesc& d, const KernelCall& c);

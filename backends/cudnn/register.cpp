@@ -8,6 +8,7 @@
 #include "primitives/eltwise.hpp"
 #include "primitives/gbn.hpp"
 #include "primitives/gni.hpp"
+#include "primitives/layernorm.hpp"
 #include "primitives/linear.hpp"
 #include "primitives/pool.hpp"
 #include "primitives/sgd.hpp"
@@ -36,6 +37,10 @@ void register_backend(Registry& r) {
   add_own(op::bn_bwd, bn_bwd);
   add_own(op::gbn_fwd_train, gbn_fwd_train);
   add_own(op::gbn_bwd, gbn_bwd);
+  add_own(op::ln_fwd, ln_fwd);
+  add_own(op::ln_bwd, ln_bwd);
+  add_own(op::affine_fwd, affine_fwd);
+  add_own(op::affine_bwd, affine_bwd);
   add_own(op::gni_fwd_train, gni_fwd_train);
   add_own(op::gni_bwd, gni_bwd);
   add_own(op::bn_gni_fwd_train, bn_gni_fwd_train);
