@@ -1,13 +1,12 @@
 // Helpers shared by the benchmark suites: the copy yardstick and synthetic inputs.
 #pragma once
 
+#include <fmt/ranges.h>
 #include <omp.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstring>
-
-#include <fmt/ranges.h>
 
 #include "engine/tensor.hpp"
 
@@ -55,8 +54,6 @@ inline Tensor uniform(const Shape& s, Device dev, float lo, float hi, std::uint3
   return Tensor::from_vector(v, s, dev);
 }
 
-inline std::string shape_name(const Shape& s) {
-  return fmt::format("{}", fmt::join(s, "x"));
-}
+inline std::string shape_name(const Shape& s) { return fmt::format("{}", fmt::join(s, "x")); }
 
 }  // namespace ghostnn::bench

@@ -72,8 +72,7 @@ void timed(benchmark::State& state, Device dev, double flops, double bytes, F&& 
   const double per_call =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / n;
   if (flops > 0)
-    state.counters["GFLOP/s"] =
-        benchmark::Counter(flops * n / 1e9, benchmark::Counter::kIsRate);
+    state.counters["GFLOP/s"] = benchmark::Counter(flops * n / 1e9, benchmark::Counter::kIsRate);
   if (bytes > 0) {
     state.counters["GB/s"] = benchmark::Counter(bytes * n / 1e9, benchmark::Counter::kIsRate);
     state.counters["vs_copy"] = per_call / copy;
@@ -142,13 +141,15 @@ void register_elementwise(Device dev) {
     });
     add(fmt::format("ReLU/bwd/{}/{}", sn, dev.str()), [=](benchmark::State& st) {
       Tensor x = uniform(s, dev, -1, 1), dy = uniform(s, dev, -1, 1), dx = Tensor::empty(s, dev);
-      timed(st, dev, 0, 3 * t,
-            [&] { ops::call(prim::op::relu_bwd, prim::ReluDesc{}, {dy, x}, {dx}); });
+      timed(st, dev, 0, 3 * t, [&] {
+        ops::call(prim::op::relu_bwd, prim::ReluDesc{}, {dy, x}, {dx});
+      });
     });
     add(fmt::format("Add/fwd/{}/{}", sn, dev.str()), [=](benchmark::State& st) {
       Tensor a1 = uniform(s, dev, -1, 1), b1 = uniform(s, dev, -1, 1), y = Tensor::empty(s, dev);
-      timed(st, dev, 0, 3 * t,
-            [&] { ops::call(prim::op::add_fwd, prim::AddDesc{}, {a1, b1}, {y}); });
+      timed(st, dev, 0, 3 * t, [&] {
+        ops::call(prim::op::add_fwd, prim::AddDesc{}, {a1, b1}, {y});
+      });
     });
   }
   // Global average pooling before each classifier.

@@ -25,9 +25,9 @@ namespace {
 
 // The activations of CIFAR ResNet-20 (16x32x32, 32x16x16, 64x8x8) and ResNet-18 (64x32x32,
 // 128x16x16, 256x8x8, 512x4x4) at batch 256, and ImageNet ResNet-18's first stage (64x56x56).
-const Shape kShapes[] = {{256, 16, 32, 32},  {256, 32, 16, 16}, {256, 64, 8, 8},
-                         {256, 64, 32, 32},  {256, 128, 16, 16}, {256, 256, 8, 8},
-                         {256, 512, 4, 4},   {256, 64, 56, 56}};
+const Shape kShapes[] = {{256, 16, 32, 32}, {256, 32, 16, 16},  {256, 64, 8, 8},
+                         {256, 64, 32, 32}, {256, 128, 16, 16}, {256, 256, 8, 8},
+                         {256, 512, 4, 4},  {256, 64, 56, 56}};
 
 using bench::copy_seconds;
 using bench::shape_name;

@@ -125,8 +125,7 @@ void train_step(benchmark::State& state, const std::string& model_name, const st
   for (auto _ : state) {
     const auto t0 = std::chrono::steady_clock::now();
     step();
-    seconds.push_back(
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     state.SetIterationTime(seconds.back());
   }
   std::sort(seconds.begin(), seconds.end());

@@ -44,9 +44,7 @@ TEST(Tensor, RoundTripsValuesAndShape) {
   EXPECT_EQ(Tensor::full({2}, 2.5f).to_vector(), std::vector<float>(2, 2.5f));
 }
 
-TEST(Tensor, MemoryStatsCountLiveTensorBytes) {
-  testkit::expect_memory_accounting(Device::cpu());
-}
+TEST(Tensor, MemoryStatsCountLiveTensorBytes) { testkit::expect_memory_accounting(Device::cpu()); }
 
 // A fake system allocator that records what reaches it.
 struct CountingSystem {

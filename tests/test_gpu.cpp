@@ -157,8 +157,8 @@ TEST(Gpu, GhostBatchNormMatchesReference) {
           bout.push_back(Tensor::zeros({C}));
           bout.push_back(Tensor::zeros({C}));
         }
-        gpu_backend_matches_reference(prim::op::gbn_bwd, prim::ref::gbn_bwd, d, "cuda-kernels",
-                                      bin, bout);
+        gpu_backend_matches_reference(prim::op::gbn_bwd, prim::ref::gbn_bwd, d, "cuda-kernels", bin,
+                                      bout);
       }
   }
 }
@@ -182,10 +182,10 @@ TEST(Gpu, GhostBatchNormBackwardMatchesFiniteDifferences) {
   const auto xv = normal_tensor(s, 6).to_vector();
   auto fwd = forward(xv);
   Tensor dx = Tensor::zeros(s, dev), dg = Tensor::zeros({2}, dev), db = Tensor::zeros({2}, dev);
-  ops::call(prim::op::gbn_bwd, d,
-            {Tensor::from_vector(w, s, dev), Tensor::from_vector(xv, s, dev), fwd[1], fwd[2],
-             gamma},
-            {dx, dg, db});
+  ops::call(
+      prim::op::gbn_bwd, d,
+      {Tensor::from_vector(w, s, dev), Tensor::from_vector(xv, s, dev), fwd[1], fwd[2], gamma},
+      {dx, dg, db});
   EXPECT_TRUE(testkit::gradient_matches(
       [&](const std::vector<float>& v) {
         return testkit::weighted_sum(forward(v)[0].to_vector(), w);
@@ -287,7 +287,7 @@ TEST(Gpu, GhostNoiseShuffleAndChannelLastMatchReferenceAndCpu) {
 TEST(Gpu, FusedBlockMatchesReferenceAndCpu) {
   GHOSTNN_REQUIRE_GPU();
   for (const Shape& s : {Shape{32, 4, 6, 6}, Shape{64, 8}, Shape{256, 16, 8, 8},
-                        Shape{64, 3, 24, 24}, Shape{48, 5, 4, 4}}) {
+                         Shape{64, 3, 24, 24}, Shape{48, 5, 4, 4}}) {
     const auto B = s[0], C = s[1];
     prim::BatchNormGhostNoiseDesc d;
     d.noise.ghost_batch = 16;
@@ -431,8 +431,10 @@ struct SideBySide {
 };
 SideBySide train_side_by_side(const std::string& norm, std::int64_t batch, int steps,
                               std::uint64_t seed) {
-  SideBySide r{nn::make_model("resnet20", norm, 10, seed), nn::make_model("resnet20", norm, 10, seed),
-               {}, {}};
+  SideBySide r{nn::make_model("resnet20", norm, 10, seed),
+               nn::make_model("resnet20", norm, 10, seed),
+               {},
+               {}};
   r.gpu->to(Device::cuda());
   optim::Sgd oc(*r.cpu, {0.05f, 0.9f, 5e-4f, true}), og(*r.gpu, {0.05f, 0.9f, 5e-4f, true});
   Tensor x = normal_tensor({batch, 3, 32, 32}, 10 + seed);

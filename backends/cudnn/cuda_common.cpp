@@ -1,10 +1,9 @@
 #include "backends/cudnn/cuda_common.hpp"
 
-#include <memory>
-
 #include <algorithm>
 #include <climits>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <vector>
 

@@ -13,24 +13,24 @@ void ln_fwd(const OpDesc& od, const KernelCall& c) {
   const auto& d = dynamic_cast<const prim::LayerNormDesc&>(od);
   const auto [B, C, S] = prim::validate_ln_fwd(d, c);
   use_device(c.ctx->device.index, d.layer);
-  layer_norm_forward(c.in[0].f32(), c.out[0].f32(), c.out[1].f32(), c.out[2].f32(), B, C * S,
-                     d.eps, d.layer);
+  layer_norm_forward(c.in[0].f32(), c.out[0].f32(), c.out[1].f32(), c.out[2].f32(), B, C * S, d.eps,
+                     d.layer);
 }
 
 void ln_bwd(const OpDesc& od, const KernelCall& c) {
   const auto& d = dynamic_cast<const prim::LayerNormDesc&>(od);
   const auto [B, C, S] = prim::validate_ln_bwd(d, c);
   use_device(c.ctx->device.index, d.layer);
-  layer_norm_backward(c.in[0].f32(), c.in[1].f32(), c.in[2].f32(), c.in[3].f32(), c.out[0].f32(),
-                      B, C * S, d.eps, d.layer);
+  layer_norm_backward(c.in[0].f32(), c.in[1].f32(), c.in[2].f32(), c.in[3].f32(), c.out[0].f32(), B,
+                      C * S, d.eps, d.layer);
 }
 
 void affine_fwd(const OpDesc& od, const KernelCall& c) {
   const auto& d = dynamic_cast<const prim::ChannelAffineDesc&>(od);
   const auto [B, C, S] = prim::validate_affine_fwd(d, c);
   use_device(c.ctx->device.index, d.layer);
-  bn_inference(c.in[0].f32(), c.out[0].f32(), nullptr, nullptr, c.in[1].f32(), c.in[2].f32(), B,
-               C, S, 0.f, d.layer);
+  bn_inference(c.in[0].f32(), c.out[0].f32(), nullptr, nullptr, c.in[1].f32(), c.in[2].f32(), B, C,
+               S, 0.f, d.layer);
 }
 
 void affine_bwd(const OpDesc& od, const KernelCall& c) {

@@ -75,8 +75,8 @@ __global__ void plane_moments_kernel(const float* __restrict__ x, std::int64_t B
 
 // Channel-last x [B, S, C]: one thread per (b, c), reading along c (coalesced) for each position.
 __global__ void channel_last_moments_kernel(const float* __restrict__ x, std::int64_t B,
-                                            std::int64_t C, std::int64_t S,
-                                            float* __restrict__ m1, float* __restrict__ m2) {
+                                            std::int64_t C, std::int64_t S, float* __restrict__ m1,
+                                            float* __restrict__ m2) {
   const std::int64_t c = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const std::int64_t b = blockIdx.y;
   if (c >= C || b >= B) return;
@@ -126,7 +126,8 @@ __device__ void channel_stats(const NormFwdArgs& a, float* __restrict__ m1, floa
   if (a.normalize && threadIdx.x == 0 && a.running_mean) {
     const double m = a.momentum, n = static_cast<double>(B * a.S);
     const double batch_mean = sum_mean / static_cast<double>(G.count);
-    const double batch_var = G.count == 1 ? var * n / (n - 1) : sum_var / static_cast<double>(G.count);
+    const double batch_var =
+        G.count == 1 ? var * n / (n - 1) : sum_var / static_cast<double>(G.count);
     a.running_mean[c] = static_cast<float>((1.0 - m) * a.running_mean[c] + m * batch_mean);
     a.running_var[c] = static_cast<float>((1.0 - m) * a.running_var[c] + m * batch_var);
   }
@@ -372,8 +373,7 @@ __global__ void ln_bwd_kernel(const float* __restrict__ dy, const float* __restr
   sgy = block_sum(sgy, shared);
   const double nn = static_cast<double>(n);
   for (std::int64_t i = threadIdx.x; i < n; i += blockDim.x)
-    dx[b * n + i] =
-        static_cast<float>(inv * (gb[i] - sg / nn - (xb[i] - mu) * inv * sgy / nn));
+    dx[b * n + i] = static_cast<float>(inv * (gb[i] - sg / nn - (xb[i] - mu) * inv * sgy / nn));
 }
 
 __global__ void affine_grads_kernel(const float* __restrict__ dy, const float* __restrict__ x,
@@ -507,7 +507,8 @@ void layer_norm_forward(const float* x, float* y, float* mean, float* var, std::
 }
 
 void layer_norm_backward(const float* dy, const float* x, const float* mean, const float* var,
-                         float* dx, std::int64_t B, std::int64_t n, float eps, std::string_view op) {
+                         float* dx, std::int64_t B, std::int64_t n, float eps,
+                         std::string_view op) {
   ln_bwd_kernel<<<static_cast<unsigned>(B), kThreads>>>(dy, x, mean, var, dx, n, eps);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }

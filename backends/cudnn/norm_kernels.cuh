@@ -5,7 +5,8 @@
 //
 // Forward:  plane_moments   per-plane means of (x - p_c) and (x - p_c)^2, p_c = x[0, c, 0]
 //                           (channel-last input: a thread per (b, c) walks the positions)
-//           channel_stats   per channel: each group's mean/var (+ running stats), the moments the noise is
+//           channel_stats   per channel: each group's mean/var (+ running stats), the moments the
+//           noise is
 //                           drawn from (of xhat for BN+GNI, of x for GNI alone), and for every
 //                           sample N Philox-drawn ghost samples (primitives/philox.hpp) -> shift,
 //                           scale
@@ -78,8 +79,8 @@ struct NormFwdArgs {
 struct NormBwdArgs {
   const float* dy = nullptr;
   const float* x = nullptr;
-  const float* mean = nullptr;  // [G, C]
-  const float* var = nullptr;   // [G, C]
+  const float* mean = nullptr;   // [G, C]
+  const float* var = nullptr;    // [G, C]
   const float* shift = nullptr;  // null: 0
   const float* scale = nullptr;  // null: 1
   const float* gamma = nullptr;  // null: 1
