@@ -381,17 +381,23 @@ ExclusiveBatchNorm2d::ExclusiveBatchNorm2d(std::int64_t channels, std::int64_t g
 
 Tensor ExclusiveBatchNorm2d::forward(const Tensor& x) {
   if (!training_) return infer(x);
+  if (x.rank() < 2) fail("{}: x must be [B, C, ...], got {}", desc_.layer, shape_str(x.shape()));
   Tensor y = Tensor::empty(x.shape(), x.device());
+  mean_ = Tensor::empty({x.dim(0), x.dim(1)}, x.device());
+  var_ = Tensor::empty({x.dim(0), x.dim(1)}, x.device());
   ops::call(prim::op::xbn_fwd_train, desc_, {x, gamma(), beta()},
-            {y, running_mean(), running_var()});
+            {y, mean_, var_, running_mean(), running_var()});
+  x_ = x;
   return y;
 }
 
-Tensor ExclusiveBatchNorm2d::backward(const Tensor&) {
-  fail(
-      "{}: exclusive batch norm has no backward yet, so 'xbn' cannot be trained through (use it "
-      "for inference, or train with bn, gbn:N or gni:N)",
-      desc_.layer);
+Tensor ExclusiveBatchNorm2d::backward(const Tensor& dy) {
+  if (!x_.defined()) fail("{}: backward without a training forward", desc_.layer);
+  Tensor dx = Tensor::empty(dy.shape(), dy.device());
+  ops::call(prim::op::xbn_bwd, desc_, {dy, x_, mean_, var_, gamma()},
+            {dx, gamma_param().grad, beta_param().grad});
+  x_ = Tensor();
+  return dx;
 }
 
 Sequential& Sequential::add(std::string name, ModulePtr m) {

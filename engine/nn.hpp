@@ -243,7 +243,7 @@ class LnGhostNoise2d final : public Module {
   Tensor x_, mean_, var_, scale_, z_;
 };
 
-// Exclusive BN: forward only so far; training through it is a clear error at backward.
+// Exclusive BN: each sample normalized with the leave-one-out statistics of its ghost group.
 class ExclusiveBatchNorm2d final : public RunningNorm2d {
  public:
   ExclusiveBatchNorm2d(std::int64_t channels, std::int64_t ghost_batch,
@@ -254,6 +254,7 @@ class ExclusiveBatchNorm2d final : public RunningNorm2d {
 
  private:
   prim::ExclusiveBatchNormDesc desc_;
+  Tensor x_, mean_, var_;
 };
 
 class Sequential : public Module {

@@ -26,6 +26,7 @@ void bn_gni_fwd_train(const OpDesc& d, const KernelCall& c);
 void bn_gni_bwd(const OpDesc& d, const KernelCall& c);
 
 void xbn_fwd_train(const OpDesc& d, const KernelCall& c);
+void xbn_bwd(const OpDesc& d, const KernelCall& c);
 
 void conv_fwd(const OpDesc& d, const KernelCall& c);
 void conv_bwd_data(const OpDesc& d, const KernelCall& c);

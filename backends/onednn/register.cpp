@@ -43,6 +43,7 @@ void register_backend(Registry& r) {
   own(op::bn_gni_fwd_train, bn_gni_fwd_train);
   own(op::bn_gni_bwd, bn_gni_bwd);
   own(op::xbn_fwd_train, xbn_fwd_train);
+  own(op::xbn_bwd, xbn_bwd);
   add(op::conv_fwd, conv_fwd);
   add(op::conv_bwd_data, conv_bwd_data);
   add(op::conv_bwd_weights, conv_bwd_weights);

@@ -1,5 +1,6 @@
 // Exclusive batch normalization on the CPU: per-plane moments, leave-one-out statistics from the
-// group totals in double, one apply pass (maths in primitives/xbn.hpp).
+// group totals in double, one apply pass; the backward likewise: per-plane dot products, group
+// totals of the statistics' gradients, one pass dx = a dy + bx x + c (maths in primitives/xbn.hpp).
 #include "primitives/xbn.hpp"
 
 #include <cmath>
@@ -31,6 +32,8 @@ void xbn_fwd_train(const OpDesc& od, const KernelCall& c) {
     const double mp = (t1[gk] - m.m1[k]) / n;
     const double var = std::max((t2[gk] - m.m2[k]) / n - mp * mp, 0.0);
     const double inv = 1.0 / std::sqrt(var + d.eps);
+    c.out[1].f32()[k] = static_cast<float>(mp + m.pivot[ch]);
+    c.out[2].f32()[k] = static_cast<float>(var);
     const double ga = d.affine ? c.in[1].f32()[ch] : 1.0;
     const double be = d.affine ? c.in[2].f32()[ch] : 0.0;
     plane_affine(x + k * S, y + k * S, S, static_cast<float>(ga * inv),
@@ -43,8 +46,52 @@ void xbn_fwd_train(const OpDesc& od, const KernelCall& c) {
     mean[ch] = mp + m.pivot[ch];
     unbiased[ch] = std::max(all2[ch] / n - mp * mp, 0.0) * n / (n - 1);
   }
-  prim::update_running(c.out[1].f32(), mean.data(), C, d.momentum);
-  prim::update_running(c.out[2].f32(), unbiased.data(), C, d.momentum);
+  prim::update_running(c.out[3].f32(), mean.data(), C, d.momentum);
+  prim::update_running(c.out[4].f32(), unbiased.data(), C, d.momentum);
+}
+
+void xbn_bwd(const OpDesc& od, const KernelCall& c) {
+  const auto& d = dynamic_cast<const prim::ExclusiveBatchNormDesc&>(od);
+  const auto g = prim::validate_xbn_bwd(d, c);
+  const auto [B, C, S] = bcs_of(c.in[0].desc.shape);
+  const float *dy = c.in[0].f32(), *x = c.in[1].f32();
+  const float *mean = c.in[2].f32(), *var = c.in[3].f32();
+  auto gamma = [&](std::int64_t ch) { return d.affine ? c.in[4].f32()[ch] : 1.0; };
+  // Per plane: the sums, r, and the gradients of its statistics (means taken about the pivot
+  // p_c = mean[0, c] so the x-coefficient terms below do not cancel badly).
+  std::vector<double> r(B * C), ge(B * C), gm(B * C), dys(B * C), dyx(B * C);
+  parallel_for(B * C, [&](std::int64_t k) {
+    const auto ch = k % C;
+    const auto dots = plane_grad_dots(dy + k * S, x + k * S, S, mean[k]);
+    const double ga = gamma(ch);
+    r[k] = 1.0 / std::sqrt(static_cast<double>(var[k]) + d.eps);
+    dys[k] = dots.dy;
+    dyx[k] = dots.dyx;
+    ge[k] = -0.5 * r[k] * r[k] * r[k] * ga * dots.dyx;
+    gm[k] = -r[k] * ga * dots.dy - 2.0 * ge[k] * (mean[k] - mean[ch]);
+  });
+  std::vector<double> tg(g.count * C, 0.0), te(g.count * C, 0.0), dgamma(C, 0.0), dbeta(C, 0.0);
+  for (std::int64_t b = 0; b < B; ++b)
+    for (std::int64_t ch = 0; ch < C; ++ch) {
+      const auto k = b * C + ch, gk = g.group_of[b] * C + ch;
+      tg[gk] += gm[k];
+      te[gk] += ge[k];
+      dgamma[ch] += r[k] * dyx[k];
+      dbeta[ch] += dys[k];
+    }
+  parallel_for(B * C, [&](std::int64_t k) {
+    const auto b = k / C, ch = k % C, gk = g.group_of[b] * C + ch;
+    const double M = static_cast<double>((g.size[g.group_of[b]] - 1) * S);
+    const double bx = 2.0 * (te[gk] - ge[k]) / M;
+    const double k0 = (tg[gk] - gm[k]) / M - bx * mean[ch];
+    plane_bwd(dy + k * S, x + k * S, c.out[0].f32() + k * S, S,
+              static_cast<float>(gamma(ch) * r[k]), static_cast<float>(bx), static_cast<float>(k0));
+  });
+  if (d.affine)
+    for (std::int64_t ch = 0; ch < C; ++ch) {
+      c.out[1].f32()[ch] = static_cast<float>(dgamma[ch]);
+      c.out[2].f32()[ch] = static_cast<float>(dbeta[ch]);
+    }
 }
 
 }  // namespace ghostnn::onednn
