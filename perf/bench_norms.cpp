@@ -1,6 +1,7 @@
 // Norm primitives on the CPU (and the GPU when present): BatchNorm (oneDNN), GhostBatchNorm,
 // GhostNoise alone, the fused BatchNormGhostNoise block and the same block unfused
-// (BN without affine -> GNI -> gain/bias, the gain/bias as a BN inference with mean 0, var 1-eps).
+// (BN without affine -> GNI -> gain/bias, the gain/bias as a BN inference with mean 0, var 1-eps),
+// ExclusiveBatchNorm (N=16, CPU only) and LayerNormAffine (layer norm, then gain/bias).
 // BatchNorm is the default kernel (ours on both devices); BatchNorm_onednn and BatchNorm_cudnn
 // are the vendor libraries' BN, the baselines the targets name.
 // Each benchmark reports bytes moved (GB/s) and `vs_copy`: its time over that of a plain copy of
@@ -18,6 +19,8 @@
 #include "primitives/bn_gni.hpp"
 #include "primitives/gbn.hpp"
 #include "primitives/gni.hpp"
+#include "primitives/layernorm.hpp"
+#include "primitives/xbn.hpp"
 
 using namespace ghostnn;
 
@@ -33,7 +36,7 @@ using bench::copy_seconds;
 using bench::shape_name;
 
 // bn_library: the vendor library's BN (oneDNN on the CPU, cuDNN on the GPU); bn: the default.
-enum class Op { bn, bn_library, gbn, gni, fused, unfused };
+enum class Op { bn, bn_library, gbn, gni, fused, unfused, xbn, layer_norm };
 const char* library_backend(Device d) { return d.type == DeviceType::cpu ? "onednn" : "cudnn"; }
 
 std::string op_name(Op op, Device d) {
@@ -50,6 +53,10 @@ std::string op_name(Op op, Device d) {
       return "BatchNormGhostNoise";
     case Op::unfused:
       return "BatchNormGhostNoiseUnfused";
+    case Op::xbn:
+      return "ExclusiveBatchNorm";
+    case Op::layer_norm:
+      return "LayerNormAffine";
   }
   return "?";
 }
@@ -59,11 +66,14 @@ struct Fixture {
   Device dev;
   std::int64_t B, C;
   Tensor x, y, dy, dx, t1, t2, gamma, beta, mean, var, rmean, rvar, shift, scale, gmean, gvar,
-      dgamma, dbeta, zeros, ones;
+      dgamma, dbeta, zeros, ones, smean, svar, lmean, lvar;
   prim::BatchNormDesc bn, bn_plain, gain_bias;
   prim::GhostBatchNormDesc gbn;
   prim::GhostNoiseDesc gni;
   prim::BatchNormGhostNoiseDesc fused;
+  prim::ExclusiveBatchNormDesc xbn;
+  prim::LayerNormDesc ln;
+  prim::ChannelAffineDesc affine;
 
   Fixture(const Shape& shape, Device d) : s(shape), dev(d), B(shape[0]), C(shape[1]) {
     auto rnd = [&](const Shape& sh, float lo, float hi) {
@@ -99,6 +109,11 @@ struct Fixture {
     gvar = Tensor::zeros({B / 16, C}, dev);
     gni.ghost_batch = 16;
     fused.noise.ghost_batch = 16;
+    xbn.ghost_batch = 16;
+    smean = Tensor::zeros({B, C}, dev);
+    svar = Tensor::zeros({B, C}, dev);
+    lmean = Tensor::zeros({B}, dev);
+    lvar = Tensor::zeros({B}, dev);
   }
 
   void forward(Op op) {
@@ -125,6 +140,13 @@ struct Fixture {
         ops::call(prim::op::gni_fwd_train, gni, {t1}, {t2, shift, scale});
         ops::call(prim::op::bn_fwd_infer, gain_bias, {t2, zeros, ones, gamma, beta}, {y});
         break;
+      case Op::xbn:
+        ops::call(prim::op::xbn_fwd_train, xbn, {x, gamma, beta}, {y, smean, svar, rmean, rvar});
+        break;
+      case Op::layer_norm:
+        ops::call(prim::op::ln_fwd, ln, {x}, {t1, lmean, lvar});
+        ops::call(prim::op::affine_fwd, affine, {t1, gamma, beta}, {y});
+        break;
     }
   }
   void backward(Op op) {
@@ -150,6 +172,13 @@ struct Fixture {
         ops::call(prim::op::bn_bwd, gain_bias, {dy, t2, zeros, ones, gamma}, {t1, dgamma, dbeta});
         ops::call(prim::op::gni_bwd, gni, {t1, scale}, {t2});
         ops::call(prim::op::bn_bwd, bn_plain, {t2, x, mean, var}, {dx});
+        break;
+      case Op::xbn:
+        ops::call(prim::op::xbn_bwd, xbn, {dy, x, smean, svar, gamma}, {dx, dgamma, dbeta});
+        break;
+      case Op::layer_norm:
+        ops::call(prim::op::affine_bwd, affine, {dy, t1, gamma}, {t2, dgamma, dbeta});
+        ops::call(prim::op::ln_bwd, ln, {t2, x, lmean, lvar}, {dx});
         break;
     }
   }
@@ -199,8 +228,10 @@ int register_all() {
   if (cuda_available()) devices.push_back(Device::cuda());
   for (auto dev : devices)
     for (const auto& s : kShapes)
-      for (Op op : {Op::bn, Op::bn_library, Op::gbn, Op::gni, Op::fused, Op::unfused})
+      for (Op op : {Op::bn, Op::bn_library, Op::gbn, Op::gni, Op::fused, Op::unfused, Op::xbn,
+                    Op::layer_norm})
         for (bool bwd : {false, true}) {
+          if (op == Op::xbn && dev.type == DeviceType::cuda) continue;  // no GPU kernel
           benchmark::RegisterBenchmark(
               fmt::format("{}/{}/{}/{}", op_name(op, dev), bwd ? "fwdbwd" : "fwd", shape_name(s),
                           dev.str())
