@@ -9,6 +9,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -211,7 +212,16 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
   if (!o.checkpoint_dir.empty()) std::filesystem::create_directories(o.checkpoint_dir);
 
   const std::int64_t K = static_cast<std::int64_t>(split.test.classes.size());
-  Tensor x, y;
+  // Batch i+1 is cropped, flipped and normalized on a worker thread while step i trains (on the
+  // GPU this hides the host-side augmentation; the batches are the same either way).
+  using Batch = std::pair<Tensor, Tensor>;
+  auto fetch = [&loader](std::int64_t i) {
+    return std::async(std::launch::async, [&loader, i] {
+      Batch b;
+      loader.batch(i, b.first, b.second);
+      return b;
+    });
+  };
   for (int epoch = start_epoch; epoch < epochs; ++epoch) {
     loader.start_epoch(epoch);
     model->train();
@@ -219,9 +229,11 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
     Progress bar(split.train.count, epoch + 1, epochs);
     double loss_sum = 0;
     std::int64_t right = 0, seen = 0;
+    auto next = fetch(0);
     for (std::int64_t i = 0; i < steps; ++i, ++step) {
       opt.set_lr(sched.at(step));
-      loader.batch(i, x, y);
+      const auto [x, y] = next.get();
+      if (i + 1 < steps) next = fetch(i + 1);
       Tensor xd = x.to(device), yd = y.to(device);
       Tensor logits = model->forward(xd);
       auto loss = nn::cross_entropy(logits, yd, o.label_smoothing);
