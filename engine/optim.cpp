@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "engine/ops.hpp"
 #include "primitives/sgd.hpp"
@@ -10,19 +11,32 @@ namespace ghostnn::optim {
 
 Sgd::Sgd(nn::Module& model, SgdOptions options) : model_(model), options_(options) {}
 
+// One sgd_step call per device over all of the model's parameters on it.
 void Sgd::step() {
-  prim::SgdDesc d;
-  d.lr = options_.lr;
-  d.momentum = options_.momentum;
-  d.nesterov = options_.nesterov;
+  struct Group {
+    prim::SgdDesc desc;
+    std::vector<Tensor> grads, outs, bufs;
+  };
+  std::map<std::string, Group> groups;  // by device
   model_.named_parameters([&](const std::string& name, nn::Parameter& p) {
     auto it = buffers_.find(name);
     if (it == buffers_.end() || it->second.device() != p.value.device() ||
         it->second.shape() != p.value.shape())
       it = buffers_.insert_or_assign(name, Tensor::zeros(p.value.shape(), p.value.device())).first;
-    d.weight_decay = p.weight_decay ? options_.weight_decay : 0.f;
-    ops::call(prim::op::sgd_step, d, {p.grad}, {p.value, it->second});
+    auto& g = groups[p.value.device().str()];
+    g.grads.push_back(p.grad);
+    g.outs.push_back(p.value);
+    g.bufs.push_back(it->second);
+    g.desc.decay.push_back(p.weight_decay ? 1 : 0);
   });
+  for (auto& [device, g] : groups) {
+    g.desc.lr = options_.lr;
+    g.desc.momentum = options_.momentum;
+    g.desc.nesterov = options_.nesterov;
+    g.desc.weight_decay = options_.weight_decay;
+    g.outs.insert(g.outs.end(), g.bufs.begin(), g.bufs.end());
+    ops::call(prim::op::sgd_step, g.desc, g.grads, g.outs);
+  }
 }
 
 float CosineSchedule::at(std::int64_t step) const {

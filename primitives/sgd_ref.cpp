@@ -3,25 +3,34 @@
 
 namespace ghostnn::prim {
 
-void validate_sgd(const SgdDesc&, const KernelCall& c) {
-  expect_count(op::sgd_step, "inputs", c.in.size(), 1);
-  expect_count(op::sgd_step, "outputs", c.out.size(), 2);
-  expect_shape(op::sgd_step, "param", c.out[0].desc, c.in[0].desc.shape);
-  expect_shape(op::sgd_step, "momentum buffer", c.out[1].desc, c.in[0].desc.shape);
+std::size_t validate_sgd(const SgdDesc& d, const KernelCall& c) {
+  const std::size_t n = c.in.size();
+  if (n == 0) fail("{}: no gradients given", op::sgd_step);
+  expect_count(op::sgd_step, "outputs (params then momentum buffers)", c.out.size(), 2 * n);
+  if (!d.decay.empty()) expect_count(op::sgd_step, "weight-decay flags", d.decay.size(), n);
+  for (std::size_t t = 0; t < n; ++t) {
+    expect_f32(op::sgd_step, "grad", c.in[t].desc);
+    expect_shape(op::sgd_step, fmt::format("param {}", t), c.out[t].desc, c.in[t].desc.shape);
+    expect_shape(op::sgd_step, fmt::format("momentum buffer {}", t), c.out[n + t].desc,
+                 c.in[t].desc.shape);
+  }
+  return n;
 }
 
 namespace ref {
 void sgd_step(const OpDesc& od, const KernelCall& c) {
   const auto& d = dynamic_cast<const SgdDesc&>(od);
-  validate_sgd(d, c);
-  float* p = c.out[0].f32();
-  float* buf = c.out[1].f32();
-  for (std::int64_t i = 0, n = c.in[0].desc.numel(); i < n; ++i) {
-    const double g =
-        static_cast<double>(c.in[0].f32()[i]) + d.weight_decay * static_cast<double>(p[i]);
-    const double m = d.momentum * static_cast<double>(buf[i]) + g;
-    buf[i] = static_cast<float>(m);
-    p[i] = static_cast<float>(p[i] - d.lr * (d.nesterov ? g + d.momentum * m : m));
+  const std::size_t n = validate_sgd(d, c);
+  for (std::size_t t = 0; t < n; ++t) {
+    float* p = c.out[t].f32();
+    float* buf = c.out[n + t].f32();
+    const double wd = d.decay_of(t);
+    for (std::int64_t i = 0, e = c.in[t].desc.numel(); i < e; ++i) {
+      const double g = static_cast<double>(c.in[t].f32()[i]) + wd * static_cast<double>(p[i]);
+      const double m = d.momentum * static_cast<double>(buf[i]) + g;
+      buf[i] = static_cast<float>(m);
+      p[i] = static_cast<float>(p[i] - d.lr * (d.nesterov ? g + d.momentum * m : m));
+    }
   }
 }
 }  // namespace ref

@@ -415,11 +415,20 @@ TEST(Gpu, LayersMatchReference) {
   } catch (const Error& e) {
     EXPECT_THAT(e.what(), ::testing::HasSubstr("sample 1 has label 12"));
   }
+  // SGD over more tensors than one launch's table holds (kSgdChunk = 24), decay on some
   prim::SgdDesc sd;
   sd.weight_decay = 0.1f;
-  testkit::expect_matches_reference(
-      prim::op::sgd_step, prim::ref::sgd_step, sd, Device::cuda(), {random_tensor({100}, 1)},
-      {random_tensor({100}, 2), random_tensor({100}, 3)}, {1e-6, 1e-5});
+  std::vector<Tensor> grads, params, bufs;
+  for (int t = 0; t < 30; ++t) {
+    const std::int64_t n = 1 + (t * 7919) % 5000;
+    grads.push_back(random_tensor({n}, 100 + t));
+    params.push_back(random_tensor({n}, 200 + t));
+    bufs.push_back(random_tensor({n}, 300 + t));
+    sd.decay.push_back(t % 3 != 0);
+  }
+  params.insert(params.end(), bufs.begin(), bufs.end());
+  testkit::expect_matches_reference(prim::op::sgd_step, prim::ref::sgd_step, sd, Device::cuda(),
+                                    grads, params, {1e-6, 1e-5});
 }
 
 // The same tiny ResNet on both devices, same seed: forward, backward and SGD steps agree.

@@ -251,5 +251,49 @@ TEST(Sgd, CpuMatchesReferenceAndOneHandComputedStep) {
   EXPECT_NEAR(p1.to_vector()[0], 1.0 - 0.5 * 3.99, 1e-6);
 }
 
+// One call over many tensors of different sizes (one larger than a 64K-element piece), with
+// weight decay on some of them only.
+TEST(Sgd, ManyTensorsInOneCallMatchReference) {
+  prim::SgdDesc d;
+  d.lr = 0.1f;
+  d.weight_decay = 0.05f;
+  std::vector<Tensor> grads, outs, bufs;
+  const std::vector<std::int64_t> sizes{1, 100, 70000, 3, 65536, 7};
+  for (std::size_t t = 0; t < sizes.size(); ++t) {
+    grads.push_back(random_tensor({sizes[t]}, 10 + t));
+    outs.push_back(random_tensor({sizes[t]}, 20 + t));
+    bufs.push_back(random_tensor({sizes[t]}, 30 + t));
+    d.decay.push_back(t % 2);
+  }
+  outs.insert(outs.end(), bufs.begin(), bufs.end());
+  testkit::expect_matches_reference(prim::op::sgd_step, prim::ref::sgd_step, d, Device::cpu(),
+                                    grads, outs, {1e-6, 1e-6});
+  // a tensor without weight decay moves exactly as with weight_decay 0
+  prim::SgdDesc plain = d;
+  plain.weight_decay = 0.f;
+  plain.decay.clear();
+  Tensor p0 = outs[0].clone(), b0 = outs[sizes.size()].clone();
+  Tensor p1 = outs[0].clone(), b1 = outs[sizes.size()].clone();
+  prim::SgdDesc first = d;
+  first.decay = {0};
+  ops::call(prim::op::sgd_step, first, {grads[0]}, {p0, b0});
+  ops::call(prim::op::sgd_step, plain, {grads[0]}, {p1, b1});
+  EXPECT_EQ(p0.to_vector(), p1.to_vector());
+}
+
+TEST(Sgd, MismatchedListsAreClearErrors) {
+  prim::SgdDesc d;
+  Tensor g = Tensor::zeros({4}), p = Tensor::zeros({4}), b = Tensor::zeros({4});
+  try {
+    ops::call(prim::op::sgd_step, d, {g, g}, {p, p, b, Tensor::zeros({5})});
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("momentum buffer 1"));
+  }
+  d.decay = {1, 0, 1};
+  EXPECT_THROW(ops::call(prim::op::sgd_step, d, {g}, {p, b}), Error);
+  EXPECT_THROW(ops::call(prim::op::sgd_step, prim::SgdDesc{}, {g}, {p}), Error);
+}
+
 }  // namespace
 }  // namespace ghostnn

@@ -111,11 +111,23 @@ __global__ void mean_kernel(const float* __restrict__ v, std::int64_t n, float* 
   if (threadIdx.x == 0) out[0] = static_cast<float>(part[0] / static_cast<double>(n));
 }
 
-__global__ void sgd_kernel(const float* __restrict__ g, float* __restrict__ p,
-                           float* __restrict__ buf, std::int64_t n, float lr, float mom, float wd,
-                           bool nesterov) {
-  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+struct SgdTable {
+  const float* g[kSgdChunk];
+  float* p[kSgdChunk];
+  float* buf[kSgdChunk];
+  std::int64_t n[kSgdChunk];
+  float wd[kSgdChunk];
+};
+
+// blockIdx.y picks the tensor; the x blocks stride over its elements.
+__global__ void sgd_kernel(SgdTable t, float lr, float mom, bool nesterov) {
+  const int k = blockIdx.y;
+  const float* __restrict__ g = t.g[k];
+  float* __restrict__ p = t.p[k];
+  float* __restrict__ buf = t.buf[k];
+  const float wd = t.wd[k];
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+       i < t.n[k]; i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     const float gi = g[i] + wd * p[i];
     const float m = mom * buf[i] + gi;
     buf[i] = m;
@@ -172,10 +184,25 @@ std::int64_t cross_entropy(const float* z, const float* labels, float* dz, float
   return flag - 1;  // -1: every label valid, else the first bad row found
 }
 
-void sgd_update(const float* g, float* p, float* buf, std::int64_t n, float lr, float mom, float wd,
-                bool nesterov, std::string_view op) {
-  sgd_kernel<<<blocks_for(n), 256>>>(g, p, buf, n, lr, mom, wd, nesterov);
-  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+void sgd_update(const float* const* g, float* const* p, float* const* buf, const std::int64_t* n,
+                const float* wd, std::size_t count, float lr, float mom, bool nesterov,
+                std::string_view op) {
+  for (std::size_t first = 0; first < count; first += kSgdChunk) {
+    const std::size_t m = std::min<std::size_t>(kSgdChunk, count - first);
+    SgdTable t{};
+    std::int64_t most = 1;
+    for (std::size_t k = 0; k < m; ++k) {
+      t.g[k] = g[first + k];
+      t.p[k] = p[first + k];
+      t.buf[k] = buf[first + k];
+      t.n[k] = n[first + k];
+      t.wd[k] = wd[first + k];
+      most = std::max(most, n[first + k]);
+    }
+    const dim3 grid(std::min(blocks_for(most), 1024u), static_cast<unsigned>(m));
+    sgd_kernel<<<grid, 256>>>(t, lr, mom, nesterov);
+    GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+  }
 }
 
 void add_bias(float* y, const float* bias, std::int64_t B, std::int64_t O, std::string_view op) {

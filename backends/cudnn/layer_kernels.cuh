@@ -1,6 +1,7 @@
 // Host entry points of layer_kernels.cu (launch on the current device's default stream).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string_view>
 
@@ -16,8 +17,12 @@ void pool_backward(const float* dy, const float* argmax, float* dx, std::int64_t
 std::int64_t cross_entropy(const float* z, const float* labels, float* dz, float* loss,
                            float* row_loss, int* bad, std::int64_t B, std::int64_t K, float eps,
                            std::string_view op);
-void sgd_update(const float* g, float* p, float* buf, std::int64_t n, float lr, float mom, float wd,
-                bool nesterov, std::string_view op);
+// One SGD update over `count` tensors: tensor t has n[t] elements at g[t], p[t], buf[t] and weight
+// decay wd[t]. Launches one kernel per kSgdChunk tensors (the table travels as kernel arguments).
+inline constexpr int kSgdChunk = 24;
+void sgd_update(const float* const* g, float* const* p, float* const* buf, const std::int64_t* n,
+                const float* wd, std::size_t count, float lr, float mom, bool nesterov,
+                std::string_view op);
 void add_bias(float* y, const float* bias, std::int64_t B, std::int64_t O, std::string_view op);
 void column_sums(const float* m, float* out, std::int64_t rows, std::int64_t cols,
                  std::string_view op);

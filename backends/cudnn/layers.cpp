@@ -243,10 +243,21 @@ void xent_fwd_bwd(const OpDesc& od, const KernelCall& c) {
 
 void sgd_step(const OpDesc& od, const KernelCall& c) {
   const auto& d = dynamic_cast<const prim::SgdDesc&>(od);
-  prim::validate_sgd(d, c);
+  const std::size_t n = prim::validate_sgd(d, c);
   use_device(c.ctx->device.index, prim::op::sgd_step);
-  sgd_update(c.in[0].f32(), c.out[0].f32(), c.out[1].f32(), c.in[0].desc.numel(), d.lr, d.momentum,
-             d.weight_decay, d.nesterov, prim::op::sgd_step);
+  std::vector<const float*> g(n);
+  std::vector<float*> p(n), buf(n);
+  std::vector<std::int64_t> count(n);
+  std::vector<float> wd(n);
+  for (std::size_t t = 0; t < n; ++t) {
+    g[t] = c.in[t].f32();
+    p[t] = c.out[t].f32();
+    buf[t] = c.out[n + t].f32();
+    count[t] = c.in[t].desc.numel();
+    wd[t] = d.decay_of(t);
+  }
+  sgd_update(g.data(), p.data(), buf.data(), count.data(), wd.data(), n, d.lr, d.momentum,
+             d.nesterov, prim::op::sgd_step);
 }
 
 }  // namespace ghostnn::cudnn

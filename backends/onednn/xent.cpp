@@ -42,18 +42,33 @@ void xent_fwd_bwd(const OpDesc& od, const KernelCall& c) {
 
 void sgd_step(const OpDesc& od, const KernelCall& c) {
   const auto& d = dynamic_cast<const prim::SgdDesc&>(od);
-  prim::validate_sgd(d, c);
-  const float* g = c.in[0].f32();
-  float* p = c.out[0].f32();
-  float* buf = c.out[1].f32();
-  const float lr = d.lr, mom = d.momentum, wd = d.weight_decay;
-  const std::int64_t n = c.in[0].desc.numel();
-#pragma omp parallel for simd schedule(static) if (n > 65536)
-  for (std::int64_t i = 0; i < n; ++i) {
-    const float gi = g[i] + wd * p[i];
-    const float m = mom * buf[i] + gi;
-    buf[i] = m;
-    p[i] -= lr * (d.nesterov ? gi + mom * m : m);
+  const std::size_t n = prim::validate_sgd(d, c);
+  // Every tensor cut into pieces of at most 64K elements; one parallel loop over all pieces.
+  constexpr std::int64_t kPiece = 65536;
+  struct Piece {
+    std::size_t t;
+    std::int64_t begin, end;
+  };
+  std::vector<Piece> pieces;
+  for (std::size_t t = 0; t < n; ++t)
+    for (std::int64_t b = 0, e = c.in[t].desc.numel(); b < e; b += kPiece)
+      pieces.push_back({t, b, std::min(e, b + kPiece)});
+  const float lr = d.lr, mom = d.momentum;
+  const bool nesterov = d.nesterov;
+#pragma omp parallel for schedule(static)
+  for (std::size_t k = 0; k < pieces.size(); ++k) {
+    const auto [t, begin, end] = pieces[k];
+    const float* g = c.in[t].f32();
+    float* p = c.out[t].f32();
+    float* buf = c.out[n + t].f32();
+    const float wd = d.decay_of(t);
+#pragma omp simd
+    for (std::int64_t i = begin; i < end; ++i) {
+      const float gi = g[i] + wd * p[i];
+      const float m = mom * buf[i] + gi;
+      buf[i] = m;
+      p[i] -= lr * (nesterov ? gi + mom * m : m);
+    }
   }
 }
 
