@@ -25,6 +25,7 @@ void gbn_fwd_train(const OpDesc& od, const KernelCall& c) {
   use_device(c.ctx->device.index, d.layer);
   auto a = bn_fwd_args(c, d.affine, d.eps, d.momentum);
   a.groups = groups_of(d, a.B);
+  a.running_var_unbiased = false;
   norm_forward(a, d.layer);
 }
 

@@ -127,7 +127,7 @@ __device__ void channel_stats(const NormFwdArgs& a, float* __restrict__ m1, floa
     const double m = a.momentum, n = static_cast<double>(B * a.S);
     const double batch_mean = sum_mean / static_cast<double>(G.count);
     const double batch_var =
-        G.count == 1 ? var * n / (n - 1) : sum_var / static_cast<double>(G.count);
+        a.running_var_unbiased ? var * n / (n - 1) : sum_var / static_cast<double>(G.count);
     a.running_mean[c] = static_cast<float>((1.0 - m) * a.running_mean[c] + m * batch_mean);
     a.running_var[c] = static_cast<float>((1.0 - m) * a.running_var[c] + m * batch_var);
   }

@@ -62,6 +62,9 @@ struct NormFwdArgs {
   float* scale = nullptr;
   std::int64_t B = 0, C = 0, S = 0;
   bool normalize = false;  // BN statistics (per group)
+  // Running variance from the unbiased batch variance (BN), or from the average of the groups'
+  // biased variances (GBN's rule, also when a single group holds the whole batch).
+  bool running_var_unbiased = true;
   bool noise = false;      // GNI (one group only)
   NormGroups groups;
   float bn_eps = 1e-5f, momentum = 0.1f;
