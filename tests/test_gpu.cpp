@@ -215,6 +215,24 @@ TEST(Gpu, LayerNormAndChannelAffineMatchReference) {
   }
 }
 
+// GNI forward on the GPU against the reference and against the CPU (same Philox draws or the
+// same shuffle groups), and its backward against the reference.
+void gni_gpu_matches_reference_and_cpu(const prim::GhostNoiseDesc& d, const Shape& s,
+                                       std::uint64_t seed) {
+  const auto v = bcs_of(s, d.channel_last);
+  Tensor x = normal_tensor(s, seed, 0.3f, 1.2f);
+  const std::vector<Tensor> outs{Tensor::zeros(s), Tensor::zeros({v.B, v.C}),
+                                 Tensor::zeros({v.B, v.C})};
+  testkit::expect_matches_reference(prim::op::gni_fwd_train, prim::ref::gni_fwd_train, d,
+                                    Device::cuda(), {x}, outs, kGpu);
+  const auto cpu = testkit::run_dispatched(prim::op::gni_fwd_train, d, Device::cpu(), {x}, outs);
+  const auto gpu = testkit::run_dispatched(prim::op::gni_fwd_train, d, Device::cuda(), {x}, outs);
+  for (int i = 0; i < 3; ++i)
+    EXPECT_TRUE(testkit::all_close(gpu[i], cpu[i], kGpu, "gni gpu vs cpu " + std::to_string(i)));
+  testkit::expect_matches_reference(prim::op::gni_bwd, prim::ref::gni_bwd, d, Device::cuda(),
+                                    {random_tensor(s, 6), cpu[2]}, {Tensor::zeros(s)}, kGpu);
+}
+
 TEST(Gpu, GhostNoiseMatchesReferenceAndCpu) {
   GHOSTNN_REQUIRE_GPU();
   struct Case {
@@ -233,18 +251,7 @@ TEST(Gpu, GhostNoiseMatchesReferenceAndCpu) {
     d.seed = 77;
     d.layer_id = 3;
     d.step = 1000;
-    const auto v = bcs_of(c.s);
-    Tensor x = normal_tensor(c.s, 5, 0.3f, 1.2f);
-    const std::vector<Tensor> outs{Tensor::zeros(c.s), Tensor::zeros({v.B, v.C}),
-                                   Tensor::zeros({v.B, v.C})};
-    testkit::expect_matches_reference(prim::op::gni_fwd_train, prim::ref::gni_fwd_train, d,
-                                      Device::cuda(), {x}, outs, kGpu);
-    const auto cpu = testkit::run_dispatched(prim::op::gni_fwd_train, d, Device::cpu(), {x}, outs);
-    const auto gpu = testkit::run_dispatched(prim::op::gni_fwd_train, d, Device::cuda(), {x}, outs);
-    for (int i = 0; i < 3; ++i)
-      EXPECT_TRUE(testkit::all_close(gpu[i], cpu[i], kGpu, "gni gpu vs cpu " + std::to_string(i)));
-    testkit::expect_matches_reference(prim::op::gni_bwd, prim::ref::gni_bwd, d, Device::cuda(),
-                                      {random_tensor(c.s, 6), cpu[2]}, {Tensor::zeros(c.s)}, kGpu);
+    gni_gpu_matches_reference_and_cpu(d, c.s, 5);
   }
 }
 
@@ -269,18 +276,7 @@ TEST(Gpu, GhostNoiseShuffleAndChannelLastMatchReferenceAndCpu) {
     d.seed = 5;
     d.layer_id = 2;
     d.step = 17;
-    const auto v = bcs_of(c.s, c.channel_last);
-    Tensor x = normal_tensor(c.s, 8, 0.3f, 1.2f);
-    const std::vector<Tensor> outs{Tensor::zeros(c.s), Tensor::zeros({v.B, v.C}),
-                                   Tensor::zeros({v.B, v.C})};
-    testkit::expect_matches_reference(prim::op::gni_fwd_train, prim::ref::gni_fwd_train, d,
-                                      Device::cuda(), {x}, outs, kGpu);
-    const auto cpu = testkit::run_dispatched(prim::op::gni_fwd_train, d, Device::cpu(), {x}, outs);
-    const auto gpu = testkit::run_dispatched(prim::op::gni_fwd_train, d, Device::cuda(), {x}, outs);
-    for (int i = 0; i < 3; ++i)
-      EXPECT_TRUE(testkit::all_close(gpu[i], cpu[i], kGpu, "gni gpu vs cpu " + std::to_string(i)));
-    testkit::expect_matches_reference(prim::op::gni_bwd, prim::ref::gni_bwd, d, Device::cuda(),
-                                      {random_tensor(c.s, 6), cpu[2]}, {Tensor::zeros(c.s)}, kGpu);
+    gni_gpu_matches_reference_and_cpu(d, c.s, 8);
   }
 }
 
