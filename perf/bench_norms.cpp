@@ -1,7 +1,7 @@
 // Norm primitives on the CPU (and the GPU when present): BatchNorm (oneDNN), GhostBatchNorm,
 // GhostNoise alone, the fused BatchNormGhostNoise block and the same block unfused
 // (BN without affine -> GNI -> gain/bias, the gain/bias as a BN inference with mean 0, var 1-eps),
-// ExclusiveBatchNorm (N=16, CPU only) and LayerNormAffine (layer norm, then gain/bias).
+// ExclusiveBatchNorm (N=16) and LayerNormAffine (layer norm, then gain/bias).
 // BatchNorm is the default kernel (ours on both devices); BatchNorm_onednn and BatchNorm_cudnn
 // are the vendor libraries' BN, the baselines the targets name.
 // Each benchmark reports bytes moved (GB/s) and `vs_copy`: its time over that of a plain copy of
@@ -231,7 +231,6 @@ int register_all() {
       for (Op op : {Op::bn, Op::bn_library, Op::gbn, Op::gni, Op::fused, Op::unfused, Op::xbn,
                     Op::layer_norm})
         for (bool bwd : {false, true}) {
-          if (op == Op::xbn && dev.type == DeviceType::cuda) continue;  // no GPU kernel
           benchmark::RegisterBenchmark(
               fmt::format("{}/{}/{}/{}", op_name(op, dev), bwd ? "fwdbwd" : "fwd", shape_name(s),
                           dev.str())

@@ -16,6 +16,7 @@
 #include "primitives/linear.hpp"
 #include "primitives/pool.hpp"
 #include "primitives/sgd.hpp"
+#include "primitives/xbn.hpp"
 #include "primitives/xent.hpp"
 #include "test_kit.hpp"
 
@@ -160,6 +161,28 @@ TEST(Gpu, GhostBatchNormMatchesReference) {
         gpu_backend_matches_reference(prim::op::gbn_bwd, prim::ref::gbn_bwd, d, "cuda-kernels", bin,
                                       bout);
       }
+  }
+}
+
+TEST(Gpu, ExclusiveBatchNormMatchesReference) {
+  GHOSTNN_REQUIRE_GPU();
+  for (const Shape& s : {Shape{12, 3, 4, 4}, Shape{10, 5, 3, 3}, Shape{16, 6}}) {
+    const auto B = s[0], C = s[1];
+    for (auto grouping : {prim::Grouping::contiguous, prim::Grouping::strided}) {
+      prim::ExclusiveBatchNormDesc d;
+      d.ghost_batch = 4;  // 12: 4+4+4; 10: 4+4+2 (contiguous) or 4+3+3 (strided); 16: 4 x 4
+      d.grouping = grouping;
+      const std::vector<Tensor> in{normal_tensor(s, 2, 0.5f, 1.5f),
+                                   random_tensor({C}, 3, 0.5f, 1.5f), random_tensor({C}, 4)};
+      const std::vector<Tensor> outs{Tensor::zeros(s), Tensor::zeros({B, C}), Tensor::zeros({B, C}),
+                                     random_tensor({C}, 50), random_tensor({C}, 51, 0.5f, 1.5f)};
+      gpu_backend_matches_reference(prim::op::xbn_fwd_train, prim::ref::xbn_fwd_train, d,
+                                    "cuda-kernels", in, outs);
+      const auto fwd = testkit::run_reference(prim::ref::xbn_fwd_train, d, in, outs);
+      gpu_backend_matches_reference(prim::op::xbn_bwd, prim::ref::xbn_bwd, d, "cuda-kernels",
+                                    {normal_tensor(s, 5), in[0], fwd[1], fwd[2], in[1]},
+                                    {Tensor::zeros(s), Tensor::zeros({C}), Tensor::zeros({C})});
+    }
   }
 }
 
@@ -459,10 +482,10 @@ SideBySide train_side_by_side(const std::string& norm, std::int64_t batch, int s
   return r;
 }
 
-// Norms whose GPU kernels came after the first GPU run: GBN, shuffled GNI, layer norm + GNI.
+// Norms whose GPU kernels came after the first GPU run: GBN, shuffled GNI, layer norm + GNI, XBN.
 TEST(Gpu, MoreNormSpecsStepLikeOnTheCpu) {
   GHOSTNN_REQUIRE_GPU();
-  for (const std::string norm : {"gbn:8", "gbn:8:strided", "gni:4:shuffle", "ln+gni:4"}) {
+  for (const std::string norm : {"gbn:8", "gbn:8:strided", "gni:4:shuffle", "ln+gni:4", "xbn:4"}) {
     const auto r = train_side_by_side(norm, 20, 3, 4);  // GBN groups of 8, 8 and 4
     for (std::size_t s = 0; s < r.cpu_loss.size(); ++s)
       EXPECT_NEAR(r.gpu_loss[s], r.cpu_loss[s], 2e-3 * (1 + std::fabs(r.cpu_loss[s])))

@@ -395,6 +395,104 @@ __global__ void affine_grads_kernel(const float* __restrict__ dy, const float* _
   }
 }
 
+// One block per channel: each group's totals of the per-plane moments, then every member's
+// leave-one-out mean and variance; BN's running statistics from the whole batch.
+__global__ void xbn_stats_kernel(XbnArgs a, const float* __restrict__ m1,
+                                 const float* __restrict__ m2) {
+  __shared__ double shared[32];
+  const std::int64_t c = blockIdx.x, B = a.B, C = a.C;
+  const NormGroups& G = a.groups;
+  const double p = a.x[c * a.S];
+  double all1 = 0, all2 = 0;
+  for (std::int64_t g = 0; g < G.count; ++g) {
+    double t1 = 0, t2 = 0;
+    const std::int64_t step = G.step(), end = G.end(g, B);
+    for (std::int64_t b = G.first(g) + threadIdx.x * step; b < end; b += blockDim.x * step) {
+      t1 += m1[b * C + c];
+      t2 += m2[b * C + c];
+    }
+    t1 = block_sum(t1, shared);
+    t2 = block_sum(t2, shared);
+    all1 += t1;
+    all2 += t2;
+    const double others = static_cast<double>(G.members(g, B) - 1);
+    for (std::int64_t b = G.first(g) + threadIdx.x * step; b < end; b += blockDim.x * step) {
+      const double mu = (t1 - m1[b * C + c]) / others;
+      const double v = fmax((t2 - m2[b * C + c]) / others - mu * mu, 0.0);
+      a.mean[b * C + c] = static_cast<float>(mu + p);
+      a.var[b * C + c] = static_cast<float>(v);
+    }
+  }
+  if (threadIdx.x == 0 && a.running_mean) {
+    const double mu = all1 / static_cast<double>(B), n = static_cast<double>(B * a.S);
+    const double v = fmax(all2 / static_cast<double>(B) - mu * mu, 0.0) * n / (n - 1);
+    a.running_mean[c] =
+        static_cast<float>((1.0 - a.momentum) * a.running_mean[c] + a.momentum * (mu + p));
+    a.running_var[c] = static_cast<float>((1.0 - a.momentum) * a.running_var[c] + a.momentum * v);
+  }
+}
+
+// One block per channel: per plane k = (b, c), from A = sum dy, D = sum dy (x - mean_k):
+// ge = dL/dvar, gm = dL/dmean (about the pivot mean[0, c]); group totals; then the plane's
+// coefficients of dx = ca dy + cb x + cc; and dgamma, dbeta.
+__global__ void xbn_grads_kernel(const float* __restrict__ A, const float* __restrict__ D,
+                                 const float* __restrict__ mean, const float* __restrict__ var,
+                                 const float* __restrict__ gamma, float* __restrict__ ca,
+                                 float* __restrict__ cb, float* __restrict__ cc,
+                                 float* __restrict__ dgamma, float* __restrict__ dbeta,
+                                 std::int64_t B, std::int64_t C, std::int64_t S, NormGroups G,
+                                 float eps) {
+  __shared__ double shared[32];
+  const std::int64_t c = blockIdx.x;
+  const double ga = gamma ? gamma[c] : 1.0, p = mean[c];
+  double dg = 0, db = 0;
+  for (std::int64_t g = 0; g < G.count; ++g) {
+    const std::int64_t step = G.step(), end = G.end(g, B);
+    const double M = static_cast<double>((G.members(g, B) - 1) * S);
+    double tg = 0, te = 0;
+    for (std::int64_t b = G.first(g) + threadIdx.x * step; b < end; b += blockDim.x * step) {
+      const std::int64_t k = b * C + c;
+      const double r = 1.0 / sqrt(static_cast<double>(var[k]) + eps);
+      const double ge = -0.5 * r * r * r * ga * D[k];
+      te += ge;
+      tg += -r * ga * A[k] - 2.0 * ge * (mean[k] - p);
+      dg += r * D[k];
+      db += A[k];
+    }
+    tg = block_sum(tg, shared);
+    te = block_sum(te, shared);
+    for (std::int64_t b = G.first(g) + threadIdx.x * step; b < end; b += blockDim.x * step) {
+      const std::int64_t k = b * C + c;
+      const double r = 1.0 / sqrt(static_cast<double>(var[k]) + eps);
+      const double ge = -0.5 * r * r * r * ga * D[k];
+      const double gm = -r * ga * A[k] - 2.0 * ge * (mean[k] - p);
+      const double bx = 2.0 * (te - ge) / M;
+      ca[k] = static_cast<float>(ga * r);
+      cb[k] = static_cast<float>(bx);
+      cc[k] = static_cast<float>((tg - gm) / M - bx * p);
+    }
+  }
+  dg = block_sum(dg, shared);
+  db = block_sum(db, shared);
+  if (threadIdx.x == 0) {
+    if (dgamma) dgamma[c] = static_cast<float>(dg);
+    if (dbeta) dbeta[c] = static_cast<float>(db);
+  }
+}
+
+// dx = ca[k] dy + cb[k] x + cc[k] for plane k of the calling warp.
+__global__ void plane_coef_bwd_kernel(const float* __restrict__ dy, const float* __restrict__ x,
+                                      float* __restrict__ dx, const float* __restrict__ ca,
+                                      const float* __restrict__ cb, const float* __restrict__ cc,
+                                      std::int64_t BC, std::int64_t S) {
+  const std::int64_t plane = static_cast<std::int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  if (plane >= BC) return;
+  const float a = ca[plane], b = cb[plane], k0 = cc[plane];
+  const float *gp = dy + plane * S, *xp = x + plane * S;
+  float* dp = dx + plane * S;
+  for (std::int64_t i = threadIdx.x % 32; i < S; i += 32) dp[i] = a * gp[i] + b * xp[i] + k0;
+}
+
 unsigned plane_blocks(std::int64_t BC) { return static_cast<unsigned>((BC + kWarps - 1) / kWarps); }
 
 int current_device(std::string_view op) {
@@ -497,6 +595,36 @@ void scale_planes(const float* x, float* y, const float* shift, const float* sca
     const auto blocks = static_cast<unsigned>(std::min<std::int64_t>((n + 255) / 256, 65535));
     scale_elements_kernel<<<blocks, 256>>>(x, y, shift, scale, n, C, S, true);
   }
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+}
+
+void xbn_forward(const XbnArgs& a, std::string_view op) {
+  const std::int64_t BC = a.B * a.C;
+  float* s = scratch_floats(static_cast<std::size_t>(2 * BC), current_device(op));
+  plane_moments_kernel<<<plane_blocks(BC), kThreads>>>(a.x, BC, a.C, a.S, s, s + BC);
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+  xbn_stats_kernel<<<static_cast<unsigned>(a.C), kThreads>>>(a, s, s + BC);
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+  const NormGroups per_sample{a.B, 1, false};  // statistics indexed by sample
+  plane_apply_kernel<<<plane_blocks(BC), kThreads>>>(
+      a.x, a.y, a.mean, a.var, a.gamma, a.beta, nullptr, nullptr, BC, a.C, a.S, a.eps, per_sample);
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+}
+
+void xbn_backward(const float* dy, const float* x, const float* mean, const float* var,
+                  const float* gamma, float* dx, float* dgamma, float* dbeta, std::int64_t B,
+                  std::int64_t C, std::int64_t S, NormGroups groups, float eps,
+                  std::string_view op) {
+  const std::int64_t BC = B * C;
+  float* s = scratch_floats(static_cast<std::size_t>(5 * BC), current_device(op));
+  float *A = s, *D = s + BC, *ca = s + 2 * BC, *cb = s + 3 * BC, *cc = s + 4 * BC;
+  const NormGroups per_sample{B, 1, false};
+  plane_dots_kernel<<<plane_blocks(BC), kThreads>>>(dy, x, mean, BC, C, S, per_sample, A, D);
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+  xbn_grads_kernel<<<static_cast<unsigned>(C), kThreads>>>(A, D, mean, var, gamma, ca, cb, cc,
+                                                           dgamma, dbeta, B, C, S, groups, eps);
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+  plane_coef_bwd_kernel<<<plane_blocks(BC), kThreads>>>(dy, x, dx, ca, cb, cc, BC, S);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 

@@ -65,7 +65,7 @@ struct NormFwdArgs {
   // Running variance from the unbiased batch variance (BN), or from the average of the groups'
   // biased variances (GBN's rule, also when a single group holds the whole batch).
   bool running_var_unbiased = true;
-  bool noise = false;      // GNI (one group only)
+  bool noise = false;  // GNI (one group only)
   NormGroups groups;
   float bn_eps = 1e-5f, momentum = 0.1f;
   bool channel_last = false;  // x is [B, S, C] (GNI alone); else NCHW planes
@@ -110,6 +110,29 @@ void scale_planes(const float* x, float* y, const float* shift, const float* sca
 // y = gamma_c (x - m_c) / sqrt(v_c + eps) + beta_c: BN inference.
 void bn_inference(const float* x, float* y, const float* m, const float* v, const float* gamma,
                   const float* beta, std::int64_t B, std::int64_t C, std::int64_t S, float eps,
+                  std::string_view op);
+
+// Exclusive BN (primitives/xbn.hpp): per-plane moments, one block per channel for every sample's
+// leave-one-out statistics within its group (and BN's running statistics), one apply launch;
+// the backward: per-plane dots, one block per channel for the statistics' gradients and each
+// plane's coefficients, one launch dx = a dy + b x + c.
+struct XbnArgs {
+  const float* x = nullptr;
+  float* y = nullptr;
+  const float* gamma = nullptr;  // null: 1
+  const float* beta = nullptr;   // null: 0
+  float* mean = nullptr;         // [B, C] leave-one-out
+  float* var = nullptr;
+  float* running_mean = nullptr;
+  float* running_var = nullptr;
+  std::int64_t B = 0, C = 0, S = 0;
+  NormGroups groups;
+  float eps = 1e-5f, momentum = 0.1f;
+};
+void xbn_forward(const XbnArgs& a, std::string_view op);
+void xbn_backward(const float* dy, const float* x, const float* mean, const float* var,
+                  const float* gamma, float* dx, float* dgamma, float* dbeta, std::int64_t B,
+                  std::int64_t C, std::int64_t S, NormGroups groups, float eps,
                   std::string_view op);
 
 // Layer norm over each sample's n = C*S values (primitives/layernorm.hpp): one block per sample.

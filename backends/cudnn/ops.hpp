@@ -17,6 +17,8 @@ void cudnn_bn_fwd_train(const OpDesc& d, const KernelCall& c);
 void cudnn_bn_bwd(const OpDesc& d, const KernelCall& c);
 void gbn_fwd_train(const OpDesc& d, const KernelCall& c);
 void gbn_bwd(const OpDesc& d, const KernelCall& c);
+void xbn_fwd_train(const OpDesc& d, const KernelCall& c);
+void xbn_bwd(const OpDesc& d, const KernelCall& c);
 
 void conv_fwd(const OpDesc& d, const KernelCall& c);
 void conv_bwd_data(const OpDesc& d, const KernelCall& c);

@@ -12,6 +12,7 @@
 #include "primitives/linear.hpp"
 #include "primitives/pool.hpp"
 #include "primitives/sgd.hpp"
+#include "primitives/xbn.hpp"
 #include "primitives/xent.hpp"
 
 namespace ghostnn::cudnn {
@@ -37,6 +38,8 @@ void register_backend(Registry& r) {
   add_own(op::bn_bwd, bn_bwd);
   add_own(op::gbn_fwd_train, gbn_fwd_train);
   add_own(op::gbn_bwd, gbn_bwd);
+  add_own(op::xbn_fwd_train, xbn_fwd_train);
+  add_own(op::xbn_bwd, xbn_bwd);
   add_own(op::ln_fwd, ln_fwd);
   add_own(op::ln_bwd, ln_bwd);
   add_own(op::affine_fwd, affine_fwd);
