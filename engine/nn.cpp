@@ -115,14 +115,16 @@ Tensor Conv2d::forward(const Tensor& x) {
 Tensor Conv2d::backward(const Tensor& dy) {
   if (!x_.defined()) fail("{}: backward without a training forward", desc_.layer);
   auto& w = params_[0].second;
+  std::vector<Tensor> grads{w.grad};
+  if (desc_.bias) grads.push_back(params_[1].second.grad);
   Tensor dx;
-  if (input_grad_) {
+  if (input_grad_) {  // both gradients in one call: the backend shares its work on dy
     dx = Tensor::empty(x_.shape(), dy.device());
-    ops::call(prim::op::conv_bwd_data, desc_, {dy, w.value}, {dx});
+    grads.insert(grads.begin(), dx);
+    ops::call(prim::op::conv_bwd, desc_, {dy, x_, w.value}, grads);
+  } else {
+    ops::call(prim::op::conv_bwd_weights, desc_, {dy, x_}, grads);
   }
-  std::vector<Tensor> out{w.grad};
-  if (desc_.bias) out.push_back(params_[1].second.grad);
-  ops::call(prim::op::conv_bwd_weights, desc_, {dy, x_}, out);
   x_ = Tensor();
   return dx;
 }

@@ -10,6 +10,8 @@
 //   conv_fwd:         in {x, w, [bias]}   out {y}
 //   conv_bwd_data:    in {dy, w}          out {dx}
 //   conv_bwd_weights: in {dy, x}          out {dw, [dbias]}
+//   conv_bwd:         in {dy, x, w}       out {dx, dw, [dbias]}   (both at once: backends share
+//                                                                  their work on dy)
 #pragma once
 
 #include "primitives/core.hpp"
@@ -20,6 +22,7 @@ namespace op {
 inline constexpr std::string_view conv_fwd = "conv_fwd";
 inline constexpr std::string_view conv_bwd_data = "conv_bwd_data";
 inline constexpr std::string_view conv_bwd_weights = "conv_bwd_weights";
+inline constexpr std::string_view conv_bwd = "conv_bwd";
 }  // namespace op
 
 struct ConvDesc : OpDesc {
@@ -34,11 +37,18 @@ Shape conv_output_shape(const ConvDesc& d, const Shape& x, const Shape& w);
 void validate_conv_fwd(const ConvDesc& d, const KernelCall& c);
 void validate_conv_bwd_data(const ConvDesc& d, const KernelCall& c);
 void validate_conv_bwd_weights(const ConvDesc& d, const KernelCall& c);
+void validate_conv_bwd(const ConvDesc& d, const KernelCall& c);
+// The two halves of a conv_bwd call, as conv_bwd_data and conv_bwd_weights calls' tensors.
+struct ConvBwdHalves {
+  std::vector<TensorRef> data_in, data_out, weights_in, weights_out;
+};
+ConvBwdHalves split_conv_bwd(const KernelCall& c);
 
 namespace ref {
 void conv_fwd(const OpDesc& d, const KernelCall& c);
 void conv_bwd_data(const OpDesc& d, const KernelCall& c);
 void conv_bwd_weights(const OpDesc& d, const KernelCall& c);
+void conv_bwd(const OpDesc& d, const KernelCall& c);
 }  // namespace ref
 
 }  // namespace ghostnn::prim

@@ -45,6 +45,24 @@ void validate_conv_bwd_weights(const ConvDesc& d, const KernelCall& c) {
   if (d.bias) expect_shape(d.layer, "dbias", c.out[1].desc, {y[1]});
 }
 
+ConvBwdHalves split_conv_bwd(const KernelCall& c) {
+  ConvBwdHalves h;
+  h.data_in = {c.in[0], c.in[2]};
+  h.data_out = {c.out[0]};
+  h.weights_in = {c.in[0], c.in[1]};
+  h.weights_out.assign(c.out.begin() + 1, c.out.end());
+  return h;
+}
+
+void validate_conv_bwd(const ConvDesc& d, const KernelCall& c) {
+  expect_count(d.layer, "inputs", c.in.size(), 3);
+  expect_count(d.layer, "outputs", c.out.size(), d.bias ? 3 : 2);
+  expect_shape(d.layer, "dx", c.out[0].desc, c.in[1].desc.shape);
+  const auto h = split_conv_bwd(c);
+  validate_conv_bwd_data(d, KernelCall{h.data_in, h.data_out, c.ctx});
+  validate_conv_bwd_weights(d, KernelCall{h.weights_in, h.weights_out, c.ctx});
+}
+
 namespace {
 struct Geo {
   std::int64_t B, C, H, W, O, K, Ho, Wo, s, p;
@@ -127,6 +145,14 @@ void conv_bwd_weights(const OpDesc& od, const KernelCall& c) {
   for (std::size_t i = 0; i < dw.size(); ++i) c.out[0].f32()[i] = static_cast<float>(dw[i]);
   if (d.bias)
     for (std::int64_t o = 0; o < g.O; ++o) c.out[1].f32()[o] = static_cast<float>(db[o]);
+}
+
+void conv_bwd(const OpDesc& od, const KernelCall& c) {
+  const auto& d = dynamic_cast<const ConvDesc&>(od);
+  validate_conv_bwd(d, c);
+  const auto h = split_conv_bwd(c);
+  conv_bwd_data(d, KernelCall{h.data_in, h.data_out, c.ctx});
+  conv_bwd_weights(d, KernelCall{h.weights_in, h.weights_out, c.ctx});
 }
 
 }  // namespace ref

@@ -391,6 +391,10 @@ TEST(Gpu, LayersMatchReference) {
     if (bias) wout.push_back(Tensor::zeros({5}));
     testkit::expect_matches_reference(prim::op::conv_bwd_weights, prim::ref::conv_bwd_weights, d,
                                       Device::cuda(), {dy, in[0]}, wout, {5e-5, 5e-4});
+    std::vector<Tensor> both{Tensor::zeros(xs)};
+    both.insert(both.end(), wout.begin(), wout.end());
+    testkit::expect_matches_reference(prim::op::conv_bwd, prim::ref::conv_bwd, d, Device::cuda(),
+                                      {dy, in[0], in[1]}, both, {5e-5, 5e-4});
   }
   prim::LinearDesc ld;
   std::vector<Tensor> lin{random_tensor({6, 7}, 1), random_tensor({3, 7}, 2),

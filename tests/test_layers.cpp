@@ -59,6 +59,10 @@ TEST_P(Conv, CpuMatchesReferenceAndGradientsMatchFiniteDifferences) {
   if (p.bias) wout.push_back(Tensor::zeros({p.w[0]}));
   testkit::expect_matches_reference(prim::op::conv_bwd_weights, prim::ref::conv_bwd_weights, d,
                                     Device::cpu(), {dy, in[0]}, wout);
+  std::vector<Tensor> both{Tensor::zeros(p.x)};
+  both.insert(both.end(), wout.begin(), wout.end());
+  testkit::expect_matches_reference(prim::op::conv_bwd, prim::ref::conv_bwd, d, Device::cpu(),
+                                    {dy, in[0], in[1]}, both);
   auto fwd = [&](const std::vector<Tensor>& a) {
     return testkit::run_reference(prim::ref::conv_fwd, d, a, {Tensor::zeros(ys)})[0];
   };

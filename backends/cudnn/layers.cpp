@@ -161,6 +161,14 @@ void conv_bwd_weights(const OpDesc& od, const KernelCall& c) {
                                               p.bias, c.out[1].data));
 }
 
+void conv_bwd(const OpDesc& od, const KernelCall& c) {
+  const auto& d = dynamic_cast<const prim::ConvDesc&>(od);
+  prim::validate_conv_bwd(d, c);
+  const auto h = prim::split_conv_bwd(c);
+  conv_bwd_data(d, KernelCall{h.data_in, h.data_out, c.ctx});
+  conv_bwd_weights(d, KernelCall{h.weights_in, h.weights_out, c.ctx});
+}
+
 void linear_fwd(const OpDesc& od, const KernelCall& c) {
   const auto& d = dynamic_cast<const prim::LinearDesc&>(od);
   prim::validate_linear_fwd(d, c);

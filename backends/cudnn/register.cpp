@@ -51,6 +51,7 @@ void register_backend(Registry& r) {
   add(op::conv_fwd, conv_fwd);
   add(op::conv_bwd_data, conv_bwd_data);
   add(op::conv_bwd_weights, conv_bwd_weights);
+  add(op::conv_bwd, conv_bwd);
   add_own(op::linear_fwd, linear_fwd);  // cuBLAS SGEMM plus our bias kernels
   add_own(op::linear_bwd_data, linear_bwd_data);
   add_own(op::linear_bwd_weights, linear_bwd_weights);

@@ -68,7 +68,7 @@ void unbind(const memory& result, const memory& user) {
         .execute(cpu_stream(), const_cast<memory&>(result), const_cast<memory&>(user));
 }
 
-enum Slot { kSrc, kWeights, kDst, kDiffDst };
+enum Slot { kSrc, kWeights, kDst, kDiffDst, kDiffSrc, kDiffDstForWeights };
 
 // A primitive with the descriptor it was made from (to query the layouts it chose).
 template <typename P>
@@ -80,6 +80,63 @@ struct WithPd {
 using FwdPrim = WithPd<dnnl::convolution_forward>;
 using BwdDataPrim = WithPd<dnnl::convolution_backward_data>;
 using BwdWeightsPrim = WithPd<dnnl::convolution_backward_weights>;
+
+std::shared_ptr<BwdDataPrim> bwd_data_prim(const prim::ConvDesc& d, const Shape& xs,
+                                           const Shape& ws) {
+  static PrimitiveCache<Key, BwdDataPrim> cache;
+  return cache.get(Key{xs, ws, d.stride, d.pad, d.bias}, [&] {
+    const auto g = conv_geo(d, xs, ws, true);
+    dnnl::convolution_backward_data::desc bd(algorithm::convolution_direct, g.x, g.w, g.y,
+                                             g.strides, g.pad, g.pad);
+    return BwdDataPrim(
+        dnnl::convolution_backward_data::primitive_desc(bd, cpu_engine(), fwd_pd(d, xs, ws)));
+  });
+}
+
+std::shared_ptr<BwdWeightsPrim> bwd_weights_prim(const prim::ConvDesc& d, const Shape& xs,
+                                                 const Shape& ws) {
+  static PrimitiveCache<Key, BwdWeightsPrim> cache;
+  return cache.get(Key{xs, ws, d.stride, d.pad, d.bias}, [&] {
+    const auto g = conv_geo(d, xs, ws, true);
+    using BW = dnnl::convolution_backward_weights;
+    if (d.bias)
+      return BwdWeightsPrim(BW::primitive_desc(
+          BW::desc(algorithm::convolution_direct, g.x, g.w, g.b, g.y, g.strides, g.pad, g.pad),
+          cpu_engine(), fwd_pd(d, xs, ws)));
+    return BwdWeightsPrim(BW::primitive_desc(
+        BW::desc(algorithm::convolution_direct, g.x, g.w, g.y, g.strides, g.pad, g.pad),
+        cpu_engine(), fwd_pd(d, xs, ws)));
+  });
+}
+
+// dx from dy (already in the primitive's layout) and w.
+void run_bwd_data(const prim::ConvDesc& d, BwdDataPrim& p, const memory& dy, const TensorRef& w,
+                  const TensorRef& dx_ref, const Shape& xs, const Shape& ws) {
+  const auto g = conv_geo(d, xs, ws);
+  const memory dx = mem(g.x, dx_ref);
+  const memory dxp = bind(dx, p.pd.diff_src_desc(), kDiffSrc, false);
+  p.prim.execute(cpu_stream(),
+                 {{DNNL_ARG_DIFF_DST, dy},
+                  {DNNL_ARG_WEIGHTS, bind(mem(g.w, w), p.pd.weights_desc(), kWeights, true)},
+                  {DNNL_ARG_DIFF_SRC, dxp}});
+  unbind(dxp, dx);
+}
+
+// dw (and dbias) from dy (already in the primitive's layout) and x.
+void run_bwd_weights(const prim::ConvDesc& d, BwdWeightsPrim& p, const memory& dy,
+                     const TensorRef& x, std::span<const TensorRef> out, const Shape& xs,
+                     const Shape& ws) {
+  const auto g = conv_geo(d, xs, ws);
+  const memory dw = mem(g.w, out[0]);
+  const memory dwp = bind(dw, p.pd.diff_weights_desc(), kWeights, false);
+  std::unordered_map<int, memory> args{
+      {DNNL_ARG_DIFF_DST, dy},
+      {DNNL_ARG_SRC, bind(mem(g.x, x), p.pd.src_desc(), kSrc, true)},
+      {DNNL_ARG_DIFF_WEIGHTS, dwp}};
+  if (d.bias) args.emplace(DNNL_ARG_DIFF_BIAS, mem(g.b, out[1]));
+  p.prim.execute(cpu_stream(), args);
+  unbind(dwp, dw);
+}
 }  // namespace
 
 void conv_fwd(const OpDesc& od, const KernelCall& c) {
@@ -107,25 +164,12 @@ void conv_fwd(const OpDesc& od, const KernelCall& c) {
 void conv_bwd_data(const OpDesc& od, const KernelCall& c) {
   const auto& d = dynamic_cast<const prim::ConvDesc&>(od);
   prim::validate_conv_bwd_data(d, c);
-  static PrimitiveCache<Key, BwdDataPrim> cache;
   const auto &xs = c.out[0].desc.shape, &ws = c.in[1].desc.shape;
   guarded(d.layer, [&] {
-    auto p = cache.get(Key{xs, ws, d.stride, d.pad, d.bias}, [&] {
-      const auto g = conv_geo(d, xs, ws, true);
-      dnnl::convolution_backward_data::desc bd(algorithm::convolution_direct, g.x, g.w, g.y,
-                                               g.strides, g.pad, g.pad);
-      return BwdDataPrim(
-          dnnl::convolution_backward_data::primitive_desc(bd, cpu_engine(), fwd_pd(d, xs, ws)));
-    });
+    auto p = bwd_data_prim(d, xs, ws);
     const auto g = conv_geo(d, xs, ws);
-    const memory dx = mem(g.x, c.out[0]);
-    const memory dxp = bind(dx, p->pd.diff_src_desc(), kSrc, false);
-    p->prim.execute(
-        cpu_stream(),
-        {{DNNL_ARG_DIFF_DST, bind(mem(g.y, c.in[0]), p->pd.diff_dst_desc(), kDiffDst, true)},
-         {DNNL_ARG_WEIGHTS, bind(mem(g.w, c.in[1]), p->pd.weights_desc(), kWeights, true)},
-         {DNNL_ARG_DIFF_SRC, dxp}});
-    unbind(dxp, dx);
+    run_bwd_data(d, *p, bind(mem(g.y, c.in[0]), p->pd.diff_dst_desc(), kDiffDst, true), c.in[1],
+                 c.out[0], xs, ws);
     cpu_stream().wait();
   });
 }
@@ -133,30 +177,32 @@ void conv_bwd_data(const OpDesc& od, const KernelCall& c) {
 void conv_bwd_weights(const OpDesc& od, const KernelCall& c) {
   const auto& d = dynamic_cast<const prim::ConvDesc&>(od);
   prim::validate_conv_bwd_weights(d, c);
-  static PrimitiveCache<Key, BwdWeightsPrim> cache;
   const auto &xs = c.in[1].desc.shape, &ws = c.out[0].desc.shape;
   guarded(d.layer, [&] {
-    auto p = cache.get(Key{xs, ws, d.stride, d.pad, d.bias}, [&] {
-      const auto g = conv_geo(d, xs, ws, true);
-      using BW = dnnl::convolution_backward_weights;
-      if (d.bias)
-        return BwdWeightsPrim(BW::primitive_desc(
-            BW::desc(algorithm::convolution_direct, g.x, g.w, g.b, g.y, g.strides, g.pad, g.pad),
-            cpu_engine(), fwd_pd(d, xs, ws)));
-      return BwdWeightsPrim(BW::primitive_desc(
-          BW::desc(algorithm::convolution_direct, g.x, g.w, g.y, g.strides, g.pad, g.pad),
-          cpu_engine(), fwd_pd(d, xs, ws)));
-    });
+    auto p = bwd_weights_prim(d, xs, ws);
     const auto g = conv_geo(d, xs, ws);
-    const memory dw = mem(g.w, c.out[0]);
-    const memory dwp = bind(dw, p->pd.diff_weights_desc(), kWeights, false);
-    std::unordered_map<int, memory> args{
-        {DNNL_ARG_DIFF_DST, bind(mem(g.y, c.in[0]), p->pd.diff_dst_desc(), kDiffDst, true)},
-        {DNNL_ARG_SRC, bind(mem(g.x, c.in[1]), p->pd.src_desc(), kSrc, true)},
-        {DNNL_ARG_DIFF_WEIGHTS, dwp}};
-    if (d.bias) args.emplace(DNNL_ARG_DIFF_BIAS, mem(g.b, c.out[1]));
-    p->prim.execute(cpu_stream(), args);
-    unbind(dwp, dw);
+    run_bwd_weights(d, *p, bind(mem(g.y, c.in[0]), p->pd.diff_dst_desc(), kDiffDst, true), c.in[1],
+                    c.out, xs, ws);
+    cpu_stream().wait();
+  });
+}
+
+// Both backward passes; dy is reordered into the primitives' layout once when they agree on it.
+void conv_bwd(const OpDesc& od, const KernelCall& c) {
+  const auto& d = dynamic_cast<const prim::ConvDesc&>(od);
+  prim::validate_conv_bwd(d, c);
+  const auto &xs = c.in[1].desc.shape, &ws = c.in[2].desc.shape;
+  guarded(d.layer, [&] {
+    auto pd = bwd_data_prim(d, xs, ws);
+    auto pw = bwd_weights_prim(d, xs, ws);
+    const auto g = conv_geo(d, xs, ws);
+    const memory dy_user = mem(g.y, c.in[0]);
+    const memory dy = bind(dy_user, pd->pd.diff_dst_desc(), kDiffDst, true);
+    run_bwd_data(d, *pd, dy, c.in[2], c.out[0], xs, ws);
+    const memory dy_w = pw->pd.diff_dst_desc() == dy.get_desc()
+                            ? dy
+                            : bind(dy_user, pw->pd.diff_dst_desc(), kDiffDstForWeights, true);
+    run_bwd_weights(d, *pw, dy_w, c.in[1], c.out.subspan(1), xs, ws);
     cpu_stream().wait();
   });
 }

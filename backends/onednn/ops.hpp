@@ -31,6 +31,7 @@ void xbn_bwd(const OpDesc& d, const KernelCall& c);
 void conv_fwd(const OpDesc& d, const KernelCall& c);
 void conv_bwd_data(const OpDesc& d, const KernelCall& c);
 void conv_bwd_weights(const OpDesc& d, const KernelCall& c);
+void conv_bwd(const OpDesc& d, const KernelCall& c);
 void linear_fwd(const OpDesc& d, const KernelCall& c);
 void linear_bwd_data(const OpDesc& d, const KernelCall& c);
 void linear_bwd_weights(const OpDesc& d, const KernelCall& c);

@@ -47,6 +47,7 @@ void register_backend(Registry& r) {
   add(op::conv_fwd, conv_fwd);
   add(op::conv_bwd_data, conv_bwd_data);
   add(op::conv_bwd_weights, conv_bwd_weights);
+  add(op::conv_bwd, conv_bwd);
   add(op::linear_fwd, linear_fwd);
   add(op::linear_bwd_data, linear_bwd_data);
   add(op::linear_bwd_weights, linear_bwd_weights);
