@@ -397,7 +397,7 @@ __global__ void affine_grads_kernel(const float* __restrict__ dy, const float* _
 
 // One block per channel: each group's totals of the per-plane moments, then every member's
 // leave-one-out mean and variance; BN's running statistics from the whole batch.
-__global__ void xbn_stats_kernel(XbnArgs a, const float* __restrict__ m1,
+__global__ void xbn_stats_kernel(NormFwdArgs a, const float* __restrict__ m1,
                                  const float* __restrict__ m2) {
   __shared__ double shared[32];
   const std::int64_t c = blockIdx.x, B = a.B, C = a.C;
@@ -598,7 +598,7 @@ void scale_planes(const float* x, float* y, const float* shift, const float* sca
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
-void xbn_forward(const XbnArgs& a, std::string_view op) {
+void xbn_forward(const NormFwdArgs& a, std::string_view op) {
   const std::int64_t BC = a.B * a.C;
   float* s = scratch_floats(static_cast<std::size_t>(2 * BC), current_device(op));
   plane_moments_kernel<<<plane_blocks(BC), kThreads>>>(a.x, BC, a.C, a.S, s, s + BC);
@@ -606,25 +606,25 @@ void xbn_forward(const XbnArgs& a, std::string_view op) {
   xbn_stats_kernel<<<static_cast<unsigned>(a.C), kThreads>>>(a, s, s + BC);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
   const NormGroups per_sample{a.B, 1, false};  // statistics indexed by sample
-  plane_apply_kernel<<<plane_blocks(BC), kThreads>>>(
-      a.x, a.y, a.mean, a.var, a.gamma, a.beta, nullptr, nullptr, BC, a.C, a.S, a.eps, per_sample);
+  plane_apply_kernel<<<plane_blocks(BC), kThreads>>>(a.x, a.y, a.mean, a.var, a.gamma, a.beta,
+                                                     nullptr, nullptr, BC, a.C, a.S, a.bn_eps,
+                                                     per_sample);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
-void xbn_backward(const float* dy, const float* x, const float* mean, const float* var,
-                  const float* gamma, float* dx, float* dgamma, float* dbeta, std::int64_t B,
-                  std::int64_t C, std::int64_t S, NormGroups groups, float eps,
-                  std::string_view op) {
+void xbn_backward(const NormBwdArgs& a, std::string_view op) {
+  const float *dy = a.dy, *x = a.x, *mean = a.mean, *var = a.var;
+  const std::int64_t B = a.B, C = a.C, S = a.S;
   const std::int64_t BC = B * C;
   float* s = scratch_floats(static_cast<std::size_t>(5 * BC), current_device(op));
   float *A = s, *D = s + BC, *ca = s + 2 * BC, *cb = s + 3 * BC, *cc = s + 4 * BC;
   const NormGroups per_sample{B, 1, false};
   plane_dots_kernel<<<plane_blocks(BC), kThreads>>>(dy, x, mean, BC, C, S, per_sample, A, D);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
-  xbn_grads_kernel<<<static_cast<unsigned>(C), kThreads>>>(A, D, mean, var, gamma, ca, cb, cc,
-                                                           dgamma, dbeta, B, C, S, groups, eps);
+  xbn_grads_kernel<<<static_cast<unsigned>(C), kThreads>>>(
+      A, D, mean, var, a.gamma, ca, cb, cc, a.dgamma, a.dbeta, B, C, S, a.groups, a.bn_eps);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
-  plane_coef_bwd_kernel<<<plane_blocks(BC), kThreads>>>(dy, x, dx, ca, cb, cc, BC, S);
+  plane_coef_bwd_kernel<<<plane_blocks(BC), kThreads>>>(dy, x, a.dx, ca, cb, cc, BC, S);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 

@@ -116,24 +116,10 @@ void bn_inference(const float* x, float* y, const float* m, const float* v, cons
 // leave-one-out statistics within its group (and BN's running statistics), one apply launch;
 // the backward: per-plane dots, one block per channel for the statistics' gradients and each
 // plane's coefficients, one launch dx = a dy + b x + c.
-struct XbnArgs {
-  const float* x = nullptr;
-  float* y = nullptr;
-  const float* gamma = nullptr;  // null: 1
-  const float* beta = nullptr;   // null: 0
-  float* mean = nullptr;         // [B, C] leave-one-out
-  float* var = nullptr;
-  float* running_mean = nullptr;
-  float* running_var = nullptr;
-  std::int64_t B = 0, C = 0, S = 0;
-  NormGroups groups;
-  float eps = 1e-5f, momentum = 0.1f;
-};
-void xbn_forward(const XbnArgs& a, std::string_view op);
-void xbn_backward(const float* dy, const float* x, const float* mean, const float* var,
-                  const float* gamma, float* dx, float* dgamma, float* dbeta, std::int64_t B,
-                  std::int64_t C, std::int64_t S, NormGroups groups, float eps,
-                  std::string_view op);
+// `a.groups` are the ghost groups; mean and var are [B, C] (each sample's leave-one-out
+// statistics); BN's running statistics. Arguments as BN's (bn_fwd_args, bn_bwd_args).
+void xbn_forward(const NormFwdArgs& a, std::string_view op);
+void xbn_backward(const NormBwdArgs& a, std::string_view op);
 
 // Layer norm over each sample's n = C*S values (primitives/layernorm.hpp): one block per sample.
 void layer_norm_forward(const float* x, float* y, float* mean, float* var, std::int64_t B,
