@@ -489,8 +489,10 @@ SideBySide train_side_by_side(const std::string& norm, std::int64_t batch, int s
 // Norms whose GPU kernels came after the first GPU run: GBN, shuffled GNI, layer norm + GNI, XBN.
 TEST(Gpu, MoreNormSpecsStepLikeOnTheCpu) {
   GHOSTNN_REQUIRE_GPU();
-  for (const std::string norm : {"gbn:8", "gbn:8:strided", "gni:4:shuffle", "ln+gni:4", "xbn:4"}) {
-    const auto r = train_side_by_side(norm, 20, 3, 4);  // GBN groups of 8, 8 and 4
+  // Groups of 8, 8 and 4 for GBN and XBN. xbn:4 is no use here: its leave-one-out statistics of 3
+  // samples blow the loss up (2.8, 58, 4.7e18 on the CPU), and from there rounding decides.
+  for (const std::string norm : {"gbn:8", "gbn:8:strided", "gni:4:shuffle", "ln+gni:4", "xbn:8"}) {
+    const auto r = train_side_by_side(norm, 20, 3, 4);
     for (std::size_t s = 0; s < r.cpu_loss.size(); ++s)
       EXPECT_NEAR(r.gpu_loss[s], r.cpu_loss[s], 2e-3 * (1 + std::fabs(r.cpu_loss[s])))
           << norm << " step " << s;
