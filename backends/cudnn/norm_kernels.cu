@@ -12,12 +12,33 @@ namespace ghostnn::cudnn {
 
 namespace {
 
-constexpr int kWarps = 8;  // planes per block: one warp each
-constexpr int kThreads = kWarps * 32;
+constexpr int kThreads = 256;
 
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
+// Which threads own a plane of S floats: `lanes` consecutive threads (a power of two, at most a
+// warp), the fewest that cover the plane's float4s (or floats when S % 4 != 0). Small planes
+// (8x8, 4x4) thus share a warp instead of leaving most of its lanes idle.
+struct PlaneLanes {
+  int lanes = 32;
+  __device__ std::int64_t plane() const {
+    return (static_cast<std::int64_t>(blockIdx.x) * kThreads + threadIdx.x) / lanes;
+  }
+  __device__ int lane() const { return static_cast<int>(threadIdx.x) & (lanes - 1); }
+  // Sum over the plane's lanes; every lane of the warp must call it (no early return).
+  __device__ float sum(float v) const {
+    for (int o = lanes / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+  }
+};
+
+PlaneLanes plane_lanes(std::int64_t S) {
+  const std::int64_t units = S % 4 == 0 ? S / 4 : S;
+  int lanes = 1;
+  while (lanes < 32 && lanes < units) lanes <<= 1;
+  return PlaneLanes{lanes};
+}
+
+unsigned plane_blocks(std::int64_t BC, PlaneLanes pl) {
+  return static_cast<unsigned>((BC * pl.lanes + kThreads - 1) / kThreads);
 }
 
 // Block-wide sum of a double (blockDim.x a multiple of 32, at most 1024; shared holds 32).
@@ -36,41 +57,38 @@ __device__ double block_sum(double v, double* shared) {
   return shared[0];
 }
 
-// m1, m2 = per-plane means of (x - p) and (x - p)^2, for the plane of the calling warp.
-__device__ __forceinline__ void warp_plane_moments(const float* __restrict__ x, std::int64_t plane,
-                                                   int lane, std::int64_t C, std::int64_t S,
-                                                   float* __restrict__ m1, float* __restrict__ m2) {
-  const float p = x[(plane % C) * S];
-  const float* xp = x + plane * S;
+// m1, m2 = per-plane means of (x - p) and (x - p)^2, p = x[0, c, 0], for the calling lanes' plane.
+__global__ void plane_moments_kernel(const float* __restrict__ x, std::int64_t BC, std::int64_t C,
+                                     std::int64_t S, PlaneLanes pl, float* __restrict__ m1,
+                                     float* __restrict__ m2) {
+  const std::int64_t plane = pl.plane();
+  const int lane = pl.lane();
+  const bool own = plane < BC;
+  const float p = own ? x[(plane % C) * S] : 0.f;
+  const float* xp = x + (own ? plane : 0) * S;
   float s1 = 0.f, s2 = 0.f;
-  if (S % 4 == 0) {
+  if (!own) {
+  } else if (S % 4 == 0) {
     const float4* x4 = reinterpret_cast<const float4*>(xp);
-    for (std::int64_t i = lane; i < S / 4; i += 32) {
+    for (std::int64_t i = lane; i < S / 4; i += pl.lanes) {
       const float4 v = x4[i];
       const float a = v.x - p, b = v.y - p, c = v.z - p, d = v.w - p;
       s1 += (a + b) + (c + d);
       s2 += (a * a + b * b) + (c * c + d * d);
     }
   } else {
-    for (std::int64_t i = lane; i < S; i += 32) {
+    for (std::int64_t i = lane; i < S; i += pl.lanes) {
       const float a = xp[i] - p;
       s1 += a;
       s2 += a * a;
     }
   }
-  s1 = warp_sum(s1);
-  s2 = warp_sum(s2);
-  if (lane == 0) {
+  s1 = pl.sum(s1);
+  s2 = pl.sum(s2);
+  if (own && lane == 0) {
     m1[plane] = s1 / static_cast<float>(S);
     m2[plane] = s2 / static_cast<float>(S);
   }
-}
-
-__global__ void plane_moments_kernel(const float* __restrict__ x, std::int64_t BC, std::int64_t C,
-                                     std::int64_t S, float* __restrict__ m1,
-                                     float* __restrict__ m2) {
-  const std::int64_t plane = static_cast<std::int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
-  if (plane < BC) warp_plane_moments(x, plane, threadIdx.x % 32, C, S, m1, m2);
 }
 
 // Channel-last x [B, S, C]: one thread per (b, c), reading along c (coalesced) for each position.
@@ -181,9 +199,9 @@ __global__ void plane_apply_kernel(const float* __restrict__ x, float* __restric
                                    const float* __restrict__ gamma, const float* __restrict__ beta,
                                    const float* __restrict__ shift, const float* __restrict__ scale,
                                    std::int64_t BC, std::int64_t C, std::int64_t S, float eps,
-                                   NormGroups groups) {
-  const std::int64_t plane = static_cast<std::int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
+                                   NormGroups groups, PlaneLanes pl) {
+  const std::int64_t plane = pl.plane();
+  const int lane = pl.lane();
   if (plane >= BC) return;
   const std::int64_t c = plane % C, gc = groups.of(plane / C) * C + c;
   const float g = gamma ? gamma[c] : 1.f, be = beta ? beta[c] : 0.f;
@@ -195,13 +213,13 @@ __global__ void plane_apply_kernel(const float* __restrict__ x, float* __restric
   if (S % 4 == 0) {
     const float4* x4 = reinterpret_cast<const float4*>(xp);
     float4* y4 = reinterpret_cast<float4*>(yp);
-    for (std::int64_t i = lane; i < S / 4; i += 32) {
+    for (std::int64_t i = lane; i < S / 4; i += pl.lanes) {
       const float4 v = x4[i];
       y4[i] =
           make_float4(fmaf(ca, v.x, co), fmaf(ca, v.y, co), fmaf(ca, v.z, co), fmaf(ca, v.w, co));
     }
   } else {
-    for (std::int64_t i = lane; i < S; i += 32) yp[i] = fmaf(ca, xp[i], co);
+    for (std::int64_t i = lane; i < S; i += pl.lanes) yp[i] = fmaf(ca, xp[i], co);
   }
 }
 
@@ -217,45 +235,39 @@ __global__ void scale_elements_kernel(const float* __restrict__ x, float* __rest
   }
 }
 
-// Per plane: A = sum dy, D = sum dy (x - mean_c), for the plane of the calling warp.
-__device__ __forceinline__ void warp_plane_dots(const float* __restrict__ dy,
-                                                const float* __restrict__ x,
-                                                const float* __restrict__ mean, std::int64_t plane,
-                                                int lane, std::int64_t C, std::int64_t S,
-                                                NormGroups groups, float* __restrict__ A,
-                                                float* __restrict__ D) {
-  const float mu = mean[groups.of(plane / C) * C + plane % C];
-  const float* xp = x + plane * S;
-  const float* gp = dy + plane * S;
+// Per plane: A = sum dy, D = sum dy (x - mean_c), for the calling lanes' plane.
+__global__ void plane_dots_kernel(const float* __restrict__ dy, const float* __restrict__ x,
+                                  const float* __restrict__ mean, std::int64_t BC, std::int64_t C,
+                                  std::int64_t S, NormGroups groups, PlaneLanes pl,
+                                  float* __restrict__ A, float* __restrict__ D) {
+  const std::int64_t plane = pl.plane();
+  const int lane = pl.lane();
+  const bool own = plane < BC;
+  const float mu = own ? mean[groups.of(plane / C) * C + plane % C] : 0.f;
+  const float* xp = x + (own ? plane : 0) * S;
+  const float* gp = dy + (own ? plane : 0) * S;
   float sa = 0.f, sd = 0.f;
-  if (S % 4 == 0) {
+  if (!own) {
+  } else if (S % 4 == 0) {
     const float4* x4 = reinterpret_cast<const float4*>(xp);
     const float4* g4 = reinterpret_cast<const float4*>(gp);
-    for (std::int64_t i = lane; i < S / 4; i += 32) {
+    for (std::int64_t i = lane; i < S / 4; i += pl.lanes) {
       const float4 v = x4[i], g = g4[i];
       sa += (g.x + g.y) + (g.z + g.w);
       sd += (g.x * (v.x - mu) + g.y * (v.y - mu)) + (g.z * (v.z - mu) + g.w * (v.w - mu));
     }
   } else {
-    for (std::int64_t i = lane; i < S; i += 32) {
+    for (std::int64_t i = lane; i < S; i += pl.lanes) {
       sa += gp[i];
       sd += gp[i] * (xp[i] - mu);
     }
   }
-  sa = warp_sum(sa);
-  sd = warp_sum(sd);
-  if (lane == 0) {
+  sa = pl.sum(sa);
+  sd = pl.sum(sd);
+  if (own && lane == 0) {
     A[plane] = sa;
     D[plane] = sd;
   }
-}
-
-__global__ void plane_dots_kernel(const float* __restrict__ dy, const float* __restrict__ x,
-                                  const float* __restrict__ mean, std::int64_t BC, std::int64_t C,
-                                  std::int64_t S, NormGroups groups, float* __restrict__ A,
-                                  float* __restrict__ D) {
-  const std::int64_t plane = static_cast<std::int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
-  if (plane < BC) warp_plane_dots(dy, x, mean, plane, threadIdx.x % 32, C, S, groups, A, D);
 }
 
 // One block per channel, group by group: coef[g*C + c] = bx (x coefficient), coef[G*C + g*C + c]
@@ -304,9 +316,9 @@ __global__ void channel_grads_kernel(NormBwdArgs a, const float* __restrict__ A,
   channel_grads(a, A, D, coef, shared);
 }
 
-__global__ void plane_bwd_kernel(NormBwdArgs a, const float* __restrict__ coef) {
-  const std::int64_t plane = static_cast<std::int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
+__global__ void plane_bwd_kernel(NormBwdArgs a, const float* __restrict__ coef, PlaneLanes pl) {
+  const std::int64_t plane = pl.plane();
+  const int lane = pl.lane();
   if (plane >= a.B * a.C) return;
   const std::int64_t c = plane % a.C, S = a.S, gc = a.groups.of(plane / a.C) * a.C + c;
   const float inv = rsqrtf(a.var[gc] + a.bn_eps);
@@ -319,13 +331,13 @@ __global__ void plane_bwd_kernel(NormBwdArgs a, const float* __restrict__ coef) 
     const float4* x4 = reinterpret_cast<const float4*>(xp);
     const float4* g4 = reinterpret_cast<const float4*>(gp);
     float4* d4 = reinterpret_cast<float4*>(dp);
-    for (std::int64_t i = lane; i < S / 4; i += 32) {
+    for (std::int64_t i = lane; i < S / 4; i += pl.lanes) {
       const float4 v = x4[i], g = g4[i];
       d4[i] = make_float4(ca * g.x + bx * v.x + k0, ca * g.y + bx * v.y + k0,
                           ca * g.z + bx * v.z + k0, ca * g.w + bx * v.w + k0);
     }
   } else {
-    for (std::int64_t i = lane; i < S; i += 32) dp[i] = ca * gp[i] + bx * xp[i] + k0;
+    for (std::int64_t i = lane; i < S; i += pl.lanes) dp[i] = ca * gp[i] + bx * xp[i] + k0;
   }
 }
 
@@ -484,16 +496,14 @@ __global__ void xbn_grads_kernel(const float* __restrict__ A, const float* __res
 __global__ void plane_coef_bwd_kernel(const float* __restrict__ dy, const float* __restrict__ x,
                                       float* __restrict__ dx, const float* __restrict__ ca,
                                       const float* __restrict__ cb, const float* __restrict__ cc,
-                                      std::int64_t BC, std::int64_t S) {
-  const std::int64_t plane = static_cast<std::int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+                                      std::int64_t BC, std::int64_t S, PlaneLanes pl) {
+  const std::int64_t plane = pl.plane();
   if (plane >= BC) return;
   const float a = ca[plane], b = cb[plane], k0 = cc[plane];
   const float *gp = dy + plane * S, *xp = x + plane * S;
   float* dp = dx + plane * S;
-  for (std::int64_t i = threadIdx.x % 32; i < S; i += 32) dp[i] = a * gp[i] + b * xp[i] + k0;
+  for (std::int64_t i = pl.lane(); i < S; i += pl.lanes) dp[i] = a * gp[i] + b * xp[i] + k0;
 }
-
-unsigned plane_blocks(std::int64_t BC) { return static_cast<unsigned>((BC + kWarps - 1) / kWarps); }
 
 int current_device(std::string_view op) {
   int d = 0;
@@ -558,13 +568,15 @@ void norm_forward(const NormFwdArgs& a, std::string_view op) {
     scale_planes(a.x, a.y, a.shift, a.scale, a.B, a.C, a.S, true, op);
     return;
   }
-  plane_moments_kernel<<<plane_blocks(BC), kThreads>>>(a.x, BC, a.C, a.S, m1, m2);
+  const PlaneLanes pl = plane_lanes(a.S);
+  plane_moments_kernel<<<plane_blocks(BC, pl), kThreads>>>(a.x, BC, a.C, a.S, pl, m1, m2);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
   channel_stats_kernel<<<static_cast<unsigned>(a.C), kThreads>>>(a, m1, m2);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
-  plane_apply_kernel<<<plane_blocks(BC), kThreads>>>(
+  plane_apply_kernel<<<plane_blocks(BC, pl), kThreads>>>(
       a.x, a.y, a.normalize ? a.mean : nullptr, a.normalize ? a.var : nullptr, a.gamma, a.beta,
-      a.noise ? a.shift : nullptr, a.noise ? a.scale : nullptr, BC, a.C, a.S, a.bn_eps, a.groups);
+      a.noise ? a.shift : nullptr, a.noise ? a.scale : nullptr, BC, a.C, a.S, a.bn_eps, a.groups,
+      pl);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
@@ -575,12 +587,13 @@ void norm_backward(const NormBwdArgs& a, std::string_view op) {
   float* A = s;
   float* D = s + BC;
   float* coef = s + 2 * BC;
-  plane_dots_kernel<<<plane_blocks(BC), kThreads>>>(a.dy, a.x, a.mean, BC, a.C, a.S, a.groups, A,
-                                                    D);
+  const PlaneLanes pl = plane_lanes(a.S);
+  plane_dots_kernel<<<plane_blocks(BC, pl), kThreads>>>(a.dy, a.x, a.mean, BC, a.C, a.S, a.groups,
+                                                        pl, A, D);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
   channel_grads_kernel<<<static_cast<unsigned>(a.C), kThreads>>>(a, A, D, coef);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
-  plane_bwd_kernel<<<plane_blocks(BC), kThreads>>>(a, coef);
+  plane_bwd_kernel<<<plane_blocks(BC, pl), kThreads>>>(a, coef, pl);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
@@ -588,8 +601,9 @@ void scale_planes(const float* x, float* y, const float* shift, const float* sca
                   std::int64_t C, std::int64_t S, bool channel_last, std::string_view op) {
   const std::int64_t BC = B * C;
   if (!channel_last) {
-    plane_apply_kernel<<<plane_blocks(BC), kThreads>>>(x, y, nullptr, nullptr, nullptr, nullptr,
-                                                       shift, scale, BC, C, S, 0.f, NormGroups{});
+    const PlaneLanes pl = plane_lanes(S);
+    plane_apply_kernel<<<plane_blocks(BC, pl), kThreads>>>(
+        x, y, nullptr, nullptr, nullptr, nullptr, shift, scale, BC, C, S, 0.f, NormGroups{}, pl);
   } else {
     const std::int64_t n = BC * S;
     const auto blocks = static_cast<unsigned>(std::min<std::int64_t>((n + 255) / 256, 65535));
@@ -601,14 +615,15 @@ void scale_planes(const float* x, float* y, const float* shift, const float* sca
 void xbn_forward(const NormFwdArgs& a, std::string_view op) {
   const std::int64_t BC = a.B * a.C;
   float* s = scratch_floats(static_cast<std::size_t>(2 * BC), current_device(op));
-  plane_moments_kernel<<<plane_blocks(BC), kThreads>>>(a.x, BC, a.C, a.S, s, s + BC);
+  const PlaneLanes pl = plane_lanes(a.S);
+  plane_moments_kernel<<<plane_blocks(BC, pl), kThreads>>>(a.x, BC, a.C, a.S, pl, s, s + BC);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
   xbn_stats_kernel<<<static_cast<unsigned>(a.C), kThreads>>>(a, s, s + BC);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
   const NormGroups per_sample{a.B, 1, false};  // statistics indexed by sample
-  plane_apply_kernel<<<plane_blocks(BC), kThreads>>>(a.x, a.y, a.mean, a.var, a.gamma, a.beta,
-                                                     nullptr, nullptr, BC, a.C, a.S, a.bn_eps,
-                                                     per_sample);
+  plane_apply_kernel<<<plane_blocks(BC, pl), kThreads>>>(a.x, a.y, a.mean, a.var, a.gamma, a.beta,
+                                                         nullptr, nullptr, BC, a.C, a.S, a.bn_eps,
+                                                         per_sample, pl);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
@@ -619,12 +634,14 @@ void xbn_backward(const NormBwdArgs& a, std::string_view op) {
   float* s = scratch_floats(static_cast<std::size_t>(5 * BC), current_device(op));
   float *A = s, *D = s + BC, *ca = s + 2 * BC, *cb = s + 3 * BC, *cc = s + 4 * BC;
   const NormGroups per_sample{B, 1, false};
-  plane_dots_kernel<<<plane_blocks(BC), kThreads>>>(dy, x, mean, BC, C, S, per_sample, A, D);
+  const PlaneLanes pl = plane_lanes(S);
+  plane_dots_kernel<<<plane_blocks(BC, pl), kThreads>>>(dy, x, mean, BC, C, S, per_sample, pl, A,
+                                                        D);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
   xbn_grads_kernel<<<static_cast<unsigned>(C), kThreads>>>(
       A, D, mean, var, a.gamma, ca, cb, cc, a.dgamma, a.dbeta, B, C, S, a.groups, a.bn_eps);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
-  plane_coef_bwd_kernel<<<plane_blocks(BC), kThreads>>>(dy, x, a.dx, ca, cb, cc, BC, S);
+  plane_coef_bwd_kernel<<<plane_blocks(BC, pl), kThreads>>>(dy, x, a.dx, ca, cb, cc, BC, S, pl);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
@@ -650,8 +667,9 @@ void channel_affine_grads(const float* dy, const float* x, float* dgamma, float*
 void bn_inference(const float* x, float* y, const float* m, const float* v, const float* gamma,
                   const float* beta, std::int64_t B, std::int64_t C, std::int64_t S, float eps,
                   std::string_view op) {
-  plane_apply_kernel<<<plane_blocks(B * C), kThreads>>>(x, y, m, v, gamma, beta, nullptr, nullptr,
-                                                        B * C, C, S, eps, NormGroups{});
+  const PlaneLanes pl = plane_lanes(S);
+  plane_apply_kernel<<<plane_blocks(B * C, pl), kThreads>>>(
+      x, y, m, v, gamma, beta, nullptr, nullptr, B * C, C, S, eps, NormGroups{}, pl);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 

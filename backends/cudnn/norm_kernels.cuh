@@ -1,7 +1,7 @@
 // Our CUDA norm machinery, shared by BN, GBN, GNI and the fused BN+GNI block (one pipeline,
-// four modes). Activations are NCHW viewed as B*C planes of S contiguous floats; one warp owns a
-// plane. Normalization statistics are per (group, channel): one group for BN, the ghost groups
-// for GBN (NormGroups).
+// four modes). Activations are NCHW viewed as B*C planes of S contiguous floats; a warp owns a
+// plane (small planes: a power-of-two share of a warp). Normalization statistics are per
+// (group, channel): one group for BN, the ghost groups for GBN (NormGroups).
 //
 // Forward:  plane_moments   per-plane means of (x - p_c) and (x - p_c)^2, p_c = x[0, c, 0]
 //                           (channel-last input: a thread per (b, c) walks the positions)
