@@ -1,6 +1,7 @@
 #include "engine/dispatcher.hpp"
 
 #include <algorithm>
+#include <chrono>
 
 namespace ghostnn {
 
@@ -89,8 +90,40 @@ std::string Dispatcher::run(std::string_view op, const OpDesc& desc, std::span<c
     fail("{}: no {} kernel supports this call (backends tried: {})", op, device_type_name(dev.type),
          list);
   }
+  if (!profiling_.load(std::memory_order_relaxed)) {
+    e->kernel(desc, call);
+    return e->backend;
+  }
+  DeviceApi& api = device_api(dev.type);
+  api.synchronize(dev.index);
+  const auto t0 = std::chrono::steady_clock::now();
   e->kernel(desc, call);
+  api.synchronize(dev.index);
+  const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::string shape = !in.empty() ? shape_str(in[0].desc.shape) : shape_str(out[0].desc.shape);
+  std::lock_guard lock(mu_);
+  auto& row = profile_[{std::string(op), dev.str(), shape}];
+  if (row.calls == 0) row = OpTime{std::string(op), dev.str(), std::move(shape), 0, 0};
+  row.calls += 1;
+  row.seconds += sec;
   return e->backend;
+}
+
+void Dispatcher::set_profiling(bool on) {
+  std::lock_guard lock(mu_);
+  if (on) profile_.clear();
+  profiling_.store(on);
+}
+
+std::vector<Dispatcher::OpTime> Dispatcher::profile() const {
+  std::vector<OpTime> rows;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [key, row] : profile_) rows.push_back(row);
+  }
+  std::sort(rows.begin(), rows.end(),
+            [](const OpTime& a, const OpTime& b) { return a.seconds > b.seconds; });
+  return rows;
 }
 
 DeviceApi& Dispatcher::device_api(DeviceType device) const {

@@ -4,9 +4,12 @@
 // the first registered kernel for (op, device type) whose supports() accepts the call runs.
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <map>
 #include <mutex>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -36,6 +39,18 @@ class Dispatcher final : public Registry {
   std::string run(std::string_view op, const OpDesc& desc, std::span<const TensorRef> in,
                   std::span<const TensorRef> out, std::string_view backend = {});
 
+  // Per-op timing, to find where a step goes. While on, run() synchronizes the device before and
+  // after each kernel and adds the wall time to the op's row (op, device, shape of input 0), so
+  // a row holds launch and kernel time; host work between ops is not in any row. Turning it on
+  // clears the rows. Off by default: it serializes GPU work.
+  struct OpTime {
+    std::string op, device, shape;
+    std::int64_t calls = 0;
+    double seconds = 0;
+  };
+  void set_profiling(bool on);
+  std::vector<OpTime> profile() const;  // rows, largest time first
+
   DeviceApi& device_api(DeviceType device) const;  // Error when no backend provides the device
   int device_count(DeviceType device) const;       // 0 when absent
 
@@ -52,6 +67,8 @@ class Dispatcher final : public Registry {
   mutable std::mutex mu_;
   std::map<Key, std::vector<Entry>, std::less<>> table_;
   DeviceApi* devices_[kDeviceTypeCount] = {};
+  std::atomic<bool> profiling_{false};
+  std::map<std::tuple<std::string, std::string, std::string>, OpTime> profile_;  // under mu_
 };
 
 // The one place that registers every built-in backend (engine/backends.cpp).

@@ -7,7 +7,9 @@
 //
 //   bench_train_step [--batch=256] [--models=resnet20,resnet18] [--norms=bn,gbn:16,gni:16]
 //                    [--devices=cpu,cuda] [--threads=N] [--steps=N] [--warmup=N]
-//                    [Google Benchmark flags]
+//                    [--tf32] [--profile=N] [Google Benchmark flags]
+// --profile=N replaces the benchmarks by a per-op breakdown of N steps per configuration (the
+// dispatcher's profiling: device synchronized around every op), next to N unsynchronized steps.
 #include <benchmark/benchmark.h>
 #include <omp.h>
 
@@ -15,8 +17,10 @@
 #include <chrono>
 #include <cstring>
 #include <iostream>
+#include <map>
 #include <sstream>
 
+#include "engine/dispatcher.hpp"
 #include "engine/nn.hpp"
 #include "engine/optim.hpp"
 
@@ -32,6 +36,8 @@ struct Options {
   int threads = 0;
   std::int64_t steps = 0;  // timed steps per repetition; 0: Google Benchmark decides
   std::int64_t warmup = 1;
+  std::int64_t profile = 0;  // > 0: per-op breakdown of this many steps instead of benchmarks
+  bool tf32 = false;         // convolutions in TF32 on the GPU (names end in /tf32)
 };
 
 const char* kHelp =
@@ -43,6 +49,9 @@ const char* kHelp =
     "  --threads=N         CPU threads (default: OMP_NUM_THREADS or all cores)\n"
     "  --steps=N           timed steps per repetition (default: Google Benchmark decides)\n"
     "  --warmup=N          untimed steps first (default 1: algorithm choice, allocator caches)\n"
+    "  --tf32              GPU convolutions on TF32 tensor cores (PyTorch's default for convs)\n"
+    "  --profile=N         instead of the benchmarks: where N steps go, op by op (each op timed\n"
+    "                      with the device synchronized around it), per model x norm x device\n"
     "and Google Benchmark's flags: --benchmark_filter=REGEX, --benchmark_repetitions=N,\n"
     "--benchmark_format=json, --benchmark_out=FILE, --benchmark_min_time=SECONDS, ...\n";
 
@@ -84,6 +93,10 @@ Options parse(int argc, char** argv) {
       o.steps = parse_int(key, val);
     else if (key == "--warmup")
       o.warmup = parse_int(key, val);
+    else if (key == "--tf32" && (val.empty() || val == "1" || val == "0"))
+      o.tf32 = val != "0";
+    else if (key == "--profile")
+      o.profile = parse_int(key, val);
     else
       fail("unknown argument '{}' (see --help)", a);
   }
@@ -105,37 +118,109 @@ Tensor synthetic(const Shape& s, Device dev, std::uint32_t seed, float lo, float
   return Tensor::from_vector(v, s, dev);
 }
 
-void train_step(benchmark::State& state, const std::string& model_name, const std::string& norm,
-                Device dev, std::int64_t batch, std::int64_t warmup) {
-  auto model = nn::make_model(model_name, norm, 10, 0);
-  model->to(dev);
-  model->train();
-  optim::Sgd opt(*model, {0.1f, 0.9f, 2e-4f, true});
-  const Tensor x = synthetic({batch, 3, 32, 32}, dev, 1, -2.f, 2.f, false);
-  const Tensor y = synthetic({batch}, dev, 2, 0.f, 10.f, true);
-  auto step = [&] {  // the ghost-noise step advances inside forward
+// One configuration's model, optimizer and synthetic batch on the device.
+std::shared_ptr<nn::Sequential> model_on(const std::string& name, const std::string& norm,
+                                         Device dev, bool tf32) {
+  auto m = nn::make_model(name, norm, 10, 0);
+  m->set_conv_tf32(tf32);
+  m->to(dev);
+  m->train();
+  return m;
+}
+
+struct Stepper {
+  std::shared_ptr<nn::Sequential> model;
+  optim::Sgd opt;
+  Tensor x, y;
+  Device dev;
+
+  Stepper(const std::string& model_name, const std::string& norm, Device d, std::int64_t batch,
+          bool tf32)
+      : model(model_on(model_name, norm, d, tf32)),
+        opt(*model, {0.1f, 0.9f, 2e-4f, true}),
+        x(synthetic({batch, 3, 32, 32}, d, 1, -2.f, 2.f, false)),
+        y(synthetic({batch}, d, 2, 0.f, 10.f, true)),
+        dev(d) {}
+  void step() {  // the ghost-noise step advances inside forward
     auto out = nn::cross_entropy(model->forward(x), y);
     model->backward(out.dlogits);
     opt.step();
     synchronize(dev);
-  };
-  for (std::int64_t i = 0; i < warmup; ++i) step();
+  }
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t h = v.size() / 2;
+  return v.size() % 2 ? v[h] : (v[h - 1] + v[h]) / 2;
+}
+
+void train_step(benchmark::State& state, const std::string& model_name, const std::string& norm,
+                Device dev, std::int64_t batch, std::int64_t warmup, bool tf32) {
+  Stepper s(model_name, norm, dev, batch, tf32);
+  for (std::int64_t i = 0; i < warmup; ++i) s.step();
   reset_peak_memory(dev);
   std::vector<double> seconds;
   for (auto _ : state) {
     const auto t0 = std::chrono::steady_clock::now();
-    step();
+    s.step();
     seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     state.SetIterationTime(seconds.back());
   }
-  std::sort(seconds.begin(), seconds.end());
-  const std::size_t h = seconds.size() / 2;
-  const double median = seconds.size() % 2 ? seconds[h] : (seconds[h - 1] + seconds[h]) / 2;
-  state.counters["images_per_s"] = static_cast<double>(batch) / median;
-  state.counters["step_ms"] = median * 1e3;
+  const double med = median(seconds);
+  state.counters["images_per_s"] = static_cast<double>(batch) / med;
+  state.counters["step_ms"] = med * 1e3;
   state.counters["peak_MiB"] = static_cast<double>(memory_stats(dev).peak) / (1 << 20);
   state.counters["batch"] = static_cast<double>(batch);
   state.counters["threads"] = dev.type == DeviceType::cpu ? omp_get_max_threads() : 0;
+}
+
+// Where `steps` steps go, op by op, printed as a table (ms per step, largest first).
+void profile_steps(const std::string& model_name, const std::string& norm, Device dev,
+                   std::int64_t batch, std::int64_t warmup, std::int64_t steps, bool tf32) {
+  Stepper s(model_name, norm, dev, batch, tf32);
+  for (std::int64_t i = 0; i < std::max<std::int64_t>(warmup, 1); ++i) s.step();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (std::int64_t i = 0; i < steps; ++i) s.step();
+  const double free_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() /
+      static_cast<double>(steps);
+  auto& d = Dispatcher::global();
+  d.set_profiling(true);
+  const auto t1 = std::chrono::steady_clock::now();
+  for (std::int64_t i = 0; i < steps; ++i) s.step();
+  const double synced_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t1).count() /
+      static_cast<double>(steps);
+  d.set_profiling(false);
+  const auto rows = d.profile();
+  double total = 0;
+  for (const auto& r : rows) total += r.seconds;
+  total = total * 1e3 / static_cast<double>(steps);
+  fmt::print(
+      "\n{} {} on {}{}, batch {}: {:.3f} ms/step ({:.0f} img/s); op by op, synchronized: "
+      "{:.3f} ms/step, of which ops {:.3f} ms\n",
+      model_name, norm, dev.str(), tf32 ? " (tf32 convs)" : "", batch, free_ms,
+      1e3 * static_cast<double>(batch) / free_ms, synced_ms, total);
+  fmt::print("{:>9} {:>6} {:>7} {:>6}  {:<16} {}\n", "ms/step", "%", "calls", "us/call", "op",
+             "input 0");
+  double shown = 0;
+  for (const auto& r : rows) {
+    const double ms = r.seconds * 1e3 / static_cast<double>(steps);
+    if (shown > 0.99 * total) break;  // the long tail of tiny rows
+    shown += ms;
+    fmt::print("{:9.3f} {:6.1f} {:7} {:7.1f}  {:<16} {}\n", ms, 100 * ms / total, r.calls / steps,
+               1e6 * r.seconds / static_cast<double>(r.calls), r.op, r.shape);
+  }
+  // the same rows summed per op
+  std::map<std::string, double> per_op;
+  for (const auto& r : rows) per_op[r.op] += r.seconds * 1e3 / static_cast<double>(steps);
+  std::vector<std::pair<std::string, double>> ops(per_op.begin(), per_op.end());
+  std::sort(ops.begin(), ops.end(),
+            [](const auto& a, const auto& b) { return a.second > b.second; });
+  fmt::print("per op:");
+  for (const auto& [op, ms] : ops) fmt::print(" {} {:.3f} ({:.0f}%);", op, ms, 100 * ms / total);
+  fmt::print("\n");
 }
 
 }  // namespace
@@ -150,14 +235,24 @@ int main(int argc, char** argv) {
   try {
     const Options o = parse(argc, argv);
     if (o.threads > 0) omp_set_num_threads(o.threads);
+    if (o.profile > 0) {
+      for (const auto& m : o.models)
+        for (const auto& n : o.norms)
+          for (const auto& d : o.devices) {
+            const Device dev = Device::parse(d);
+            if (dev.type == DeviceType::cuda && !cuda_available()) continue;
+            profile_steps(m, n, dev, o.batch, o.warmup, o.profile, o.tf32);
+          }
+      return 0;
+    }
     for (const auto& m : o.models)
       for (const auto& n : o.norms)
         for (const auto& d : o.devices) {
           const Device dev = Device::parse(d);
           if (dev.type == DeviceType::cuda && !cuda_available()) continue;
           auto* b = benchmark::RegisterBenchmark(
-              fmt::format("TrainStep/{}/{}/{}", m, n, dev.str()).c_str(),
-              [=](benchmark::State& s) { train_step(s, m, n, dev, o.batch, o.warmup); });
+              fmt::format("TrainStep/{}/{}/{}{}", m, n, dev.str(), o.tf32 ? "/tf32" : "").c_str(),
+              [=](benchmark::State& s) { train_step(s, m, n, dev, o.batch, o.warmup, o.tf32); });
           b->Unit(benchmark::kMillisecond)->UseManualTime();
           if (o.steps > 0) b->Iterations(o.steps);
         }
