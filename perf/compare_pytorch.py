@@ -43,6 +43,9 @@ def parse_args():
                    help="timed steps per engine and norm (default 7 on the CPU, 50 on the GPU)")
     p.add_argument("--warmup", type=int, default=None,
                    help="untimed steps first (default 2 on the CPU, 10 on the GPU)")
+    p.add_argument("--conv-math", choices=["fp32", "tf32"], default="fp32",
+                   help="GPU convolutions in both engines: plain fp32, or TF32 tensor cores "
+                        "(PyTorch's own default, torch.backends.cudnn.allow_tf32; ghostnn --tf32)")
     p.add_argument("--json", metavar="FILE", help="also write the results to FILE as a JSON list")
     p.add_argument("--ghostnn-bench", type=Path, default=ROOT / "build" / "perf" / "bench_train_step",
                    help="the ghostnn training-step benchmark binary")
@@ -208,6 +211,7 @@ def torch_modules():
 def pytorch_step(args, spec):
     import torch
     torch.set_num_threads(args.threads)
+    torch.backends.cudnn.allow_tf32 = args.conv_math == "tf32"
     torch.manual_seed(0)
     dev = torch.device(args.device)
     model = torch_modules()(spec).to(dev).train()
@@ -246,6 +250,8 @@ def ghostnn_step(args, spec):
     cmd = [str(exe), "--models=resnet20", f"--norms={spec}", f"--devices={args.device}",
            f"--threads={args.threads}", f"--batch={args.batch}", f"--steps={args.steps}",
            f"--warmup={args.warmup}", "--benchmark_format=json"]
+    if args.conv_math == "tf32":
+        cmd.append("--tf32")
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(f"compare_pytorch: {' '.join(cmd)} failed:\n{r.stderr}")
@@ -262,7 +268,8 @@ def main():
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("compare_pytorch: --device cuda, but PyTorch sees no CUDA device")
     print(f"ResNet-20 training step, batch {args.batch}, {args.device}, {args.threads} threads, "
-          f"median of {args.steps} steps; PyTorch {torch.__version__}", file=sys.stderr)
+          f"{args.conv_math} convolutions, median of {args.steps} steps; "
+          f"PyTorch {torch.__version__}", file=sys.stderr)
     results = []
     for spec in args.norms:
         for engine, fn in (("ghostnn", ghostnn_step), ("pytorch", pytorch_step)):
@@ -270,6 +277,7 @@ def main():
             print(f"  {engine:8} {spec:8} {rate:10.1f} img/s", file=sys.stderr)
             results.append({"engine": engine, "norm": spec, "device": args.device,
                             "threads": args.threads, "batch": args.batch, "images_per_s": rate,
+                            "conv_math": args.conv_math,
                             "peak_memory_mib": peak, "model": "resnet20", "steps": args.steps})
 
     def rate(engine, spec):

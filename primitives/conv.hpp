@@ -29,6 +29,10 @@ struct ConvDesc : OpDesc {
   std::int64_t stride = 1;
   std::int64_t pad = 0;
   bool bias = false;
+  // GPU: let cuDNN use TF32 tensor cores (10-bit mantissa products, fp32 sums), which is
+  // PyTorch's default for convolutions (torch.backends.cudnn.allow_tf32). Off: plain fp32 FMA,
+  // matching the CPU to rounding. The CPU backend computes fp32 either way.
+  bool tf32 = false;
   std::string layer = "Conv2d";
 };
 

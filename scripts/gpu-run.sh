@@ -2,14 +2,15 @@
 # Runs on the GPU machine from the repository root, over what scripts/pack-gpu-run.sh packed into
 # .devrun/. Steps in order of importance, each under its own time limit, so a run cut short still
 # returns what matters most: every test binary (GPU tests included), compare_devices, a ResNet-20
-# gni:16 training of $EPOCHS epochs (when EPOCHS is set), the CUDA training-step benchmark, the
-# PyTorch comparison, the norm and layer suites. The device tool returns at most 8 files, so the
-# text of every step goes to one log ($OUT/log.txt) and each step's JSON to its own file.
-# STEPS=tests,devices,train,step,pytorch,norms,layers picks steps (default: all).
+# gni:16 training of $EPOCHS epochs (when EPOCHS is set; TRAIN_ARGS adds flags, e.g. --tf32), the
+# per-op profile of a ResNet-20 step, the CUDA training-step benchmark, the PyTorch comparison
+# (fp32 and TF32 convolutions), the norm and layer suites. The device tool returns at most 8
+# files, so the text of every step goes to one log ($OUT/log.txt) and the JSON to a few files.
+# STEPS=tests,devices,train,profile,step,pytorch,norms,layers picks steps (default: all).
 set -uo pipefail
 R=.devrun
 OUT=${OUT:-$R/out}
-STEPS=${STEPS:-tests,devices,train,step,pytorch,norms,layers}
+STEPS=${STEPS:-tests,devices,train,profile,step,pytorch,norms,layers}
 LOG="$OUT/log.txt"
 mkdir -p "$OUT" /tmp/ghostnn-deps
 for d in "$R"/debs/*.deb; do dpkg -x "$d" /tmp/ghostnn-deps; done
@@ -41,23 +42,45 @@ fi
 if want train && [ -n "${EPOCHS:-}" ] && [ -f "$R"/data/cifar10-jpeg.tar.gz ]; then
   say "train_cifar $EPOCHS epochs gni:16"
   start=$(date +%s)
+  # shellcheck disable=SC2086
   timeout 420 "$R"/bin/train_cifar --data "$R"/data --device cuda --epochs "$EPOCHS" \
     --norm gni:16 --threads "$OMP_NUM_THREADS" --checkpoint-dir /tmp/ckpt \
-    --log-json "$OUT/train.jsonl" 2>&1 | tr '\r' '\n' | grep -v '^ *\[' | tee -a "$LOG" | tail -n 8
-  summary+=("train_cifar rc=$? wall=$(( $(date +%s) - start ))s")
+    --log-json /tmp/train.jsonl ${TRAIN_ARGS:-} 2>&1 | tr '\r' '\n' | grep -v '^epoch.*\[' |
+    tee -a "$LOG" | tail -n 8
+  summary+=("train_cifar ${TRAIN_ARGS:-} rc=$? wall=$(( $(date +%s) - start ))s")
+  cp /tmp/train.jsonl "$OUT/train.jsonl"
+fi
+if want profile; then
+  for tf in 0 1; do
+    say "bench_train_step --profile --tf32=$tf"
+    timeout 120 "$R"/bin/bench_train_step --devices=cuda --models=resnet20 --norms=bn,gni:16 \
+      --warmup=5 --profile=20 --tf32=$tf 2>&1 | tee -a "$LOG"
+    summary+=("profile tf32=$tf rc=$?")
+  done
 fi
 if want step; then
-  say bench_train_step
-  timeout 180 "$R"/bin/bench_train_step --devices=cuda --steps=30 --warmup=5 \
-    --benchmark_out="$OUT/step_cuda.json" --benchmark_out_format=json 2>&1 | tee -a "$LOG"
-  summary+=("bench_train_step rc=$?")
+  for tf in 0 1; do
+    say "bench_train_step --tf32=$tf"
+    timeout 180 "$R"/bin/bench_train_step --devices=cuda --steps=30 --warmup=5 --tf32=$tf \
+      --benchmark_out="$OUT/step_cuda_tf32_$tf.json" --benchmark_out_format=json 2>&1 |
+      tee -a "$LOG"
+    summary+=("bench_train_step tf32=$tf rc=$?")
+  done
+  say "bench_train_step GHOSTNN_CONV_ALGO=heuristic (baseline: cuDNN's heuristics, not timing)"
+  GHOSTNN_CONV_ALGO=heuristic timeout 120 "$R"/bin/bench_train_step --devices=cuda \
+    --models=resnet20,resnet18 --norms=bn,gni:16 --steps=30 --warmup=5 2>&1 | tee -a "$LOG"
+  summary+=("bench_train_step heuristic rc=$?")
 fi
 if want pytorch; then
-  say compare_pytorch
-  PYTHONUNBUFFERED=1 timeout 240 python3 "$R"/bin/compare_pytorch.py --device cuda \
-    --ghostnn-bench "$R"/bin/bench_train_step --json "$OUT/compare_pytorch_cuda.json" 2>&1 |
-    tee -a "$LOG"
-  summary+=("compare_pytorch rc=$?")
+  for math in fp32 tf32; do
+    say "compare_pytorch --conv-math $math"
+    PYTHONUNBUFFERED=1 timeout 240 python3 "$R"/bin/compare_pytorch.py --device cuda \
+      --conv-math $math --ghostnn-bench "$R"/bin/bench_train_step \
+      --json "/tmp/compare_$math.json" 2>&1 | tee -a "$LOG"
+    summary+=("compare_pytorch $math rc=$?")
+  done
+  python3 -c 'import json,sys; print(json.dumps([r for f in sys.argv[1:] for r in json.load(open(f))], indent=1))' \
+    /tmp/compare_*.json > "$OUT/compare_pytorch_cuda.json"
 fi
 for suite in norms layers; do
   want $suite || continue

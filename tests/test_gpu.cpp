@@ -487,6 +487,24 @@ SideBySide train_side_by_side(const std::string& norm, std::int64_t batch, int s
 }
 
 // Norms whose GPU kernels came after the first GPU run: GBN, shuffled GNI, layer norm + GNI, XBN.
+// TF32 convolutions (ConvDesc::tf32): the reference's result at TF32 precision (10-bit mantissa
+// products: ~1e-3 relative on these sums of 144 products), forward and both gradients.
+TEST(Gpu, Tf32ConvolutionsMatchReferenceAtTf32Precision) {
+  GHOSTNN_REQUIRE_GPU();
+  prim::ConvDesc d;
+  d.pad = 1;
+  d.tf32 = true;
+  const Shape xs{8, 16, 16, 16}, ws{32, 16, 3, 3};
+  const testkit::Tolerance tf32{1e-2, 1e-2};
+  std::vector<Tensor> in{normal_tensor(xs, 1), normal_tensor(ws, 2)};
+  testkit::expect_matches_reference(prim::op::conv_fwd, prim::ref::conv_fwd, d, Device::cuda(), in,
+                                    {Tensor::zeros({8, 32, 16, 16})}, tf32);
+  Tensor dy = normal_tensor({8, 32, 16, 16}, 4);
+  testkit::expect_matches_reference(prim::op::conv_bwd, prim::ref::conv_bwd, d, Device::cuda(),
+                                    {dy, in[0], in[1]}, {Tensor::zeros(xs), Tensor::zeros(ws)},
+                                    tf32);
+}
+
 TEST(Gpu, MoreNormSpecsStepLikeOnTheCpu) {
   GHOSTNN_REQUIRE_GPU();
   // Groups of 8, 8 and 4 for GBN and XBN. xbn:4 is no use here: its leave-one-out statistics of 3

@@ -1,8 +1,11 @@
-// Convolution (cuDNN; algorithms chosen once per shape by cuDNN's heuristics, FMA math so fp32
-// results match the CPU), linear (cuBLAS SGEMM), pooling, softmax cross-entropy and SGD (our
+// Convolution (cuDNN; algorithms chosen once per shape, by timing every algorithm cuDNN offers
+// (cudnnFind*, like PyTorch's cudnn.benchmark) or, with GHOSTNN_CONV_ALGO=heuristic, by cuDNN's
+// heuristics; FMA math so fp32 results match the CPU, or TF32 tensor cores when the op asks:
+// ConvDesc::tf32), linear (cuBLAS SGEMM), pooling, softmax cross-entropy and SGD (our
 // kernels, layer_kernels.cu) on the GPU.
 #include <cublas_v2.h>
 
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -41,6 +44,19 @@ struct ConvPlan {
   }
 };
 
+// GHOSTNN_CONV_ALGO: "measure" (default) or "heuristic"; read once.
+bool measure_algorithms() {
+  static const bool measure = [] {
+    const char* e = std::getenv("GHOSTNN_CONV_ALGO");
+    const std::string_view v = e ? e : "";
+    if (v.empty() || v == "measure") return true;
+    if (v == "heuristic") return false;
+    fail("GHOSTNN_CONV_ALGO: expected 'measure' or 'heuristic', got '{}'", v);
+  }();
+  return measure;
+}
+
+// The first (fastest, or most recommended) algorithm that ran and fits the workspace limit.
 template <typename Perf>
 const Perf& pick(const Perf* perf, int n, std::string_view op) {
   for (int i = 0; i < n; ++i)
@@ -49,11 +65,11 @@ const Perf& pick(const Perf* perf, int n, std::string_view op) {
 }
 
 ConvPlan& plan_for(const prim::ConvDesc& d, const Shape& xs, const Shape& ws, int dev) {
-  using Key = std::tuple<int, Shape, Shape, std::int64_t, std::int64_t>;
+  using Key = std::tuple<int, Shape, Shape, std::int64_t, std::int64_t, bool>;
   static std::mutex mu;
   static std::map<Key, std::unique_ptr<ConvPlan>> plans;
   std::lock_guard lock(mu);
-  auto& slot = plans[Key{dev, xs, ws, d.stride, d.pad}];
+  auto& slot = plans[Key{dev, xs, ws, d.stride, d.pad, d.tf32}];
   if (slot) return *slot;
   auto p = std::make_unique<ConvPlan>();
   const auto ys = prim::conv_output_shape(d, xs, ws);
@@ -75,24 +91,33 @@ ConvPlan& plan_for(const prim::ConvDesc& d, const Shape& xs, const Shape& ws, in
   GHOSTNN_CUDNN_CHECK(
       op, cudnnSetConvolution2dDescriptor(p->conv, i(d.pad), i(d.pad), i(d.stride), i(d.stride), 1,
                                           1, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-  GHOSTNN_CUDNN_CHECK(op, cudnnSetConvolutionMathType(p->conv, CUDNN_FMA_MATH));
+  // CUDNN_DEFAULT_MATH lets cuDNN use TF32 for fp32 data on Ampere and later.
+  GHOSTNN_CUDNN_CHECK(
+      op, cudnnSetConvolutionMathType(p->conv, d.tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
   cudnnHandle_t h = cudnn_handle(dev);
   int n = 0;
+  const bool measure = measure_algorithms();
   cudnnConvolutionFwdAlgoPerf_t fp[8];
   GHOSTNN_CUDNN_CHECK(
-      op, cudnnGetConvolutionForwardAlgorithm_v7(h, p->x, p->w, p->conv, p->y, 8, &n, fp));
+      op, measure
+              ? cudnnFindConvolutionForwardAlgorithm(h, p->x, p->w, p->conv, p->y, 8, &n, fp)
+              : cudnnGetConvolutionForwardAlgorithm_v7(h, p->x, p->w, p->conv, p->y, 8, &n, fp));
   const auto& f = pick(fp, n, op);
   p->fwd = f.algo;
   p->ws_fwd = f.memory;
   cudnnConvolutionBwdDataAlgoPerf_t dp[8];
-  GHOSTNN_CUDNN_CHECK(
-      op, cudnnGetConvolutionBackwardDataAlgorithm_v7(h, p->w, p->y, p->conv, p->x, 8, &n, dp));
+  GHOSTNN_CUDNN_CHECK(op, measure ? cudnnFindConvolutionBackwardDataAlgorithm(
+                                        h, p->w, p->y, p->conv, p->x, 8, &n, dp)
+                                  : cudnnGetConvolutionBackwardDataAlgorithm_v7(
+                                        h, p->w, p->y, p->conv, p->x, 8, &n, dp));
   const auto& bd = pick(dp, n, op);
   p->bwd_data = bd.algo;
   p->ws_data = bd.memory;
   cudnnConvolutionBwdFilterAlgoPerf_t wp[8];
-  GHOSTNN_CUDNN_CHECK(
-      op, cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, p->x, p->y, p->conv, p->w, 8, &n, wp));
+  GHOSTNN_CUDNN_CHECK(op, measure ? cudnnFindConvolutionBackwardFilterAlgorithm(
+                                        h, p->x, p->y, p->conv, p->w, 8, &n, wp)
+                                  : cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+                                        h, p->x, p->y, p->conv, p->w, 8, &n, wp));
   const auto& bw = pick(wp, n, op);
   p->bwd_filter = bw.algo;
   p->ws_filter = bw.memory;
