@@ -1,5 +1,8 @@
 // Devices, tensors and the dispatcher: parsing, copies, clear errors, and a custom op plugged in
 // from outside the library through the public registration API.
+#include <chrono>
+#include <thread>
+
 #include "engine/dispatcher.hpp"
 #include "primitives/block_cache.hpp"
 #include "primitives/eltwise.hpp"
@@ -161,6 +164,38 @@ TEST(Dispatcher, RunsACustomOpRegisteredFromOutside) {
     EXPECT_THAT(e.what(), HasSubstr("test_affine"));
     EXPECT_THAT(e.what(), HasSubstr("test_backend"));
   }
+}
+
+// Profiling counts every call of an op per input shape and times it; off, nothing is recorded;
+// turning it on again starts from no rows.
+TEST(Dispatcher, ProfilingCountsCallsPerOpAndShape) {
+  auto& d = Dispatcher::global();
+  d.add_kernel("test_sleep", DeviceType::cpu, "test_backend", [](const OpDesc&, const KernelCall&) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  });
+  Tensor a = Tensor::zeros({2, 3}), b = Tensor::zeros({4});
+  auto rows_of = [&](const std::string& op) {
+    std::vector<Dispatcher::OpTime> out;
+    for (const auto& r : d.profile())
+      if (r.op == op) out.push_back(r);
+    return out;
+  };
+  d.set_profiling(true);
+  for (int i = 0; i < 3; ++i) ops::call("test_sleep", AffineDesc{}, {a}, {});
+  ops::call("test_sleep", AffineDesc{}, {b}, {});
+  d.set_profiling(false);
+  ops::call("test_sleep", AffineDesc{}, {a}, {});  // not recorded
+  auto rows = rows_of("test_sleep");
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].calls, 3);  // largest time first
+  EXPECT_EQ(rows[0].shape, shape_str({2, 3}));
+  EXPECT_EQ(rows[0].device, "cpu");
+  EXPECT_GE(rows[0].seconds, 3 * 0.002);
+  EXPECT_EQ(rows[1].calls, 1);
+  EXPECT_EQ(rows[1].shape, shape_str({4}));
+  d.set_profiling(true);
+  d.set_profiling(false);
+  EXPECT_TRUE(rows_of("test_sleep").empty());
 }
 
 TEST(Dispatcher, MissingKernelNamesOpAndDevice) {
