@@ -1,8 +1,8 @@
 // Convolution (cuDNN; algorithms chosen once per shape, by timing every algorithm cuDNN offers
-// (cudnnFind*, like PyTorch's cudnn.benchmark) or, with GHOSTNN_CONV_ALGO=heuristic, by cuDNN's
-// heuristics; FMA math so fp32 results match the CPU, or TF32 tensor cores when the op asks:
-// ConvDesc::tf32), linear (cuBLAS SGEMM), pooling, softmax cross-entropy and SGD (our
-// kernels, layer_kernels.cu) on the GPU.
+// (cudnnFind*, like PyTorch's cudnn.benchmark; cuDNN's heuristics where that fails) or, with
+// GHOSTNN_CONV_ALGO=heuristic, by cuDNN's heuristics; FMA math so fp32 results match the CPU, or
+// TF32 tensor cores when the op asks: ConvDesc::tf32), linear (cuBLAS SGEMM), pooling, softmax
+// cross-entropy and SGD (our kernels, layer_kernels.cu) on the GPU.
 #include <cublas_v2.h>
 
 #include <cstdlib>
@@ -58,9 +58,26 @@ bool measure_algorithms() {
 
 // The first (fastest, or most recommended) algorithm that ran and fits the workspace limit.
 template <typename Perf>
-const Perf& pick(const Perf* perf, int n, std::string_view op) {
+const Perf* usable(const Perf* perf, int n) {
   for (int i = 0; i < n; ++i)
-    if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= kMaxWorkspace) return perf[i];
+    if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= kMaxWorkspace) return &perf[i];
+  return nullptr;
+}
+
+// One direction's algorithm: `find(perf, &n)` times every candidate (when measuring); when that
+// fails (cuDNN allocates its own trial buffers, which can fail on a nearly full GPU) or finds
+// nothing usable, `heuristic(perf, &n)` asks cuDNN's heuristics.
+template <typename Perf, typename Find, typename Heuristic>
+Perf choose_algorithm(std::string_view op, Find find, Heuristic heuristic) {
+  Perf perf[8];
+  int n = 0;
+  if (measure_algorithms()) {
+    if (find(perf, &n) == CUDNN_STATUS_SUCCESS)
+      if (const Perf* p = usable(perf, n)) return *p;
+    (void)cudaGetLastError();  // a failed trial allocation must not be reported by a later op
+  }
+  GHOSTNN_CUDNN_CHECK(op, heuristic(perf, &n));
+  if (const Perf* p = usable(perf, n)) return *p;
   fail("{}: cuDNN proposed no usable convolution algorithm", op);
 }
 
@@ -95,30 +112,37 @@ ConvPlan& plan_for(const prim::ConvDesc& d, const Shape& xs, const Shape& ws, in
   GHOSTNN_CUDNN_CHECK(
       op, cudnnSetConvolutionMathType(p->conv, d.tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
   cudnnHandle_t h = cudnn_handle(dev);
-  int n = 0;
-  const bool measure = measure_algorithms();
-  cudnnConvolutionFwdAlgoPerf_t fp[8];
-  GHOSTNN_CUDNN_CHECK(
-      op, measure
-              ? cudnnFindConvolutionForwardAlgorithm(h, p->x, p->w, p->conv, p->y, 8, &n, fp)
-              : cudnnGetConvolutionForwardAlgorithm_v7(h, p->x, p->w, p->conv, p->y, 8, &n, fp));
-  const auto& f = pick(fp, n, op);
+  const auto f = choose_algorithm<cudnnConvolutionFwdAlgoPerf_t>(
+      op,
+      [&](auto* perf, int* n) {
+        return cudnnFindConvolutionForwardAlgorithm(h, p->x, p->w, p->conv, p->y, 8, n, perf);
+      },
+      [&](auto* perf, int* n) {
+        return cudnnGetConvolutionForwardAlgorithm_v7(h, p->x, p->w, p->conv, p->y, 8, n, perf);
+      });
   p->fwd = f.algo;
   p->ws_fwd = f.memory;
-  cudnnConvolutionBwdDataAlgoPerf_t dp[8];
-  GHOSTNN_CUDNN_CHECK(op, measure ? cudnnFindConvolutionBackwardDataAlgorithm(
-                                        h, p->w, p->y, p->conv, p->x, 8, &n, dp)
-                                  : cudnnGetConvolutionBackwardDataAlgorithm_v7(
-                                        h, p->w, p->y, p->conv, p->x, 8, &n, dp));
-  const auto& bd = pick(dp, n, op);
+  const auto bd = choose_algorithm<cudnnConvolutionBwdDataAlgoPerf_t>(
+      op,
+      [&](auto* perf, int* n) {
+        return cudnnFindConvolutionBackwardDataAlgorithm(h, p->w, p->y, p->conv, p->x, 8, n, perf);
+      },
+      [&](auto* perf, int* n) {
+        return cudnnGetConvolutionBackwardDataAlgorithm_v7(h, p->w, p->y, p->conv, p->x, 8, n,
+                                                           perf);
+      });
   p->bwd_data = bd.algo;
   p->ws_data = bd.memory;
-  cudnnConvolutionBwdFilterAlgoPerf_t wp[8];
-  GHOSTNN_CUDNN_CHECK(op, measure ? cudnnFindConvolutionBackwardFilterAlgorithm(
-                                        h, p->x, p->y, p->conv, p->w, 8, &n, wp)
-                                  : cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-                                        h, p->x, p->y, p->conv, p->w, 8, &n, wp));
-  const auto& bw = pick(wp, n, op);
+  const auto bw = choose_algorithm<cudnnConvolutionBwdFilterAlgoPerf_t>(
+      op,
+      [&](auto* perf, int* n) {
+        return cudnnFindConvolutionBackwardFilterAlgorithm(h, p->x, p->y, p->conv, p->w, 8, n,
+                                                           perf);
+      },
+      [&](auto* perf, int* n) {
+        return cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, p->x, p->y, p->conv, p->w, 8, n,
+                                                             perf);
+      });
   p->bwd_filter = bw.algo;
   p->ws_filter = bw.memory;
   slot = std::move(p);
