@@ -7,11 +7,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <numeric>
 #include <random>
+
+#include "engine/ops.hpp"
 
 namespace ghostnn::data {
 
@@ -368,8 +371,11 @@ std::string find(const std::string& flag, const std::string& dataset) {
 
 Loader::Loader(const Dataset& d, std::int64_t batch, bool train, std::uint64_t seed,
                Normalization n)
-    : d_(d), batch_(batch), train_(train), seed_(seed), n_(n) {
+    : d_(d), batch_(batch), train_(train), seed_(seed) {
   if (batch < 1) fail("data: batch size must be >= 1, got {}", batch);
+  aug_.mean.assign(std::begin(n.mean), std::end(n.mean));
+  aug_.std.assign(std::begin(n.std), std::end(n.std));
+  aug_.layer = "data augment";
   order_.resize(static_cast<std::size_t>(d.count));
   std::iota(order_.begin(), order_.end(), 0);
 }
@@ -383,38 +389,43 @@ void Loader::start_epoch(std::int64_t epoch) {
   }
 }
 
-void Loader::batch(std::int64_t i, Tensor& images, Tensor& labels) const {
+RawBatch RawBatch::to(Device device) const {
+  return {pixels.to(device), params.to(device), labels.to(device)};
+}
+
+RawBatch Loader::raw(std::int64_t i) const {
   const std::int64_t first = i * batch_, n = std::min(batch_, d_.count - first);
-  if (n <= 0) fail("data: batch {} is past the end of the epoch ({} batches)", i, batches());
+  if (i < 0 || n <= 0) fail("data: batch {} is outside the epoch's {} batches", i, batches());
   constexpr int S = Dataset::kSize;
-  if (!images.defined() || images.dim(0) != n) images = Tensor::empty({n, 3, S, S});
-  if (!labels.defined() || labels.dim(0) != n) labels = Tensor::empty({n});
-  float* x = images.data_f32();
-  float* y = labels.data_f32();
+  RawBatch r{Tensor::empty({n, 3, S, S}, Device::cpu(), DType::u8),
+             Tensor::zeros({n, 3}, Device::cpu(), DType::i32), Tensor::empty({n})};
+  std::uint8_t* px = r.pixels.data_u8();
+  std::int32_t* prm = r.params.data_i32();
+  float* y = r.labels.data_f32();
   std::mt19937_64 rng(seed_ * 7919ull + static_cast<std::uint64_t>(epoch_) * 1000003ull +
                       static_cast<std::uint64_t>(i));
   for (std::int64_t k = 0; k < n; ++k) {
     const auto idx = order_[static_cast<std::size_t>(first + k)];
-    const std::uint8_t* src = d_.pixels.data() + idx * Dataset::kPixels;
+    std::memcpy(px + k * Dataset::kPixels, d_.pixels.data() + idx * Dataset::kPixels,
+                Dataset::kPixels);
     y[k] = static_cast<float>(d_.labels[static_cast<std::size_t>(idx)]);
-    int dy = 0, dx = 0;
-    bool flip = false;
-    if (train_) {
-      dy = static_cast<int>(rng() % 9) - 4;
-      dx = static_cast<int>(rng() % 9) - 4;
-      flip = rng() & 1;
-    }
-    for (int c = 0; c < 3; ++c) {
-      const float scale = 1.f / (255.f * n_.std[c]), shift = n_.mean[c] / n_.std[c];
-      for (int yy = 0; yy < S; ++yy)
-        for (int xx = 0; xx < S; ++xx) {
-          const int sy = yy + dy, sx0 = flip ? S - 1 - xx : xx, sx = sx0 + dx;
-          float v = 0.f;  // zero padding, in pixel space, before normalization
-          if (sy >= 0 && sy < S && sx >= 0 && sx < S) v = src[(c * S + sy) * S + sx];
-          x[((k * 3 + c) * S + yy) * S + xx] = v * scale - shift;
-        }
+    if (train_) {  // crop offsets in [-4, 4] (4-pixel zero padding), then a coin for the flip
+      prm[k * 3] = static_cast<std::int32_t>(rng() % 9) - 4;
+      prm[k * 3 + 1] = static_cast<std::int32_t>(rng() % 9) - 4;
+      prm[k * 3 + 2] = static_cast<std::int32_t>(rng() & 1);
     }
   }
+  return r;
+}
+
+Tensor Loader::images(const RawBatch& raw) const {
+  return ops::augment(raw.pixels, raw.params, aug_);
+}
+
+void Loader::batch(std::int64_t i, Tensor& images_out, Tensor& labels, Device device) const {
+  const RawBatch r = raw(i).to(device);
+  images_out = images(r);
+  labels = r.labels;
 }
 
 }  // namespace ghostnn::data

@@ -2,7 +2,8 @@
 // test/<class>/*, JPEG or PNG), and .tar.gz archives of either; decoded once into uint8 CHW
 // images in memory. Batches: per-channel normalization, random crop with 4-pixel zero padding
 // and horizontal flip for training, seeded shuffling (the order of epoch e depends only on the
-// seed and e, so a resumed run sees the same batches).
+// seed and e, so a resumed run sees the same batches). A batch leaves the host as bytes with its
+// drawn crops and flips; the augment op turns it into floats on the device that trains.
 #pragma once
 
 #include <cstdint>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "engine/tensor.hpp"
+#include "primitives/augment.hpp"
 
 namespace ghostnn::data {
 
@@ -51,6 +53,13 @@ struct Normalization {
   float std[3] = {0.2023f, 0.1994f, 0.2010f};
 };
 
+// A batch as stored: uint8 images [b, 3, 32, 32], the crop and flip drawn for each sample [b, 3]
+// i32 (dy, dx, flip; zeros when not training) and labels [b] f32.
+struct RawBatch {
+  Tensor pixels, params, labels;
+  RawBatch to(Device device) const;  // a quarter of the bytes of the float images
+};
+
 class Loader {
  public:
   Loader(const Dataset& d, std::int64_t batch, bool train, std::uint64_t seed,
@@ -58,8 +67,13 @@ class Loader {
   std::int64_t batches() const { return (d_.count + batch_ - 1) / batch_; }
   // Prepares epoch `epoch` (shuffled when training).
   void start_epoch(std::int64_t epoch);
-  // Fills batch `i` of the epoch: images [b, 3, 32, 32] f32 and labels [b] f32, on the host.
-  void batch(std::int64_t i, Tensor& images, Tensor& labels) const;
+  // Batch `i` of the epoch as stored, on the host: a gather of bytes and the random draws.
+  RawBatch raw(std::int64_t i) const;
+  // Crops, flips and normalizes a raw batch on its device (the augment_fwd op): [b, 3, 32, 32].
+  Tensor images(const RawBatch& raw) const;
+  // Batch `i` on `device`: raw(i) moved there as bytes, then images(); labels [b] f32.
+  void batch(std::int64_t i, Tensor& images, Tensor& labels, Device device = Device::cpu()) const;
+  const prim::AugmentDesc& augment_desc() const { return aug_; }
 
  private:
   const Dataset& d_;
@@ -67,7 +81,7 @@ class Loader {
   bool train_;
   std::uint64_t seed_;
   std::int64_t epoch_ = 0;
-  Normalization n_;
+  prim::AugmentDesc aug_;
   std::vector<std::int64_t> order_;
 };
 

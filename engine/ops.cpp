@@ -55,4 +55,10 @@ Tensor ghost_noise_backward(const Tensor& dy, const Tensor& scale, const prim::G
   return dx;
 }
 
+Tensor augment(const Tensor& images, const Tensor& params, const prim::AugmentDesc& d) {
+  Tensor y = Tensor::empty(images.shape(), images.device());
+  call(prim::op::augment_fwd, d, {images, params}, {y});
+  return y;
+}
+
 }  // namespace ghostnn::ops

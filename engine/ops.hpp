@@ -5,6 +5,7 @@
 #include <string>
 
 #include "engine/tensor.hpp"
+#include "primitives/augment.hpp"
 #include "primitives/gni.hpp"
 
 namespace ghostnn::ops {
@@ -25,5 +26,9 @@ struct GhostNoiseOut {
 };
 GhostNoiseOut ghost_noise(const Tensor& x, const prim::GhostNoiseDesc& d, bool training);
 Tensor ghost_noise_backward(const Tensor& dy, const Tensor& scale, const prim::GhostNoiseDesc& d);
+
+// Crop + flip + normalize of uint8 images [B, C, H, W] with (dy, dx, flip) per sample [B, 3] i32,
+// on their device: f32 [B, C, H, W] (maths in primitives/augment.hpp).
+Tensor augment(const Tensor& images, const Tensor& params, const prim::AugmentDesc& d);
 
 }  // namespace ghostnn::ops

@@ -68,13 +68,21 @@ std::int64_t Tensor::dim(int i) const {
   return desc_.shape[static_cast<std::size_t>(i)];
 }
 
-float* Tensor::data_f32() const {
-  if (!defined()) fail("tensor: data_f32() on an undefined tensor");
+void* Tensor::host_data(DType want, const char* accessor) const {
+  if (!defined()) fail("tensor: {}() on an undefined tensor", accessor);
   if (desc_.device.type != DeviceType::cpu)
-    fail("tensor: data_f32() needs a cpu tensor, this one is on {} (copy it with to(cpu))",
+    fail("tensor: {}() needs a cpu tensor, this one is on {} (copy it with to(cpu))", accessor,
          desc_.device.str());
-  if (desc_.dtype != DType::f32) fail("tensor: data_f32() on a {} tensor", dtype_name(desc_.dtype));
-  return static_cast<float*>(data_);
+  if (desc_.dtype != want) fail("tensor: {}() on a {} tensor", accessor, dtype_name(desc_.dtype));
+  return data_;
+}
+
+float* Tensor::data_f32() const { return static_cast<float*>(host_data(DType::f32, "data_f32")); }
+std::uint8_t* Tensor::data_u8() const {
+  return static_cast<std::uint8_t*>(host_data(DType::u8, "data_u8"));
+}
+std::int32_t* Tensor::data_i32() const {
+  return static_cast<std::int32_t*>(host_data(DType::i32, "data_i32"));
 }
 
 void Tensor::copy_from(const Tensor& src) {

@@ -31,6 +31,8 @@ class Tensor {
 
   // Host pointer to f32 data; an Error for a tensor on another device or of another dtype.
   float* data_f32() const;
+  std::uint8_t* data_u8() const;  // likewise for u8 and i32 tensors
+  std::int32_t* data_i32() const;
   void* raw() const { return data_; }
   TensorRef ref() const { return TensorRef{desc_, data_}; }
 
@@ -43,6 +45,7 @@ class Tensor {
 
  private:
   struct Storage;
+  void* host_data(DType want, const char* accessor) const;
   TensorDesc desc_;
   std::shared_ptr<Storage> storage_;
   void* data_ = nullptr;

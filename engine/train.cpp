@@ -28,9 +28,9 @@ EvalResult evaluate(nn::Module& model, const data::Dataset& d, Device device, st
   double loss = 0;
   std::int64_t right = 0;
   for (std::int64_t i = 0; i < loader.batches(); ++i) {
-    loader.batch(i, x, y);
-    Tensor logits = model.forward(x.to(device));
-    const auto out = nn::cross_entropy(logits, y.to(device));
+    loader.batch(i, x, y, device);
+    Tensor logits = model.forward(x);
+    const auto out = nn::cross_entropy(logits, y);
     loss += out.loss * static_cast<double>(x.dim(0));
     right += correct(logits.to_vector(), y.to_vector(), logits.dim(1));
   }

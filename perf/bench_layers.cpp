@@ -1,8 +1,9 @@
 // The non-norm primitives of a training step on the layer shapes of CIFAR ResNet-20 and ResNet-18
 // (batch 256 by default), on the CPU and, when present, the GPU: convolution and linear
 // (forward, backward data, backward weights; GFLOP/s), ReLU, Add, global average pooling,
-// softmax cross-entropy (GB/s and `vs_copy`, the time over a plain copy of the same bytes on the
-// same device, measured in the same run) and the SGD update over all of a model's parameters.
+// softmax cross-entropy, the input augmentation from bytes (GB/s and `vs_copy`, the time over a
+// plain copy of the same bytes on the same device, measured in the same run) and the SGD update
+// over all of a model's parameters.
 // Names: Op/pass/shape/device; conv names carry their channels, kernel and stride.
 // The norm primitives are in bench_norms.
 #include <benchmark/benchmark.h>
@@ -188,6 +189,28 @@ void register_elementwise(Device dev) {
   }
 }
 
+// Crop + flip + normalize of a CIFAR batch: reads 1 byte and writes 4 per value.
+void register_augment(Device dev) {
+  const Shape s{g_batch, 3, 32, 32};
+  add(fmt::format("Augment/fwd/{}/{}", bench::shape_name(s), dev.str()), [=](benchmark::State& st) {
+    Tensor x = Tensor::empty(s, Device::cpu(), DType::u8);
+    Tensor p = Tensor::empty({g_batch, 3}, Device::cpu(), DType::i32);
+    for (std::int64_t i = 0; i < x.numel(); ++i)
+      x.data_u8()[i] = static_cast<std::uint8_t>((i * 2654435761u) >> 24);
+    for (std::int64_t i = 0; i < p.numel(); ++i)
+      p.data_i32()[i] = static_cast<std::int32_t>(i % 9) - 4;
+    x = x.to(dev);
+    p = p.to(dev);
+    Tensor y = Tensor::empty(s, dev);
+    prim::AugmentDesc d;
+    d.mean = {0.4914f, 0.4822f, 0.4465f};
+    d.std = {0.2023f, 0.1994f, 0.2010f};
+    timed(st, dev, 0, 5.0 * static_cast<double>(shape_numel(s)), [&] {
+      ops::call(prim::op::augment_fwd, d, {x, p}, {y});
+    });
+  });
+}
+
 // One optimizer step over every parameter of a model: reads parameter, gradient and momentum,
 // writes parameter and momentum.
 void register_sgd(Device dev) {
@@ -213,6 +236,7 @@ int main(int argc, char** argv) {
     register_conv(dev);
     register_linear(dev);
     register_elementwise(dev);
+    register_augment(dev);
     register_sgd(dev);
   }
   benchmark::Initialize(&argc, argv);

@@ -10,6 +10,10 @@ std::size_t dtype_size(DType t) {
       return 4;
     case DType::bf16:
       return 2;
+    case DType::u8:
+      return 1;
+    case DType::i32:
+      return 4;
   }
   fail("unknown dtype {}", static_cast<int>(t));
 }
@@ -20,6 +24,10 @@ std::string_view dtype_name(DType t) {
       return "f32";
     case DType::bf16:
       return "bf16";
+    case DType::u8:
+      return "u8";
+    case DType::i32:
+      return "i32";
   }
   return "?";
 }
@@ -97,7 +105,12 @@ void expect_shape(std::string_view op, std::string_view arg, const TensorDesc& t
 }
 
 void expect_f32(std::string_view op, std::string_view arg, const TensorDesc& t) {
-  if (t.dtype != DType::f32) fail("{}: {} must be f32, got {}", op, arg, dtype_name(t.dtype));
+  expect_dtype(op, arg, t, DType::f32);
+}
+
+void expect_dtype(std::string_view op, std::string_view arg, const TensorDesc& t, DType want) {
+  if (t.dtype != want)
+    fail("{}: {} must be {}, got {}", op, arg, dtype_name(want), dtype_name(t.dtype));
 }
 
 void expect_count(std::string_view op, std::string_view what, std::size_t got, std::size_t want) {

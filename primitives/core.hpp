@@ -29,7 +29,8 @@ template <typename... Args>
   throw Error(fmt::format(f, std::forward<Args>(args)...));
 }
 
-enum class DType : std::uint8_t { f32, bf16 };
+// u8 and i32 carry images and small integer parameters (the augment op); the maths is f32.
+enum class DType : std::uint8_t { f32, bf16, u8, i32 };
 std::size_t dtype_size(DType t);
 std::string_view dtype_name(DType t);
 
@@ -70,6 +71,8 @@ struct TensorRef {
   void* data = nullptr;
 
   float* f32() const { return static_cast<float*>(data); }
+  std::uint8_t* u8() const { return static_cast<std::uint8_t*>(data); }
+  std::int32_t* i32() const { return static_cast<std::int32_t*>(data); }
 };
 
 // Base of every op descriptor (shapes are carried by the tensors; descriptors hold parameters).
@@ -142,6 +145,7 @@ void expect_rank(std::string_view op, std::string_view arg, const TensorDesc& t,
 void expect_rank_at_least(std::string_view op, std::string_view arg, const TensorDesc& t, int rank);
 void expect_shape(std::string_view op, std::string_view arg, const TensorDesc& t, const Shape& s);
 void expect_f32(std::string_view op, std::string_view arg, const TensorDesc& t);
+void expect_dtype(std::string_view op, std::string_view arg, const TensorDesc& t, DType want);
 void expect_count(std::string_view op, std::string_view what, std::size_t got, std::size_t want);
 
 // The [B, C, S] view of an activation: NCHW (rank >= 2, C = shape[1], S = product of the rest)

@@ -1,6 +1,6 @@
-// compare_devices: times the norm primitives and a full ResNet-20 training step on the CPU and,
-// when present, the GPU, with the same inputs; prints a table (ms, GB/s or img/s, GPU speed-up)
-// and writes it as JSON with --json FILE.
+// compare_devices: times the norm primitives, the input augmentation and a full ResNet-20
+// training step on the CPU and, when present, the GPU, with the same inputs; prints a table (ms,
+// GB/s or img/s, GPU speed-up) and writes it as JSON with --json FILE.
 #include <omp.h>
 
 #include <CLI/CLI.hpp>
@@ -67,6 +67,23 @@ double norm_ms(const std::string& which, const Shape& s, Device dev, int reps) {
   });
 }
 
+// Crop + flip + normalize of a CIFAR batch from bytes (the augment op).
+double augment_ms(std::int64_t batch, Device dev, int reps) {
+  Tensor x = Tensor::empty({batch, 3, 32, 32}, Device::cpu(), DType::u8);
+  Tensor p = Tensor::empty({batch, 3}, Device::cpu(), DType::i32);
+  for (std::int64_t i = 0; i < x.numel(); ++i)
+    x.data_u8()[i] = static_cast<std::uint8_t>((i * 2654435761u) >> 24);
+  for (std::int64_t b = 0; b < batch; ++b)
+    for (int k = 0; k < 3; ++k)
+      p.data_i32()[b * 3 + k] = static_cast<std::int32_t>((b + k) % 9) - 4;
+  x = x.to(dev);
+  p = p.to(dev);
+  prim::AugmentDesc d;
+  d.mean = {0.4914f, 0.4822f, 0.4465f};
+  d.std = {0.2023f, 0.1994f, 0.2010f};
+  return time_ms(dev, reps, [&] { ops::augment(x, p, d); });
+}
+
 double step_ms(const std::string& norm, std::int64_t batch, Device dev, int reps) {
   auto model = nn::make_model("resnet20", norm, 10, 0);
   model->to(dev);
@@ -89,7 +106,8 @@ int main(int argc, char** argv) {
   int threads = 0, cpu_steps = 3, gpu_steps = 20;
   std::string json;
   CLI::App app{
-      "Time ghostnn's norm primitives and a ResNet-20 training step on the CPU and the GPU."};
+      "Time ghostnn's norm primitives, the input augmentation and a ResNet-20 training step on the "
+      "CPU and the GPU."};
   app.add_option("--batch", batch, "batch size")->capture_default_str();
   app.add_option("--threads", threads, "CPU threads (default: all cores)");
   app.add_option("--cpu-steps", cpu_steps, "timed training steps on the CPU")
@@ -116,6 +134,11 @@ int main(int argc, char** argv) {
             bytes};
       rows.push_back(r);
     }
+    // bytes read (u8) and written (f32)
+    rows.push_back({fmt::format("augment (crop+flip+normalize) {}x3x32x32 u8", batch), "GB/s",
+                    augment_ms(batch, Device::cpu(), 20),
+                    gpu ? augment_ms(batch, Device::cuda(), 50) : 0,
+                    5.0 * static_cast<double>(batch * 3 * 32 * 32)});
     for (const std::string n : {"bn", "gni:16"}) {
       Row r{fmt::format("ResNet-20 {} training step, batch {}", n, batch), "img/s",
             step_ms(n, batch, Device::cpu(), cpu_steps),

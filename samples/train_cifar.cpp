@@ -214,15 +214,11 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
   if (!o.checkpoint_dir.empty()) std::filesystem::create_directories(o.checkpoint_dir);
 
   const std::int64_t K = static_cast<std::int64_t>(split.test.classes.size());
-  // Batch i+1 is cropped, flipped and normalized on a worker thread while step i trains (on the
-  // GPU this hides the host-side augmentation; the batches are the same either way).
-  using Batch = std::pair<Tensor, Tensor>;
+  // Batch i+1 is gathered (uint8 images, drawn crops and flips) on a worker thread while step i
+  // trains; the step moves it to the device as bytes and crops, flips and normalizes it there
+  // (the augment op). The batches are the same on every device.
   auto fetch = [&loader](std::int64_t i) {
-    return std::async(std::launch::async, [&loader, i] {
-      Batch b;
-      loader.batch(i, b.first, b.second);
-      return b;
-    });
+    return std::async(std::launch::async, [&loader, i] { return loader.raw(i); });
   };
   for (int epoch = start_epoch; epoch < epochs; ++epoch) {
     loader.start_epoch(epoch);
@@ -234,9 +230,9 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
     auto next = fetch(0);
     for (std::int64_t i = 0; i < steps; ++i, ++step) {
       opt.set_lr(sched.at(step));
-      const auto [x, y] = next.get();
+      const data::RawBatch host = next.get(), raw = host.to(device);
       if (i + 1 < steps) next = fetch(i + 1);
-      Tensor xd = x.to(device), yd = y.to(device);
+      const Tensor xd = loader.images(raw), &yd = raw.labels;
       Tensor logits = model->forward(xd);
       auto loss = nn::cross_entropy(logits, yd, o.label_smoothing);
       if (!std::isfinite(loss.loss))
@@ -244,9 +240,9 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
              loss.loss, epoch + 1, i, opt.lr());
       model->backward(loss.dlogits);
       opt.step();
-      loss_sum += loss.loss * static_cast<double>(x.dim(0));
-      right += train::correct(logits.to_vector(), y.to_vector(), K);
-      seen += x.dim(0);
+      loss_sum += loss.loss * static_cast<double>(xd.dim(0));
+      right += train::correct(logits.to_vector(), host.labels.to_vector(), K);
+      seen += xd.dim(0);
       bar.update(seen, loss_sum / static_cast<double>(seen));
     }
     bar.update(seen, loss_sum / static_cast<double>(seen), true);

@@ -1,16 +1,21 @@
 // Data readers on files the tests write: CIFAR binary, JPEG, PNG, image folders and .tar.gz,
-// including truncated and corrupt ones; the loader's normalization, augmentation and seeding.
+// including truncated and corrupt ones; the loader's normalization, augmentation and seeding; the
+// augment op (crop, flip, normalize from bytes) against its definition and the reference.
 #include <png.h>
 #include <turbojpeg.h>
 #include <zlib.h>
 
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <random>
 #include <set>
 
 #include "engine/data.hpp"
+#include "primitives/augment.hpp"
 #include "test_kit.hpp"
 
 namespace ghostnn {
@@ -273,6 +278,139 @@ TEST(Data, LoaderNormalizesAugmentsAndSeeds) {
       }
     }
   }
+}
+
+prim::AugmentDesc augment_desc(const std::vector<float>& mean, const std::vector<float>& std) {
+  prim::AugmentDesc d;
+  d.mean = mean;
+  d.std = std;
+  return d;
+}
+
+// `aug(x)` for five copies of one image with known crops and flips, checked against the
+// definition's consequences: (0, 0, 0) is the normalization formula; a crop moves values by
+// (dy, dx) with padding where the source falls outside; a flip mirrors columns; an offset past
+// the image gives padding only.
+void expect_augment_definition(
+    const std::function<std::vector<float>(const Tensor&, const Tensor&)>& aug,
+    const std::string& name) {
+  const std::int64_t C = 3, H = 5, W = 7, P = C * H * W;
+  const auto d = augment_desc({0.4f, 0.5f, 0.6f}, {0.2f, 0.25f, 0.3f});
+  const Tensor one = testkit::random_bytes({1, C, H, W}, 11);
+  Tensor x = Tensor::empty({5, C, H, W}, Device::cpu(), DType::u8);
+  for (int b = 0; b < 5; ++b) std::memcpy(x.data_u8() + b * P, one.data_u8(), P);
+  const std::vector<std::array<int, 3>> prm{
+      {0, 0, 0}, {2, -3, 0}, {0, 0, 1}, {-1, 1, 1}, {9, 0, 0}};
+  std::vector<std::int32_t> flat;
+  for (const auto& p : prm) flat.insert(flat.end(), p.begin(), p.end());
+  const auto y = aug(x, testkit::int_tensor(flat, {5, 3}));
+  ASSERT_EQ(y.size(), static_cast<std::size_t>(5 * P)) << name;
+  auto at = [&](std::int64_t b, std::int64_t c, std::int64_t i, std::int64_t j) {
+    return y[static_cast<std::size_t>(b * P + (c * H + i) * W + j)];
+  };
+  for (std::int64_t c = 0; c < C; ++c) {
+    const double pad = -d.mean[c] / d.std[c];
+    for (std::int64_t i = 0; i < H; ++i)
+      for (std::int64_t j = 0; j < W; ++j) {
+        const double px = one.data_u8()[(c * H + i) * W + j];
+        EXPECT_NEAR(at(0, c, i, j), (px / 255 - d.mean[c]) / d.std[c], 1e-6) << name;
+        for (std::int64_t b = 1; b < 5; ++b) {
+          const std::int64_t si = i + prm[b][0], sj = (prm[b][2] ? W - 1 - j : j) + prm[b][1];
+          const bool inside = si >= 0 && si < H && sj >= 0 && sj < W;
+          EXPECT_FLOAT_EQ(at(b, c, i, j), inside ? at(0, c, si, sj) : static_cast<float>(pad))
+              << name << " sample " << b << " at " << c << "," << i << "," << j;
+        }
+      }
+  }
+}
+
+TEST(Augment, ReferenceAndCpuFollowTheDefinition) {
+  const auto d = augment_desc({0.4f, 0.5f, 0.6f}, {0.2f, 0.25f, 0.3f});
+  expect_augment_definition(
+      [&](const Tensor& x, const Tensor& p) {
+        return testkit::run_reference(prim::ref::augment_fwd, d, {x, p},
+                                      {Tensor::zeros(x.shape())})[0]
+            .to_vector();
+      },
+      "reference");
+  expect_augment_definition(
+      [&](const Tensor& x, const Tensor& p) { return ops::augment(x, p, d).to_vector(); }, "cpu");
+}
+
+TEST(Augment, CpuMatchesReferenceOnRandomCropsAndChannelCounts) {
+  std::mt19937 rng(5);
+  for (const std::int64_t C : {1, 3, 5}) {
+    const std::int64_t B = 9;
+    std::vector<float> mean, std;
+    for (std::int64_t c = 0; c < C; ++c) {
+      mean.push_back(0.1f * static_cast<float>(c + 1));
+      std.push_back(0.15f + 0.05f * static_cast<float>(c));
+    }
+    std::vector<std::int32_t> prm;
+    for (std::int64_t b = 0; b < B; ++b)
+      prm.insert(prm.end(), {static_cast<std::int32_t>(rng() % 81) - 40,
+                             static_cast<std::int32_t>(rng() % 81) - 40,
+                             static_cast<std::int32_t>(rng() % 3)});
+    testkit::expect_matches_reference(
+        prim::op::augment_fwd, prim::ref::augment_fwd, augment_desc(mean, std), Device::cpu(),
+        {testkit::random_bytes({B, C, 32, 30}, static_cast<std::uint64_t>(C)),
+         testkit::int_tensor(prm, {B, 3})},
+        {Tensor::zeros({B, C, 32, 30})}, {2e-6, 1e-6});
+  }
+}
+
+TEST(Augment, BadInputNamesTheArgument) {
+  const auto d = augment_desc({0.5f, 0.5f, 0.5f}, {0.2f, 0.2f, 0.2f});
+  const Tensor x = testkit::random_bytes({2, 3, 4, 4}, 1),
+               p = testkit::int_tensor({0, 0, 0, 1, 1, 1}, {2, 3});
+  auto message = [](const std::function<void()>& f) {
+    try {
+      f();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_THAT(message([&] {
+                ops::augment(Tensor::zeros({2, 3, 4, 4}), p, d);
+              }),
+              HasSubstr("augment: images must be u8, got f32"));
+  EXPECT_THAT(message([&] {
+                ops::augment(x, testkit::int_tensor({0, 0, 0, 0}, {2, 2}), d);
+              }),
+              HasSubstr("params must have shape [2, 3]"));
+  EXPECT_THAT(message([&] { ops::augment(x, p, augment_desc({0.5f}, {0.2f})); }),
+              HasSubstr("1 means and 1 stds for images with 3 channels"));
+  EXPECT_THAT(message([&] {
+                ops::augment(x, p, augment_desc({0.5f, 0.5f, 0.5f}, {0.2f, 0.f, 0.2f}));
+              }),
+              HasSubstr("channel 1 has mean 0.5 and std 0"));
+  EXPECT_THAT(message([&] {
+                ops::augment(testkit::random_bytes({2, 3, 4}, 1), p, d);
+              }),
+              HasSubstr("images must have rank 4"));
+}
+
+TEST(Data, LoaderDrawsCropsWithinThePaddingAndNoneForEvaluation) {
+  data::Dataset d;
+  d.count = 300;
+  d.pixels.assign(static_cast<std::size_t>(d.count * data::Dataset::kPixels), 7);
+  d.labels.assign(static_cast<std::size_t>(d.count), 1);
+  data::Loader train(d, 300, true, 3), eval(d, 300, false, 3);
+  train.start_epoch(0);
+  eval.start_epoch(0);
+  const auto t = train.raw(0), e = eval.raw(0);
+  std::set<int> dys, flips;
+  for (std::int64_t k = 0; k < 300; ++k) {
+    const std::int32_t* p = t.params.data_i32() + k * 3;
+    EXPECT_TRUE(p[0] >= -4 && p[0] <= 4 && p[1] >= -4 && p[1] <= 4) << "sample " << k;
+    dys.insert(p[0]);
+    flips.insert(p[2]);
+    for (int j = 0; j < 3; ++j) EXPECT_EQ(e.params.data_i32()[k * 3 + j], 0);
+  }
+  EXPECT_EQ(dys.size(), 9u);  // all nine offsets occur among 300 draws
+  EXPECT_EQ(flips, (std::set<int>{0, 1}));
+  EXPECT_THROW(train.raw(1), Error);
 }
 
 }  // namespace

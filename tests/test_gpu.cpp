@@ -1,11 +1,14 @@
 // The GPU backend against the reference and against the CPU backend on the same inputs and seed
 // (GNI draws the same Philox indices on both). Every test skips, with the reason, without a GPU.
 #include <filesystem>
+#include <random>
 
 #include "engine/checkpoint.hpp"
+#include "engine/data.hpp"
 #include "engine/dispatcher.hpp"
 #include "engine/nn.hpp"
 #include "engine/optim.hpp"
+#include "primitives/augment.hpp"
 #include "primitives/batchnorm.hpp"
 #include "primitives/bn_gni.hpp"
 #include "primitives/conv.hpp"
@@ -36,6 +39,41 @@ TEST(Gpu, TensorsRoundTrip) {
   EXPECT_EQ(d.clone().to(Device::cpu()).to_vector(), h.to_vector());
   EXPECT_EQ(Tensor::zeros({4}, Device::cuda()).to_vector(), std::vector<float>(4, 0.f));
   EXPECT_THROW(d.data_f32(), Error);
+}
+
+TEST(Gpu, AugmentMatchesReferenceAndTheCpuBitForBit) {
+  GHOSTNN_REQUIRE_GPU();
+  std::mt19937 rng(9);
+  std::vector<std::int32_t> prm;
+  for (int b = 0; b < 33; ++b)
+    prm.insert(prm.end(),
+               {static_cast<std::int32_t>(rng() % 81) - 40,
+                static_cast<std::int32_t>(rng() % 81) - 40, static_cast<std::int32_t>(rng() % 3)});
+  prim::AugmentDesc d;
+  d.mean = {0.49f, 0.48f, 0.45f};
+  d.std = {0.2f, 0.2f, 0.2f};
+  const Tensor x = testkit::random_bytes({33, 3, 32, 32}, 4), p = testkit::int_tensor(prm, {33, 3});
+  testkit::expect_matches_reference(prim::op::augment_fwd, prim::ref::augment_fwd, d,
+                                    Device::cuda(), {x, p}, {Tensor::zeros(x.shape())},
+                                    {2e-6, 1e-6});
+  // Both evaluate p * scale - shift in f32 without fusing, so the values agree exactly.
+  EXPECT_EQ(ops::augment(x.to(Device::cuda()), p.to(Device::cuda()), d).to_vector(),
+            ops::augment(x, p, d).to_vector());
+  // The loader's batches are the same whichever device augments them.
+  data::Dataset ds;
+  ds.count = 40;
+  ds.pixels.resize(static_cast<std::size_t>(ds.count * data::Dataset::kPixels));
+  for (std::size_t i = 0; i < ds.pixels.size(); ++i)
+    ds.pixels[i] = static_cast<std::uint8_t>((i * 2654435761u) >> 24);
+  ds.labels.assign(40, 3);
+  data::Loader loader(ds, 16, true, 1);
+  loader.start_epoch(2);
+  Tensor xc, yc, xg, yg;
+  loader.batch(2, xc, yc);
+  loader.batch(2, xg, yg, Device::cuda());
+  EXPECT_EQ(xg.device(), Device::cuda());
+  EXPECT_EQ(xg.to_vector(), xc.to_vector());
+  EXPECT_EQ(yg.to_vector(), yc.to_vector());
 }
 
 TEST(Gpu, MemoryStatsCountLiveTensorBytes) {

@@ -1,5 +1,6 @@
 #include "test_kit.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -13,6 +14,21 @@ Tensor random_tensor(const Shape& shape, std::uint64_t seed, float lo, float hi)
   std::vector<float> v(static_cast<std::size_t>(shape_numel(shape)));
   for (auto& e : v) e = u(rng);
   return Tensor::from_vector(v, shape);
+}
+
+Tensor random_bytes(const Shape& shape, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  Tensor t = Tensor::empty(shape, Device::cpu(), DType::u8);
+  for (std::int64_t i = 0; i < t.numel(); ++i) t.data_u8()[i] = static_cast<std::uint8_t>(rng());
+  return t;
+}
+
+Tensor int_tensor(const std::vector<std::int32_t>& values, Shape shape) {
+  Tensor t = Tensor::empty(std::move(shape), Device::cpu(), DType::i32);
+  if (static_cast<std::size_t>(t.numel()) != values.size())
+    fail("int_tensor: {} values for shape {}", values.size(), shape_str(t.shape()));
+  std::copy(values.begin(), values.end(), t.data_i32());
+  return t;
 }
 
 Tensor normal_tensor(const Shape& shape, std::uint64_t seed, float mean, float std) {

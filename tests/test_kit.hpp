@@ -19,6 +19,11 @@ Tensor random_tensor(const Shape& shape, std::uint64_t seed, float lo = -1.f, fl
 // Normal(mean, std) values per channel of an NCHW/dense shape (host tensor).
 Tensor normal_tensor(const Shape& shape, std::uint64_t seed, float mean = 0.f, float std = 1.f);
 
+// Uniform bytes (u8 host tensor), e.g. images.
+Tensor random_bytes(const Shape& shape, std::uint64_t seed);
+// An i32 host tensor holding `values`.
+Tensor int_tensor(const std::vector<std::int32_t>& values, Shape shape);
+
 struct Tolerance {
   double abs;
   double rel;

@@ -1,6 +1,6 @@
 // Our CUDA kernels for the layers cuDNN and cuBLAS do not cover as one call: pooling, softmax
-// cross-entropy, the SGD update, and the linear layer's bias (maths in primitives/pool.hpp,
-// xent.hpp, sgd.hpp, linear.hpp).
+// cross-entropy, the SGD update, the linear layer's bias and the input augmentation (maths in
+// primitives/pool.hpp, xent.hpp, sgd.hpp, linear.hpp, augment.hpp).
 #include <algorithm>
 #include <cfloat>
 
@@ -151,6 +151,29 @@ __global__ void column_sums_kernel(const float* __restrict__ m, float* __restric
   out[c] = static_cast<float>(s);
 }
 
+struct AugmentConsts {
+  float scale[kAugmentChannels], shift[kAugmentChannels];
+};
+
+// One thread per output value; each reads one byte (the crop and flip only move the read).
+// __fmul_rn/__fsub_rn keep the f32 formula unfused, as the CPU evaluates it.
+__global__ void augment_kernel(const std::uint8_t* __restrict__ x,
+                               const std::int32_t* __restrict__ params, float* __restrict__ y,
+                               std::int64_t B, std::int64_t C, std::int64_t H, std::int64_t W,
+                               AugmentConsts k) {
+  const std::int64_t n = B * C * H * W;
+  for (std::int64_t o = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; o < n;
+       o += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    const std::int64_t j = o % W, i = (o / W) % H, plane = o / (H * W), b = plane / C;
+    const int ch = static_cast<int>(plane % C);
+    const std::int64_t si = i + params[b * 3],
+                       sj = (params[b * 3 + 2] != 0 ? W - 1 - j : j) + params[b * 3 + 1];
+    const bool inside = si >= 0 && si < H && sj >= 0 && sj < W;
+    const float p = inside ? static_cast<float>(x[(plane * H + si) * W + sj]) : 0.f;
+    y[o] = __fsub_rn(__fmul_rn(p, k.scale[ch]), k.shift[ch]);
+  }
+}
+
 }  // namespace
 
 void pool_forward(const float* x, float* y, float* argmax, std::int64_t planes, std::int64_t H,
@@ -182,6 +205,18 @@ std::int64_t cross_entropy(const float* z, const float* labels, float* dz, float
   int flag = 0;
   GHOSTNN_CUDA_CHECK(op, cudaMemcpy(&flag, bad, sizeof(int), cudaMemcpyDeviceToHost));
   return flag - 1;  // -1: every label valid, else the first bad row found
+}
+
+void augment(const std::uint8_t* x, const std::int32_t* params, float* y, std::int64_t B,
+             std::int64_t C, std::int64_t H, std::int64_t W, const float* scale, const float* shift,
+             std::string_view op) {
+  AugmentConsts k{};
+  for (std::int64_t c = 0; c < C; ++c) {
+    k.scale[c] = scale[c];
+    k.shift[c] = shift[c];
+  }
+  augment_kernel<<<blocks_for(B * C * H * W), 256>>>(x, params, y, B, C, H, W, k);
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
 void sgd_update(const float* const* g, float* const* p, float* const* buf, const std::int64_t* n,

@@ -24,6 +24,12 @@ void sgd_update(const float* const* g, float* const* p, float* const* buf, const
                 const float* wd, std::size_t count, float lr, float mom, bool nesterov,
                 std::string_view op);
 void add_bias(float* y, const float* bias, std::int64_t B, std::int64_t O, std::string_view op);
+// Crop + flip + normalize (primitives/augment.hpp): u8 [B, C, H, W] and (dy, dx, flip) per sample
+// to f32; scale/shift hold C <= kAugmentChannels values.
+inline constexpr int kAugmentChannels = 16;
+void augment(const std::uint8_t* x, const std::int32_t* params, float* y, std::int64_t B,
+             std::int64_t C, std::int64_t H, std::int64_t W, const float* scale, const float* shift,
+             std::string_view op);
 void column_sums(const float* m, float* out, std::int64_t rows, std::int64_t cols,
                  std::string_view op);
 

@@ -15,6 +15,7 @@
 #include "backends/cudnn/layer_kernels.cuh"
 #include "backends/cudnn/norm_kernels.cuh"
 #include "backends/cudnn/ops.hpp"
+#include "primitives/augment.hpp"
 #include "primitives/conv.hpp"
 #include "primitives/linear.hpp"
 #include "primitives/pool.hpp"
@@ -315,6 +316,21 @@ void sgd_step(const OpDesc& od, const KernelCall& c) {
   }
   sgd_update(g.data(), p.data(), buf.data(), count.data(), wd.data(), n, d.lr, d.momentum,
              d.nesterov, prim::op::sgd_step);
+}
+
+void augment_fwd(const OpDesc& od, const KernelCall& c) {
+  const auto& d = dynamic_cast<const prim::AugmentDesc&>(od);
+  prim::validate_augment(d, c);
+  static_assert(prim::AugmentDesc::kMaxChannels <= kAugmentChannels);
+  use_device(c.ctx->device.index, d.layer);
+  const auto& s = c.in[0].desc.shape;
+  float scale[kAugmentChannels], shift[kAugmentChannels];
+  for (std::size_t k = 0; k < d.mean.size(); ++k) {
+    scale[k] = d.scale(k);
+    shift[k] = d.shift(k);
+  }
+  augment(c.in[0].u8(), c.in[1].i32(), c.out[0].f32(), s[0], s[1], s[2], s[3], scale, shift,
+          d.layer);
 }
 
 }  // namespace ghostnn::cudnn

@@ -30,6 +30,7 @@ void linear_bwd_weights(const OpDesc& d, const KernelCall& c);
 void pool_fwd(const OpDesc& d, const KernelCall& c);
 void pool_bwd(const OpDesc& d, const KernelCall& c);
 void xent_fwd_bwd(const OpDesc& d, const KernelCall& c);
+void augment_fwd(const OpDesc& d, const KernelCall& c);
 void sgd_step(const OpDesc& d, const KernelCall& c);
 
 void ln_fwd(const OpDesc& d, const KernelCall& c);

@@ -2,6 +2,7 @@
 
 #include "backends/cudnn/cuda_common.hpp"
 #include "backends/cudnn/ops.hpp"
+#include "primitives/augment.hpp"
 #include "primitives/batchnorm.hpp"
 #include "primitives/bn_gni.hpp"
 #include "primitives/conv.hpp"
@@ -59,6 +60,7 @@ void register_backend(Registry& r) {
   add_own(op::pool_bwd, pool_bwd);
   add_own(op::xent_fwd_bwd, xent_fwd_bwd);
   add_own(op::sgd_step, sgd_step);
+  add_own(op::augment_fwd, augment_fwd);
   r.add_kernel(std::string(op::bn_fwd_train), DeviceType::cuda, be, cudnn_bn_fwd_train,
                cudnn_bn_supported);
   r.add_kernel(std::string(op::bn_bwd), DeviceType::cuda, be, cudnn_bn_bwd, cudnn_bn_supported);

@@ -1,6 +1,7 @@
 #include "backends/onednn/register.hpp"
 
 #include "backends/onednn/ops.hpp"
+#include "primitives/augment.hpp"
 #include "primitives/batchnorm.hpp"
 #include "primitives/bn_gni.hpp"
 #include "primitives/conv.hpp"
@@ -59,6 +60,7 @@ void register_backend(Registry& r) {
   own(op::ln_bwd, ln_bwd);
   own(op::affine_fwd, affine_fwd);
   own(op::affine_bwd, affine_bwd);
+  own(op::augment_fwd, augment_fwd);
 }
 
 }  // namespace ghostnn::onednn
