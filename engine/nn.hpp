@@ -2,8 +2,9 @@
 // ResNet BasicBlock, and a norm factory taking specs ("bn", "gbn:16", "gni:16", ...).
 //
 // Backward is layer-wise: forward() in training mode keeps what the layer's backward needs;
-// backward(dy) accumulates the parameters' gradients and returns dx. A module's backward must
-// follow its own forward (Sequential runs the children's backwards in reverse order).
+// backward(dy) writes the parameters' gradients (overwriting the last step's) and returns dx. A
+// module's backward must follow its own forward (Sequential runs the children's backwards in
+// reverse order).
 #pragma once
 
 #include <functional>

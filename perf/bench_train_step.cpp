@@ -7,9 +7,12 @@
 //
 //   bench_train_step [--batch=256] [--models=resnet20,resnet18] [--norms=bn,gbn:16,gni:16]
 //                    [--devices=cpu,cuda] [--threads=N] [--steps=N] [--warmup=N]
-//                    [--tf32] [--profile=N] [Google Benchmark flags]
+//                    [--tf32] [--graph] [--profile=N] [Google Benchmark flags]
 // --profile=N replaces the benchmarks by a per-op breakdown of N steps per configuration (the
 // dispatcher's profiling: device synchronized around every op), next to N unsynchronized steps.
+// --graph replays the GPU step's forward, loss and backward from a CUDA graph (engine/graph.hpp;
+// names end in /graph); the SGD update stays eager. Either way each timed step ends with the
+// device synchronized and the loss read back, as a training loop does.
 #include <benchmark/benchmark.h>
 #include <omp.h>
 
@@ -21,6 +24,7 @@
 #include <sstream>
 
 #include "engine/dispatcher.hpp"
+#include "engine/graph.hpp"
 #include "engine/nn.hpp"
 #include "engine/optim.hpp"
 
@@ -38,6 +42,7 @@ struct Options {
   std::int64_t warmup = 1;
   std::int64_t profile = 0;  // > 0: per-op breakdown of this many steps instead of benchmarks
   bool tf32 = false;         // convolutions in TF32 on the GPU (names end in /tf32)
+  bool graph = false;        // GPU steps replayed from a CUDA graph (names end in /graph)
 };
 
 const char* kHelp =
@@ -50,6 +55,7 @@ const char* kHelp =
     "  --steps=N           timed steps per repetition (default: Google Benchmark decides)\n"
     "  --warmup=N          untimed steps first (default 1: algorithm choice, allocator caches)\n"
     "  --tf32              GPU convolutions on TF32 tensor cores (PyTorch's default for convs)\n"
+    "  --graph             GPU: replay forward, loss and backward from a CUDA graph (cuda only)\n"
     "  --profile=N         instead of the benchmarks: where N steps go, op by op (each op timed\n"
     "                      with the device synchronized around it), per model x norm x device\n"
     "and Google Benchmark's flags: --benchmark_filter=REGEX, --benchmark_repetitions=N,\n"
@@ -95,6 +101,8 @@ Options parse(int argc, char** argv) {
       o.warmup = parse_int(key, val);
     else if (key == "--tf32" && (val.empty() || val == "1" || val == "0"))
       o.tf32 = val != "0";
+    else if (key == "--graph" && (val.empty() || val == "1" || val == "0"))
+      o.graph = val != "0";
     else if (key == "--profile")
       o.profile = parse_int(key, val);
     else
@@ -103,7 +111,11 @@ Options parse(int argc, char** argv) {
   if (o.batch < 1) fail("--batch: must be at least 1, got {}", o.batch);
   for (const auto& m : o.models) nn::make_model(m, "bn", 10, 0);  // names the bad model
   for (const auto& n : o.norms) nn::validate_norm_spec(n);
-  for (const auto& d : o.devices) Device::parse(d);
+  for (const auto& d : o.devices)
+    if (Device::parse(d).type == DeviceType::cpu && o.graph)
+      fail("--graph: CUDA graphs record GPU work; pass --devices=cuda");
+  if (o.graph && o.profile > 0)
+    fail("--graph and --profile: the profile synchronizes around every op, which a graph cannot");
   return o;
 }
 
@@ -133,19 +145,33 @@ struct Stepper {
   optim::Sgd opt;
   Tensor x, y;
   Device dev;
+  std::unique_ptr<GraphedStep> graphed;
+  std::uint64_t steps = 0;
 
   Stepper(const std::string& model_name, const std::string& norm, Device d, std::int64_t batch,
-          bool tf32)
+          bool tf32, bool graph = false)
       : model(model_on(model_name, norm, d, tf32)),
         opt(*model, {0.1f, 0.9f, 2e-4f, true}),
         x(synthetic({batch, 3, 32, 32}, d, 1, -2.f, 2.f, false)),
         y(synthetic({batch}, d, 2, 0.f, 10.f, true)),
-        dev(d) {}
-  void step() {  // the ghost-noise step advances inside forward
-    auto out = nn::cross_entropy(model->forward(x), y);
-    model->backward(out.dlogits);
-    opt.step();
+        dev(d) {
+    if (graph) graphed = std::make_unique<GraphedStep>(*model, d);
+  }
+  float step() {  // the ghost-noise step advances inside forward
+    float loss = 0;
+    if (graphed) {
+      const auto out = graphed->run(x, y, steps);
+      opt.step();
+      loss = out.loss.to_vector()[0];  // waits for the step, as the eager loss read does
+    } else {
+      auto out = nn::cross_entropy(model->forward(x), y);
+      model->backward(out.dlogits);
+      opt.step();
+      loss = out.loss;
+    }
+    ++steps;
     synchronize(dev);
+    return loss;
   }
 };
 
@@ -156,9 +182,10 @@ double median(std::vector<double> v) {
 }
 
 void train_step(benchmark::State& state, const std::string& model_name, const std::string& norm,
-                Device dev, std::int64_t batch, std::int64_t warmup, bool tf32) {
-  Stepper s(model_name, norm, dev, batch, tf32);
-  for (std::int64_t i = 0; i < warmup; ++i) s.step();
+                Device dev, std::int64_t batch, std::int64_t warmup, bool tf32, bool graph) {
+  Stepper s(model_name, norm, dev, batch, tf32, graph);
+  // a graphed step runs eagerly once, then records: both before the timed steps
+  for (std::int64_t i = 0; i < std::max<std::int64_t>(warmup, graph ? 2 : 0); ++i) s.step();
   reset_peak_memory(dev);
   std::vector<double> seconds;
   for (auto _ : state) {
@@ -251,8 +278,12 @@ int main(int argc, char** argv) {
           const Device dev = Device::parse(d);
           if (dev.type == DeviceType::cuda && !cuda_available()) continue;
           auto* b = benchmark::RegisterBenchmark(
-              fmt::format("TrainStep/{}/{}/{}{}", m, n, dev.str(), o.tf32 ? "/tf32" : "").c_str(),
-              [=](benchmark::State& s) { train_step(s, m, n, dev, o.batch, o.warmup, o.tf32); });
+              fmt::format("TrainStep/{}/{}/{}{}{}", m, n, dev.str(), o.tf32 ? "/tf32" : "",
+                          o.graph ? "/graph" : "")
+                  .c_str(),
+              [=](benchmark::State& s) {
+                train_step(s, m, n, dev, o.batch, o.warmup, o.tf32, o.graph);
+              });
           b->Unit(benchmark::kMillisecond)->UseManualTime();
           if (o.steps > 0) b->Iterations(o.steps);
         }

@@ -65,6 +65,19 @@ std::string TensorDesc::str() const {
   return fmt::format("{}{} on {}", dtype_name(dtype), shape_str(shape), device.str());
 }
 
+void DeviceApi::begin_recording(int index) {
+  fail("device {}: recording work as a graph is not supported on this device type (CUDA only)",
+       index);
+}
+void* DeviceApi::end_recording(int index) {
+  fail("device {}: recording work as a graph is not supported on this device type", index);
+}
+void DeviceApi::abort_recording(int) noexcept {}
+void DeviceApi::replay_graph(void*, std::uint64_t, int index) {
+  fail("device {}: replaying a graph is not supported on this device type", index);
+}
+void DeviceApi::destroy_graph(void*, int) noexcept {}
+
 void MemoryCounter::add(std::size_t bytes) {
   std::lock_guard lock(mu_);
   s_.in_use += bytes;

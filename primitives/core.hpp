@@ -115,6 +115,12 @@ class MemoryCounter {
 };
 
 // Memory operations of one device type; a backend provides it, the engine's tensors use it.
+// It may also record work as a graph (CUDA graphs): what this thread queues on the device
+// between begin_recording and end_recording is recorded, not run, and memory allocated meanwhile
+// comes from a pool that only recordings use (so a replay never finds its buffers handed to
+// other tensors). One recording per device is valid at a time: recording again invalidates the
+// earlier one. Recorded kernels that draw ghost noise add replay_graph's `noise_step_offset` to
+// their step. Devices without graphs keep the defaults, which fail with a clear Error.
 class DeviceApi {
  public:
   virtual ~DeviceApi() = default;
@@ -128,6 +134,11 @@ class DeviceApi {
   virtual void synchronize(int index) = 0;
   virtual MemoryStats memory_stats(int index) const = 0;
   virtual void reset_peak_memory(int index) = 0;
+  virtual void begin_recording(int index);
+  virtual void* end_recording(int index);  // the replayable graph
+  virtual void abort_recording(int index) noexcept;
+  virtual void replay_graph(void* graph, std::uint64_t noise_step_offset, int index);
+  virtual void destroy_graph(void* graph, int index) noexcept;
 };
 
 // What a backend's registration function fills. The engine's dispatcher implements it; a user

@@ -16,6 +16,7 @@
 #include "engine/checkpoint.hpp"
 #include "engine/data.hpp"
 #include "engine/dispatcher.hpp"
+#include "engine/graph.hpp"
 #include "engine/nn.hpp"
 #include "engine/optim.hpp"
 #include "engine/train.hpp"
@@ -38,6 +39,7 @@ struct Options {
   std::string checkpoint_dir = "checkpoints", resume, log_json;
   bool eval_only = false;
   bool tf32 = false;
+  bool cuda_graph = false;
 };
 
 // Without --epochs: a quick run sized for well under 15 minutes (README): 3 epochs on a 2-core
@@ -124,6 +126,8 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
   }
   nn::validate_norm_spec(o.norm);
   const Device device = pick_device(o.device);
+  if (o.cuda_graph && device.type != DeviceType::cuda)
+    fail("--cuda-graph: records GPU work, but the device is {}", device.str());
 
   const auto t_load = Clock::now();
   const std::string where = data::find(o.data, o.dataset);
@@ -138,6 +142,8 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
   model->to(device);
   model->set_conv_tf32(o.tf32);
   optim::Sgd opt(*model, {o.lr, 0.9f, o.wd, true});
+  std::unique_ptr<GraphedStep> graphed;
+  if (o.cuda_graph) graphed = std::make_unique<GraphedStep>(*model, device, o.label_smoothing);
 
   const int epochs = o.epochs > 0
                          ? o.epochs
@@ -233,14 +239,26 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
       const data::RawBatch host = next.get(), raw = host.to(device);
       if (i + 1 < steps) next = fetch(i + 1);
       const Tensor xd = loader.images(raw), &yd = raw.labels;
-      Tensor logits = model->forward(xd);
-      auto loss = nn::cross_entropy(logits, yd, o.label_smoothing);
-      if (!std::isfinite(loss.loss))
-        fail("training diverged: loss is {} at epoch {} step {} (lr {}); try a smaller --lr",
-             loss.loss, epoch + 1, i, opt.lr());
-      model->backward(loss.dlogits);
-      opt.step();
-      loss_sum += loss.loss * static_cast<double>(xd.dim(0));
+      Tensor logits;
+      float loss = 0;
+      if (graphed) {  // forward, loss and backward replayed; the update after it
+        const auto out = graphed->run(xd, yd, static_cast<std::uint64_t>(step));
+        opt.step();
+        logits = out.logits;
+        loss = out.loss.to_vector()[0];
+      } else {
+        logits = model->forward(xd);
+        auto l = nn::cross_entropy(logits, yd, o.label_smoothing);
+        loss = l.loss;
+        if (std::isfinite(loss)) {
+          model->backward(l.dlogits);
+          opt.step();
+        }
+      }
+      if (!std::isfinite(loss))
+        fail("training diverged: loss is {} at epoch {} step {} (lr {}); try a smaller --lr", loss,
+             epoch + 1, i, opt.lr());
+      loss_sum += loss * static_cast<double>(xd.dim(0));
       right += train::correct(logits.to_vector(), host.labels.to_vector(), K);
       seen += xd.dim(0);
       bar.update(seen, loss_sum / static_cast<double>(seen));
@@ -341,6 +359,9 @@ int main(int argc, char** argv) {
   app.add_flag("--tf32", o.tf32,
                "GPU: convolutions on TF32 tensor cores (PyTorch's default for convolutions; "
                "faster, ~1e-3 relative error); the CPU computes fp32 either way");
+  app.add_flag("--cuda-graph", o.cuda_graph,
+               "GPU: replay each step's forward, loss and backward from a CUDA graph recorded at "
+               "the second step (same results; fewer launches). Not with gni:N:shuffle");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine from the repository root, over what scripts/pack-gpu-run.sh packed into
 # .devrun/. Steps in order of importance, each under its own time limit, so a run cut short still
-# returns what matters most: every test binary (GPU tests included), compare_devices, a ResNet-20
-# gni:16 training of $EPOCHS epochs (when EPOCHS is set; TRAIN_ARGS adds flags, e.g. --tf32), the
+# returns what matters most: every test binary (GPU tests included), compare_devices, the step
+# eager against replayed from a CUDA graph, a ResNet-20 gni:16 training of $EPOCHS epochs (when
+# EPOCHS is set; TRAIN_ARGS adds flags, e.g. --tf32 or --cuda-graph), the
 # per-op profile of a ResNet-20 step, the CUDA training-step benchmark, the PyTorch comparison
 # (fp32 and TF32 convolutions), the norm and layer suites. The device tool returns at most 8
 # files, so the text of every step goes to one log ($OUT/log.txt) and the JSON to a few files.
-# STEPS=tests,devices,train,profile,step,pytorch,norms,layers picks steps (default: all).
+# STEPS=tests,devices,graph,train,profile,step,pytorch,norms,layers picks steps (default: all).
 set -uo pipefail
 R=.devrun
 OUT=${OUT:-$R/out}
-STEPS=${STEPS:-tests,devices,train,profile,step,pytorch,norms,layers}
+STEPS=${STEPS:-tests,devices,graph,train,profile,step,pytorch,norms,layers}
 LOG="$OUT/log.txt"
 mkdir -p "$OUT" /tmp/ghostnn-deps
 for d in "$R"/debs/*.deb; do dpkg -x "$d" /tmp/ghostnn-deps; done
@@ -38,6 +39,16 @@ if want devices; then
   say compare_devices
   timeout 240 "$R"/bin/compare_devices --json "$OUT/compare_devices.json" 2>&1 | tee -a "$LOG"
   summary+=("compare_devices rc=$?")
+fi
+if want graph; then
+  for tf in 0 1; do
+    for mode in 0 1; do
+      say "bench_train_step --graph=$mode --tf32=$tf"
+      timeout 150 "$R"/bin/bench_train_step --devices=cuda --models=resnet20,resnet18 \
+        --norms=bn,gni:16 --steps=50 --warmup=5 --tf32=$tf --graph=$mode 2>&1 | tee -a "$LOG"
+      summary+=("bench_train_step graph=$mode tf32=$tf rc=$?")
+    done
+  done
 fi
 if want train && [ -n "${EPOCHS:-}" ] && [ -f "$R"/data/cifar10-jpeg.tar.gz ]; then
   say "train_cifar $EPOCHS epochs gni:16"

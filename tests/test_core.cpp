@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "engine/dispatcher.hpp"
+#include "engine/graph.hpp"
 #include "primitives/block_cache.hpp"
 #include "primitives/eltwise.hpp"
 #include "test_kit.hpp"
@@ -119,6 +120,29 @@ TEST(Tensor, ClearErrors) {
   EXPECT_THROW(t.copy_from(Tensor::zeros({4})), Error);
   Tensor b = Tensor::empty({2}, Device::cpu(), DType::bf16);
   EXPECT_THROW(b.data_f32(), Error);
+  Tensor u = Tensor::zeros({3}, Device::cpu(), DType::u8);
+  EXPECT_EQ(u.data_u8()[2], 0);
+  EXPECT_EQ(u.desc().bytes(), 3u);
+  try {
+    u.data_i32();
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("data_i32() on a u8 tensor"));
+  }
+}
+
+TEST(Graph, RecordingOnTheCpuIsAClearError) {
+  int ran = 0;
+  try {
+    DeviceGraph g(Device::cpu(), [&] { ++ran; });
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("needs a cuda device, got cpu"));
+  }
+  EXPECT_EQ(ran, 0);
+  auto m = nn::make_model("resnet20", "bn", 10, 0);
+  EXPECT_THROW(GraphedStep(*m, Device::cpu()), Error);
+  EXPECT_THROW(Dispatcher::global().device_api(DeviceType::cpu).begin_recording(0), Error);
 }
 
 TEST(Tensor, CudaWithoutGpuIsAClearError) {

@@ -6,6 +6,7 @@
 #include "engine/checkpoint.hpp"
 #include "engine/data.hpp"
 #include "engine/dispatcher.hpp"
+#include "engine/graph.hpp"
 #include "engine/nn.hpp"
 #include "engine/optim.hpp"
 #include "primitives/augment.hpp"
@@ -589,6 +590,82 @@ TEST(Gpu, ModelTrainsLikeOnTheCpuAndCheckpointsMoveBetweenDevices) {
                                  back->forward(xe), {1e-4, 1e-3},
                                  "eval logits, CPU checkpoint on the GPU"));
   std::filesystem::remove(path);
+}
+
+// The same training, eager and replayed from a CUDA graph: the same losses (so the noise of every
+// replay is its own step's), parameters and running statistics; a batch of another size runs
+// eagerly in between.
+TEST(Gpu, GraphedStepTrainsLikeTheEagerStep) {
+  GHOSTNN_REQUIRE_GPU();
+  for (const std::string norm : {"bn", "gni:16"}) {
+    auto eager = nn::make_model("resnet20", norm, 10, 5),
+         graphed = nn::make_model("resnet20", norm, 10, 5);
+    eager->to(Device::cuda());
+    graphed->to(Device::cuda());
+    optim::Sgd oe(*eager, {0.05f, 0.9f, 5e-4f, true}), og(*graphed, {0.05f, 0.9f, 5e-4f, true});
+    GraphedStep step(*graphed, Device::cuda());
+    const std::vector<std::int64_t> sizes{32, 32, 32, 32, 24, 32, 32};
+    const std::vector<bool> replays{false, true, true, true, false, true, true};
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      const auto B = sizes[i];
+      Tensor x = normal_tensor({B, 3, 32, 32}, 100 + i).to(Device::cuda());
+      std::vector<float> l(static_cast<std::size_t>(B));
+      for (std::size_t k = 0; k < l.size(); ++k) l[k] = static_cast<float>((k * 7 + i) % 10);
+      Tensor y = Tensor::from_vector(l, {B}, Device::cuda());
+      const auto want = nn::cross_entropy(eager->forward(x), y);
+      eager->backward(want.dlogits);
+      oe.set_lr(0.05f / static_cast<float>(i + 1));  // a schedule: the update stays eager
+      oe.step();
+      const auto got = step.run(x, y, i);
+      og.set_lr(0.05f / static_cast<float>(i + 1));
+      og.step();
+      EXPECT_EQ(step.replayed(), replays[i]) << norm << " step " << i;
+      EXPECT_NEAR(got.loss.to_vector()[0], want.loss, 1e-4 * (1 + std::fabs(want.loss)))
+          << norm << " step " << i;
+    }
+    std::vector<std::pair<std::string, Tensor>> pe, pg;
+    eager->named_parameters(
+        [&](const std::string& n, nn::Parameter& p) { pe.emplace_back(n, p.value); });
+    graphed->named_parameters(
+        [&](const std::string& n, nn::Parameter& p) { pg.emplace_back(n, p.value); });
+    ASSERT_EQ(pe.size(), pg.size());
+    for (std::size_t k = 0; k < pe.size(); ++k)
+      EXPECT_TRUE(testkit::all_close(pg[k].second.to(Device::cpu()), pe[k].second.to(Device::cpu()),
+                                     {1e-4, 1e-3}, norm + " " + pe[k].first));
+    eager->eval();
+    graphed->eval();
+    Tensor xe = normal_tensor({8, 3, 32, 32}, 9).to(Device::cuda());
+    EXPECT_TRUE(testkit::all_close(graphed->forward(xe).to(Device::cpu()),
+                                   eager->forward(xe).to(Device::cpu()), {1e-4, 1e-3},
+                                   norm + " eval logits (running statistics)"));
+  }
+}
+
+TEST(Gpu, RecordingRefusesHostRoundTripsAndStaleGraphs) {
+  GHOSTNN_REQUIRE_GPU();
+  Tensor x = normal_tensor({4, 8, 4, 4}, 1).to(Device::cuda());
+  (void)ops::relu(x);  // first use (handles, descriptors) happens eagerly
+  (void)ops::add(x, x);
+  try {
+    DeviceGraph g(Device::cuda(), [&] { (void)ops::relu(x).to_vector(); });
+    ADD_FAILURE() << "a read back to the host was recorded";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("cannot be recorded in a CUDA graph"));
+  }
+  prim::GhostNoiseDesc shuffle;
+  shuffle.ghost_batch = 2;
+  shuffle.sampling = prim::Sampling::shuffle;
+  ops::ghost_noise(x, shuffle, true);  // eager: fine
+  EXPECT_THROW(DeviceGraph(Device::cuda(), [&] { ops::ghost_noise(x, shuffle, true); }), Error);
+  // after the aborted recordings the device works eagerly as before
+  EXPECT_EQ(ops::relu(x).to_vector(), ops::relu(x.to(Device::cpu())).to_vector());
+  Tensor y;
+  DeviceGraph first(Device::cuda(), [&] { y = ops::relu(x); });
+  first.replay(0);
+  EXPECT_EQ(y.to_vector(), ops::relu(x.to(Device::cpu())).to_vector());
+  DeviceGraph second(Device::cuda(), [&] { (void)ops::add(x, x); });
+  EXPECT_THROW(first.replay(0), Error);  // its pool memory may now be reused
+  second.replay(0);
 }
 
 }  // namespace

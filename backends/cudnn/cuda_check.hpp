@@ -12,6 +12,11 @@ void check_cuda(cudaError_t e, std::string_view op, const char* call);
 // The CUDA device's caching allocator (counted in its memory statistics), for backend scratch.
 void* device_allocate(std::size_t bytes, int index);
 void device_release(void* p, std::size_t bytes, int index) noexcept;
+// Whether this thread's stream is being recorded as a CUDA graph (DeviceApi::begin_recording).
+bool recording();
+// An Error naming `op` when called while recording: for host round trips and first-use setup
+// (algorithm search, buffer growth) that a graph cannot replay.
+void forbid_while_recording(std::string_view op, std::string_view what);
 }  // namespace ghostnn::cudnn
 
 #define GHOSTNN_CUDA_CHECK(op, call) ::ghostnn::cudnn::check_cuda((call), (op), #call)

@@ -1,12 +1,15 @@
 #include "backends/cudnn/cuda_common.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <vector>
 
+#include "backends/cudnn/norm_kernels.cuh"
 #include "primitives/block_cache.hpp"
 
 namespace ghostnn::cudnn {
@@ -26,8 +29,23 @@ cudnnHandle_t cudnn_handle(int index) {
   thread_local std::vector<cudnnHandle_t> handles;
   use_device(index, "cudnn");
   if (static_cast<int>(handles.size()) <= index) handles.resize(index + 1, nullptr);
-  if (!handles[index]) GHOSTNN_CUDNN_CHECK("cudnn", cudnnCreate(&handles[index]));
+  if (!handles[index]) {
+    GHOSTNN_CUDNN_CHECK("cudnn", cudnnCreate(&handles[index]));
+    GHOSTNN_CUDNN_CHECK("cudnn", cudnnSetStream(handles[index], cudaStreamPerThread));
+  }
   return handles[index];
+}
+
+bool recording() {
+  cudaStreamCaptureStatus s = cudaStreamCaptureStatusNone;
+  GHOSTNN_CUDA_CHECK("graph recording", cudaStreamIsCapturing(cudaStreamPerThread, &s));
+  return s != cudaStreamCaptureStatusNone;
+}
+
+void forbid_while_recording(std::string_view op, std::string_view what) {
+  if (recording())
+    fail("{}: {} cannot be recorded in a CUDA graph (run the work once before recording it)", op,
+         what);
 }
 
 TensorDescriptor::TensorDescriptor(int n, int c, int h, int w) {
@@ -58,37 +76,110 @@ class CudaDevice final : public DeviceApi {
   // Device memory through a block cache per device (primitives/block_cache.hpp): a training
   // loop that allocates the same shapes every step calls cudaMalloc only in its first step. On
   // out-of-memory the device's cache is emptied and the allocation retried.
+  // While a graph is being recorded, memory comes from the device's recording pool instead.
   void* allocate(std::size_t bytes, int index) override {
-    void* p = cache(index).allocate(bytes);
+    const bool pooled = recording_index_ == index;
+    BlockCache& from = pooled ? pool(index) : cache(index);
+    void* p = from.allocate(bytes);
     if (!p)
       fail("cuda:{}: cannot allocate {} bytes: out of memory ({} bytes in use)", index, bytes,
-           cache(index).stats().in_use);
+           from.stats().in_use);
+    if (pooled) {
+      std::lock_guard lock(pool_mu_);
+      pooled_.insert(p);
+    }
     return p;
   }
   void release(void* p, std::size_t bytes, int index) noexcept override {
-    cache(index).release(p, bytes);
+    bool pooled = false;
+    {
+      std::lock_guard lock(pool_mu_);
+      pooled = !pooled_.empty() && pooled_.erase(p) > 0;
+    }
+    (pooled ? pool(index) : cache(index)).release(p, bytes);
   }
   MemoryStats memory_stats(int index) const override {
     std::lock_guard lock(mu_);
-    auto it = caches_.find(index);
-    return it == caches_.end() ? MemoryStats{} : it->second->stats();
+    MemoryStats m;
+    for (const auto* caches : {&caches_, &pools_})
+      if (auto it = caches->find(index); it != caches->end()) {
+        const auto s = it->second->stats();
+        m.in_use += s.in_use;
+        m.peak += s.peak;
+      }
+    return m;
   }
-  void reset_peak_memory(int index) override { cache(index).reset_peak(); }
+  void reset_peak_memory(int index) override {
+    cache(index).reset_peak();
+    pool(index).reset_peak();
+  }
+
+  void begin_recording(int index) override {
+    use_device(index, "graph recording");
+    if (recording_index_ >= 0)
+      fail("cuda:{}: a graph is already being recorded on cuda:{}", index, recording_index_);
+    GHOSTNN_CUDA_CHECK("graph recording", cudaDeviceSynchronize());
+    ++generation_;  // the pool's blocks may now be reused: earlier graphs become invalid
+    GHOSTNN_CUDA_CHECK("graph recording",
+                       cudaStreamBeginCapture(cudaStreamPerThread, cudaStreamCaptureModeRelaxed));
+    recording_index_ = index;
+  }
+  void* end_recording(int index) override {
+    use_device(index, "graph recording");
+    recording_index_ = -1;
+    cudaGraph_t g = nullptr;
+    GHOSTNN_CUDA_CHECK("graph recording", cudaStreamEndCapture(cudaStreamPerThread, &g));
+    auto r = std::make_unique<Recorded>();
+    r->generation = generation_;
+    const auto e = cudaGraphInstantiate(&r->exec, g, 0);
+    cudaGraphDestroy(g);
+    GHOSTNN_CUDA_CHECK("graph recording", e);
+    return r.release();
+  }
+  void abort_recording(int index) noexcept override {
+    if (recording_index_ != index) return;
+    recording_index_ = -1;
+    cudaSetDevice(index);
+    cudaGraph_t g = nullptr;
+    if (cudaStreamEndCapture(cudaStreamPerThread, &g) == cudaSuccess && g) cudaGraphDestroy(g);
+    cudaGetLastError();  // the failure that aborted the recording was reported already
+  }
+  void replay_graph(void* graph, std::uint64_t noise_step_offset, int index) override {
+    const auto* r = static_cast<Recorded*>(graph);
+    if (r->generation != generation_)
+      fail(
+          "cuda:{}: this graph was recorded before a later recording reused its memory; record "
+          "it again",
+          index);
+    use_device(index, "graph replay");
+    set_recorded_noise_step_offset(noise_step_offset, "graph replay");
+    GHOSTNN_CUDA_CHECK("graph replay", cudaGraphLaunch(r->exec, cudaStreamPerThread));
+  }
+  void destroy_graph(void* graph, int index) noexcept override {
+    auto* r = static_cast<Recorded*>(graph);
+    cudaSetDevice(index);
+    cudaGraphExecDestroy(r->exec);
+    delete r;
+  }
   void copy_from_host(void* dst, const void* src, std::size_t n, int index) override {
     use_device(index, "copy to cuda");
+    forbid_while_recording("copy to cuda", "a copy from host memory");
     GHOSTNN_CUDA_CHECK("copy to cuda", cudaMemcpy(dst, src, n, cudaMemcpyHostToDevice));
   }
   void copy_to_host(void* dst, const void* src, std::size_t n, int index) override {
     use_device(index, "copy from cuda");
+    forbid_while_recording("copy from cuda", "a read back to the host");
     GHOSTNN_CUDA_CHECK("copy from cuda", cudaMemcpy(dst, src, n, cudaMemcpyDeviceToHost));
   }
+  // Stream-ordered like the kernels (and so recordable in a graph).
   void copy_on_device(void* dst, const void* src, std::size_t n, int index) override {
     use_device(index, "copy on cuda");
-    GHOSTNN_CUDA_CHECK("copy on cuda", cudaMemcpy(dst, src, n, cudaMemcpyDeviceToDevice));
+    GHOSTNN_CUDA_CHECK("copy on cuda",
+                       cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, cudaStreamPerThread));
   }
   void fill_zero(void* dst, std::size_t n, int index) override {
     use_device(index, "zero on cuda");
-    GHOSTNN_CUDA_CHECK("zero on cuda", cudaMemset(dst, 0, n));
+    GHOSTNN_CUDA_CHECK("zero on cuda", cudaMemsetAsync(dst, 0, n, cudaStreamPerThread));
   }
   void synchronize(int index) override {
     use_device(index, "synchronize");
@@ -96,9 +187,16 @@ class CudaDevice final : public DeviceApi {
   }
 
  private:
-  BlockCache& cache(int index) {
+  struct Recorded {
+    cudaGraphExec_t exec = nullptr;
+    std::uint64_t generation = 0;
+  };
+
+  BlockCache& cache(int index) { return cache_in(caches_, index); }
+  BlockCache& pool(int index) { return cache_in(pools_, index); }
+  BlockCache& cache_in(std::map<int, std::unique_ptr<BlockCache>>& caches, int index) {
     std::lock_guard lock(mu_);
-    auto& c = caches_[index];
+    auto& c = caches[index];
     if (!c)
       c = std::make_unique<BlockCache>(
           [index](std::size_t size) -> void* {
@@ -123,7 +221,11 @@ class CudaDevice final : public DeviceApi {
   mutable std::once_flag once_;
   mutable int count_ = 0;
   mutable std::mutex mu_;
-  std::map<int, std::unique_ptr<BlockCache>> caches_;
+  std::map<int, std::unique_ptr<BlockCache>> caches_, pools_;
+  std::mutex pool_mu_;
+  std::set<void*> pooled_;  // blocks handed out by a pool, returned to it when freed
+  std::atomic<int> recording_index_{-1};
+  std::uint64_t generation_ = 0;
 };
 }  // namespace
 

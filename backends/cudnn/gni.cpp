@@ -19,6 +19,7 @@ class ShuffleMembers {
  public:
   ShuffleMembers(const prim::GhostNoiseDesc& n, std::int64_t B, int device) : device_(device) {
     if (n.sampling != prim::Sampling::shuffle) return;
+    forbid_while_recording(n.layer, "shuffle sampling (its groups come from the host each step)");
     const auto host = prim::shuffle_members(n, B);
     bytes_ = host.size() * sizeof(std::uint32_t);
     p_ = static_cast<std::uint32_t*>(device_allocate(bytes_, device));

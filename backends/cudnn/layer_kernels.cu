@@ -1,6 +1,8 @@
 // Our CUDA kernels for the layers cuDNN and cuBLAS do not cover as one call: pooling, softmax
 // cross-entropy, the SGD update, the linear layer's bias and the input augmentation (maths in
 // primitives/pool.hpp, xent.hpp, sgd.hpp, linear.hpp, augment.hpp).
+#include <math_constants.h>
+
 #include <algorithm>
 #include <cfloat>
 
@@ -75,7 +77,12 @@ __global__ void xent_kernel(const float* __restrict__ z, const float* __restrict
   const float lf = labels[row];
   const auto label = static_cast<std::int64_t>(lf);
   if (!(lf >= 0.f && lf < static_cast<float>(K)) || static_cast<float>(label) != lf) {
-    if (lane == 0) atomicExch(bad, static_cast<int>(row) + 1);
+    // Flagged for the host; a NaN loss (and no gradient) where nobody reads the flag (graphs).
+    for (std::int64_t k = lane; k < K; k += 32) dz[row * K + k] = 0.f;
+    if (lane == 0) {
+      atomicExch(bad, static_cast<int>(row) + 1);
+      row_loss[row] = CUDART_NAN_F;
+    }
     return;
   }
   float mx = -FLT_MAX;
@@ -202,6 +209,7 @@ std::int64_t cross_entropy(const float* z, const float* labels, float* dz, float
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
   mean_kernel<<<1, 256>>>(row_loss, B, loss);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+  if (recording()) return -1;
   int flag = 0;
   GHOSTNN_CUDA_CHECK(op, cudaMemcpy(&flag, bad, sizeof(int), cudaMemcpyDeviceToHost));
   return flag - 1;  // -1: every label valid, else the first bad row found

@@ -14,6 +14,8 @@ void pool_backward(const float* dy, const float* argmax, float* dx, std::int64_t
                    std::int64_t H, std::int64_t W, std::int64_t Ho, std::int64_t Wo, std::int64_t K,
                    std::int64_t s, bool is_max, std::string_view op);
 // Returns -1 when every label is valid, else the index of a row whose label is out of range.
+// While a graph is recorded the check is not read back (it would need the host) and -1 is
+// returned: a recorded step with a bad label gets a NaN loss instead of an Error naming the row.
 std::int64_t cross_entropy(const float* z, const float* labels, float* dz, float* loss,
                            float* row_loss, int* bad, std::int64_t B, std::int64_t K, float eps,
                            std::string_view op);

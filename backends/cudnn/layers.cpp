@@ -89,6 +89,7 @@ ConvPlan& plan_for(const prim::ConvDesc& d, const Shape& xs, const Shape& ws, in
   std::lock_guard lock(mu);
   auto& slot = plans[Key{dev, xs, ws, d.stride, d.pad, d.tf32}];
   if (slot) return *slot;
+  forbid_while_recording(d.layer, "choosing a convolution algorithm for a new shape");
   auto p = std::make_unique<ConvPlan>();
   const auto ys = prim::conv_output_shape(d, xs, ws);
   const auto& op = d.layer;
@@ -158,7 +159,11 @@ cublasHandle_t cublas_handle(int dev) {
   thread_local std::map<int, cublasHandle_t> handles;
   use_device(dev, "cublas");
   auto& h = handles[dev];
-  if (!h && cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) fail("cuda:{}: cublasCreate failed", dev);
+  if (!h) {
+    if (cublasCreate(&h) != CUBLAS_STATUS_SUCCESS) fail("cuda:{}: cublasCreate failed", dev);
+    if (cublasSetStream(h, cudaStreamPerThread) != CUBLAS_STATUS_SUCCESS)
+      fail("cuda:{}: cublasSetStream failed", dev);
+  }
   return h;
 }
 

@@ -12,6 +12,9 @@ namespace ghostnn::cudnn {
 
 namespace {
 
+// The noise step offset of the graph replay now running (read by recorded kernels only).
+__device__ std::uint64_t g_noise_step_offset = 0;
+
 constexpr int kThreads = 256;
 
 // Which threads own a plane of S floats: `lanes` consecutive threads (a power of two, at most a
@@ -170,9 +173,10 @@ __device__ void channel_stats(const NormFwdArgs& a, float* __restrict__ m1, floa
       g1 += m1[i * C + c];
       g2 += m2[i * C + c];
     }
+    const std::uint64_t step = a.step + (a.step_offset_on_device ? g_noise_step_offset : 0);
     for (std::int64_t k = 0; !a.members && k < N; k += 4) {  // replacement: Philox draws
       const auto r =
-          prim::ghost_index_block(a.seed, a.layer_id, a.step, static_cast<std::uint32_t>(b),
+          prim::ghost_index_block(a.seed, a.layer_id, step, static_cast<std::uint32_t>(b),
                                   static_cast<std::uint32_t>(k / 4), static_cast<std::uint32_t>(B));
       for (int j = 0; j < 4 && k + j < N; ++j) {
         g1 += m1[static_cast<std::int64_t>(r.v[j]) * C + c];
@@ -546,7 +550,9 @@ float* scratch_floats(std::size_t count, int index) {
   if (static_cast<int>(bufs.size()) <= index) bufs.resize(static_cast<std::size_t>(index) + 1);
   auto& b = bufs[static_cast<std::size_t>(index)];
   if (b.n < count) {
-    // All work runs on the default stream, so a block handed out again is used in order.
+    // A recorded graph keeps using the old buffer, which the cache could hand to other tensors.
+    forbid_while_recording("scratch buffer", "growing the scratch buffer");
+    // All work runs on one stream, so a block handed out again is used in order.
     if (b.p) device_release(b.p, b.n * sizeof(float), index);
     b.n = std::max(count, b.n * 2);
     b.p = static_cast<float*>(device_allocate(b.n * sizeof(float), index));
@@ -554,7 +560,14 @@ float* scratch_floats(std::size_t count, int index) {
   return b.p;
 }
 
-void norm_forward(const NormFwdArgs& a, std::string_view op) {
+void set_recorded_noise_step_offset(std::uint64_t offset, std::string_view op) {
+  GHOSTNN_CUDA_CHECK(op, cudaMemcpyToSymbolAsync(g_noise_step_offset, &offset, sizeof offset, 0,
+                                                 cudaMemcpyHostToDevice, cudaStreamPerThread));
+}
+
+void norm_forward(const NormFwdArgs& a_in, std::string_view op) {
+  NormFwdArgs a = a_in;
+  a.step_offset_on_device = a.noise && recording();
   const std::int64_t BC = a.B * a.C;
   float* s = scratch_floats(static_cast<std::size_t>(2 * BC), current_device(op));
   float* m1 = s;

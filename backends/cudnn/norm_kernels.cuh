@@ -77,6 +77,9 @@ struct NormFwdArgs {
   float noise_eps = 1e-3f;
   std::uint32_t seed = 0, layer_id = 0;
   std::uint64_t step = 0;
+  // Set by norm_forward while a graph is recorded: the kernel adds the replay's noise step offset
+  // (set_recorded_noise_step_offset) to `step`, so each replay draws a new step's noise.
+  bool step_offset_on_device = false;
 };
 
 struct NormBwdArgs {
@@ -132,6 +135,8 @@ void channel_affine_grads(const float* dy, const float* x, float* dgamma, float*
 
 // A grow-only scratch buffer on device `index` (no cudaMalloc in steady state).
 float* scratch_floats(std::size_t count, int index);
+// The noise step offset recorded kernels read (DeviceApi::replay_graph), stream-ordered.
+void set_recorded_noise_step_offset(std::uint64_t offset, std::string_view op);
 
 }  // namespace ghostnn::cudnn
 
