@@ -51,6 +51,8 @@ GraphedStep::Out GraphedStep::run(const Tensor& x, const Tensor& labels, std::ui
   if (x.device() != device_ || labels.device() != device_)
     fail("graphed step: x is on {} and labels on {}, the step runs on {}", x.device().str(),
          labels.device().str(), device_.str());
+  if (!model_.training())
+    fail("graphed step: the model is in evaluation mode (call train() before training steps)");
   replayed_ = false;
   const bool same_shape =
       x_.defined() && x.shape() == x_.shape() && labels.shape() == labels_.shape();

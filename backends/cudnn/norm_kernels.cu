@@ -239,7 +239,7 @@ __global__ void scale_elements_kernel(const float* __restrict__ x, float* __rest
   }
 }
 
-// Per plane: A = sum dy, D = sum dy (x - mean_c), for the calling lanes' plane.
+// Per plane: A = sum dy, D = sum dy (x - mean_c), for the calling lanes' plane (mean null: 0).
 __global__ void plane_dots_kernel(const float* __restrict__ dy, const float* __restrict__ x,
                                   const float* __restrict__ mean, std::int64_t BC, std::int64_t C,
                                   std::int64_t S, NormGroups groups, PlaneLanes pl,
@@ -247,7 +247,7 @@ __global__ void plane_dots_kernel(const float* __restrict__ dy, const float* __r
   const std::int64_t plane = pl.plane();
   const int lane = pl.lane();
   const bool own = plane < BC;
-  const float mu = own ? mean[groups.of(plane / C) * C + plane % C] : 0.f;
+  const float mu = own && mean ? mean[groups.of(plane / C) * C + plane % C] : 0.f;
   const float* xp = x + (own ? plane : 0) * S;
   const float* gp = dy + (own ? plane : 0) * S;
   float sa = 0.f, sd = 0.f;
@@ -392,16 +392,16 @@ __global__ void ln_bwd_kernel(const float* __restrict__ dy, const float* __restr
     dx[b * n + i] = static_cast<float>(inv * (gb[i] - sg / nn - (xb[i] - mu) * inv * sgy / nn));
 }
 
-__global__ void affine_grads_kernel(const float* __restrict__ dy, const float* __restrict__ x,
-                                    float* __restrict__ dgamma, float* __restrict__ dbeta,
-                                    std::int64_t B, std::int64_t C, std::int64_t S) {
+// One block per channel: dgamma_c = sum_b D[b, c], dbeta_c = sum_b A[b, c] (per-plane sums).
+__global__ void channel_totals_kernel(const float* __restrict__ A, const float* __restrict__ D,
+                                      float* __restrict__ dgamma, float* __restrict__ dbeta,
+                                      std::int64_t B, std::int64_t C) {
   __shared__ double shared[32];
   const std::int64_t c = blockIdx.x;
   double dg = 0, db = 0;
-  for (std::int64_t i = threadIdx.x; i < B * S; i += blockDim.x) {
-    const std::int64_t k = ((i / S) * C + c) * S + i % S;
-    dg += static_cast<double>(dy[k]) * x[k];
-    db += dy[k];
+  for (std::int64_t b = threadIdx.x; b < B; b += blockDim.x) {
+    dg += D[b * C + c];
+    db += A[b * C + c];
   }
   dg = block_sum(dg, shared);
   db = block_sum(db, shared);
@@ -671,9 +671,16 @@ void layer_norm_backward(const float* dy, const float* x, const float* mean, con
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
+// Per-plane sums over all B*C planes (many blocks), then per-channel totals over the samples.
 void channel_affine_grads(const float* dy, const float* x, float* dgamma, float* dbeta,
                           std::int64_t B, std::int64_t C, std::int64_t S, std::string_view op) {
-  affine_grads_kernel<<<static_cast<unsigned>(C), kThreads>>>(dy, x, dgamma, dbeta, B, C, S);
+  const std::int64_t BC = B * C;
+  float* s = scratch_floats(static_cast<std::size_t>(2 * BC), current_device(op));
+  const PlaneLanes pl = plane_lanes(S);
+  plane_dots_kernel<<<plane_blocks(BC, pl), kThreads>>>(dy, x, nullptr, BC, C, S, NormGroups{}, pl,
+                                                        s, s + BC);
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+  channel_totals_kernel<<<static_cast<unsigned>(C), kThreads>>>(s, s + BC, dgamma, dbeta, B, C);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
