@@ -63,8 +63,8 @@ Tensor& Module::add_buffer(std::string name, Tensor value) {
   return buffers_.back().second;
 }
 
-void Module::set_conv_tf32(bool on) {
-  for (auto& [n, c] : children_) c->set_conv_tf32(on);
+void Module::set_conv_math(prim::ConvMath m) {
+  for (auto& [n, c] : children_) c->set_conv_math(m);
 }
 
 void Module::set_noise_step(std::uint64_t step) {

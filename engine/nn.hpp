@@ -53,8 +53,9 @@ class Module {
   void zero_grad();
   // Sets the ghost-noise step of every GNI layer (a resumed run continues the noise stream).
   virtual void set_noise_step(std::uint64_t step);
-  // Lets every convolution use TF32 math on the GPU (prim::ConvDesc::tf32); off by default.
-  virtual void set_conv_tf32(bool on);
+  // The GPU arithmetic of every convolution (prim::ConvDesc::math): fp32 (the default), tf32 or
+  // bf16 mixed precision.
+  virtual void set_conv_math(prim::ConvMath m);
 
  protected:
   Parameter& add_parameter(std::string name, Tensor value, bool weight_decay = true);
@@ -107,7 +108,7 @@ class Conv2d final : public Module {
   // false: backward computes only the weight gradient and returns an empty tensor (a model's
   // first layer, whose input is data: PyTorch skips that gradient too).
   void set_input_grad(bool on) { input_grad_ = on; }
-  void set_conv_tf32(bool on) override { desc_.tf32 = on; }
+  void set_conv_math(prim::ConvMath m) override { desc_.math = m; }
 
  private:
   prim::ConvDesc desc_;

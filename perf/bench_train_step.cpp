@@ -7,7 +7,8 @@
 //
 //   bench_train_step [--batch=256] [--models=resnet20,resnet18] [--norms=bn,gbn:16,gni:16]
 //                    [--devices=cpu,cuda] [--threads=N] [--steps=N] [--warmup=N]
-//                    [--tf32] [--graph] [--profile=N] [Google Benchmark flags]
+//                    [--conv-math=fp32|tf32|bf16] [--tf32] [--graph] [--profile=N]
+//                    [Google Benchmark flags]
 // --profile=N replaces the benchmarks by a per-op breakdown of N steps per configuration (the
 // dispatcher's profiling: device synchronized around every op), next to N unsynchronized steps.
 // --graph replays the GPU step's forward, loss and backward from a CUDA graph (engine/graph.hpp;
@@ -41,8 +42,8 @@ struct Options {
   std::int64_t steps = 0;  // timed steps per repetition; 0: Google Benchmark decides
   std::int64_t warmup = 1;
   std::int64_t profile = 0;  // > 0: per-op breakdown of this many steps instead of benchmarks
-  bool tf32 = false;         // convolutions in TF32 on the GPU (names end in /tf32)
-  bool graph = false;        // GPU steps replayed from a CUDA graph (names end in /graph)
+  prim::ConvMath math = prim::ConvMath::fp32;  // GPU convolutions (names end in /tf32, /bf16)
+  bool graph = false;  // GPU steps replayed from a CUDA graph (names end in /graph)
 };
 
 const char* kHelp =
@@ -54,7 +55,9 @@ const char* kHelp =
     "  --threads=N         CPU threads (default: OMP_NUM_THREADS or all cores)\n"
     "  --steps=N           timed steps per repetition (default: Google Benchmark decides)\n"
     "  --warmup=N          untimed steps first (default 1: algorithm choice, allocator caches)\n"
-    "  --tf32              GPU convolutions on TF32 tensor cores (PyTorch's default for convs)\n"
+    "  --conv-math=M       GPU convolutions: fp32 (default), tf32 (TF32 tensor cores, PyTorch's\n"
+    "                      default for convs) or bf16 (mixed precision at the conv boundary)\n"
+    "  --tf32              the same as --conv-math=tf32\n"
     "  --graph             GPU: replay forward, loss and backward from a CUDA graph (cuda only)\n"
     "  --profile=N         instead of the benchmarks: where N steps go, op by op (each op timed\n"
     "                      with the device synchronized around it), per model x norm x device\n"
@@ -100,7 +103,9 @@ Options parse(int argc, char** argv) {
     else if (key == "--warmup")
       o.warmup = parse_int(key, val);
     else if (key == "--tf32" && (val.empty() || val == "1" || val == "0"))
-      o.tf32 = val != "0";
+      o.math = val != "0" ? prim::ConvMath::tf32 : prim::ConvMath::fp32;
+    else if (key == "--conv-math")
+      o.math = prim::parse_conv_math(val, "--conv-math");
     else if (key == "--graph" && (val.empty() || val == "1" || val == "0"))
       o.graph = val != "0";
     else if (key == "--profile")
@@ -132,9 +137,9 @@ Tensor synthetic(const Shape& s, Device dev, std::uint32_t seed, float lo, float
 
 // One configuration's model, optimizer and synthetic batch on the device.
 std::shared_ptr<nn::Sequential> model_on(const std::string& name, const std::string& norm,
-                                         Device dev, bool tf32) {
+                                         Device dev, prim::ConvMath math) {
   auto m = nn::make_model(name, norm, 10, 0);
-  m->set_conv_tf32(tf32);
+  m->set_conv_math(math);
   m->to(dev);
   m->train();
   return m;
@@ -149,8 +154,8 @@ struct Stepper {
   std::uint64_t steps = 0;
 
   Stepper(const std::string& model_name, const std::string& norm, Device d, std::int64_t batch,
-          bool tf32, bool graph = false)
-      : model(model_on(model_name, norm, d, tf32)),
+          prim::ConvMath math, bool graph = false)
+      : model(model_on(model_name, norm, d, math)),
         opt(*model, {0.1f, 0.9f, 2e-4f, true}),
         x(synthetic({batch, 3, 32, 32}, d, 1, -2.f, 2.f, false)),
         y(synthetic({batch}, d, 2, 0.f, 10.f, true)),
@@ -182,8 +187,9 @@ double median(std::vector<double> v) {
 }
 
 void train_step(benchmark::State& state, const std::string& model_name, const std::string& norm,
-                Device dev, std::int64_t batch, std::int64_t warmup, bool tf32, bool graph) {
-  Stepper s(model_name, norm, dev, batch, tf32, graph);
+                Device dev, std::int64_t batch, std::int64_t warmup, prim::ConvMath math,
+                bool graph) {
+  Stepper s(model_name, norm, dev, batch, math, graph);
   // a graphed step runs eagerly once, then records: both before the timed steps
   for (std::int64_t i = 0; i < std::max<std::int64_t>(warmup, graph ? 2 : 0); ++i) s.step();
   reset_peak_memory(dev);
@@ -204,8 +210,9 @@ void train_step(benchmark::State& state, const std::string& model_name, const st
 
 // Where `steps` steps go, op by op, printed as a table (ms per step, largest first).
 void profile_steps(const std::string& model_name, const std::string& norm, Device dev,
-                   std::int64_t batch, std::int64_t warmup, std::int64_t steps, bool tf32) {
-  Stepper s(model_name, norm, dev, batch, tf32);
+                   std::int64_t batch, std::int64_t warmup, std::int64_t steps,
+                   prim::ConvMath math) {
+  Stepper s(model_name, norm, dev, batch, math);
   for (std::int64_t i = 0; i < std::max<std::int64_t>(warmup, 1); ++i) s.step();
   const auto t0 = std::chrono::steady_clock::now();
   for (std::int64_t i = 0; i < steps; ++i) s.step();
@@ -227,8 +234,9 @@ void profile_steps(const std::string& model_name, const std::string& norm, Devic
   fmt::print(
       "\n{} {} on {}{}, batch {}: {:.3f} ms/step ({:.0f} img/s); op by op, synchronized: "
       "{:.3f} ms/step, of which ops {:.3f} ms\n",
-      model_name, norm, dev.str(), tf32 ? " (tf32 convs)" : "", batch, free_ms,
-      1e3 * static_cast<double>(batch) / free_ms, synced_ms, total);
+      model_name, norm, dev.str(),
+      math == prim::ConvMath::fp32 ? "" : fmt::format(" ({} convs)", prim::conv_math_name(math)),
+      batch, free_ms, 1e3 * static_cast<double>(batch) / free_ms, synced_ms, total);
   fmt::print("{:>9} {:>6} {:>7} {:>6}  {:<16} {}\n", "ms/step", "%", "calls", "us/call", "op",
              "input 0");
   double shown = 0;
@@ -268,7 +276,7 @@ int main(int argc, char** argv) {
           for (const auto& d : o.devices) {
             const Device dev = Device::parse(d);
             if (dev.type == DeviceType::cuda && !cuda_available()) continue;
-            profile_steps(m, n, dev, o.batch, o.warmup, o.profile, o.tf32);
+            profile_steps(m, n, dev, o.batch, o.warmup, o.profile, o.math);
           }
       return 0;
     }
@@ -278,11 +286,14 @@ int main(int argc, char** argv) {
           const Device dev = Device::parse(d);
           if (dev.type == DeviceType::cuda && !cuda_available()) continue;
           auto* b = benchmark::RegisterBenchmark(
-              fmt::format("TrainStep/{}/{}/{}{}{}", m, n, dev.str(), o.tf32 ? "/tf32" : "",
+              fmt::format("TrainStep/{}/{}/{}{}{}", m, n, dev.str(),
+                          o.math == prim::ConvMath::fp32
+                              ? std::string()
+                              : fmt::format("/{}", prim::conv_math_name(o.math)),
                           o.graph ? "/graph" : "")
                   .c_str(),
               [=](benchmark::State& s) {
-                train_step(s, m, n, dev, o.batch, o.warmup, o.tf32, o.graph);
+                train_step(s, m, n, dev, o.batch, o.warmup, o.math, o.graph);
               });
           b->Unit(benchmark::kMillisecond)->UseManualTime();
           if (o.steps > 0) b->Iterations(o.steps);

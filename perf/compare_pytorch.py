@@ -43,9 +43,11 @@ def parse_args():
                    help="timed steps per engine and norm (default 7 on the CPU, 50 on the GPU)")
     p.add_argument("--warmup", type=int, default=None,
                    help="untimed steps first (default 2 on the CPU, 10 on the GPU)")
-    p.add_argument("--conv-math", choices=["fp32", "tf32"], default="fp32",
-                   help="GPU convolutions in both engines: plain fp32, or TF32 tensor cores "
-                        "(PyTorch's own default, torch.backends.cudnn.allow_tf32; ghostnn --tf32)")
+    p.add_argument("--conv-math", choices=["fp32", "tf32", "bf16"], default="fp32",
+                   help="GPU convolutions in both engines: plain fp32, TF32 tensor cores "
+                        "(PyTorch's own default, torch.backends.cudnn.allow_tf32; ghostnn --tf32), "
+                        "or bf16 mixed precision (PyTorch: torch.autocast to bfloat16 around the "
+                        "forward and loss; ghostnn --conv-math=bf16: bf16 at each convolution)")
     p.add_argument("--json", metavar="FILE", help="also write the results to FILE as a JSON list")
     p.add_argument("--ghostnn-bench", type=Path, default=ROOT / "build" / "perf" / "bench_train_step",
                    help="the ghostnn training-step benchmark binary")
@@ -63,6 +65,8 @@ def parse_args():
             continue
         p.error(f"--norms: '{n}' is not one of bn, gbn:N, gni:N (N a positive integer)")
     gpu = a.device == "cuda"
+    if a.conv_math == "bf16" and not gpu:
+        p.error("--conv-math bf16 compares GPU mixed precision; use it with --device cuda")
     a.steps = a.steps if a.steps is not None else (50 if gpu else 7)
     a.warmup = a.warmup if a.warmup is not None else (10 if gpu else 2)
     if a.steps < 1 or a.warmup < 0:
@@ -224,7 +228,9 @@ def pytorch_step(args, spec):
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss_fn(model(x), y).backward()
+        with torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.conv_math == "bf16"):
+            loss = loss_fn(model(x), y)
+        loss.backward()
         opt.step()
         sync()
 
@@ -250,8 +256,8 @@ def ghostnn_step(args, spec):
     cmd = [str(exe), "--models=resnet20", f"--norms={spec}", f"--devices={args.device}",
            f"--threads={args.threads}", f"--batch={args.batch}", f"--steps={args.steps}",
            f"--warmup={args.warmup}", "--benchmark_format=json"]
-    if args.conv_math == "tf32":
-        cmd.append("--tf32")
+    if args.conv_math != "fp32":
+        cmd.append(f"--conv-math={args.conv_math}")
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(f"compare_pytorch: {' '.join(cmd)} failed:\n{r.stderr}")

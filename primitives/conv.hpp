@@ -25,14 +25,23 @@ inline constexpr std::string_view conv_bwd_weights = "conv_bwd_weights";
 inline constexpr std::string_view conv_bwd = "conv_bwd";
 }  // namespace op
 
+enum class ConvMath : std::uint8_t { fp32, tf32, bf16 };
+std::string_view conv_math_name(ConvMath m);
+// "fp32", "tf32" or "bf16"; anything else is an Error naming `what` and the text.
+ConvMath parse_conv_math(std::string_view text, std::string_view what);
+
 struct ConvDesc : OpDesc {
   std::int64_t stride = 1;
   std::int64_t pad = 0;
   bool bias = false;
-  // GPU: let cuDNN use TF32 tensor cores (10-bit mantissa products, fp32 sums), which is
-  // PyTorch's default for convolutions (torch.backends.cudnn.allow_tf32). Off: plain fp32 FMA,
-  // matching the CPU to rounding. The CPU backend computes fp32 either way.
-  bool tf32 = false;
+  // The GPU's arithmetic (the CPU backend computes fp32 either way):
+  //   fp32: plain fp32 FMA, matching the CPU to rounding (the default);
+  //   tf32: TF32 tensor cores (10-bit mantissa products, fp32 sums), PyTorch's default for
+  //         convolutions (torch.backends.cudnn.allow_tf32);
+  //   bf16: mixed precision: x, w and dy are rounded to bf16 (8-bit mantissa) for the tensor
+  //         cores, sums are fp32, results are rounded to bf16 and returned as f32 (PyTorch's
+  //         autocast at the convolution's boundary). Tensors stay f32 everywhere else.
+  ConvMath math = ConvMath::fp32;
   std::string layer = "Conv2d";
 };
 

@@ -3,6 +3,24 @@
 
 namespace ghostnn::prim {
 
+std::string_view conv_math_name(ConvMath m) {
+  switch (m) {
+    case ConvMath::fp32:
+      return "fp32";
+    case ConvMath::tf32:
+      return "tf32";
+    case ConvMath::bf16:
+      return "bf16";
+  }
+  return "?";
+}
+
+ConvMath parse_conv_math(std::string_view text, std::string_view what) {
+  for (auto m : {ConvMath::fp32, ConvMath::tf32, ConvMath::bf16})
+    if (text == conv_math_name(m)) return m;
+  fail("{}: '{}' is not a convolution math (fp32, tf32 or bf16)", what, text);
+}
+
 Shape conv_output_shape(const ConvDesc& d, const Shape& x, const Shape& w) {
   if (x.size() != 4) fail("{}: x must be [B, C, H, W], got {}", d.layer, shape_str(x));
   if (w.size() != 4) fail("{}: weight must be [O, C, K, K], got {}", d.layer, shape_str(w));

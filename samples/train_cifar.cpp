@@ -39,6 +39,7 @@ struct Options {
   std::string checkpoint_dir = "checkpoints", resume, log_json;
   bool eval_only = false;
   bool tf32 = false;
+  std::string conv_math = "fp32";
   bool cuda_graph = false;
 };
 
@@ -128,6 +129,10 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
   const Device device = pick_device(o.device);
   if (o.cuda_graph && device.type != DeviceType::cuda)
     fail("--cuda-graph: records GPU work, but the device is {}", device.str());
+  if (o.tf32 && o.conv_math != "fp32" && o.conv_math != "tf32")
+    fail("--tf32 and --conv-math {}: give one of them", o.conv_math);
+  const prim::ConvMath conv_math =
+      o.tf32 ? prim::ConvMath::tf32 : prim::parse_conv_math(o.conv_math, "--conv-math");
 
   const auto t_load = Clock::now();
   const std::string where = data::find(o.data, o.dataset);
@@ -140,7 +145,7 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
   auto model =
       nn::make_model(o.model, o.norm, static_cast<std::int64_t>(split.test.classes.size()), o.seed);
   model->to(device);
-  model->set_conv_tf32(o.tf32);
+  model->set_conv_math(conv_math);
   optim::Sgd opt(*model, {o.lr, 0.9f, o.wd, true});
   std::unique_ptr<GraphedStep> graphed;
   if (o.cuda_graph) graphed = std::make_unique<GraphedStep>(*model, device, o.label_smoothing);
@@ -358,7 +363,11 @@ int main(int argc, char** argv) {
                  "append one JSON object per epoch to FILE (and plot FILE.svg)");
   app.add_flag("--tf32", o.tf32,
                "GPU: convolutions on TF32 tensor cores (PyTorch's default for convolutions; "
-               "faster, ~1e-3 relative error); the CPU computes fp32 either way");
+               "faster, ~1e-3 relative error); the same as --conv-math tf32");
+  app.add_option("--conv-math", o.conv_math,
+                 "GPU convolutions: fp32, tf32, or bf16 (mixed precision: inputs rounded to bf16, "
+                 "fp32 sums); the CPU computes fp32 either way")
+      ->capture_default_str();
   app.add_flag("--cuda-graph", o.cuda_graph,
                "GPU: replay each step's forward, loss and backward from a CUDA graph recorded at "
                "the second step (same results; fewer launches). Not with gni:N:shuffle");

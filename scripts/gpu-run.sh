@@ -5,7 +5,7 @@
 # eager against replayed from a CUDA graph, a ResNet-20 gni:16 training of $EPOCHS epochs (when
 # EPOCHS is set; TRAIN_ARGS adds flags, e.g. --tf32 or --cuda-graph), the
 # per-op profile of a ResNet-20 step, the CUDA training-step benchmark, the PyTorch comparison
-# (fp32 and TF32 convolutions), the norm and layer suites. The device tool returns at most 8
+# (fp32, TF32 and bf16 convolutions), the norm and layer suites. The device tool returns at most 8
 # files, so the text of every step goes to one log ($OUT/log.txt) and the JSON to a few files.
 # STEPS=tests,devices,graph,train,profile,step,pytorch,norms,layers picks steps (default: all).
 set -uo pipefail
@@ -70,20 +70,21 @@ if want profile; then
   done
 fi
 if want step; then
-  for tf in 0 1; do
-    say "bench_train_step --tf32=$tf"
-    timeout 180 "$R"/bin/bench_train_step --devices=cuda --steps=30 --warmup=5 --tf32=$tf \
-      --benchmark_out="$OUT/step_cuda_tf32_$tf.json" --benchmark_out_format=json 2>&1 |
-      tee -a "$LOG"
-    summary+=("bench_train_step tf32=$tf rc=$?")
+  for math in fp32 tf32 bf16; do
+    say "bench_train_step --conv-math=$math"
+    timeout 180 "$R"/bin/bench_train_step --devices=cuda --steps=30 --warmup=5 --conv-math=$math \
+      --benchmark_out="/tmp/step_cuda_$math.json" --benchmark_out_format=json 2>&1 | tee -a "$LOG"
+    summary+=("bench_train_step conv-math=$math rc=$?")
   done
+  python3 -c 'import json,sys; print(json.dumps([b for f in sys.argv[1:] for b in json.load(open(f))["benchmarks"]]))' \
+    /tmp/step_cuda_*.json > "$OUT/step_cuda.json"
   say "bench_train_step GHOSTNN_CONV_ALGO=heuristic (baseline: cuDNN's heuristics, not timing)"
   GHOSTNN_CONV_ALGO=heuristic timeout 120 "$R"/bin/bench_train_step --devices=cuda \
     --models=resnet20,resnet18 --norms=bn,gni:16 --steps=30 --warmup=5 2>&1 | tee -a "$LOG"
   summary+=("bench_train_step heuristic rc=$?")
 fi
 if want pytorch; then
-  for math in fp32 tf32; do
+  for math in fp32 tf32 bf16; do
     say "compare_pytorch --conv-math $math"
     PYTHONUNBUFFERED=1 timeout 240 python3 "$R"/bin/compare_pytorch.py --device cuda \
       --conv-math $math --ghostnn-bench "$R"/bin/bench_train_step \

@@ -526,22 +526,32 @@ SideBySide train_side_by_side(const std::string& norm, std::int64_t batch, int s
 }
 
 // Norms whose GPU kernels came after the first GPU run: GBN, shuffled GNI, layer norm + GNI, XBN.
-// TF32 convolutions (ConvDesc::tf32): the reference's result at TF32 precision (10-bit mantissa
-// products: ~1e-3 relative on these sums of 144 products), forward and both gradients.
-TEST(Gpu, Tf32ConvolutionsMatchReferenceAtTf32Precision) {
-  GHOSTNN_REQUIRE_GPU();
+// Reduced-precision convolutions (ConvDesc::math) against the reference, forward and both
+// gradients, at the precision of their products: TF32 (10-bit mantissa: ~1e-3 relative on these
+// sums of 144 to 2048 products) and bf16 (8-bit mantissa, results rounded to bf16 too: ~1e-2).
+void expect_conv_matches_reference_at(prim::ConvMath math, testkit::Tolerance tol) {
   prim::ConvDesc d;
   d.pad = 1;
-  d.tf32 = true;
+  d.math = math;
+  d.bias = true;
   const Shape xs{8, 16, 16, 16}, ws{32, 16, 3, 3};
-  const testkit::Tolerance tf32{1e-2, 1e-2};
-  std::vector<Tensor> in{normal_tensor(xs, 1), normal_tensor(ws, 2)};
+  std::vector<Tensor> in{normal_tensor(xs, 1), normal_tensor(ws, 2), normal_tensor({32}, 3)};
   testkit::expect_matches_reference(prim::op::conv_fwd, prim::ref::conv_fwd, d, Device::cuda(), in,
-                                    {Tensor::zeros({8, 32, 16, 16})}, tf32);
+                                    {Tensor::zeros({8, 32, 16, 16})}, tol);
   Tensor dy = normal_tensor({8, 32, 16, 16}, 4);
-  testkit::expect_matches_reference(prim::op::conv_bwd, prim::ref::conv_bwd, d, Device::cuda(),
-                                    {dy, in[0], in[1]}, {Tensor::zeros(xs), Tensor::zeros(ws)},
-                                    tf32);
+  testkit::expect_matches_reference(
+      prim::op::conv_bwd, prim::ref::conv_bwd, d, Device::cuda(), {dy, in[0], in[1]},
+      {Tensor::zeros(xs), Tensor::zeros(ws), Tensor::zeros({32})}, tol);
+}
+
+TEST(Gpu, Tf32ConvolutionsMatchReferenceAtTf32Precision) {
+  GHOSTNN_REQUIRE_GPU();
+  expect_conv_matches_reference_at(prim::ConvMath::tf32, {1e-2, 1e-2});
+}
+
+TEST(Gpu, Bf16ConvolutionsMatchReferenceAtBf16Precision) {
+  GHOSTNN_REQUIRE_GPU();
+  expect_conv_matches_reference_at(prim::ConvMath::bf16, {1.0, 2e-2});
 }
 
 TEST(Gpu, MoreNormSpecsStepLikeOnTheCpu) {

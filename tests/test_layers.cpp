@@ -97,6 +97,28 @@ TEST(Conv, BadShapesAreClearErrors) {
   EXPECT_THROW(prim::conv_output_shape(d, {2, 3, 8}, {4, 3, 3, 3}), Error);
 }
 
+// The CPU computes fp32 whatever the GPU math asked for: the same result with each setting.
+TEST(Conv, MathNamesParseAndTheCpuComputesFp32Regardless) {
+  for (auto m : {prim::ConvMath::fp32, prim::ConvMath::tf32, prim::ConvMath::bf16})
+    EXPECT_EQ(prim::parse_conv_math(prim::conv_math_name(m), "--conv-math"), m);
+  try {
+    prim::parse_conv_math("fp16", "--conv-math");
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("--conv-math: 'fp16' is not a convolution math"));
+  }
+  prim::ConvDesc d;
+  d.pad = 1;
+  const Tensor x = testkit::random_tensor({2, 3, 6, 6}, 1),
+               w = testkit::random_tensor({4, 3, 3, 3}, 2);
+  const auto fp32 = testkit::run_dispatched(prim::op::conv_fwd, d, Device::cpu(), {x, w},
+                                            {Tensor::zeros({2, 4, 6, 6})})[0];
+  d.math = prim::ConvMath::bf16;
+  const auto bf16 = testkit::run_dispatched(prim::op::conv_fwd, d, Device::cpu(), {x, w},
+                                            {Tensor::zeros({2, 4, 6, 6})})[0];
+  EXPECT_EQ(bf16.to_vector(), fp32.to_vector());
+}
+
 TEST(Linear, CpuMatchesReferenceAndGradientsMatchFiniteDifferences) {
   prim::LinearDesc d;
   const std::int64_t B = 5, I = 7, O = 3;

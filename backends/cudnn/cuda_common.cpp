@@ -158,6 +158,7 @@ class CudaDevice final : public DeviceApi {
   void destroy_graph(void* graph, int index) noexcept override {
     auto* r = static_cast<Recorded*>(graph);
     cudaSetDevice(index);
+    cudaStreamSynchronize(cudaStreamPerThread);  // no replay of it still running
     cudaGraphExecDestroy(r->exec);
     delete r;
   }

@@ -1,6 +1,7 @@
 // Our CUDA kernels for the layers cuDNN and cuBLAS do not cover as one call: pooling, softmax
 // cross-entropy, the SGD update, the linear layer's bias and the input augmentation (maths in
 // primitives/pool.hpp, xent.hpp, sgd.hpp, linear.hpp, augment.hpp).
+#include <cuda_bf16.h>
 #include <math_constants.h>
 
 #include <algorithm>
@@ -158,6 +159,20 @@ __global__ void column_sums_kernel(const float* __restrict__ m, float* __restric
   out[c] = static_cast<float>(s);
 }
 
+__global__ void to_bf16_kernel(const float* __restrict__ x, __nv_bfloat16* __restrict__ y,
+                               std::int64_t n) {
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
+    y[i] = __float2bfloat16_rn(x[i]);
+}
+
+__global__ void from_bf16_kernel(const __nv_bfloat16* __restrict__ x, float* __restrict__ y,
+                                 std::int64_t n) {
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
+    y[i] = __bfloat162float(x[i]);
+}
+
 struct AugmentConsts {
   float scale[kAugmentChannels], shift[kAugmentChannels];
 };
@@ -250,6 +265,16 @@ void sgd_update(const float* const* g, float* const* p, float* const* buf, const
 
 void add_bias(float* y, const float* bias, std::int64_t B, std::int64_t O, std::string_view op) {
   add_bias_kernel<<<blocks_for(B * O), 256>>>(y, bias, B, O);
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+}
+
+void to_bf16(const float* x, void* y, std::int64_t n, std::string_view op) {
+  to_bf16_kernel<<<blocks_for(n), 256>>>(x, static_cast<__nv_bfloat16*>(y), n);
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+}
+
+void from_bf16(const void* x, float* y, std::int64_t n, std::string_view op) {
+  from_bf16_kernel<<<blocks_for(n), 256>>>(static_cast<const __nv_bfloat16*>(x), y, n);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 

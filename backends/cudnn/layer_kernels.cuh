@@ -32,6 +32,9 @@ inline constexpr int kAugmentChannels = 16;
 void augment(const std::uint8_t* x, const std::int32_t* params, float* y, std::int64_t B,
              std::int64_t C, std::int64_t H, std::int64_t W, const float* scale, const float* shift,
              std::string_view op);
+// f32 <-> bf16 (round to nearest even) over n values; bf16 buffers are 2 bytes per value.
+void to_bf16(const float* x, void* y, std::int64_t n, std::string_view op);
+void from_bf16(const void* x, float* y, std::int64_t n, std::string_view op);
 void column_sums(const float* m, float* out, std::int64_t rows, std::int64_t cols,
                  std::string_view op);
 

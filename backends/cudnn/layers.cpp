@@ -1,8 +1,9 @@
 // Convolution (cuDNN; algorithms chosen once per shape, by timing every algorithm cuDNN offers
 // (cudnnFind*, like PyTorch's cudnn.benchmark; cuDNN's heuristics where that fails) or, with
 // GHOSTNN_CONV_ALGO=heuristic, by cuDNN's heuristics; FMA math so fp32 results match the CPU, or
-// TF32 tensor cores when the op asks: ConvDesc::tf32), linear (cuBLAS SGEMM), pooling, softmax
-// cross-entropy and SGD (our kernels, layer_kernels.cu) on the GPU.
+// TF32 tensor cores, or bf16 copies of the operands with fp32 sums, when the op asks:
+// ConvDesc::math), linear (cuBLAS SGEMM), pooling, softmax cross-entropy, SGD and augmentation
+// (our kernels, layer_kernels.cu) on the GPU.
 #include <cublas_v2.h>
 
 #include <cstdlib>
@@ -29,7 +30,8 @@ namespace {
 constexpr std::size_t kMaxWorkspace = std::size_t{1} << 30;
 
 struct ConvPlan {
-  cudnnTensorDescriptor_t x = nullptr, y = nullptr, bias = nullptr;
+  // x, y, w in the plan's data type (bf16 for bf16 math); y32 is y in f32, for the bias.
+  cudnnTensorDescriptor_t x = nullptr, y = nullptr, y32 = nullptr, bias = nullptr;
   cudnnFilterDescriptor_t w = nullptr;
   cudnnConvolutionDescriptor_t conv = nullptr;
   cudnnConvolutionFwdAlgo_t fwd{};
@@ -39,6 +41,7 @@ struct ConvPlan {
   ~ConvPlan() {
     cudnnDestroyTensorDescriptor(x);
     cudnnDestroyTensorDescriptor(y);
+    cudnnDestroyTensorDescriptor(y32);
     cudnnDestroyTensorDescriptor(bias);
     cudnnDestroyFilterDescriptor(w);
     cudnnDestroyConvolutionDescriptor(conv);
@@ -83,11 +86,11 @@ Perf choose_algorithm(std::string_view op, Find find, Heuristic heuristic) {
 }
 
 ConvPlan& plan_for(const prim::ConvDesc& d, const Shape& xs, const Shape& ws, int dev) {
-  using Key = std::tuple<int, Shape, Shape, std::int64_t, std::int64_t, bool>;
+  using Key = std::tuple<int, Shape, Shape, std::int64_t, std::int64_t, prim::ConvMath>;
   static std::mutex mu;
   static std::map<Key, std::unique_ptr<ConvPlan>> plans;
   std::lock_guard lock(mu);
-  auto& slot = plans[Key{dev, xs, ws, d.stride, d.pad, d.tf32}];
+  auto& slot = plans[Key{dev, xs, ws, d.stride, d.pad, d.math}];
   if (slot) return *slot;
   forbid_while_recording(d.layer, "choosing a convolution algorithm for a new shape");
   auto p = std::make_unique<ConvPlan>();
@@ -96,23 +99,30 @@ ConvPlan& plan_for(const prim::ConvDesc& d, const Shape& xs, const Shape& ws, in
   auto i = [](std::int64_t v) { return static_cast<int>(v); };
   GHOSTNN_CUDNN_CHECK(op, cudnnCreateTensorDescriptor(&p->x));
   GHOSTNN_CUDNN_CHECK(op, cudnnCreateTensorDescriptor(&p->y));
+  GHOSTNN_CUDNN_CHECK(op, cudnnCreateTensorDescriptor(&p->y32));
   GHOSTNN_CUDNN_CHECK(op, cudnnCreateTensorDescriptor(&p->bias));
+  const auto dt = d.math == prim::ConvMath::bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
   GHOSTNN_CUDNN_CHECK(op, cudnnCreateFilterDescriptor(&p->w));
   GHOSTNN_CUDNN_CHECK(op, cudnnCreateConvolutionDescriptor(&p->conv));
-  GHOSTNN_CUDNN_CHECK(op, cudnnSetTensor4dDescriptor(p->x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
-                                                     i(xs[0]), i(xs[1]), i(xs[2]), i(xs[3])));
-  GHOSTNN_CUDNN_CHECK(op, cudnnSetTensor4dDescriptor(p->y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
+  GHOSTNN_CUDNN_CHECK(op, cudnnSetTensor4dDescriptor(p->x, CUDNN_TENSOR_NCHW, dt, i(xs[0]),
+                                                     i(xs[1]), i(xs[2]), i(xs[3])));
+  GHOSTNN_CUDNN_CHECK(op, cudnnSetTensor4dDescriptor(p->y, CUDNN_TENSOR_NCHW, dt, i(ys[0]),
+                                                     i(ys[1]), i(ys[2]), i(ys[3])));
+  GHOSTNN_CUDNN_CHECK(op, cudnnSetTensor4dDescriptor(p->y32, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
                                                      i(ys[0]), i(ys[1]), i(ys[2]), i(ys[3])));
   GHOSTNN_CUDNN_CHECK(op, cudnnSetTensor4dDescriptor(p->bias, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
                                                      1, i(ys[1]), 1, 1));
-  GHOSTNN_CUDNN_CHECK(op, cudnnSetFilter4dDescriptor(p->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW,
-                                                     i(ws[0]), i(ws[1]), i(ws[2]), i(ws[3])));
+  GHOSTNN_CUDNN_CHECK(op, cudnnSetFilter4dDescriptor(p->w, dt, CUDNN_TENSOR_NCHW, i(ws[0]),
+                                                     i(ws[1]), i(ws[2]), i(ws[3])));
   GHOSTNN_CUDNN_CHECK(
       op, cudnnSetConvolution2dDescriptor(p->conv, i(d.pad), i(d.pad), i(d.stride), i(d.stride), 1,
                                           1, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
-  // CUDNN_DEFAULT_MATH lets cuDNN use TF32 for fp32 data on Ampere and later.
-  GHOSTNN_CUDNN_CHECK(
-      op, cudnnSetConvolutionMathType(p->conv, d.tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
+  // CUDNN_DEFAULT_MATH lets cuDNN use TF32 for fp32 data on Ampere and later; bf16 data needs
+  // tensor-op math (with fp32 accumulation: the descriptor's compute type above).
+  const cudnnMathType_t math = d.math == prim::ConvMath::fp32   ? CUDNN_FMA_MATH
+                               : d.math == prim::ConvMath::tf32 ? CUDNN_DEFAULT_MATH
+                                                                : CUDNN_TENSOR_OP_MATH;
+  GHOSTNN_CUDNN_CHECK(op, cudnnSetConvolutionMathType(p->conv, math));
   cudnnHandle_t h = cudnn_handle(dev);
   const auto f = choose_algorithm<cudnnConvolutionFwdAlgoPerf_t>(
       op,
@@ -155,6 +165,36 @@ void* workspace(std::size_t bytes, int dev) {
   return bytes ? scratch_floats(bytes / 4 + 1, dev) : nullptr;
 }
 
+// What cuDNN reads and writes for one f32 tensor of a convolution: the tensor itself, or for
+// bf16 math a bf16 copy made on construction (inputs) or converted back by finish() (outputs).
+// The copy's block returns to the cache at scope end (stream-ordered, like all scratch here).
+class ConvOperand {
+ public:
+  ConvOperand(const prim::ConvDesc& d, const TensorRef& t, bool input, int dev)
+      : t_(t), n_(t.desc.numel()), dev_(dev), op_(d.layer) {
+    if (d.math != prim::ConvMath::bf16) return;
+    copy_ = device_allocate(bytes(), dev);
+    if (input) to_bf16(t.f32(), copy_, n_, op_);
+  }
+  ~ConvOperand() {
+    if (copy_) device_release(copy_, bytes(), dev_);
+  }
+  ConvOperand(const ConvOperand&) = delete;
+  ConvOperand& operator=(const ConvOperand&) = delete;
+  void* get() const { return copy_ ? copy_ : t_.data; }
+  void finish() const {  // an output: back to f32
+    if (copy_) from_bf16(copy_, t_.f32(), n_, op_);
+  }
+
+ private:
+  std::size_t bytes() const { return static_cast<std::size_t>(n_) * 2; }
+  TensorRef t_;
+  std::int64_t n_;
+  int dev_;
+  std::string_view op_;
+  void* copy_ = nullptr;
+};
+
 cublasHandle_t cublas_handle(int dev) {
   thread_local std::map<int, cublasHandle_t> handles;
   use_device(dev, "cublas");
@@ -179,13 +219,14 @@ void conv_fwd(const OpDesc& od, const KernelCall& c) {
   const int dev = c.ctx->device.index;
   auto& p = plan_for(d, c.in[0].desc.shape, c.in[1].desc.shape, dev);
   const float one = 1.f, zero = 0.f;
-  GHOSTNN_CUDNN_CHECK(d.layer,
-                      cudnnConvolutionForward(cudnn_handle(dev), &one, p.x, c.in[0].data, p.w,
-                                              c.in[1].data, p.conv, p.fwd, workspace(p.ws_fwd, dev),
-                                              p.ws_fwd, &zero, p.y, c.out[0].data));
+  const ConvOperand x(d, c.in[0], true, dev), w(d, c.in[1], true, dev), y(d, c.out[0], false, dev);
+  GHOSTNN_CUDNN_CHECK(d.layer, cudnnConvolutionForward(
+                                   cudnn_handle(dev), &one, p.x, x.get(), p.w, w.get(), p.conv,
+                                   p.fwd, workspace(p.ws_fwd, dev), p.ws_fwd, &zero, p.y, y.get()));
+  y.finish();
   if (d.bias)
     GHOSTNN_CUDNN_CHECK(d.layer, cudnnAddTensor(cudnn_handle(dev), &one, p.bias, c.in[2].data, &one,
-                                                p.y, c.out[0].data));
+                                                p.y32, c.out[0].data));
 }
 
 void conv_bwd_data(const OpDesc& od, const KernelCall& c) {
@@ -194,10 +235,13 @@ void conv_bwd_data(const OpDesc& od, const KernelCall& c) {
   const int dev = c.ctx->device.index;
   auto& p = plan_for(d, c.out[0].desc.shape, c.in[1].desc.shape, dev);
   const float one = 1.f, zero = 0.f;
-  GHOSTNN_CUDNN_CHECK(d.layer, cudnnConvolutionBackwardData(cudnn_handle(dev), &one, p.w,
-                                                            c.in[1].data, p.y, c.in[0].data, p.conv,
-                                                            p.bwd_data, workspace(p.ws_data, dev),
-                                                            p.ws_data, &zero, p.x, c.out[0].data));
+  const ConvOperand dy(d, c.in[0], true, dev), w(d, c.in[1], true, dev),
+      dx(d, c.out[0], false, dev);
+  GHOSTNN_CUDNN_CHECK(
+      d.layer, cudnnConvolutionBackwardData(cudnn_handle(dev), &one, p.w, w.get(), p.y, dy.get(),
+                                            p.conv, p.bwd_data, workspace(p.ws_data, dev),
+                                            p.ws_data, &zero, p.x, dx.get()));
+  dx.finish();
 }
 
 void conv_bwd_weights(const OpDesc& od, const KernelCall& c) {
@@ -206,13 +250,16 @@ void conv_bwd_weights(const OpDesc& od, const KernelCall& c) {
   const int dev = c.ctx->device.index;
   auto& p = plan_for(d, c.in[1].desc.shape, c.out[0].desc.shape, dev);
   const float one = 1.f, zero = 0.f;
-  GHOSTNN_CUDNN_CHECK(d.layer, cudnnConvolutionBackwardFilter(
-                                   cudnn_handle(dev), &one, p.x, c.in[1].data, p.y, c.in[0].data,
-                                   p.conv, p.bwd_filter, workspace(p.ws_filter, dev), p.ws_filter,
-                                   &zero, p.w, c.out[0].data));
+  const ConvOperand dy(d, c.in[0], true, dev), x(d, c.in[1], true, dev),
+      dw(d, c.out[0], false, dev);
+  GHOSTNN_CUDNN_CHECK(
+      d.layer, cudnnConvolutionBackwardFilter(cudnn_handle(dev), &one, p.x, x.get(), p.y, dy.get(),
+                                              p.conv, p.bwd_filter, workspace(p.ws_filter, dev),
+                                              p.ws_filter, &zero, p.w, dw.get()));
+  dw.finish();
   if (d.bias)
     GHOSTNN_CUDNN_CHECK(
-        d.layer, cudnnConvolutionBackwardBias(cudnn_handle(dev), &one, p.y, c.in[0].data, &zero,
+        d.layer, cudnnConvolutionBackwardBias(cudnn_handle(dev), &one, p.y32, c.in[0].data, &zero,
                                               p.bias, c.out[1].data));
 }
 
