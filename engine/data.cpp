@@ -369,13 +369,19 @@ std::string find(const std::string& flag, const std::string& dataset) {
       dataset, list);
 }
 
+prim::AugmentDesc augment_desc(const Normalization& n) {
+  prim::AugmentDesc d;
+  d.mean.assign(std::begin(n.mean), std::end(n.mean));
+  d.std.assign(std::begin(n.std), std::end(n.std));
+  d.layer = "data augment";
+  return d;
+}
+
 Loader::Loader(const Dataset& d, std::int64_t batch, bool train, std::uint64_t seed,
                Normalization n)
     : d_(d), batch_(batch), train_(train), seed_(seed) {
   if (batch < 1) fail("data: batch size must be >= 1, got {}", batch);
-  aug_.mean.assign(std::begin(n.mean), std::end(n.mean));
-  aug_.std.assign(std::begin(n.std), std::end(n.std));
-  aug_.layer = "data augment";
+  aug_ = data::augment_desc(n);
   order_.resize(static_cast<std::size_t>(d.count));
   std::iota(order_.begin(), order_.end(), 0);
 }

@@ -52,6 +52,8 @@ struct Normalization {
   float mean[3] = {0.4914f, 0.4822f, 0.4465f};
   float std[3] = {0.2023f, 0.1994f, 0.2010f};
 };
+// The augment op's descriptor for `n` (what training, evaluation and classify normalize with).
+prim::AugmentDesc augment_desc(const Normalization& n = {});
 
 // A batch as stored: uint8 images [b, 3, 32, 32], the crop and flip drawn for each sample [b, 3]
 // i32 (dy, dx, flip; zeros when not training) and labels [b] f32.

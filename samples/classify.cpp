@@ -9,6 +9,7 @@
 #include "engine/checkpoint.hpp"
 #include "engine/data.hpp"
 #include "engine/nn.hpp"
+#include "engine/ops.hpp"
 
 using namespace ghostnn;
 
@@ -46,15 +47,14 @@ int main(int argc, char** argv) {
                "dog",      "frog",       "horse", "ship", "truck"};
     for (std::int64_t k = static_cast<std::int64_t>(names.size()); k < classes; ++k)
       names.push_back("class" + std::to_string(k));
-    const data::Normalization n;
+    const auto normalize = data::augment_desc();  // as in training and evaluation
+    const Tensor no_crop = Tensor::zeros({1, 3}, dev, DType::i32);
     for (const auto& path : images) {
       const auto chw = data::to_cifar_chw(data::read_image(path));
-      std::vector<float> x(chw.size());
-      for (std::size_t i = 0; i < chw.size(); ++i) {
-        const auto ch = i / 1024;
-        x[i] = (chw[i] / 255.f - n.mean[ch]) / n.std[ch];
-      }
-      const auto logits = model->forward(Tensor::from_vector(x, {1, 3, 32, 32}, dev)).to_vector();
+      Tensor img = Tensor::empty({1, 3, 32, 32}, Device::cpu(), DType::u8);
+      std::copy(chw.begin(), chw.end(), img.data_u8());
+      const Tensor x = ops::augment(img.to(dev), no_crop, normalize);
+      const auto logits = model->forward(x).to_vector();
       const float mx = *std::max_element(logits.begin(), logits.end());
       double sum = 0;
       for (float l : logits) sum += std::exp(l - mx);
