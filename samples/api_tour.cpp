@@ -1,12 +1,14 @@
 // A tour of ghostnn's engine API (README.md, "API tour" walks through it): tensors on a device,
 // ops through the dispatcher, a small CNN built from modules with ghost-noise norms, a few SGD
-// steps on synthetic data, and a checkpoint written and read back.
+// steps on synthetic data (on a GPU, also replayed from a CUDA graph), and a checkpoint written
+// and read back.
 #include <cmath>
 #include <cstring>
 #include <iostream>
 
 #include "engine/checkpoint.hpp"
 #include "engine/dispatcher.hpp"
+#include "engine/graph.hpp"
 #include "engine/nn.hpp"
 #include "engine/ops.hpp"
 #include "engine/optim.hpp"
@@ -83,6 +85,18 @@ int main(int argc, char** argv) {
       net.backward(out.dlogits);
       opt.step();
       if (s % 5 == 0 || s == steps - 1) std::cout << "step " << s << ": loss " << out.loss << "\n";
+    }
+
+    // 4b. On the GPU, the step's forward, loss and backward can be recorded once as a CUDA graph
+    //     and replayed (one launch instead of one per kernel); the update stays eager.
+    if (dev.type == DeviceType::cuda) {
+      GraphedStep graphed(net, dev);
+      for (int s = steps; s < steps + 4; ++s) {  // s: the ghost-noise step (updates so far)
+        const auto out = graphed.run(images, labels, static_cast<std::uint64_t>(s));
+        opt.step();
+        std::cout << "step " << s << (graphed.replayed() ? " (graph replay)" : " (eager)")
+                  << ": loss " << out.loss.to_vector()[0] << "\n";
+      }
     }
 
     // 5. Inference (GNI is the identity there) and a checkpoint round trip.
