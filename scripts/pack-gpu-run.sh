@@ -3,12 +3,15 @@
 # build's test, sample and benchmark binaries, the Debian libraries they need that the GPU machine
 # lacks (oneDNN, OpenCL loader, fmt, Google Benchmark, TurboJPEG), the CIFAR-10 archive, and
 # scripts/gpu-run.sh as .devrun/run.sh. Then run it there (device tool, carry [".devrun"]):
-#     bash .devrun/run.sh            # tests, compare_devices, profile, step benchmarks (fp32 and
-#                                    # TF32), compare_pytorch (both), norm and layer suites
+#     bash .devrun/run.sh            # tests, compare_devices, the step eager vs CUDA graph,
+#                                    # profile, step benchmarks (fp32, TF32, bf16),
+#                                    # compare_pytorch (all three), norm and layer suites
 #     EPOCHS=30 bash .devrun/run.sh  # ... plus a 30-epoch ResNet-20 gni:16 training
 #     STEPS=tests,step bash .devrun/run.sh   # only those steps (names in scripts/gpu-run.sh)
 # Results land in $OUT (or .devrun/out when OUT is unset): log.txt and a few JSON files. The
-# whole default run took ~4 minutes on an H100 (plus ~30 s to start the machine).
+# whole default run took ~4 minutes on an H100 before the graph and bf16 steps were added (plus
+# ~30 s to start the machine); with them, split it over two calls to stay under the device's
+# 10-minute limit per call, e.g. STEPS=tests,devices,graph then STEPS=step,pytorch,profile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
