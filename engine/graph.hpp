@@ -41,7 +41,8 @@ class DeviceGraph {
 // runs eagerly (setting up algorithms and buffers), the second records and replays; a batch of
 // another shape (an epoch's last, smaller batch) runs eagerly. Losses, gradients, running
 // statistics and noise are those of the eager step: `step` is the ghost-noise step (the global
-// update count, as in Module::set_noise_step).
+// update count, as in Module::set_noise_step). Replays do not advance the model's own noise step:
+// call set_noise_step before training on without the graphed step.
 class GraphedStep {
  public:
   GraphedStep(nn::Module& model, Device device, float label_smoothing = 0.f);
