@@ -15,6 +15,8 @@ namespace {
 // The noise step offset of the graph replay now running (read by recorded kernels only).
 __device__ std::uint64_t g_noise_step_offset = 0;
 
+__global__ void set_noise_step_offset_kernel(std::uint64_t offset) { g_noise_step_offset = offset; }
+
 constexpr int kThreads = 256;
 
 // Which threads own a plane of S floats: `lanes` consecutive threads (a power of two, at most a
@@ -560,9 +562,11 @@ float* scratch_floats(std::size_t count, int index) {
   return b.p;
 }
 
+// A one-thread kernel rather than a copy: its argument travels with the launch, so the host
+// neither waits for the stream (as a copy from pageable memory would) nor keeps a buffer alive.
 void set_recorded_noise_step_offset(std::uint64_t offset, std::string_view op) {
-  GHOSTNN_CUDA_CHECK(op, cudaMemcpyToSymbolAsync(g_noise_step_offset, &offset, sizeof offset, 0,
-                                                 cudaMemcpyHostToDevice, cudaStreamPerThread));
+  set_noise_step_offset_kernel<<<1, 1>>>(offset);
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
 void norm_forward(const NormFwdArgs& a_in, std::string_view op) {
