@@ -129,6 +129,11 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
   const Device device = pick_device(o.device);
   if (o.cuda_graph && device.type != DeviceType::cuda)
     fail("--cuda-graph: records GPU work, but the device is {}", device.str());
+  if (o.cuda_graph && o.norm.find(":shuffle") != std::string::npos)
+    fail(
+        "--cuda-graph: norm {} draws its shuffle groups on the host each step, which a graph "
+        "cannot replay; use replacement sampling (gni:N) or drop --cuda-graph",
+        o.norm);
   if (o.tf32 && o.conv_math != "fp32" && o.conv_math != "tf32")
     fail("--tf32 and --conv-math {}: give one of them", o.conv_math);
   const prim::ConvMath conv_math =
