@@ -236,29 +236,36 @@ Tensor RunningNorm2d::infer(const Tensor& x) {
   return y;
 }
 
+Tensor RunningNorm2d::train_forward(std::string_view op, const OpDesc& d, const Tensor& x,
+                                    const Shape& stats) {
+  Tensor y = Tensor::empty(x.shape(), x.device());
+  mean_ = Tensor::empty(stats, x.device());
+  var_ = Tensor::empty(stats, x.device());
+  ops::call(op, d, {x, gamma(), beta()}, {y, mean_, var_, running_mean(), running_var()});
+  x_ = x;
+  return y;
+}
+
+Tensor RunningNorm2d::train_backward(std::string_view op, const OpDesc& d, std::string_view layer,
+                                     const Tensor& dy) {
+  if (!x_.defined()) fail("{}: backward without a training forward", layer);
+  Tensor dx = Tensor::empty(dy.shape(), dy.device());
+  ops::call(op, d, {dy, x_, mean_, var_, gamma()}, {dx, gamma_param().grad, beta_param().grad});
+  x_ = Tensor();
+  return dx;
+}
+
 BatchNorm2d::BatchNorm2d(std::int64_t channels, std::string name) : RunningNorm2d(channels, name) {
   desc_.layer = std::move(name);
 }
 
 Tensor BatchNorm2d::forward(const Tensor& x) {
   if (!training_) return infer(x);
-  const auto C = gamma().numel();
-  Tensor y = Tensor::empty(x.shape(), x.device());
-  mean_ = Tensor::empty({C}, x.device());
-  var_ = Tensor::empty({C}, x.device());
-  ops::call(prim::op::bn_fwd_train, desc_, {x, gamma(), beta()},
-            {y, mean_, var_, running_mean(), running_var()});
-  x_ = x;
-  return y;
+  return train_forward(prim::op::bn_fwd_train, desc_, x, {gamma().numel()});
 }
 
 Tensor BatchNorm2d::backward(const Tensor& dy) {
-  if (!x_.defined()) fail("{}: backward without a training forward", desc_.layer);
-  Tensor dx = Tensor::empty(dy.shape(), dy.device());
-  ops::call(prim::op::bn_bwd, desc_, {dy, x_, mean_, var_, gamma()},
-            {dx, gamma_param().grad, beta_param().grad});
-  x_ = Tensor();
-  return dx;
+  return train_backward(prim::op::bn_bwd, desc_, desc_.layer, dy);
 }
 
 GhostBatchNorm2d::GhostBatchNorm2d(std::int64_t channels, std::int64_t ghost_batch,
@@ -272,23 +279,12 @@ GhostBatchNorm2d::GhostBatchNorm2d(std::int64_t channels, std::int64_t ghost_bat
 Tensor GhostBatchNorm2d::forward(const Tensor& x) {
   if (!training_) return infer(x);
   if (x.rank() < 2) fail("{}: x must be [B, C, ...], got {}", desc_.layer, shape_str(x.shape()));
-  Tensor y = Tensor::empty(x.shape(), x.device());
   const auto G = (x.dim(0) + desc_.ghost_batch - 1) / std::max<std::int64_t>(desc_.ghost_batch, 1);
-  mean_ = Tensor::empty({G, x.dim(1)}, x.device());
-  var_ = Tensor::empty({G, x.dim(1)}, x.device());
-  ops::call(prim::op::gbn_fwd_train, desc_, {x, gamma(), beta()},
-            {y, mean_, var_, running_mean(), running_var()});
-  x_ = x;
-  return y;
+  return train_forward(prim::op::gbn_fwd_train, desc_, x, {G, x.dim(1)});
 }
 
 Tensor GhostBatchNorm2d::backward(const Tensor& dy) {
-  if (!x_.defined()) fail("{}: backward without a training forward", desc_.layer);
-  Tensor dx = Tensor::empty(dy.shape(), dy.device());
-  ops::call(prim::op::gbn_bwd, desc_, {dy, x_, mean_, var_, gamma()},
-            {dx, gamma_param().grad, beta_param().grad});
-  x_ = Tensor();
-  return dx;
+  return train_backward(prim::op::gbn_bwd, desc_, desc_.layer, dy);
 }
 
 GhostNoiseNorm2d::GhostNoiseNorm2d(BuildContext& ctx, std::int64_t channels,
@@ -388,22 +384,11 @@ ExclusiveBatchNorm2d::ExclusiveBatchNorm2d(std::int64_t channels, std::int64_t g
 Tensor ExclusiveBatchNorm2d::forward(const Tensor& x) {
   if (!training_) return infer(x);
   if (x.rank() < 2) fail("{}: x must be [B, C, ...], got {}", desc_.layer, shape_str(x.shape()));
-  Tensor y = Tensor::empty(x.shape(), x.device());
-  mean_ = Tensor::empty({x.dim(0), x.dim(1)}, x.device());
-  var_ = Tensor::empty({x.dim(0), x.dim(1)}, x.device());
-  ops::call(prim::op::xbn_fwd_train, desc_, {x, gamma(), beta()},
-            {y, mean_, var_, running_mean(), running_var()});
-  x_ = x;
-  return y;
+  return train_forward(prim::op::xbn_fwd_train, desc_, x, {x.dim(0), x.dim(1)});
 }
 
 Tensor ExclusiveBatchNorm2d::backward(const Tensor& dy) {
-  if (!x_.defined()) fail("{}: backward without a training forward", desc_.layer);
-  Tensor dx = Tensor::empty(dy.shape(), dy.device());
-  ops::call(prim::op::xbn_bwd, desc_, {dy, x_, mean_, var_, gamma()},
-            {dx, gamma_param().grad, beta_param().grad});
-  x_ = Tensor();
-  return dx;
+  return train_backward(prim::op::xbn_bwd, desc_, desc_.layer, dy);
 }
 
 Sequential& Sequential::add(std::string name, ModulePtr m) {

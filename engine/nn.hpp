@@ -183,9 +183,16 @@ class RunningNorm2d : public Module {
   Tensor& running_mean() { return buffers_[0].second; }
   Tensor& running_var() { return buffers_[1].second; }
   Tensor infer(const Tensor& x);
+  // The training ops of BN, GBN and XBN, which share one signature: forward {x, gamma, beta} ->
+  // {y, mean, var, running_mean, running_var} with statistics of shape `stats`, kept with x for
+  // backward {dy, x, mean, var, gamma} -> {dx, dgamma, dbeta}.
+  Tensor train_forward(std::string_view op, const OpDesc& d, const Tensor& x, const Shape& stats);
+  Tensor train_backward(std::string_view op, const OpDesc& d, std::string_view layer,
+                        const Tensor& dy);
 
  private:
   prim::BatchNormDesc infer_;
+  Tensor x_, mean_, var_;  // what train_forward keeps for train_backward
 };
 
 // BN (PyTorch conventions) with gamma/beta.
@@ -198,7 +205,6 @@ class BatchNorm2d final : public RunningNorm2d {
 
  private:
   prim::BatchNormDesc desc_;
-  Tensor x_, mean_, var_;
 };
 
 class GhostBatchNorm2d final : public RunningNorm2d {
@@ -211,7 +217,6 @@ class GhostBatchNorm2d final : public RunningNorm2d {
 
  private:
   prim::GhostBatchNormDesc desc_;
-  Tensor x_, mean_, var_;
 };
 
 // The seed's CIFAR block, fused: BN(affine=False) -> GNI(N) -> gain -> bias. Each training
@@ -259,7 +264,6 @@ class ExclusiveBatchNorm2d final : public RunningNorm2d {
 
  private:
   prim::ExclusiveBatchNormDesc desc_;
-  Tensor x_, mean_, var_;
 };
 
 class Sequential : public Module {
