@@ -225,34 +225,44 @@ TEST(Gpu, ExclusiveBatchNormMatchesReference) {
   }
 }
 
-TEST(Gpu, GhostBatchNormBackwardMatchesFiniteDifferences) {
-  GHOSTNN_REQUIRE_GPU();
-  const Shape s{10, 2, 3, 3};  // groups of 4, 4 and 2
-  prim::GhostBatchNormDesc d;
-  d.ghost_batch = 4;
+// dx of a BN-family op on the GPU (forward {x, gamma, beta} -> {y, mean, var, running mean,
+// running var}, statistics of shape `stats`) against central finite differences of sum(w * y).
+void expect_gpu_norm_backward_matches_finite_differences(std::string_view fwd_op,
+                                                         std::string_view bwd_op, const OpDesc& d,
+                                                         const Shape& s, const Shape& stats) {
   const auto dev = Device::cuda();
-  const auto gamma = random_tensor({2}, 3, 0.5f, 1.5f).to(dev),
-             beta = random_tensor({2}, 4).to(dev);
+  const auto C = s[1];
+  const auto gamma = random_tensor({C}, 3, 0.5f, 1.5f).to(dev),
+             beta = random_tensor({C}, 4).to(dev);
   const auto w = random_tensor(s, 5).to_vector();
   auto forward = [&](const std::vector<float>& xv) {
-    std::vector<Tensor> out{Tensor::zeros(s, dev), Tensor::zeros({3, 2}, dev),
-                            Tensor::zeros({3, 2}, dev), Tensor::zeros({2}, dev),
-                            Tensor::zeros({2}, dev)};
-    ops::call(prim::op::gbn_fwd_train, d, {Tensor::from_vector(xv, s, dev), gamma, beta}, out);
+    std::vector<Tensor> out{Tensor::zeros(s, dev), Tensor::zeros(stats, dev),
+                            Tensor::zeros(stats, dev), Tensor::zeros({C}, dev),
+                            Tensor::zeros({C}, dev)};
+    ops::call(fwd_op, d, {Tensor::from_vector(xv, s, dev), gamma, beta}, out);
     return out;
   };
   const auto xv = normal_tensor(s, 6).to_vector();
   auto fwd = forward(xv);
-  Tensor dx = Tensor::zeros(s, dev), dg = Tensor::zeros({2}, dev), db = Tensor::zeros({2}, dev);
+  Tensor dx = Tensor::zeros(s, dev), dg = Tensor::zeros({C}, dev), db = Tensor::zeros({C}, dev);
   ops::call(
-      prim::op::gbn_bwd, d,
+      bwd_op, d,
       {Tensor::from_vector(w, s, dev), Tensor::from_vector(xv, s, dev), fwd[1], fwd[2], gamma},
       {dx, dg, db});
   EXPECT_TRUE(testkit::gradient_matches(
       [&](const std::vector<float>& v) {
         return testkit::weighted_sum(forward(v)[0].to_vector(), w);
       },
-      xv, dx.to_vector(), 1e-2, {5e-3, 3e-2}));
+      xv, dx.to_vector(), 1e-2, {5e-3, 3e-2}))
+      << bwd_op;
+}
+
+TEST(Gpu, GhostBatchNormBackwardMatchesFiniteDifferences) {
+  GHOSTNN_REQUIRE_GPU();
+  prim::GhostBatchNormDesc d;
+  d.ghost_batch = 4;  // groups of 4, 4 and 2
+  expect_gpu_norm_backward_matches_finite_differences(prim::op::gbn_fwd_train, prim::op::gbn_bwd, d,
+                                                      {10, 2, 3, 3}, {3, 2});
 }
 
 TEST(Gpu, LayerNormAndChannelAffineMatchReference) {
@@ -382,32 +392,8 @@ TEST(Gpu, FusedBlockMatchesReferenceAndCpu) {
 
 TEST(Gpu, BatchNormBackwardMatchesFiniteDifferences) {
   GHOSTNN_REQUIRE_GPU();
-  const Shape s{8, 2, 3, 3};
-  prim::BatchNormDesc d;
-  const auto gamma = random_tensor({2}, 3, 0.5f, 1.5f).to(Device::cuda()),
-             beta = random_tensor({2}, 4).to(Device::cuda());
-  const auto w = random_tensor(s, 5).to_vector();
-  auto forward = [&](const std::vector<float>& xv) {
-    std::vector<Tensor> out{Tensor::zeros(s, Device::cuda()), Tensor::zeros({2}, Device::cuda()),
-                            Tensor::zeros({2}, Device::cuda()), Tensor::zeros({2}, Device::cuda()),
-                            Tensor::zeros({2}, Device::cuda())};
-    ops::call(prim::op::bn_fwd_train, d, {Tensor::from_vector(xv, s, Device::cuda()), gamma, beta},
-              out);
-    return out;
-  };
-  const auto xv = normal_tensor(s, 6).to_vector();
-  auto fwd = forward(xv);
-  Tensor dx = Tensor::zeros(s, Device::cuda()), dg = Tensor::zeros({2}, Device::cuda()),
-         db = Tensor::zeros({2}, Device::cuda());
-  ops::call(prim::op::bn_bwd, d,
-            {Tensor::from_vector(w, s, Device::cuda()), Tensor::from_vector(xv, s, Device::cuda()),
-             fwd[1], fwd[2], gamma},
-            {dx, dg, db});
-  EXPECT_TRUE(testkit::gradient_matches(
-      [&](const std::vector<float>& v) {
-        return testkit::weighted_sum(forward(v)[0].to_vector(), w);
-      },
-      xv, dx.to_vector(), 1e-2, {5e-3, 3e-2}));
+  expect_gpu_norm_backward_matches_finite_differences(prim::op::bn_fwd_train, prim::op::bn_bwd,
+                                                      prim::BatchNormDesc{}, {8, 2, 3, 3}, {2});
 }
 
 TEST(Gpu, LayersMatchReference) {
