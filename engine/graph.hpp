@@ -1,6 +1,7 @@
 // Recording work once and replaying it as one launch (CUDA graphs on the GPU). A ResNet-20 step
 // makes ~200 launches; timed one by one they added to 10.6 ms against 6.6 ms free-running (H100,
-// perf/README.md entry 9), so the step is partly launch-bound. A replay is one launch.
+// perf/README.md "Where a GPU step goes"), so the step is partly launch-bound. A replay is one
+// launch.
 //
 // DeviceGraph records whatever `work` queues on a device. GraphedStep uses it for a training
 // step's forward, loss and backward; the optimizer update stays eager (its learning rate changes
