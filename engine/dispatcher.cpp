@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <memory>
+
+#include "primitives/layout.hpp"
 
 namespace ghostnn {
 
@@ -19,13 +22,13 @@ Dispatcher& Dispatcher::global() {
 }
 
 void Dispatcher::add_kernel(std::string op, DeviceType device, std::string backend, Kernel kernel,
-                            Supports supports) {
+                            Supports supports, LayoutRule layouts) {
   if (op.empty()) fail("dispatcher: an op needs a name (backend '{}')", backend);
   if (!kernel)
     fail("dispatcher: op '{}' on backend '{}' was registered without a kernel", op, backend);
   std::lock_guard lock(mu_);
   table_[Key{std::move(op), device}].push_back(
-      Entry{std::move(backend), std::move(kernel), std::move(supports)});
+      Entry{std::move(backend), std::move(kernel), std::move(supports), layouts});
 }
 
 void Dispatcher::add_device(DeviceType device, DeviceApi* api) {
@@ -49,6 +52,42 @@ bool Dispatcher::supports(std::string_view op, DeviceType device, const OpDesc& 
                           const KernelCall& call) const {
   return find(op, device, desc, call) != nullptr;
 }
+
+namespace {
+// The layout a kernel with rule `r` takes tensor t in, in a call whose output 0 has layout `out0`.
+Layout wanted_layout(LayoutRule r, const TensorDesc& t, Layout out0) {
+  switch (r) {
+    case LayoutRule::any:
+      return t.layout;
+    case LayoutRule::like_output:
+      return t.rank() == 4 && layout_fits(out0, t.shape) ? out0 : Layout::plain;
+    case LayoutRule::plain:
+      break;
+  }
+  return Layout::plain;
+}
+
+bool layouts_fit(LayoutRule r, const KernelCall& c) {
+  const Layout out0 = c.out.empty() ? Layout::plain : c.out[0].desc.layout;
+  for (auto ts : {c.in, c.out})
+    for (const auto& t : ts)
+      if (t.desc.layout != wanted_layout(r, t.desc, out0)) return false;
+  return true;
+}
+
+// A buffer of the device's allocator, given back when it goes out of scope.
+struct TempBuffer {
+  DeviceApi* api;
+  int index;
+  std::size_t bytes;
+  void* p;
+  TempBuffer(DeviceApi& a, int i, std::size_t b)
+      : api(&a), index(i), bytes(b), p(a.allocate(std::max<std::size_t>(b, 1), i)) {}
+  ~TempBuffer() { api->release(p, std::max<std::size_t>(bytes, 1), index); }
+  TempBuffer(const TempBuffer&) = delete;
+  TempBuffer& operator=(const TempBuffer&) = delete;
+};
+}  // namespace
 
 std::vector<std::string> Dispatcher::backends(std::string_view op, DeviceType device) const {
   std::lock_guard lock(mu_);
@@ -90,23 +129,63 @@ std::string Dispatcher::run(std::string_view op, const OpDesc& desc, std::span<c
     fail("{}: no {} kernel supports this call (backends tried: {})", op, device_type_name(dev.type),
          list);
   }
+  if (layouts_fit(e->layouts, call))
+    invoke(op, *e, desc, call);
+  else
+    invoke_converted(op, *e, desc, call);
+  return e->backend;
+}
+
+void Dispatcher::invoke(std::string_view op, const Entry& e, const OpDesc& desc,
+                        const KernelCall& call) {
   if (!profiling_.load(std::memory_order_relaxed)) {
-    e->kernel(desc, call);
-    return e->backend;
+    e.kernel(desc, call);
+    return;
   }
+  const Device dev = call.ctx->device;
   DeviceApi& api = device_api(dev.type);
   api.synchronize(dev.index);
   const auto t0 = std::chrono::steady_clock::now();
-  e->kernel(desc, call);
+  e.kernel(desc, call);
   api.synchronize(dev.index);
   const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::string shape = !in.empty() ? shape_str(in[0].desc.shape) : shape_str(out[0].desc.shape);
+  std::string shape =
+      !call.in.empty() ? shape_str(call.in[0].desc.shape) : shape_str(call.out[0].desc.shape);
   std::lock_guard lock(mu_);
   auto& row = profile_[{std::string(op), dev.str(), shape}];
   if (row.calls == 0) row = OpTime{std::string(op), dev.str(), std::move(shape), 0, 0};
   row.calls += 1;
   row.seconds += sec;
-  return e->backend;
+}
+
+void Dispatcher::invoke_converted(std::string_view op, const Entry& e, const OpDesc& desc,
+                                  const KernelCall& call) {
+  const Device dev = call.ctx->device;
+  DeviceApi& api = device_api(dev.type);
+  const Layout out0 = call.out.empty() ? Layout::plain : call.out[0].desc.layout;
+  std::vector<std::unique_ptr<TempBuffer>> temps;
+  // A temporary tensor like t in the layout the kernel takes; t itself when it already fits.
+  auto fitted = [&](const TensorRef& t) {
+    const Layout want = wanted_layout(e.layouts, t.desc, out0);
+    if (t.desc.layout == want) return t;
+    temps.push_back(std::make_unique<TempBuffer>(api, dev.index, t.desc.bytes()));
+    TensorRef r{t.desc, temps.back()->p};
+    r.desc.layout = want;
+    return r;
+  };
+  auto convert = [&](const TensorRef& from, const TensorRef& to) {
+    run(prim::op::layout_convert, prim::LayoutConvertDesc{}, {&from, 1}, {&to, 1});
+  };
+  std::vector<TensorRef> in, out;
+  for (const auto& t : call.in) {
+    in.push_back(fitted(t));
+    if (in.back().data != t.data) convert(t, in.back());
+  }
+  for (const auto& t : call.out) out.push_back(fitted(t));
+  ExecContext ctx = *call.ctx;
+  invoke(op, e, desc, KernelCall{in, out, &ctx});
+  for (std::size_t i = 0; i < out.size(); ++i)
+    if (out[i].data != call.out[i].data) convert(out[i], call.out[i]);
 }
 
 void Dispatcher::set_profiling(bool on) {

@@ -2,6 +2,8 @@
 // place (engine/backends.cpp, explicit calls, no static initializers); users can add ops or
 // backends through the same calls. The kernel is chosen by the device of the call's tensors:
 // the first registered kernel for (op, device type) whose supports() accepts the call runs.
+// Tensors in a layout the kernel did not declare (LayoutRule) are converted around the call
+// through the device's layout_convert kernel and temporary buffers.
 #pragma once
 
 #include <atomic>
@@ -23,7 +25,7 @@ class Dispatcher final : public Registry {
   static Dispatcher& global();
 
   void add_kernel(std::string op, DeviceType device, std::string backend, Kernel kernel,
-                  Supports supports = {}) override;
+                  Supports supports = {}, LayoutRule layouts = LayoutRule::plain) override;
   void add_device(DeviceType device, DeviceApi* api) override;
 
   // Is there a kernel for `op` on `device` that accepts this call?
@@ -59,10 +61,16 @@ class Dispatcher final : public Registry {
     std::string backend;
     Kernel kernel;
     Supports supports;
+    LayoutRule layouts = LayoutRule::plain;
   };
   using Key = std::pair<std::string, DeviceType>;
   const Entry* find(std::string_view op, DeviceType device, const OpDesc& desc,
                     const KernelCall& call, std::string_view backend = {}) const;
+  // Runs the kernel (timed when profiling).
+  void invoke(std::string_view op, const Entry& e, const OpDesc& desc, const KernelCall& call);
+  // Runs the kernel on copies of the tensors whose layout it does not take.
+  void invoke_converted(std::string_view op, const Entry& e, const OpDesc& desc,
+                        const KernelCall& call);
 
   mutable std::mutex mu_;
   std::map<Key, std::vector<Entry>, std::less<>> table_;

@@ -108,7 +108,8 @@ Conv2d::Conv2d(BuildContext& ctx, std::int64_t in, std::int64_t out, std::int64_
 
 Tensor Conv2d::forward(const Tensor& x) {
   const auto& w = params_[0].second.value;
-  Tensor y = Tensor::empty(prim::conv_output_shape(desc_, x.shape(), w.shape()), x.device());
+  const Shape ys = prim::conv_output_shape(desc_, x.shape(), w.shape());
+  Tensor y = Tensor::empty(ys, x.device(), DType::f32, activation_layout(x.device(), ys));
   std::vector<Tensor> in{x, w};
   if (desc_.bias) in.push_back(params_[1].second.value);
   ops::call(prim::op::conv_fwd, desc_, in, {y});
@@ -123,7 +124,7 @@ Tensor Conv2d::backward(const Tensor& dy) {
   if (desc_.bias) grads.push_back(params_[1].second.grad);
   Tensor dx;
   if (input_grad_) {  // both gradients in one call: the backend shares its work on dy
-    dx = Tensor::empty(x_.shape(), dy.device());
+    dx = Tensor::empty_like(x_);
     grads.insert(grads.begin(), dx);
     ops::call(prim::op::conv_bwd, desc_, {dy, x_, w.value}, grads);
   } else {
@@ -196,6 +197,7 @@ Tensor Pool2d::forward(const Tensor& x) {
   ops::call(prim::op::pool_fwd, d, {x}, out);
   if (training_) {
     x_shape_ = x.shape();
+    x_layout_ = x.layout();
     if (d.kind == prim::PoolKind::max) argmax_ = out[1];
   }
   return global_ ? y.reshape({ys[0], ys[1]}) : y;
@@ -206,7 +208,7 @@ Tensor Pool2d::backward(const Tensor& dy) {
   prim::PoolDesc d = desc_;
   if (global_) d.kernel = d.stride = x_shape_[2];
   const auto ys = prim::pool_output_shape(d, x_shape_);
-  Tensor dx = Tensor::empty(x_shape_, dy.device());
+  Tensor dx = Tensor::empty(x_shape_, dy.device(), DType::f32, x_layout_);
   std::vector<Tensor> in{dy.reshape(ys)};
   if (d.kind == prim::PoolKind::max) in.push_back(argmax_);
   ops::call(prim::op::pool_bwd, d, in, {dx});
@@ -230,7 +232,7 @@ RunningNorm2d::RunningNorm2d(std::int64_t channels, const std::string& name) {
 }
 
 Tensor RunningNorm2d::infer(const Tensor& x) {
-  Tensor y = Tensor::empty(x.shape(), x.device());
+  Tensor y = Tensor::empty_like(x);
   ops::call(prim::op::bn_fwd_infer, infer_, {x, running_mean(), running_var(), gamma(), beta()},
             {y});
   return y;
@@ -238,7 +240,7 @@ Tensor RunningNorm2d::infer(const Tensor& x) {
 
 Tensor RunningNorm2d::train_forward(std::string_view op, const OpDesc& d, const Tensor& x,
                                     const Shape& stats) {
-  Tensor y = Tensor::empty(x.shape(), x.device());
+  Tensor y = Tensor::empty_like(x);
   mean_ = Tensor::empty(stats, x.device());
   var_ = Tensor::empty(stats, x.device());
   ops::call(op, d, {x, gamma(), beta()}, {y, mean_, var_, running_mean(), running_var()});
@@ -249,7 +251,7 @@ Tensor RunningNorm2d::train_forward(std::string_view op, const OpDesc& d, const 
 Tensor RunningNorm2d::train_backward(std::string_view op, const OpDesc& d, std::string_view layer,
                                      const Tensor& dy) {
   if (!x_.defined()) fail("{}: backward without a training forward", layer);
-  Tensor dx = Tensor::empty(dy.shape(), dy.device());
+  Tensor dx = Tensor::empty_like(x_);
   ops::call(op, d, {dy, x_, mean_, var_, gamma()}, {dx, gamma_param().grad, beta_param().grad});
   x_ = Tensor();
   return dx;
@@ -303,7 +305,7 @@ Tensor GhostNoiseNorm2d::forward(const Tensor& x) {
   if (x.rank() < 2)
     fail("{}: x must be [B, C, ...], got {}", desc_.noise.layer, shape_str(x.shape()));
   const auto B = x.dim(0), C = x.dim(1);
-  Tensor y = Tensor::empty(x.shape(), x.device());
+  Tensor y = Tensor::empty_like(x);
   mean_ = Tensor::empty({C}, x.device());
   var_ = Tensor::empty({C}, x.device());
   shift_ = Tensor::empty({B, C}, x.device());
@@ -317,7 +319,7 @@ Tensor GhostNoiseNorm2d::forward(const Tensor& x) {
 
 Tensor GhostNoiseNorm2d::backward(const Tensor& dy) {
   if (!x_.defined()) fail("{}: backward without a training forward", desc_.noise.layer);
-  Tensor dx = Tensor::empty(dy.shape(), dy.device());
+  Tensor dx = Tensor::empty_like(x_);
   ops::call(prim::op::bn_gni_bwd, desc_, {dy, x_, mean_, var_, shift_, scale_, gamma()},
             {dx, gamma_param().grad, beta_param().grad});
   x_ = Tensor();

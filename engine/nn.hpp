@@ -150,6 +150,7 @@ class Pool2d final : public Module {
   prim::PoolDesc desc_;
   bool global_;
   Shape x_shape_;
+  Layout x_layout_ = Layout::plain;
   Tensor argmax_;
 };
 

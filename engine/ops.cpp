@@ -22,19 +22,19 @@ std::string call(std::string_view op, const OpDesc& desc, const std::vector<Tens
 }
 
 Tensor relu(const Tensor& x) {
-  Tensor y = Tensor::empty(x.shape(), x.device(), x.dtype());
+  Tensor y = Tensor::empty_like(x);
   call(prim::op::relu_fwd, prim::ReluDesc{}, {x}, {y});
   return y;
 }
 
 Tensor relu_backward(const Tensor& dy, const Tensor& x) {
-  Tensor dx = Tensor::empty(dy.shape(), dy.device(), dy.dtype());
+  Tensor dx = Tensor::empty_like(x);  // in x's layout, like the forward's input
   call(prim::op::relu_bwd, prim::ReluDesc{}, {dy, x}, {dx});
   return dx;
 }
 
 Tensor add(const Tensor& a, const Tensor& b) {
-  Tensor y = Tensor::empty(a.shape(), a.device(), a.dtype());
+  Tensor y = Tensor::empty_like(a);
   call(prim::op::add_fwd, prim::AddDesc{}, {a, b}, {y});
   return y;
 }

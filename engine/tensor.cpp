@@ -1,8 +1,10 @@
 #include "engine/tensor.hpp"
 
+#include <atomic>
 #include <cstring>
 
 #include "engine/dispatcher.hpp"
+#include "primitives/layout.hpp"
 
 namespace ghostnn {
 
@@ -26,11 +28,14 @@ DeviceApi& api_for(Device d) {
 }
 }  // namespace
 
-Tensor Tensor::empty(Shape shape, Device device, DType dtype) {
+Tensor Tensor::empty(Shape shape, Device device, DType dtype, Layout layout) {
   for (auto d : shape)
     if (d < 0) fail("tensor: negative dimension in shape {}", shape_str(shape));
+  if (layout != Layout::plain && (dtype != DType::f32 || !layout_fits(layout, shape)))
+    fail("tensor: layout {} needs an f32 [B, C, H, W] shape with C a multiple of {}, got {}{}",
+         layout_name(layout), kBlock, dtype_name(dtype), shape_str(shape));
   Tensor t;
-  t.desc_ = TensorDesc{std::move(shape), dtype, device};
+  t.desc_ = TensorDesc{std::move(shape), dtype, device, layout};
   auto& api = api_for(device);
   t.storage_ = std::make_shared<Storage>();
   t.storage_->bytes = t.desc_.bytes();
@@ -39,6 +44,11 @@ Tensor Tensor::empty(Shape shape, Device device, DType dtype) {
   t.storage_->ptr = api.allocate(std::max<std::size_t>(t.storage_->bytes, 1), device.index);
   t.data_ = t.storage_->ptr;
   return t;
+}
+
+Tensor Tensor::empty_like(const Tensor& t) {
+  if (!t.defined()) fail("tensor: empty_like of an undefined tensor");
+  return empty(t.shape(), t.device(), t.dtype(), t.layout());
 }
 
 Tensor Tensor::zeros(Shape shape, Device device, DType dtype) {
@@ -74,6 +84,11 @@ void* Tensor::host_data(DType want, const char* accessor) const {
     fail("tensor: {}() needs a cpu tensor, this one is on {} (copy it with to(cpu))", accessor,
          desc_.device.str());
   if (desc_.dtype != want) fail("tensor: {}() on a {} tensor", accessor, dtype_name(desc_.dtype));
+  if (desc_.layout != Layout::plain)
+    fail(
+        "tensor: {}() on a tensor in the {} layout, whose values are not in row-major order "
+        "(take to_layout(Layout::plain) first)",
+        accessor, layout_name(desc_.layout));
   return data_;
 }
 
@@ -89,6 +104,13 @@ void Tensor::copy_from(const Tensor& src) {
   if (!defined() || !src.defined()) fail("tensor: copy_from with an undefined tensor");
   if (src.shape() != shape() || src.dtype() != dtype())
     fail("tensor: copy_from {} into {}: shapes or dtypes differ", src.desc_.str(), desc_.str());
+  if (src.layout() != layout()) {
+    const Tensor plain = src.to_layout(Layout::plain);  // blocked tensors live on the cpu
+    if (layout() == Layout::plain) return copy_from(plain);
+    const Tensor here = plain.to(device());
+    ops_convert(here, *this);
+    return;
+  }
   const auto bytes = desc_.bytes();
   const Device s = src.device(), d = device();
   if (s.type == DeviceType::cpu && d.type == DeviceType::cpu) {
@@ -119,8 +141,22 @@ Tensor Tensor::to(Device device) const {
   return t;
 }
 
+Tensor Tensor::to_layout(Layout layout) const {
+  if (!defined()) fail("tensor: to_layout({}) on an undefined tensor", layout_name(layout));
+  if (layout == desc_.layout) return *this;
+  Tensor t = empty(desc_.shape, desc_.device, desc_.dtype, layout);
+  ops_convert(*this, t);
+  return t;
+}
+
+void Tensor::ops_convert(const Tensor& from, const Tensor& to) {
+  const TensorRef in = from.ref(), out = to.ref();
+  Dispatcher::global().run(prim::op::layout_convert, prim::LayoutConvertDesc{}, {&in, 1},
+                           {&out, 1});
+}
+
 Tensor Tensor::clone() const {
-  Tensor t = empty(desc_.shape, desc_.device, desc_.dtype);
+  Tensor t = empty_like(*this);
   t.copy_from(*this);
   return t;
 }
@@ -129,6 +165,7 @@ std::vector<float> Tensor::to_vector() const {
   if (!defined()) return {};
   if (desc_.dtype != DType::f32)
     fail("tensor: to_vector() on a {} tensor", dtype_name(desc_.dtype));
+  if (desc_.layout != Layout::plain) return to_layout(Layout::plain).to_vector();
   std::vector<float> out(static_cast<std::size_t>(numel()));
   if (desc_.device.type == DeviceType::cpu)
     std::memcpy(out.data(), data_, desc_.bytes());
@@ -141,10 +178,24 @@ Tensor Tensor::reshape(Shape shape) const {
   if (shape_numel(shape) != numel())
     fail("tensor: cannot reshape {} ({} elements) to {}", shape_str(desc_.shape), numel(),
          shape_str(shape));
+  if (desc_.layout != Layout::plain) return to_layout(Layout::plain).reshape(std::move(shape));
   Tensor t = *this;
   t.desc_.shape = std::move(shape);
   return t;
 }
+
+namespace {
+std::atomic<bool> g_cpu_blocked{true};
+}  // namespace
+
+Layout activation_layout(Device device, const Shape& shape) {
+  return device.type == DeviceType::cpu && g_cpu_blocked.load() &&
+                 layout_fits(Layout::nchw8c, shape)
+             ? Layout::nchw8c
+             : Layout::plain;
+}
+void set_cpu_blocked_activations(bool on) { g_cpu_blocked.store(on); }
+bool cpu_blocked_activations() { return g_cpu_blocked.load(); }
 
 int device_count(DeviceType type) { return Dispatcher::global().device_count(type); }
 bool cuda_available() { return device_count(DeviceType::cuda) > 0; }

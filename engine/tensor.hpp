@@ -1,5 +1,8 @@
-// Tensor: a dense, contiguous, row-major array with a shape, a dtype and a device, whose storage
-// is owned by that device's allocator (shared between views of the same storage).
+// Tensor: a dense, contiguous array with a shape, a dtype, a device and a layout (row-major, or
+// for CPU activations the blocked nchw8c; see Layout in primitives/core.hpp), whose storage is
+// owned by that device's allocator (shared between views of the same storage). Every accessor
+// that hands out values (to_vector, to, reshape) gives them in row-major order whatever the
+// layout; data_f32 refuses a blocked tensor.
 #pragma once
 
 #include <memory>
@@ -13,7 +16,12 @@ class Tensor {
  public:
   Tensor() = default;
 
-  static Tensor empty(Shape shape, Device device = Device::cpu(), DType dtype = DType::f32);
+  // An Error when the layout does not fit the shape or dtype (nchw8c: f32 [B, C, H, W], C % 8 ==
+  // 0).
+  static Tensor empty(Shape shape, Device device = Device::cpu(), DType dtype = DType::f32,
+                      Layout layout = Layout::plain);
+  // Uninitialized, with t's shape, device, dtype and layout.
+  static Tensor empty_like(const Tensor& t);
   static Tensor zeros(Shape shape, Device device = Device::cpu(), DType dtype = DType::f32);
   static Tensor full(Shape shape, float value, Device device = Device::cpu());
   // Copies `values` (numel of `shape` floats) to a new f32 tensor on `device`.
@@ -27,29 +35,42 @@ class Tensor {
   int rank() const { return desc_.rank(); }
   Device device() const { return desc_.device; }
   DType dtype() const { return desc_.dtype; }
+  Layout layout() const { return desc_.layout; }
   std::int64_t numel() const { return desc_.numel(); }
 
-  // Host pointer to f32 data; an Error for a tensor on another device or of another dtype.
+  // Host pointer to f32 data; an Error for a tensor on another device, of another dtype or not
+  // in the plain layout.
   float* data_f32() const;
   std::uint8_t* data_u8() const;  // likewise for u8 and i32 tensors
   std::int32_t* data_i32() const;
   void* raw() const { return data_; }
   TensorRef ref() const { return TensorRef{desc_, data_}; }
 
-  Tensor to(Device device) const;        // a copy on `device` (shares storage if already there)
-  Tensor clone() const;                  // a copy on the same device
-  void copy_from(const Tensor& src);     // same shape and dtype, any devices
-  void zero_();                          // fills with zeros in place
-  std::vector<float> to_vector() const;  // f32 values, copied to the host
-  Tensor reshape(Shape shape) const;     // same storage, same numel
+  // A copy on `device` (shares storage if already there); plain when it leaves the device.
+  Tensor to(Device device) const;
+  Tensor to_layout(Layout layout) const;  // the same values in `layout` (shares storage if so)
+  Tensor clone() const;                   // a copy on the same device, in the same layout
+  void copy_from(const Tensor& src);      // same shape and dtype, any devices and layouts
+  void zero_();                           // fills with zeros in place
+  std::vector<float> to_vector() const;   // f32 values in row-major order, copied to the host
+  // Same numel; same storage for a plain tensor, a plain copy of a blocked one.
+  Tensor reshape(Shape shape) const;
 
  private:
   struct Storage;
   void* host_data(DType want, const char* accessor) const;
+  static void ops_convert(const Tensor& from, const Tensor& to);  // the layout_convert op
   TensorDesc desc_;
   std::shared_ptr<Storage> storage_;
   void* data_ = nullptr;
 };
+
+// The layout modules give the activations they create (convolution outputs; the layers after
+// them follow their input): nchw8c on the CPU when the shape fits and blocked activations are
+// on, else plain. On by default; off gives every tensor the plain layout (to measure both).
+Layout activation_layout(Device device, const Shape& shape);
+void set_cpu_blocked_activations(bool on);
+bool cpu_blocked_activations();
 
 // The number of devices of a type present now (0 when absent or not built).
 int device_count(DeviceType type);

@@ -8,12 +8,14 @@
 //   bench_train_step [--batch=256] [--models=resnet20,resnet18] [--norms=bn,gbn:16,gni:16]
 //                    [--devices=cpu,cuda] [--threads=N] [--steps=N] [--warmup=N]
 //                    [--conv-math=fp32|tf32|bf16] [--tf32] [--graph] [--profile=N]
-//                    [Google Benchmark flags]
+//                    [--cpu-layouts=nchw8c,plain] [Google Benchmark flags]
 // --profile=N replaces the benchmarks by a per-op breakdown of N steps per configuration (the
 // dispatcher's profiling: device synchronized around every op), next to N unsynchronized steps.
 // --graph replays the GPU step's forward, loss and backward from a CUDA graph (engine/graph.hpp;
 // names end in /graph); the SGD update stays eager. Either way each timed step ends with the
-// device synchronized and the loss read back, as a training loop does.
+// device synchronized and the loss read back, as a training loop does. --cpu-layouts runs each
+// CPU configuration with activations kept in those layouts (engine's set_cpu_blocked_activations;
+// default nchw8c; names end in /plain for the plain one), to measure the blocked layout's gain.
 #include <benchmark/benchmark.h>
 #include <omp.h>
 
@@ -44,6 +46,7 @@ struct Options {
   std::int64_t profile = 0;  // > 0: per-op breakdown of this many steps instead of benchmarks
   prim::ConvMath math = prim::ConvMath::fp32;  // GPU convolutions (names end in /tf32, /bf16)
   bool graph = false;  // GPU steps replayed from a CUDA graph (names end in /graph)
+  std::vector<Layout> cpu_layouts{Layout::nchw8c};  // CPU activations (plain: names end in /plain)
 };
 
 const char* kHelp =
@@ -59,6 +62,8 @@ const char* kHelp =
     "                      default for convs) or bf16 (mixed precision at the conv boundary)\n"
     "  --tf32              the same as --conv-math=tf32\n"
     "  --graph             GPU: replay forward, loss and backward from a CUDA graph (cuda only)\n"
+    "  --cpu-layouts=A,B   CPU activations in these layouts, each its own benchmark: nchw8c\n"
+    "                      (blocked, the default) and/or plain (NCHW; names end in /plain)\n"
     "  --profile=N         instead of the benchmarks: where N steps go, op by op (each op timed\n"
     "                      with the device synchronized around it), per model x norm x device\n"
     "and Google Benchmark's flags: --benchmark_filter=REGEX, --benchmark_repetitions=N,\n"
@@ -110,7 +115,18 @@ Options parse(int argc, char** argv) {
       o.graph = val != "0";
     else if (key == "--profile")
       o.profile = parse_int(key, val);
-    else
+    else if (key == "--cpu-layouts") {
+      o.cpu_layouts.clear();
+      for (const auto& l : split(val)) {
+        if (l == "nchw8c")
+          o.cpu_layouts.push_back(Layout::nchw8c);
+        else if (l == "plain")
+          o.cpu_layouts.push_back(Layout::plain);
+        else
+          fail("--cpu-layouts: '{}' is not a layout (expected nchw8c or plain)", l);
+      }
+      if (o.cpu_layouts.empty()) fail("--cpu-layouts: give at least one of nchw8c, plain");
+    } else
       fail("unknown argument '{}' (see --help)", a);
   }
   if (o.batch < 1) fail("--batch: must be at least 1, got {}", o.batch);
@@ -270,13 +286,22 @@ int main(int argc, char** argv) {
   try {
     const Options o = parse(argc, argv);
     if (o.threads > 0) omp_set_num_threads(o.threads);
+    // The layouts a device's activations are measured in (only the CPU has a choice).
+    auto layouts_for = [&](Device dev) {
+      return dev.type == DeviceType::cpu ? o.cpu_layouts : std::vector<Layout>{Layout::plain};
+    };
+    auto use_layout = [](Layout l) { set_cpu_blocked_activations(l == Layout::nchw8c); };
     if (o.profile > 0) {
       for (const auto& m : o.models)
         for (const auto& n : o.norms)
           for (const auto& d : o.devices) {
             const Device dev = Device::parse(d);
             if (dev.type == DeviceType::cuda && !cuda_available()) continue;
-            profile_steps(m, n, dev, o.batch, o.warmup, o.profile, o.math);
+            for (const Layout l : layouts_for(dev)) {
+              use_layout(l);
+              if (dev.type == DeviceType::cpu) fmt::print("\nCPU activations: {}", layout_name(l));
+              profile_steps(m, n, dev, o.batch, o.warmup, o.profile, o.math);
+            }
           }
       return 0;
     }
@@ -285,18 +310,22 @@ int main(int argc, char** argv) {
         for (const auto& d : o.devices) {
           const Device dev = Device::parse(d);
           if (dev.type == DeviceType::cuda && !cuda_available()) continue;
-          auto* b = benchmark::RegisterBenchmark(
-              fmt::format("TrainStep/{}/{}/{}{}{}", m, n, dev.str(),
-                          o.math == prim::ConvMath::fp32
-                              ? std::string()
-                              : fmt::format("/{}", prim::conv_math_name(o.math)),
-                          o.graph ? "/graph" : "")
-                  .c_str(),
-              [=](benchmark::State& s) {
-                train_step(s, m, n, dev, o.batch, o.warmup, o.math, o.graph);
-              });
-          b->Unit(benchmark::kMillisecond)->UseManualTime();
-          if (o.steps > 0) b->Iterations(o.steps);
+          for (const Layout l : layouts_for(dev)) {
+            auto* b = benchmark::RegisterBenchmark(
+                fmt::format("TrainStep/{}/{}/{}{}{}{}", m, n, dev.str(),
+                            o.math == prim::ConvMath::fp32
+                                ? std::string()
+                                : fmt::format("/{}", prim::conv_math_name(o.math)),
+                            o.graph ? "/graph" : "",
+                            dev.type == DeviceType::cpu && l == Layout::plain ? "/plain" : "")
+                    .c_str(),
+                [=](benchmark::State& s) {
+                  use_layout(l);
+                  train_step(s, m, n, dev, o.batch, o.warmup, o.math, o.graph);
+                });
+            b->Unit(benchmark::kMillisecond)->UseManualTime();
+            if (o.steps > 0) b->Iterations(o.steps);
+          }
         }
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();

@@ -61,7 +61,24 @@ std::int64_t shape_numel(const Shape& s) {
   return n;
 }
 
+std::string_view layout_name(Layout l) {
+  switch (l) {
+    case Layout::plain:
+      return "plain";
+    case Layout::nchw8c:
+      return "nchw8c";
+  }
+  return "?";
+}
+
+bool layout_fits(Layout l, const Shape& s) {
+  return l == Layout::plain || (s.size() == 4 && s[1] % kBlock == 0);
+}
+
 std::string TensorDesc::str() const {
+  if (layout != Layout::plain)
+    return fmt::format("{}{} {} on {}", dtype_name(dtype), shape_str(shape), layout_name(layout),
+                       device.str());
   return fmt::format("{}{} on {}", dtype_name(dtype), shape_str(shape), device.str());
 }
 

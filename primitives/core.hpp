@@ -53,19 +53,35 @@ using Shape = std::vector<std::int64_t>;
 std::string shape_str(const Shape& s);
 std::int64_t shape_numel(const Shape& s);
 
+// How a tensor's values lie in memory. `plain`: row-major in the order of its shape (NCHW for
+// activations). `nchw8c`: oneDNN's blocked activation layout nChw8c, for [B, C, H, W] with C a
+// multiple of 8: memory order [B, C/8, H, W, 8], eight channels side by side. It is what the CPU
+// convolutions compute in, so activations kept in it skip two reorders per convolution pass.
+// The shape is always the logical [B, C, H, W]; only kernels that declared it see it (the
+// dispatcher converts for the others, see LayoutRule).
+enum class Layout : std::uint8_t { plain, nchw8c };
+std::string_view layout_name(Layout l);
+inline constexpr std::int64_t kBlock = 8;  // channels per block of nchw8c
+// Can a tensor of this shape take this layout? (plain: always; nchw8c: rank 4, C % 8 == 0.)
+bool layout_fits(Layout l, const Shape& s);
+
 struct TensorDesc {
   Shape shape;
   DType dtype = DType::f32;
   Device device;
+  Layout layout = Layout::plain;
 
   int rank() const { return static_cast<int>(shape.size()); }
   std::int64_t numel() const { return shape_numel(shape); }
   std::size_t bytes() const { return static_cast<std::size_t>(numel()) * dtype_size(dtype); }
-  std::string str() const;  // "f32[256, 16, 32, 32] on cpu"
+  std::string str() const;  // "f32[256, 16, 32, 32] on cpu", "f32[256, 16, 32, 32] nchw8c on cpu"
+  // Channels stored side by side: 8 for nchw8c, else 1. Plane k of the [B*C/lanes, S, lanes]
+  // view starts at k * S * lanes and holds channels (k * lanes + l) % C of sample k*lanes / C.
+  std::int64_t lanes() const { return layout == Layout::nchw8c ? kBlock : 1; }
 };
 
 // What a kernel sees of a tensor: its descriptor and a raw buffer on the descriptor's device.
-// Tensors are dense and contiguous in row-major order of `shape`.
+// Tensors are dense and contiguous, in row-major order of `shape` unless desc.layout says else.
 struct TensorRef {
   TensorDesc desc;
   void* data = nullptr;
@@ -94,6 +110,14 @@ struct KernelCall {
 
 using Kernel = std::function<void(const OpDesc&, const KernelCall&)>;
 using Supports = std::function<bool(const OpDesc&, const KernelCall&)>;
+
+// The layouts a kernel takes. The dispatcher converts a call's tensors to fit before the kernel
+// runs (and its outputs back after), so a kernel never sees a layout it did not declare:
+//   plain:       every tensor plain (the default; what every reference kernel takes);
+//   like_output: every rank-4 tensor in the layout of output 0, the rest plain (kernels that
+//                walk [B, C, S] planes and read desc.lanes(): elementwise ops, norms);
+//   any:         each tensor as it comes (the kernel reads each layout: convolutions, reorders).
+enum class LayoutRule : std::uint8_t { plain, like_output, any };
 
 // Bytes a device's allocator has handed out and not yet taken back, and the most at any time
 // since the last reset (PyTorch's memory_allocated / max_memory_allocated).
@@ -147,7 +171,7 @@ class Registry {
  public:
   virtual ~Registry() = default;
   virtual void add_kernel(std::string op, DeviceType device, std::string backend, Kernel kernel,
-                          Supports supports = {}) = 0;
+                          Supports supports = {}, LayoutRule layouts = LayoutRule::plain) = 0;
   virtual void add_device(DeviceType device, DeviceApi* api) = 0;
 };
 

@@ -66,7 +66,9 @@ TEST_P(BatchNormCpu, BothBackendsMatchReference) {
 
 INSTANTIATE_TEST_SUITE_P(Shapes, BatchNormCpu,
                          ::testing::Values(BnCase{{8, 3, 5, 5}, true}, BnCase{{8, 3, 5, 5}, false},
-                                           BnCase{{16, 6}, true}, BnCase{{2, 4, 3, 2, 2}, true}));
+                                           BnCase{{16, 6}, true}, BnCase{{2, 4, 3, 2, 2}, true},
+                                           BnCase{{6, 16, 5, 3}, true},
+                                           BnCase{{6, 8, 4, 4}, false}));
 
 void check_backend(const BnCase& p, const char* backend) {
   const auto& [s, affine] = p;

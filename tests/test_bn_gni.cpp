@@ -118,7 +118,8 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(FusedCase{{32, 4, 6, 6}, 16, prim::Sampling::replacement},
                       FusedCase{{64, 8}, 16, prim::Sampling::replacement},
                       FusedCase{{32, 3, 4, 4}, 8, prim::Sampling::shuffle},
-                      FusedCase{{6, 2, 3, 3}, 16, prim::Sampling::replacement}));
+                      FusedCase{{6, 2, 3, 3}, 16, prim::Sampling::replacement},
+                      FusedCase{{24, 16, 3, 5}, 8, prim::Sampling::replacement}));
 
 TEST(BatchNormGhostNoiseReference, RunningStatisticsAreBatchNorms) {
   const Shape s{16, 3, 4, 4};

@@ -17,14 +17,15 @@ TEST(EltwiseReference, ReluIsMaxWithZero) {
 }
 
 TEST(EltwiseOnednn, MatchesReference) {
-  const Shape s{4, 3, 5, 7};
-  Tensor x = random_tensor(s, 2), dy = random_tensor(s, 3), b = random_tensor(s, 4);
-  testkit::expect_matches_reference(prim::op::relu_fwd, prim::ref::relu_fwd, prim::ReluDesc{},
-                                    Device::cpu(), {x}, {Tensor::zeros(s)}, {0, 0});
-  testkit::expect_matches_reference(prim::op::relu_bwd, prim::ref::relu_bwd, prim::ReluDesc{},
-                                    Device::cpu(), {dy, x}, {Tensor::zeros(s)}, {0, 0});
-  testkit::expect_matches_reference(prim::op::add_fwd, prim::ref::add_fwd, prim::AddDesc{},
-                                    Device::cpu(), {x, b}, {Tensor::zeros(s)}, {0, 1e-7});
+  for (const Shape& s : {Shape{4, 3, 5, 7}, Shape{3, 16, 5, 3}}) {
+    Tensor x = random_tensor(s, 2), dy = random_tensor(s, 3), b = random_tensor(s, 4);
+    testkit::expect_matches_reference(prim::op::relu_fwd, prim::ref::relu_fwd, prim::ReluDesc{},
+                                      Device::cpu(), {x}, {Tensor::zeros(s)}, {0, 0});
+    testkit::expect_matches_reference(prim::op::relu_bwd, prim::ref::relu_bwd, prim::ReluDesc{},
+                                      Device::cpu(), {dy, x}, {Tensor::zeros(s)}, {0, 0});
+    testkit::expect_matches_reference(prim::op::add_fwd, prim::ref::add_fwd, prim::AddDesc{},
+                                      Device::cpu(), {x, b}, {Tensor::zeros(s)}, {0, 1e-7});
+  }
 }
 
 TEST(EltwiseOnednn, ReluBackwardMatchesFiniteDifferences) {

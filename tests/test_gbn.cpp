@@ -151,7 +151,8 @@ INSTANTIATE_TEST_SUITE_P(
                       GbnCase{
                           {10, 3, 5, 5}, 4, prim::Grouping::contiguous, false},  // last group of 2
                       GbnCase{{10, 3, 5, 5}, 4, prim::Grouping::strided, true},
-                      GbnCase{{64, 5}, 16, prim::Grouping::contiguous, true}));
+                      GbnCase{{64, 5}, 16, prim::Grouping::contiguous, true},
+                      GbnCase{{10, 16, 3, 5}, 4, prim::Grouping::strided, true}));
 
 TEST(GhostBatchNormReference, BackwardMatchesFiniteDifferences) {
   const Shape s{6, 2, 2, 2};

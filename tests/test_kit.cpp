@@ -92,10 +92,15 @@ std::vector<Tensor> run_reference(const Kernel& ref, const OpDesc& desc,
 
 std::vector<Tensor> run_dispatched(std::string_view op, const OpDesc& desc, Device device,
                                    const std::vector<Tensor>& in,
-                                   const std::vector<Tensor>& out_init, std::string_view backend) {
+                                   const std::vector<Tensor>& out_init, std::string_view backend,
+                                   Layout layout) {
+  auto placed = [&](const Tensor& t) {
+    Tensor d = t.to(device).clone();
+    return t.dtype() == DType::f32 && layout_fits(layout, t.shape()) ? d.to_layout(layout) : d;
+  };
   std::vector<Tensor> din, dout;
-  for (const auto& t : in) din.push_back(t.to(device).clone());
-  for (const auto& t : out_init) dout.push_back(t.to(device).clone());
+  for (const auto& t : in) din.push_back(placed(t));
+  for (const auto& t : out_init) dout.push_back(placed(t));
   ops::call(op, desc, din, dout, backend);
   std::vector<Tensor> host;
   for (const auto& t : dout) host.push_back(t.to(Device::cpu()));
@@ -107,11 +112,22 @@ void expect_matches_reference(std::string_view op, const Kernel& ref, const OpDe
                               const std::vector<Tensor>& out_init, Tolerance tol,
                               std::string_view backend) {
   const auto want = run_reference(ref, desc, in, out_init);
-  const auto got = run_dispatched(op, desc, device, in, out_init, backend);
-  for (std::size_t i = 0; i < want.size(); ++i)
-    EXPECT_TRUE(all_close(got[i], want[i], tol,
-                          std::string(op) + " output " + std::to_string(i) + " on " + device.str() +
-                              (backend.empty() ? "" : " [" + std::string(backend) + "]")));
+  std::vector<Layout> layouts{Layout::plain};
+  if (device.type == DeviceType::cpu) {
+    bool blockable = false;
+    for (const auto* ts : {&in, &out_init})
+      for (const auto& t : *ts)
+        blockable |= t.dtype() == DType::f32 && layout_fits(Layout::nchw8c, t.shape());
+    if (blockable) layouts.push_back(Layout::nchw8c);
+  }
+  for (const Layout layout : layouts) {
+    const auto got = run_dispatched(op, desc, device, in, out_init, backend, layout);
+    for (std::size_t i = 0; i < want.size(); ++i)
+      EXPECT_TRUE(all_close(got[i], want[i], tol,
+                            std::string(op) + " output " + std::to_string(i) + " on " +
+                                device.str() + " (" + std::string(layout_name(layout)) + ")" +
+                                (backend.empty() ? "" : " [" + std::string(backend) + "]")));
+  }
 }
 
 double weighted_sum(const std::vector<float>& y, const std::vector<float>& w) {

@@ -40,12 +40,16 @@ inline constexpr Tolerance kF32{1e-5, 1e-4};
 std::vector<Tensor> run_reference(const Kernel& ref, const OpDesc& desc,
                                   const std::vector<Tensor>& in,
                                   const std::vector<Tensor>& out_init);
-// Runs `op` through the dispatcher on `device` with copies of the tensors; returns host outputs.
+// Runs `op` through the dispatcher on `device` with copies of the tensors, those that fit
+// `layout` converted to it; returns host outputs (read in row-major order whatever the layout).
 std::vector<Tensor> run_dispatched(std::string_view op, const OpDesc& desc, Device device,
                                    const std::vector<Tensor>& in,
                                    const std::vector<Tensor>& out_init,
-                                   std::string_view backend = {});
-// Both of the above, then all_close on every output.
+                                   std::string_view backend = {}, Layout layout = Layout::plain);
+// Both of the above, then all_close on every output: on the CPU once with every tensor plain and,
+// when some rank-4 tensor fits nchw8c (C % 8 == 0), once more with those tensors in nchw8c. So
+// every CPU kernel is checked in every layout the call's tensors can take (the dispatcher
+// converts for kernels that take plain only).
 void expect_matches_reference(std::string_view op, const Kernel& ref, const OpDesc& desc,
                               Device device, const std::vector<Tensor>& in,
                               const std::vector<Tensor>& out_init, Tolerance tol = kF32,

@@ -81,7 +81,11 @@ INSTANTIATE_TEST_SUITE_P(Cases, Conv,
                          ::testing::Values(ConvCase{{2, 3, 6, 6}, {4, 3, 3, 3}, 1, 1, false},
                                            ConvCase{{2, 3, 7, 7}, {5, 3, 3, 3}, 2, 1, true},
                                            ConvCase{{3, 4, 6, 6}, {2, 4, 1, 1}, 2, 0, false},
-                                           ConvCase{{1, 2, 5, 5}, {3, 2, 5, 5}, 1, 0, true}));
+                                           ConvCase{{1, 2, 5, 5}, {3, 2, 5, 5}, 1, 0, true},
+                                           // nchw8c: y only; x and y; x only
+                                           ConvCase{{2, 3, 6, 6}, {8, 3, 3, 3}, 1, 1, false},
+                                           ConvCase{{2, 8, 7, 7}, {16, 8, 3, 3}, 2, 1, true},
+                                           ConvCase{{2, 16, 6, 6}, {4, 16, 1, 1}, 2, 0, false}));
 
 TEST(Conv, BadShapesAreClearErrors) {
   prim::ConvDesc d;
@@ -154,14 +158,14 @@ TEST(Pool, CpuMatchesReferenceAndGradientsMatchFiniteDifferences) {
       d.kind = kind;
       d.kernel = K;
       d.stride = s;
-      const Shape xs{2, 3, 6, 6};
+      const Shape xs{2, 8, 6, 6};  // C = 8: nchw8c too (converted around the plain kernel)
       const auto ys = prim::pool_output_shape(d, xs);
       const bool mx = kind == prim::PoolKind::max;
       Tensor x = random_tensor(xs, 5);  // distinct values: the max is unique, so differentiable
       std::vector<Tensor> outs{Tensor::zeros(ys)};
       if (mx) outs.push_back(Tensor::zeros(ys));
       testkit::expect_matches_reference(prim::op::pool_fwd, prim::ref::pool_fwd, d, Device::cpu(),
-                                        {x}, outs, {0, 1e-6});
+                                        {x}, outs, {1e-7, 1e-6});
       auto f = testkit::run_reference(prim::ref::pool_fwd, d, {x}, outs);
       Tensor dy = random_tensor(ys, 6);
       std::vector<Tensor> bin{dy};

@@ -39,20 +39,22 @@ TEST(ExclusiveBatchNormReference, PairsAreNormalizedByEachOther) {
 
 TEST(ExclusiveBatchNormOnednn, MatchesReference) {
   for (auto grouping : {prim::Grouping::contiguous, prim::Grouping::strided}) {
-    const Shape s{12, 3, 4, 4};
-    prim::ExclusiveBatchNormDesc d;
-    d.ghost_batch = 5;  // groups 5, 5, 2 (contiguous) or 4, 4, 4 (strided)
-    d.grouping = grouping;
-    const auto outs = xbn_outputs(s);
-    const std::vector<Tensor> in{normal_tensor(s, 2, 0.5f, 1.5f), random_tensor({3}, 3, 0.5f, 1.5f),
-                                 random_tensor({3}, 4)};
-    testkit::expect_matches_reference(prim::op::xbn_fwd_train, prim::ref::xbn_fwd_train, d,
-                                      Device::cpu(), in, outs, {2e-5, 2e-4});
-    const auto fwd = testkit::run_reference(prim::ref::xbn_fwd_train, d, in, outs);
-    testkit::expect_matches_reference(prim::op::xbn_bwd, prim::ref::xbn_bwd, d, Device::cpu(),
-                                      {normal_tensor(s, 5), in[0], fwd[1], fwd[2], in[1]},
-                                      {Tensor::zeros(s), Tensor::zeros({3}), Tensor::zeros({3})},
-                                      {2e-5, 2e-4});
+    for (const Shape& s : {Shape{12, 3, 4, 4}, Shape{12, 8, 3, 5}}) {
+      const auto C = s[1];
+      prim::ExclusiveBatchNormDesc d;
+      d.ghost_batch = 5;  // groups 5, 5, 2 (contiguous) or 4, 4, 4 (strided)
+      d.grouping = grouping;
+      const auto outs = xbn_outputs(s);
+      const std::vector<Tensor> in{normal_tensor(s, 2, 0.5f, 1.5f),
+                                   random_tensor({C}, 3, 0.5f, 1.5f), random_tensor({C}, 4)};
+      testkit::expect_matches_reference(prim::op::xbn_fwd_train, prim::ref::xbn_fwd_train, d,
+                                        Device::cpu(), in, outs, {2e-5, 2e-4});
+      const auto fwd = testkit::run_reference(prim::ref::xbn_fwd_train, d, in, outs);
+      testkit::expect_matches_reference(prim::op::xbn_bwd, prim::ref::xbn_bwd, d, Device::cpu(),
+                                        {normal_tensor(s, 5), in[0], fwd[1], fwd[2], in[1]},
+                                        {Tensor::zeros(s), Tensor::zeros({C}), Tensor::zeros({C})},
+                                        {2e-5, 2e-4});
+    }
   }
 }
 

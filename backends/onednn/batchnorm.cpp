@@ -135,8 +135,9 @@ namespace ghostnn::onednn {
 void own_bn_fwd_train(const OpDesc& od, const KernelCall& c) {
   const auto& d = dynamic_cast<const prim::BatchNormDesc&>(od);
   prim::validate_bn_fwd_train(d, c);
-  const auto [B, C, S] = bcs_of(c.in[0].desc.shape);
-  const auto st = grouped_bn_forward(c.in[0].f32(), c.out[0].f32(), B, C, S, Groups{},
+  const auto p = planes_of(c.in[0].desc);
+  const auto [B, C, S, lanes] = p;
+  const auto st = grouped_bn_forward(c.in[0].f32(), c.out[0].f32(), p, Groups{},
                                      d.affine ? c.in[1].f32() : nullptr,
                                      d.affine ? c.in[2].f32() : nullptr, d.eps);
   const double n = static_cast<double>(B * S);
@@ -153,7 +154,8 @@ void own_bn_fwd_train(const OpDesc& od, const KernelCall& c) {
 void own_bn_fwd_infer(const OpDesc& od, const KernelCall& c) {
   const auto& d = dynamic_cast<const prim::BatchNormDesc&>(od);
   prim::validate_bn_fwd_infer(d, c);
-  const auto [B, C, S] = bcs_of(c.in[0].desc.shape);
+  const auto p = planes_of(c.in[0].desc);
+  const auto C = p.C;
   std::vector<float> a(C), o(C);
   for (std::int64_t ch = 0; ch < C; ++ch) {
     const double inv = 1.0 / std::sqrt(static_cast<double>(c.in[2].f32()[ch]) + d.eps);
@@ -163,17 +165,16 @@ void own_bn_fwd_infer(const OpDesc& od, const KernelCall& c) {
   }
   const float* x = c.in[0].f32();
   float* y = c.out[0].f32();
-  parallel_for(B * C,
-               [&](std::int64_t k) { plane_affine(x + k * S, y + k * S, S, a[k % C], o[k % C]); });
+  all_affine(x, y, p, [&](std::int64_t k) { return std::array<float, 2>{a[k % C], o[k % C]}; });
 }
 
 void own_bn_bwd(const OpDesc& od, const KernelCall& c) {
   const auto& d = dynamic_cast<const prim::BatchNormDesc&>(od);
   prim::validate_bn_bwd(d, c);
-  const auto [B, C, S] = bcs_of(c.in[0].desc.shape);
-  grouped_bn_backward(c.in[0].f32(), c.in[1].f32(), c.out[0].f32(), B, C, S, Groups{},
-                      c.in[2].f32(), c.in[3].f32(), d.affine ? c.in[4].f32() : nullptr, d.eps,
-                      d.affine ? c.out[1].f32() : nullptr, d.affine ? c.out[2].f32() : nullptr);
+  grouped_bn_backward(c.in[0].f32(), c.in[1].f32(), c.out[0].f32(), planes_of(c.in[0].desc),
+                      Groups{}, c.in[2].f32(), c.in[3].f32(), d.affine ? c.in[4].f32() : nullptr,
+                      d.eps, d.affine ? c.out[1].f32() : nullptr,
+                      d.affine ? c.out[2].f32() : nullptr);
 }
 
 }  // namespace ghostnn::onednn

@@ -15,23 +15,24 @@ namespace ghostnn::onednn {
 void bn_gni_fwd_train(const OpDesc& od, const KernelCall& c) {
   const auto& d = dynamic_cast<const prim::BatchNormGhostNoiseDesc&>(od);
   const auto [B, C, S] = prim::validate_bn_gni_fwd_train(d, c);
+  const auto p = planes_of(c.in[0].desc);
   const float* x = c.in[0].f32();
   const float* gamma = c.in[1].f32();
   const float* beta = c.in[2].f32();
   float* y = c.out[0].f32();
   float* shift = c.out[3].f32();
   float* scale = c.out[4].f32();
-  const auto m = nchw_moments(x, B, C, S, true);
+  const auto m = channel_pivot_moments(x, p, true);
   std::vector<double> mean(C), var(C);
   prim::bn_gni_noise_from_moments(d, B, C, m.pivot.data(), m.m1.data(), m.m2.data(), mean.data(),
                                   var.data(), shift, scale);
   std::vector<double> inv(C);
   for (std::int64_t ch = 0; ch < C; ++ch) inv[ch] = 1.0 / std::sqrt(var[ch] + d.bn_eps);
-  parallel_for(B * C, [&](std::int64_t k) {
+  all_affine(x, y, p, [&](std::int64_t k) {
     const auto ch = k % C;
     const double a = gamma[ch] * inv[ch] / scale[k];
     const double o = beta[ch] - gamma[ch] * (mean[ch] * inv[ch] + shift[k]) / scale[k];
-    plane_affine(x + k * S, y + k * S, S, static_cast<float>(a), static_cast<float>(o));
+    return std::array<float, 2>{static_cast<float>(a), static_cast<float>(o)};
   });
   const double n = static_cast<double>(B * S);
   std::vector<double> unbiased(C);
@@ -47,6 +48,7 @@ void bn_gni_fwd_train(const OpDesc& od, const KernelCall& c) {
 void bn_gni_bwd(const OpDesc& od, const KernelCall& c) {
   const auto& d = dynamic_cast<const prim::BatchNormGhostNoiseDesc&>(od);
   const auto [B, C, S] = prim::validate_bn_gni_bwd(d, c);
+  const auto p = planes_of(c.in[0].desc);
   const float* dy = c.in[0].f32();
   const float* x = c.in[1].f32();
   const float* mean = c.in[2].f32();
@@ -56,11 +58,8 @@ void bn_gni_bwd(const OpDesc& od, const KernelCall& c) {
   const float* gamma = c.in[6].f32();
   float* dx = c.out[0].f32();
   std::vector<double> a(B * C), bs(B * C);
-  parallel_for(B * C, [&](std::int64_t k) {
-    const auto r = plane_grad_dots(dy + k * S, x + k * S, S, mean[k % C]);
-    a[k] = r.dy;
-    bs[k] = r.dyx;
-  });
+  all_grad_dots(
+      dy, x, p, [&](std::int64_t k) { return mean[k % C]; }, a.data(), bs.data());
   const double n = static_cast<double>(B * S);
   std::vector<double> inv(C), bx(C), sg(C, 0.0), sgx(C, 0.0), dgamma(C, 0.0), dbeta(C, 0.0);
   for (std::int64_t ch = 0; ch < C; ++ch)
@@ -75,12 +74,12 @@ void bn_gni_bwd(const OpDesc& od, const KernelCall& c) {
       dbeta[ch] += a[k];
     }
   for (std::int64_t ch = 0; ch < C; ++ch) bx[ch] = -inv[ch] * inv[ch] * sgx[ch] / n;
-  parallel_for(B * C, [&](std::int64_t k) {
+  all_bwd(dy, x, dx, p, [&](std::int64_t k) {
     const auto ch = k % C;
     const double ca = inv[ch] * gamma[ch] / scale[k];
     const double cc = -inv[ch] * sg[ch] / n - bx[ch] * mean[ch];
-    plane_bwd(dy + k * S, x + k * S, dx + k * S, S, static_cast<float>(ca),
-              static_cast<float>(bx[ch]), static_cast<float>(cc));
+    return std::array<float, 3>{static_cast<float>(ca), static_cast<float>(bx[ch]),
+                                static_cast<float>(cc)};
   });
   for (std::int64_t ch = 0; ch < C; ++ch) {
     c.out[1].f32()[ch] = static_cast<float>(dgamma[ch]);

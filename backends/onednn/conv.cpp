@@ -1,7 +1,8 @@
-// Convolution on oneDNN (forward, backward data, backward weights). Tensors stay NCHW / OIHW; the
-// primitives are created with format `any`, so oneDNN picks its fast blocked layouts (jit:avx2
-// with nChw8c on AVX2 machines, ~4x faster than its im2col path on plain NCHW), and the data is
-// reordered in and out around each call through reused scratch buffers.
+// Convolution on oneDNN (forward, backward data, backward weights). The primitives are created
+// with format `any`, so oneDNN picks its fast blocked layouts (jit:avx2 with nChw8c on AVX2
+// machines, ~4x faster than its im2col path on plain NCHW). Activations come in their own layout
+// (LayoutRule::any): one already in the primitive's layout (nchw8c) is used in place, any other
+// is reordered in or out around the call through reused scratch buffers (weights too: OIHW).
 #include "primitives/conv.hpp"
 
 #include "backends/onednn/dnnl_common.hpp"
@@ -48,6 +49,8 @@ dnnl::convolution_forward::primitive_desc fwd_pd(const prim::ConvDesc& d, const 
 }
 
 memory mem(const memory::desc& d, const TensorRef& t) { return memory(d, cpu_engine(), t.data); }
+// A rank-4 tensor (activation or OIHW weights) in its own layout.
+memory act(const TensorRef& t) { return mem(activation_desc(t.desc), t); }
 
 // The tensor's plain memory when the primitive takes that layout; else a scratch memory in the
 // primitive's layout (slot: which argument), filled by a reorder when `copy_in`.
@@ -113,11 +116,11 @@ std::shared_ptr<BwdWeightsPrim> bwd_weights_prim(const prim::ConvDesc& d, const 
 void run_bwd_data(const prim::ConvDesc& d, BwdDataPrim& p, const memory& dy, const TensorRef& w,
                   const TensorRef& dx_ref, const Shape& xs, const Shape& ws) {
   const auto g = conv_geo(d, xs, ws);
-  const memory dx = mem(g.x, dx_ref);
+  const memory dx = act(dx_ref);
   const memory dxp = bind(dx, p.pd.diff_src_desc(), kDiffSrc, false);
   p.prim.execute(cpu_stream(),
                  {{DNNL_ARG_DIFF_DST, dy},
-                  {DNNL_ARG_WEIGHTS, bind(mem(g.w, w), p.pd.weights_desc(), kWeights, true)},
+                  {DNNL_ARG_WEIGHTS, bind(act(w), p.pd.weights_desc(), kWeights, true)},
                   {DNNL_ARG_DIFF_SRC, dxp}});
   unbind(dxp, dx);
 }
@@ -127,12 +130,11 @@ void run_bwd_weights(const prim::ConvDesc& d, BwdWeightsPrim& p, const memory& d
                      const TensorRef& x, std::span<const TensorRef> out, const Shape& xs,
                      const Shape& ws) {
   const auto g = conv_geo(d, xs, ws);
-  const memory dw = mem(g.w, out[0]);
+  const memory dw = act(out[0]);
   const memory dwp = bind(dw, p.pd.diff_weights_desc(), kWeights, false);
-  std::unordered_map<int, memory> args{
-      {DNNL_ARG_DIFF_DST, dy},
-      {DNNL_ARG_SRC, bind(mem(g.x, x), p.pd.src_desc(), kSrc, true)},
-      {DNNL_ARG_DIFF_WEIGHTS, dwp}};
+  std::unordered_map<int, memory> args{{DNNL_ARG_DIFF_DST, dy},
+                                       {DNNL_ARG_SRC, bind(act(x), p.pd.src_desc(), kSrc, true)},
+                                       {DNNL_ARG_DIFF_WEIGHTS, dwp}};
   if (d.bias) args.emplace(DNNL_ARG_DIFF_BIAS, mem(g.b, out[1]));
   p.prim.execute(cpu_stream(), args);
   unbind(dwp, dw);
@@ -148,11 +150,11 @@ void conv_fwd(const OpDesc& od, const KernelCall& c) {
     auto p =
         cache.get(Key{xs, ws, d.stride, d.pad, d.bias}, [&] { return FwdPrim(fwd_pd(d, xs, ws)); });
     const auto g = conv_geo(d, xs, ws);
-    const memory y = mem(g.y, c.out[0]);
+    const memory y = act(c.out[0]);
     const memory yp = bind(y, p->pd.dst_desc(), kDst, false);
     std::unordered_map<int, memory> args{
-        {DNNL_ARG_SRC, bind(mem(g.x, c.in[0]), p->pd.src_desc(), kSrc, true)},
-        {DNNL_ARG_WEIGHTS, bind(mem(g.w, c.in[1]), p->pd.weights_desc(), kWeights, true)},
+        {DNNL_ARG_SRC, bind(act(c.in[0]), p->pd.src_desc(), kSrc, true)},
+        {DNNL_ARG_WEIGHTS, bind(act(c.in[1]), p->pd.weights_desc(), kWeights, true)},
         {DNNL_ARG_DST, yp}};
     if (d.bias) args.emplace(DNNL_ARG_BIAS, mem(g.b, c.in[2]));
     p->prim.execute(cpu_stream(), args);
@@ -168,7 +170,7 @@ void conv_bwd_data(const OpDesc& od, const KernelCall& c) {
   guarded(d.layer, [&] {
     auto p = bwd_data_prim(d, xs, ws);
     const auto g = conv_geo(d, xs, ws);
-    run_bwd_data(d, *p, bind(mem(g.y, c.in[0]), p->pd.diff_dst_desc(), kDiffDst, true), c.in[1],
+    run_bwd_data(d, *p, bind(act(c.in[0]), p->pd.diff_dst_desc(), kDiffDst, true), c.in[1],
                  c.out[0], xs, ws);
     cpu_stream().wait();
   });
@@ -181,7 +183,7 @@ void conv_bwd_weights(const OpDesc& od, const KernelCall& c) {
   guarded(d.layer, [&] {
     auto p = bwd_weights_prim(d, xs, ws);
     const auto g = conv_geo(d, xs, ws);
-    run_bwd_weights(d, *p, bind(mem(g.y, c.in[0]), p->pd.diff_dst_desc(), kDiffDst, true), c.in[1],
+    run_bwd_weights(d, *p, bind(act(c.in[0]), p->pd.diff_dst_desc(), kDiffDst, true), c.in[1],
                     c.out, xs, ws);
     cpu_stream().wait();
   });
@@ -196,7 +198,7 @@ void conv_bwd(const OpDesc& od, const KernelCall& c) {
     auto pd = bwd_data_prim(d, xs, ws);
     auto pw = bwd_weights_prim(d, xs, ws);
     const auto g = conv_geo(d, xs, ws);
-    const memory dy_user = mem(g.y, c.in[0]);
+    const memory dy_user = act(c.in[0]);
     const memory dy = bind(dy_user, pd->pd.diff_dst_desc(), kDiffDst, true);
     run_bwd_data(d, *pd, dy, c.in[2], c.out[0], xs, ws);
     const memory dy_w = pw->pd.diff_dst_desc() == dy.get_desc()

@@ -27,6 +27,14 @@ memory::desc nchw_desc(const Shape& shape) {
   return memory::desc({v.B, v.C, v.S, 1}, memory::data_type::f32, memory::format_tag::nchw);
 }
 
+memory::desc activation_desc(const TensorDesc& t) {
+  if (t.rank() != 4) fail("activation {}: expected rank 4", t.str());
+  const auto& s = t.shape;
+  return memory::desc(
+      {s[0], s[1], s[2], s[3]}, memory::data_type::f32,
+      t.layout == Layout::nchw8c ? memory::format_tag::nChw8c : memory::format_tag::nchw);
+}
+
 memory nchw_memory(const TensorRef& t) {
   return memory(nchw_desc(t.desc.shape), cpu_engine(), t.data);
 }

@@ -23,6 +23,8 @@ dnnl::memory flat_memory(const TensorRef& t);
 // A [B, C, S, 1] NCHW memory over an activation (S = product of the spatial dims, 1 if dense).
 dnnl::memory nchw_memory(const TensorRef& t);
 dnnl::memory::desc nchw_desc(const Shape& shape);
+// A rank-4 tensor in its own layout: nchw, or nChw8c (for OIHW weights: aBcd8b, the same).
+dnnl::memory::desc activation_desc(const TensorDesc& t);
 // A [C] memory over a per-channel vector.
 dnnl::memory vector_memory(const TensorRef& t);
 

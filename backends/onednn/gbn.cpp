@@ -11,10 +11,11 @@ namespace ghostnn::onednn {
 void gbn_fwd_train(const OpDesc& od, const KernelCall& c) {
   const auto& d = dynamic_cast<const prim::GhostBatchNormDesc&>(od);
   prim::validate_gbn_fwd_train(d, c);
-  const auto [B, C, S] = bcs_of(c.in[0].desc.shape);
-  const auto g = prim::ghost_groups(d, B);
+  const auto p = planes_of(c.in[0].desc);
+  const auto C = p.C;
+  const auto g = prim::ghost_groups(d, p.B);
   const Groups groups{g.count, g.group_of.data(), g.size.data()};
-  const auto st = grouped_bn_forward(c.in[0].f32(), c.out[0].f32(), B, C, S, groups,
+  const auto st = grouped_bn_forward(c.in[0].f32(), c.out[0].f32(), p, groups,
                                      d.affine ? c.in[1].f32() : nullptr,
                                      d.affine ? c.in[2].f32() : nullptr, d.eps);
   std::vector<double> avg_mean(C, 0.0), avg_var(C, 0.0);
@@ -31,10 +32,10 @@ void gbn_fwd_train(const OpDesc& od, const KernelCall& c) {
 void gbn_bwd(const OpDesc& od, const KernelCall& c) {
   const auto& d = dynamic_cast<const prim::GhostBatchNormDesc&>(od);
   prim::validate_gbn_bwd(d, c);
-  const auto [B, C, S] = bcs_of(c.in[0].desc.shape);
-  const auto g = prim::ghost_groups(d, B);
+  const auto p = planes_of(c.in[0].desc);
+  const auto g = prim::ghost_groups(d, p.B);
   const Groups groups{g.count, g.group_of.data(), g.size.data()};
-  grouped_bn_backward(c.in[0].f32(), c.in[1].f32(), c.out[0].f32(), B, C, S, groups, c.in[2].f32(),
+  grouped_bn_backward(c.in[0].f32(), c.in[1].f32(), c.out[0].f32(), p, groups, c.in[2].f32(),
                       c.in[3].f32(), d.affine ? c.in[4].f32() : nullptr, d.eps,
                       d.affine ? c.out[1].f32() : nullptr, d.affine ? c.out[2].f32() : nullptr);
 }

@@ -66,7 +66,7 @@ void gni_fwd_train(const OpDesc& od, const KernelCall& c) {
   if (d.channel_last) {
     channel_last_moments(x, B, C, S, m1, m2);
   } else {
-    auto m = nchw_moments(x, B, C, S, true);
+    auto m = channel_pivot_moments(x, Planes{B, C, S, 1}, true);  // plain layout (LayoutRule)
     m1 = std::move(m.m1);
     m2 = std::move(m.m2);
   }

@@ -7,10 +7,10 @@
 
 namespace ghostnn::onednn {
 
-GroupStats grouped_bn_forward(const float* x, float* y, std::int64_t B, std::int64_t C,
-                              std::int64_t S, const Groups& g, const float* gamma,
-                              const float* beta, float eps) {
-  const auto m = nchw_moments(x, B, C, S, false);
+GroupStats grouped_bn_forward(const float* x, float* y, const Planes& p, const Groups& g,
+                              const float* gamma, const float* beta, float eps) {
+  const auto [B, C, S, lanes] = p;
+  const auto m = channel_pivot_moments(x, p, false);
   std::vector<double> s1(g.count * C, 0.0), s2(g.count * C, 0.0);
   for (std::int64_t b = 0; b < B; ++b)
     for (std::int64_t ch = 0; ch < C; ++ch) {
@@ -32,22 +32,21 @@ GroupStats grouped_bn_forward(const float* x, float* y, std::int64_t B, std::int
       scale[k] = static_cast<float>(ga * inv);
       offset[k] = static_cast<float>(be - ga * inv * st.mean[k]);
     }
-  parallel_for(B * C, [&](std::int64_t k) {
+  all_affine(x, y, p, [&](std::int64_t k) {
     const auto gk = g.of(k / C) * C + k % C;
-    plane_affine(x + k * S, y + k * S, S, scale[gk], offset[gk]);
+    return std::array<float, 2>{scale[gk], offset[gk]};
   });
   return st;
 }
 
-void grouped_bn_backward(const float* dy, const float* x, float* dx, std::int64_t B, std::int64_t C,
-                         std::int64_t S, const Groups& g, const float* mean, const float* var,
-                         const float* gamma, float eps, float* dgamma, float* dbeta) {
+void grouped_bn_backward(const float* dy, const float* x, float* dx, const Planes& p,
+                         const Groups& g, const float* mean, const float* var, const float* gamma,
+                         float eps, float* dgamma, float* dbeta) {
+  const auto [B, C, S, lanes] = p;
   std::vector<double> a(B * C), bsum(B * C);
-  parallel_for(B * C, [&](std::int64_t k) {
-    const auto r = plane_grad_dots(dy + k * S, x + k * S, S, mean[g.of(k / C) * C + k % C]);
-    a[k] = r.dy;
-    bsum[k] = r.dyx;
-  });
+  all_grad_dots(
+      dy, x, p, [&](std::int64_t k) { return mean[g.of(k / C) * C + k % C]; }, a.data(),
+      bsum.data());
   std::vector<double> sdy(g.count * C, 0.0), sdyx(g.count * C, 0.0);
   for (std::int64_t b = 0; b < B; ++b)
     for (std::int64_t ch = 0; ch < C; ++ch) {
@@ -69,9 +68,9 @@ void grouped_bn_backward(const float* dy, const float* x, float* dx, std::int64_
       dg[ch] += sx;
       db[ch] += sdy[k];
     }
-  parallel_for(B * C, [&](std::int64_t k) {
+  all_bwd(dy, x, dx, p, [&](std::int64_t k) {
     const auto gk = g.of(k / C) * C + k % C;
-    plane_bwd(dy + k * S, x + k * S, dx + k * S, S, ca[gk], cx[gk], cc[gk]);
+    return std::array<float, 3>{ca[gk], cx[gk], cc[gk]};
   });
   for (std::int64_t ch = 0; ch < C; ++ch) {
     if (dgamma) dgamma[ch] = static_cast<float>(dg[ch]);

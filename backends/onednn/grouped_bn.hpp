@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "backends/onednn/plane_kernels.hpp"
+
 namespace ghostnn::onednn {
 
 struct Groups {
@@ -19,13 +21,12 @@ struct Groups {
 struct GroupStats {
   std::vector<double> mean, var;
 };
-GroupStats grouped_bn_forward(const float* x, float* y, std::int64_t B, std::int64_t C,
-                              std::int64_t S, const Groups& g, const float* gamma,
-                              const float* beta, float eps);
+GroupStats grouped_bn_forward(const float* x, float* y, const Planes& p, const Groups& g,
+                              const float* gamma, const float* beta, float eps);
 
 // dx (and dgamma, dbeta when not null) from the saved per-(group, channel) mean and variance.
-void grouped_bn_backward(const float* dy, const float* x, float* dx, std::int64_t B, std::int64_t C,
-                         std::int64_t S, const Groups& g, const float* mean, const float* var,
-                         const float* gamma, float eps, float* dgamma, float* dbeta);
+void grouped_bn_backward(const float* dy, const float* x, float* dx, const Planes& p,
+                         const Groups& g, const float* mean, const float* var, const float* gamma,
+                         float eps, float* dgamma, float* dbeta);
 
 }  // namespace ghostnn::onednn

@@ -44,5 +44,6 @@ void ln_bwd(const OpDesc& d, const KernelCall& c);
 void affine_fwd(const OpDesc& d, const KernelCall& c);
 void affine_bwd(const OpDesc& d, const KernelCall& c);
 void augment_fwd(const OpDesc& d, const KernelCall& c);
+void layout_convert(const OpDesc& d, const KernelCall& c);
 
 }  // namespace ghostnn::onednn

@@ -39,24 +39,83 @@ GHOSTNN_CLONES void plane_bwd(const float* dy, const float* x, float* dx, std::i
   for (std::int64_t i = 0; i < S; ++i) dx[i] = a * dy[i] + bx * x[i] + c;
 }
 
+// The block loops: the inner loop over the 8 lanes is one AVX2 vector; four accumulators per sum
+// along s (s % 4) keep the adds independent and the float sums short.
+GHOSTNN_CLONES void block_moments(const float* x, std::int64_t S, const float* pivot, double* s1,
+                                  double* s2) {
+  float a[4][kBlock] = {}, b[4][kBlock] = {};
+  for (std::int64_t i = 0; i < S; ++i) {
+    const auto r = i % 4;
+#pragma omp simd
+    for (std::int64_t l = 0; l < kBlock; ++l) {
+      const float t = x[i * kBlock + l] - pivot[l];
+      a[r][l] += t;
+      b[r][l] += t * t;
+    }
+  }
+  for (std::int64_t l = 0; l < kBlock; ++l) {
+    s1[l] = static_cast<double>(a[0][l]) + a[1][l] + a[2][l] + a[3][l];
+    s2[l] = static_cast<double>(b[0][l]) + b[1][l] + b[2][l] + b[3][l];
+  }
+}
+
+GHOSTNN_CLONES void block_grad_dots(const float* dy, const float* x, std::int64_t S,
+                                    const float* pivot, double* sdy, double* sdyx) {
+  float a[4][kBlock] = {}, b[4][kBlock] = {};
+  for (std::int64_t i = 0; i < S; ++i) {
+    const auto r = i % 4;
+#pragma omp simd
+    for (std::int64_t l = 0; l < kBlock; ++l) {
+      const float g = dy[i * kBlock + l];
+      a[r][l] += g;
+      b[r][l] += g * (x[i * kBlock + l] - pivot[l]);
+    }
+  }
+  for (std::int64_t l = 0; l < kBlock; ++l) {
+    sdy[l] = static_cast<double>(a[0][l]) + a[1][l] + a[2][l] + a[3][l];
+    sdyx[l] = static_cast<double>(b[0][l]) + b[1][l] + b[2][l] + b[3][l];
+  }
+}
+
+GHOSTNN_CLONES void block_affine(const float* x, float* y, std::int64_t S, const float* a,
+                                 const float* b) {
+  for (std::int64_t i = 0; i < S; ++i)
+#pragma omp simd
+    for (std::int64_t l = 0; l < kBlock; ++l) y[i * kBlock + l] = a[l] * x[i * kBlock + l] + b[l];
+}
+
+GHOSTNN_CLONES void block_bwd(const float* dy, const float* x, float* dx, std::int64_t S,
+                              const float* a, const float* bx, const float* c) {
+  for (std::int64_t i = 0; i < S; ++i)
+#pragma omp simd
+    for (std::int64_t l = 0; l < kBlock; ++l)
+      dx[i * kBlock + l] = a[l] * dy[i * kBlock + l] + bx[l] * x[i * kBlock + l] + c[l];
+}
+
 int cpu_threads() { return omp_get_max_threads(); }
 
 }  // namespace ghostnn::onednn
 
 namespace ghostnn::onednn {
-PlaneMoments nchw_moments(const float* x, std::int64_t B, std::int64_t C, std::int64_t S,
-                          bool as_means) {
+Planes planes_of(const TensorDesc& t) {
+  const auto v = bcs_of(t.shape);
+  return {v.B, v.C, v.S, t.lanes()};
+}
+
+PlaneMoments channel_pivot_moments(const float* x, const Planes& p, bool as_means) {
   PlaneMoments m;
-  m.pivot.resize(C);
-  m.m1.resize(B * C);
-  m.m2.resize(B * C);
-  for (std::int64_t c = 0; c < C; ++c) m.pivot[c] = x[c * S];
-  const double div = as_means ? static_cast<double>(S) : 1.0;
-  parallel_for(B * C, [&](std::int64_t k) {
-    const auto r = plane_moments(x + k * S, S, static_cast<float>(m.pivot[k % C]));
-    m.m1[k] = r.s1 / div;
-    m.m2[k] = r.s2 / div;
-  });
+  m.pivot.resize(p.C);
+  m.m1.resize(p.B * p.C);
+  m.m2.resize(p.B * p.C);
+  // Channel c of sample 0 starts at c * S (plain) or (c / 8) * S * 8 + c % 8 (nchw8c).
+  for (std::int64_t c = 0; c < p.C; ++c) m.pivot[c] = x[(c / p.lanes) * p.run() + c % p.lanes];
+  all_moments(
+      x, p, [&](std::int64_t k) { return m.pivot[k % p.C]; }, m.m1.data(), m.m2.data());
+  if (as_means)
+    for (std::int64_t k = 0; k < p.B * p.C; ++k) {
+      m.m1[k] /= static_cast<double>(p.S);
+      m.m2[k] /= static_cast<double>(p.S);
+    }
   return m;
 }
 }  // namespace ghostnn::onednn

@@ -1,11 +1,15 @@
-// Vectorized loops over one contiguous plane of S floats (one (sample, channel) of an NCHW
-// tensor): the building blocks of our own CPU norm kernels. Each is compiled for AVX2+FMA and
-// for baseline x86-64 and picked at load time (GCC target_clones). Sums run in float vector lanes
-// and are returned in double; the callers reduce across planes in double.
+// Vectorized loops over the planes of an activation: the building blocks of our own CPU norm
+// kernels. A plane is one (sample, channel): S contiguous floats in the plain layout, or one lane
+// of a block of 8 channels stored side by side in nchw8c (see Layout). Each loop is compiled for
+// AVX2+FMA and for baseline x86-64 and picked at load time (GCC target_clones). Sums run in float
+// vector lanes and are returned in double; the callers reduce across planes in double.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <vector>
+
+#include "primitives/core.hpp"
 
 namespace ghostnn::onednn {
 
@@ -27,6 +31,15 @@ void plane_affine(const float* x, float* y, std::int64_t S, float a, float b);
 void plane_bwd(const float* dy, const float* x, float* dx, std::int64_t S, float a, float bx,
                float c);
 
+// The same four loops over a block of 8 channels side by side (S * 8 floats, nchw8c): per-lane
+// pivots, sums and coefficients.
+void block_moments(const float* x, std::int64_t S, const float* pivot, double* s1, double* s2);
+void block_grad_dots(const float* dy, const float* x, std::int64_t S, const float* pivot,
+                     double* sdy, double* sdyx);
+void block_affine(const float* x, float* y, std::int64_t S, const float* a, const float* b);
+void block_bwd(const float* dy, const float* x, float* dx, std::int64_t S, const float* a,
+               const float* bx, const float* c);
+
 // Number of OpenMP threads our kernels use (follows omp_get_max_threads()).
 int cpu_threads();
 
@@ -40,11 +53,91 @@ void parallel_for(std::int64_t count, F&& f) {
   for (std::int64_t k = 0; k < count; ++k) f(k);
 }
 
-// Per-(b,c) moments of an NCHW tensor about the per-channel pivot p_c = x[0, c, 0]:
-// m1 = mean_s (x - p), m2 = mean_s (x - p)^2 (divided by S when `as_means`, else sums).
+// The planes of a [B, C, ...] activation in its layout: `units` runs of S * lanes floats, unit u
+// holding planes k = u * lanes + l (k = b * C + c, the index of per-(b,c) arrays) for l < lanes.
+struct Planes {
+  std::int64_t B = 0, C = 0, S = 0, lanes = 1;
+  std::int64_t units() const { return B * C / lanes; }
+  std::int64_t run() const { return S * lanes; }
+};
+Planes planes_of(const TensorDesc& t);
+
+// The four plane loops over every plane of an activation (OpenMP over units). Per-plane values
+// come from callbacks of k = b * C + c, called once per plane on the threads.
+// Sums about pivot(k): s1[k] = sum (x - p), s2[k] = sum (x - p)^2.
+template <typename Pivot>
+void all_moments(const float* x, const Planes& p, Pivot pivot, double* s1, double* s2) {
+  parallel_for(p.units(), [&](std::int64_t u) {
+    if (p.lanes == 1) {
+      const auto r = plane_moments(x + u * p.S, p.S, static_cast<float>(pivot(u)));
+      s1[u] = r.s1;
+      s2[u] = r.s2;
+      return;
+    }
+    float pv[kBlock];
+    for (std::int64_t l = 0; l < kBlock; ++l) pv[l] = static_cast<float>(pivot(u * kBlock + l));
+    block_moments(x + u * p.run(), p.S, pv, s1 + u * kBlock, s2 + u * kBlock);
+  });
+}
+// sdy[k] = sum dy, sdyx[k] = sum dy * (x - pivot(k)).
+template <typename Pivot>
+void all_grad_dots(const float* dy, const float* x, const Planes& p, Pivot pivot, double* sdy,
+                   double* sdyx) {
+  parallel_for(p.units(), [&](std::int64_t u) {
+    if (p.lanes == 1) {
+      const auto r = plane_grad_dots(dy + u * p.S, x + u * p.S, p.S, static_cast<float>(pivot(u)));
+      sdy[u] = r.dy;
+      sdyx[u] = r.dyx;
+      return;
+    }
+    float pv[kBlock];
+    for (std::int64_t l = 0; l < kBlock; ++l) pv[l] = static_cast<float>(pivot(u * kBlock + l));
+    block_grad_dots(dy + u * p.run(), x + u * p.run(), p.S, pv, sdy + u * kBlock,
+                    sdyx + u * kBlock);
+  });
+}
+// y = a x + o per plane, coef(k) -> std::array<float, 2>{a, o}.
+template <typename Coef>
+void all_affine(const float* x, float* y, const Planes& p, Coef coef) {
+  parallel_for(p.units(), [&](std::int64_t u) {
+    if (p.lanes == 1) {
+      const std::array<float, 2> c = coef(u);
+      plane_affine(x + u * p.S, y + u * p.S, p.S, c[0], c[1]);
+      return;
+    }
+    float a[kBlock], o[kBlock];
+    for (std::int64_t l = 0; l < kBlock; ++l) {
+      const std::array<float, 2> c = coef(u * kBlock + l);
+      a[l] = c[0];
+      o[l] = c[1];
+    }
+    block_affine(x + u * p.run(), y + u * p.run(), p.S, a, o);
+  });
+}
+// dx = a dy + bx x + c per plane, coef(k) -> std::array<float, 3>{a, bx, c}.
+template <typename Coef>
+void all_bwd(const float* dy, const float* x, float* dx, const Planes& p, Coef coef) {
+  parallel_for(p.units(), [&](std::int64_t u) {
+    if (p.lanes == 1) {
+      const std::array<float, 3> c = coef(u);
+      plane_bwd(dy + u * p.S, x + u * p.S, dx + u * p.S, p.S, c[0], c[1], c[2]);
+      return;
+    }
+    float a[kBlock], bx[kBlock], cc[kBlock];
+    for (std::int64_t l = 0; l < kBlock; ++l) {
+      const std::array<float, 3> c = coef(u * kBlock + l);
+      a[l] = c[0];
+      bx[l] = c[1];
+      cc[l] = c[2];
+    }
+    block_bwd(dy + u * p.run(), x + u * p.run(), dx + u * p.run(), p.S, a, bx, cc);
+  });
+}
+
+// Per-(b,c) moments about the per-channel pivot p_c = x[0, c, 0]: m1 = mean_s (x - p),
+// m2 = mean_s (x - p)^2 (divided by S when `as_means`, else sums).
 struct PlaneMoments {
   std::vector<double> pivot, m1, m2;
 };
-PlaneMoments nchw_moments(const float* x, std::int64_t B, std::int64_t C, std::int64_t S,
-                          bool as_means);
+PlaneMoments channel_pivot_moments(const float* x, const Planes& p, bool as_means);
 }  // namespace ghostnn::onednn

@@ -9,6 +9,7 @@
 #include "primitives/gbn.hpp"
 #include "primitives/gni.hpp"
 #include "primitives/layernorm.hpp"
+#include "primitives/layout.hpp"
 #include "primitives/linear.hpp"
 #include "primitives/pool.hpp"
 #include "primitives/sgd.hpp"
@@ -20,35 +21,39 @@ namespace ghostnn::onednn {
 void register_backend(Registry& r) {
   namespace op = prim::op;
   const std::string be = "onednn";
-  auto add = [&](std::string_view name, Kernel k) {
-    r.add_kernel(std::string(name), DeviceType::cpu, be, std::move(k));
+  // Layouts (LayoutRule): convolutions and reorders take each tensor as it is; elementwise and
+  // norm kernels walk planes in either layout; the rest take plain tensors (the dispatcher
+  // converts around them).
+  using LR = LayoutRule;
+  auto add = [&](std::string_view name, Kernel k, LR layouts = LR::plain) {
+    r.add_kernel(std::string(name), DeviceType::cpu, be, std::move(k), {}, layouts);
   };
-  add(op::relu_fwd, relu_fwd);
-  add(op::relu_bwd, relu_bwd);
-  add(op::add_fwd, add_fwd);
+  add(op::relu_fwd, relu_fwd, LR::like_output);
+  add(op::relu_bwd, relu_bwd, LR::like_output);
+  add(op::add_fwd, add_fwd, LR::like_output);
   // Our own OpenMP kernels: the norms oneDNN lacks, and BN, where ours measured 2.6x to 8x faster
   // than oneDNN 2.6's NCHW implementation (perf/README.md); oneDNN's BN stays selectable.
-  auto own = [&](std::string_view name, Kernel k) {
-    r.add_kernel(std::string(name), DeviceType::cpu, "cpu-kernels", std::move(k));
+  auto own = [&](std::string_view name, Kernel k, LR layouts = LR::plain) {
+    r.add_kernel(std::string(name), DeviceType::cpu, "cpu-kernels", std::move(k), {}, layouts);
   };
-  own(op::bn_fwd_train, own_bn_fwd_train);
-  own(op::bn_fwd_infer, own_bn_fwd_infer);
-  own(op::bn_bwd, own_bn_bwd);
+  own(op::bn_fwd_train, own_bn_fwd_train, LR::like_output);
+  own(op::bn_fwd_infer, own_bn_fwd_infer, LR::like_output);
+  own(op::bn_bwd, own_bn_bwd, LR::like_output);
   add(op::bn_fwd_train, bn_fwd_train);
   add(op::bn_fwd_infer, bn_fwd_infer);
   add(op::bn_bwd, bn_bwd);
-  own(op::gbn_fwd_train, gbn_fwd_train);
-  own(op::gbn_bwd, gbn_bwd);
+  own(op::gbn_fwd_train, gbn_fwd_train, LR::like_output);
+  own(op::gbn_bwd, gbn_bwd, LR::like_output);
   own(op::gni_fwd_train, gni_fwd_train);
   own(op::gni_bwd, gni_bwd);
-  own(op::bn_gni_fwd_train, bn_gni_fwd_train);
-  own(op::bn_gni_bwd, bn_gni_bwd);
-  own(op::xbn_fwd_train, xbn_fwd_train);
-  own(op::xbn_bwd, xbn_bwd);
-  add(op::conv_fwd, conv_fwd);
-  add(op::conv_bwd_data, conv_bwd_data);
-  add(op::conv_bwd_weights, conv_bwd_weights);
-  add(op::conv_bwd, conv_bwd);
+  own(op::bn_gni_fwd_train, bn_gni_fwd_train, LR::like_output);
+  own(op::bn_gni_bwd, bn_gni_bwd, LR::like_output);
+  own(op::xbn_fwd_train, xbn_fwd_train, LR::like_output);
+  own(op::xbn_bwd, xbn_bwd, LR::like_output);
+  add(op::conv_fwd, conv_fwd, LR::any);
+  add(op::conv_bwd_data, conv_bwd_data, LR::any);
+  add(op::conv_bwd_weights, conv_bwd_weights, LR::any);
+  add(op::conv_bwd, conv_bwd, LR::any);
   add(op::linear_fwd, linear_fwd);
   add(op::linear_bwd_data, linear_bwd_data);
   add(op::linear_bwd_weights, linear_bwd_weights);
@@ -61,6 +66,7 @@ void register_backend(Registry& r) {
   own(op::affine_fwd, affine_fwd);
   own(op::affine_bwd, affine_bwd);
   own(op::augment_fwd, augment_fwd);
+  add(op::layout_convert, layout_convert, LR::any);
 }
 
 }  // namespace ghostnn::onednn

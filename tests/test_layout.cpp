@@ -1,0 +1,258 @@
+// The nchw8c activation layout: where its values lie in memory, the Tensor accessors that read
+// them back in row-major order, clear errors for layouts that do not fit, the dispatcher's
+// conversions around kernels by their LayoutRule, and modules that keep CPU activations blocked
+// and train as they do with plain ones. (Each CPU op against the reference in nchw8c: the
+// testkit's expect_matches_reference, in every op's own test file.)
+#include "engine/dispatcher.hpp"
+#include "engine/nn.hpp"
+#include "engine/optim.hpp"
+#include "primitives/layout.hpp"
+#include "test_kit.hpp"
+
+namespace ghostnn {
+namespace {
+
+using ::testing::HasSubstr;
+using testkit::normal_tensor;
+using testkit::random_tensor;
+
+// A tensor whose every value is its own row-major index.
+Tensor iota(const Shape& s) {
+  std::vector<float> v(static_cast<std::size_t>(shape_numel(s)));
+  for (std::size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>(i);
+  return Tensor::from_vector(v, s);
+}
+
+// Restores the process-wide layout setting when a test ends.
+struct BlockedActivations {
+  bool saved = cpu_blocked_activations();
+  explicit BlockedActivations(bool on) { set_cpu_blocked_activations(on); }
+  ~BlockedActivations() { set_cpu_blocked_activations(saved); }
+};
+
+// oneDNN's nChw8c, written out: memory order [B, C/8, H, W, 8]. Both the CPU kernel (through
+// to_layout) and the reference kernel put element (b, c, h, w) there.
+TEST(Layout, BlockedMemoryHoldsEightChannelsSideBySide) {
+  const std::int64_t B = 2, C = 16, H = 3, W = 5;
+  Tensor x = iota({B, C, H, W});
+  Tensor on_cpu = x.to_layout(Layout::nchw8c);
+  Tensor by_ref = Tensor::empty(x.shape(), Device::cpu(), DType::f32, Layout::nchw8c);
+  const TensorRef in[] = {x.ref()}, out[] = {by_ref.ref()};
+  prim::ref::layout_convert(prim::LayoutConvertDesc{}, KernelCall{in, out, nullptr});
+  for (const Tensor* t : {&on_cpu, &by_ref}) {
+    const float* mem = static_cast<const float*>(t->raw());
+    std::int64_t pos = 0, wrong = 0;
+    for (std::int64_t b = 0; b < B; ++b)
+      for (std::int64_t cb = 0; cb < C / 8; ++cb)
+        for (std::int64_t h = 0; h < H; ++h)
+          for (std::int64_t w = 0; w < W; ++w)
+            for (std::int64_t l = 0; l < 8; ++l, ++pos)
+              wrong += mem[pos] != static_cast<float>(((b * C + cb * 8 + l) * H + h) * W + w);
+    EXPECT_EQ(wrong, 0) << (t == &on_cpu ? "cpu kernel" : "reference");
+  }
+}
+
+TEST(Layout, AccessorsGiveRowMajorValuesWhateverTheLayout) {
+  const Shape s{3, 8, 4, 2};
+  Tensor x = random_tensor(s, 1);
+  const auto want = x.to_vector();
+  Tensor xb = x.to_layout(Layout::nchw8c);
+  EXPECT_EQ(xb.layout(), Layout::nchw8c);
+  EXPECT_EQ(xb.shape(), s);
+  EXPECT_EQ(xb.to_vector(), want);
+  EXPECT_EQ(xb.to_layout(Layout::plain).to_vector(), want);
+  EXPECT_EQ(xb.to_layout(Layout::nchw8c).raw(), xb.raw());  // same layout: same storage
+  EXPECT_EQ(xb.to(Device::cpu()).raw(), xb.raw());
+  Tensor c = xb.clone();
+  EXPECT_EQ(c.layout(), Layout::nchw8c);
+  EXPECT_NE(c.raw(), xb.raw());
+  EXPECT_EQ(c.to_vector(), want);
+  Tensor flat = xb.reshape({3, 64});
+  EXPECT_EQ(flat.layout(), Layout::plain);
+  EXPECT_EQ(flat.to_vector(), want);
+  Tensor into_plain = Tensor::zeros(s);
+  into_plain.copy_from(xb);
+  EXPECT_EQ(into_plain.to_vector(), want);
+  Tensor into_blocked = Tensor::zeros(s).to_layout(Layout::nchw8c);
+  into_blocked.copy_from(x);
+  EXPECT_EQ(into_blocked.to_vector(), want);
+  EXPECT_EQ(Tensor::empty_like(xb).layout(), Layout::nchw8c);
+  EXPECT_THAT(xb.desc().str(), HasSubstr("nchw8c"));
+}
+
+TEST(Layout, LayoutsThatDoNotFitAreClearErrors) {
+  auto expect_error = [](auto&& f, const std::string& a, const std::string& b) {
+    try {
+      f();
+      ADD_FAILURE() << "no error (expected one naming " << a << ")";
+    } catch (const Error& e) {
+      EXPECT_THAT(e.what(), HasSubstr(a));
+      EXPECT_THAT(e.what(), HasSubstr(b));
+    }
+  };
+  expect_error(
+      [] {
+        Tensor::empty({2, 12, 3, 3}, Device::cpu(), DType::f32, Layout::nchw8c);
+      },
+      "nchw8c", "[2, 12, 3, 3]");
+  expect_error(
+      [] {
+        Tensor::empty({2, 16, 9}, Device::cpu(), DType::f32, Layout::nchw8c);
+      },
+      "nchw8c", "[2, 16, 9]");
+  expect_error(
+      [] {
+        Tensor::empty({2, 8, 3, 3}, Device::cpu(), DType::u8, Layout::nchw8c);
+      },
+      "nchw8c", "u8");
+  expect_error(
+      [] {
+        random_tensor({2, 12, 3, 3}, 1).to_layout(Layout::nchw8c);
+      },
+      "nchw8c", "[2, 12, 3, 3]");
+  expect_error(
+      [] {
+        random_tensor({2, 8, 3, 3}, 1).to_layout(Layout::nchw8c).data_f32();
+      },
+      "data_f32", "to_layout");
+}
+
+// Kernels of three rules, each recording the layouts it was handed; each computes y = x + 1
+// (elementwise, so right in whatever layout its tensors share).
+struct Seen {
+  std::vector<Layout> in, out;
+};
+Seen g_seen;
+
+void plus_one(const OpDesc&, const KernelCall& c) {
+  g_seen = {};
+  for (const auto& t : c.in) g_seen.in.push_back(t.desc.layout);
+  for (const auto& t : c.out) g_seen.out.push_back(t.desc.layout);
+  for (std::int64_t i = 0; i < c.in[0].desc.numel(); ++i)
+    c.out[0].f32()[i] = c.in[0].f32()[i] + 1.f;
+}
+
+void register_layout_test_ops() {
+  static const bool once = [] {
+    auto& d = Dispatcher::global();
+    d.add_kernel("test_layout_plain", DeviceType::cpu, "test_backend", plus_one);
+    d.add_kernel("test_layout_like_output", DeviceType::cpu, "test_backend", plus_one, {},
+                 LayoutRule::like_output);
+    d.add_kernel("test_layout_any", DeviceType::cpu, "test_backend", plus_one, {}, LayoutRule::any);
+    return true;
+  }();
+  (void)once;
+}
+
+TEST(Layout, DispatcherConvertsTensorsToTheLayoutsAKernelTakes) {
+  register_layout_test_ops();
+  const Shape s{2, 8, 3, 3};
+  Tensor x = random_tensor(s, 3), side = random_tensor({2, 8}, 4);
+  std::vector<float> want = x.to_vector();
+  for (auto& v : want) v += 1.f;
+  const Tensor xb = x.to_layout(Layout::nchw8c);
+  using L = Layout;
+
+  // plain: a blocked input and a blocked output are both handed over plain; the result lands
+  // in the blocked output.
+  Tensor y = Tensor::empty(s, Device::cpu(), DType::f32, L::nchw8c);
+  ops::call("test_layout_plain", OpDesc{}, {xb, side}, {y});
+  EXPECT_EQ(g_seen.in, (std::vector<L>{L::plain, L::plain}));
+  EXPECT_EQ(g_seen.out, std::vector<L>{L::plain});
+  EXPECT_EQ(y.layout(), L::nchw8c);
+  EXPECT_EQ(y.to_vector(), want);
+
+  // like_output: a plain rank-4 input follows the blocked output; rank 2 stays plain.
+  Tensor y2 = Tensor::empty(s, Device::cpu(), DType::f32, L::nchw8c);
+  ops::call("test_layout_like_output", OpDesc{}, {x, side}, {y2});
+  EXPECT_EQ(g_seen.in, (std::vector<L>{L::nchw8c, L::plain}));
+  EXPECT_EQ(y2.to_vector(), want);
+  //   ... and a blocked input follows a plain output.
+  Tensor y3 = Tensor::empty(s);
+  ops::call("test_layout_like_output", OpDesc{}, {xb, side}, {y3});
+  EXPECT_EQ(g_seen.in, (std::vector<L>{L::plain, L::plain}));
+  EXPECT_EQ(y3.to_vector(), want);
+
+  // any: tensors as they come (this kernel is then only right when they agree).
+  Tensor y4 = Tensor::empty(s, Device::cpu(), DType::f32, L::nchw8c);
+  ops::call("test_layout_any", OpDesc{}, {xb, side}, {y4});
+  EXPECT_EQ(g_seen.in, (std::vector<L>{L::nchw8c, L::plain}));
+  EXPECT_EQ(g_seen.out, std::vector<L>{L::nchw8c});
+  EXPECT_EQ(y4.to_vector(), want);
+}
+
+// conv(3 -> 8) - norm - relu - BasicBlock(8 -> 16, stride 2) - pool - linear.
+std::shared_ptr<nn::Sequential> small_net(const std::string& norm) {
+  nn::BuildContext ctx(7);
+  auto net = std::make_shared<nn::Sequential>();
+  net->add("conv1", std::make_shared<nn::Conv2d>(ctx, 3, 8, 3, 1, 1, false, "conv1"));
+  net->add("bn1", nn::make_norm(norm, 8, ctx, "bn1"));
+  net->add("relu", std::make_shared<nn::ReLU>());
+  net->add("block", std::make_shared<nn::BasicBlock>(ctx, 8, 16, 2, norm, "block"));
+  net->add("pool", std::make_shared<nn::Pool2d>(prim::PoolKind::avg, 0, 0));
+  net->add("fc", std::make_shared<nn::Linear>(ctx, 16, 3, "fc"));
+  return net;
+}
+
+struct Trained {
+  std::vector<double> losses;
+  std::vector<float> params, eval_logits;
+};
+
+Trained train(const std::string& norm, bool blocked) {
+  BlockedActivations layout(blocked);
+  auto net = small_net(norm);
+  optim::Sgd opt(*net, {0.1f, 0.9f, 1e-3f, true});
+  Tensor labels = Tensor::from_vector({0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0}, {16});
+  Trained t;
+  for (std::uint64_t s = 0; s < 4; ++s) {
+    Tensor x = normal_tensor({16, 3, 8, 8}, 100 + s);
+    auto out = nn::cross_entropy(net->forward(x), labels);
+    net->backward(out.dlogits);
+    opt.step();
+    t.losses.push_back(out.loss);
+  }
+  net->named_parameters([&](const std::string&, nn::Parameter& p) {
+    EXPECT_EQ(p.value.layout(), Layout::plain);
+    const auto v = p.value.to_vector();
+    t.params.insert(t.params.end(), v.begin(), v.end());
+  });
+  net->eval();
+  t.eval_logits = net->forward(normal_tensor({16, 3, 8, 8}, 200)).to_vector();
+  return t;
+}
+
+TEST(Layout, ConvolutionsGiveBlockedCpuActivationsWhenOn) {
+  nn::BuildContext ctx(1);
+  nn::Conv2d to8(ctx, 3, 8, 3, 1, 1, false, "c8"), to12(ctx, 3, 12, 3, 1, 1, false, "c12");
+  Tensor x = random_tensor({2, 3, 5, 5}, 1);
+  {
+    BlockedActivations on(true);
+    EXPECT_EQ(to8.forward(x).layout(), Layout::nchw8c);
+    EXPECT_EQ(to12.forward(x).layout(), Layout::plain);  // 12 channels do not fit
+  }
+  BlockedActivations off(false);
+  EXPECT_EQ(to8.forward(x).layout(), Layout::plain);
+}
+
+// The same net trained with blocked and with plain activations: the same losses, parameters and
+// evaluation outputs up to fp32 summation order (the blocked norm kernels sum in another order).
+TEST(Layout, ModelsTrainTheSameWithBlockedAndPlainActivations) {
+  for (const std::string norm : {"bn", "gni:4", "gbn:4", "xbn:4"}) {
+    SCOPED_TRACE(norm);
+    const auto blocked = train(norm, true), plain = train(norm, false);
+    for (std::size_t i = 0; i < plain.losses.size(); ++i)
+      EXPECT_NEAR(blocked.losses[i], plain.losses[i], 1e-5 * std::abs(plain.losses[i]))
+          << "step " << i;
+    EXPECT_TRUE(testkit::all_close(
+        Tensor::from_vector(blocked.params, {static_cast<std::int64_t>(blocked.params.size())}),
+        Tensor::from_vector(plain.params, {static_cast<std::int64_t>(plain.params.size())}),
+        {1e-5, 1e-4}, "parameters"));
+    EXPECT_TRUE(testkit::all_close(Tensor::from_vector(blocked.eval_logits, {16, 3}),
+                                   Tensor::from_vector(plain.eval_logits, {16, 3}), {1e-4, 1e-4},
+                                   "eval"));
+  }
+}
+
+}  // namespace
+}  // namespace ghostnn
