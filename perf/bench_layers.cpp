@@ -3,8 +3,11 @@
 // (forward, backward data, backward weights; GFLOP/s), ReLU, Add, global average pooling,
 // softmax cross-entropy, the input augmentation from bytes (GB/s and `vs_copy`, the time over a
 // plain copy of the same bytes on the same device, measured in the same run) and the SGD update
-// over all of a model's parameters.
-// Names: Op/pass/shape/device; conv names carry their channels, kernel and stride.
+// over all of a model's parameters, and on the CPU the layout conversion between plain NCHW and
+// nchw8c (LayoutConvert).
+// Names: Op/pass/shape/device; conv names carry their channels, kernel and stride. On the CPU each
+// convolution also runs with its activations in nchw8c, as in training (names end in /nchw8c);
+// the plain runs include oneDNN's reorders to and from its blocked layout.
 // The norm primitives are in bench_norms.
 #include <benchmark/benchmark.h>
 
@@ -16,6 +19,7 @@
 #include "engine/optim.hpp"
 #include "primitives/conv.hpp"
 #include "primitives/eltwise.hpp"
+#include "primitives/layout.hpp"
 #include "primitives/linear.hpp"
 #include "primitives/pool.hpp"
 #include "primitives/xent.hpp"
@@ -94,18 +98,28 @@ void register_conv(Device dev) {
     const Shape ys = prim::conv_output_shape(d, xs, ws);
     const double flops = 2.0 * static_cast<double>(shape_numel(ys) * c.cin * c.k * c.k);
     const std::string tag = fmt::format("Conv{}x{}_{}to{}_s{}", c.k, c.k, c.cin, c.cout, c.stride);
-    for (const std::string pass : {"fwd", "bwd_data", "bwd_weights"})
-      add(fmt::format("{}/{}/{}/{}", tag, pass, bench::shape_name(xs), dev.str()),
-          [=](benchmark::State& st) {
-            Tensor x = uniform(xs, dev, -1, 1), w = uniform(ws, dev, -0.1f, 0.1f),
-                   y = Tensor::empty(ys, dev), dy = uniform(ys, dev, -1, 1),
-                   dx = Tensor::empty(xs, dev), dw = Tensor::empty(ws, dev);
-            timed(st, dev, flops, 0, [&] {
-              if (pass == "fwd") ops::call(prim::op::conv_fwd, d, {x, w}, {y});
-              if (pass == "bwd_data") ops::call(prim::op::conv_bwd_data, d, {dy, w}, {dx});
-              if (pass == "bwd_weights") ops::call(prim::op::conv_bwd_weights, d, {dy, x}, {dw});
+    std::vector<Layout> layouts{Layout::plain};
+    if (dev.type == DeviceType::cpu) layouts.push_back(Layout::nchw8c);
+    for (const Layout layout : layouts)
+      for (const std::string pass : {"fwd", "bwd_data", "bwd_weights"})
+        add(fmt::format("{}/{}/{}/{}{}", tag, pass, bench::shape_name(xs), dev.str(),
+                        layout == Layout::plain ? "" : "/nchw8c"),
+            [=](benchmark::State& st) {
+              // Activations in `layout` where their channels fit it.
+              auto in = [&](const Shape& sh) {
+                return layout_fits(layout, sh) ? layout : Layout::plain;
+              };
+              Tensor x = uniform(xs, dev, -1, 1).to_layout(in(xs)),
+                     w = uniform(ws, dev, -0.1f, 0.1f),
+                     y = Tensor::empty(ys, dev, DType::f32, in(ys)),
+                     dy = uniform(ys, dev, -1, 1).to_layout(in(ys)),
+                     dx = Tensor::empty(xs, dev, DType::f32, in(xs)), dw = Tensor::empty(ws, dev);
+              timed(st, dev, flops, 0, [&] {
+                if (pass == "fwd") ops::call(prim::op::conv_fwd, d, {x, w}, {y});
+                if (pass == "bwd_data") ops::call(prim::op::conv_bwd_data, d, {dy, w}, {dx});
+                if (pass == "bwd_weights") ops::call(prim::op::conv_bwd_weights, d, {dy, x}, {dw});
+              });
             });
-          });
   }
 }
 
@@ -153,6 +167,22 @@ void register_elementwise(Device dev) {
       });
     });
   }
+  if (dev.type == DeviceType::cpu)
+    for (const auto& a : kActivations) {
+      const Shape s{g_batch, a[0], a[1], a[2]};
+      const double t = static_cast<double>(shape_numel(s)) * 4;
+      for (const Layout to : {Layout::nchw8c, Layout::plain})
+        add(fmt::format("LayoutConvert/to_{}/{}/{}", layout_name(to), bench::shape_name(s),
+                        dev.str()),
+            [=](benchmark::State& st) {
+              const Layout from = to == Layout::plain ? Layout::nchw8c : Layout::plain;
+              Tensor x = uniform(s, dev, -1, 1).to_layout(from),
+                     y = Tensor::empty(s, dev, DType::f32, to);
+              timed(st, dev, 0, 2 * t, [&] {
+                ops::call(prim::op::layout_convert, prim::LayoutConvertDesc{}, {x}, {y});
+              });
+            });
+    }
   // Global average pooling before each classifier.
   for (const auto& a : {kActivations[2], kActivations[6]}) {
     const Shape s{g_batch, a[0], a[1], a[2]}, ys{g_batch, a[0], 1, 1};

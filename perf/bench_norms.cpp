@@ -5,7 +5,10 @@
 // BatchNorm is the default kernel (ours on both devices); BatchNorm_onednn and BatchNorm_cudnn
 // are the vendor libraries' BN, the baselines the targets name.
 // Each benchmark reports bytes moved (GB/s) and `vs_copy`: its time over that of a plain copy of
-// the same bytes, timed in the same run just before it. Names: Op/pass/BxCxHxW/device.
+// the same bytes, timed in the same run just before it. Names: Op/pass/BxCxHxW/device; on the
+// CPU the ops with blocked kernels (BatchNorm, GhostBatchNorm, BatchNormGhostNoise,
+// ExclusiveBatchNorm) run once more with activations in nchw8c, the layout CPU training keeps
+// them in (names end in /nchw8c).
 #include <benchmark/benchmark.h>
 #include <omp.h>
 
@@ -75,7 +78,8 @@ struct Fixture {
   prim::LayerNormDesc ln;
   prim::ChannelAffineDesc affine;
 
-  Fixture(const Shape& shape, Device d) : s(shape), dev(d), B(shape[0]), C(shape[1]) {
+  Fixture(const Shape& shape, Device d, Layout layout)
+      : s(shape), dev(d), B(shape[0]), C(shape[1]) {
     auto rnd = [&](const Shape& sh, float lo, float hi) {
       std::vector<float> v(static_cast<std::size_t>(shape_numel(sh)));
       std::uint32_t st = 12345;
@@ -85,12 +89,12 @@ struct Fixture {
       }
       return Tensor::from_vector(v, sh, dev);
     };
-    x = rnd(s, -1, 2);
-    dy = rnd(s, -1, 1);
-    y = Tensor::empty(s, dev);
-    dx = Tensor::empty(s, dev);
-    t1 = Tensor::empty(s, dev);
-    t2 = Tensor::empty(s, dev);
+    x = rnd(s, -1, 2).to_layout(layout);
+    dy = rnd(s, -1, 1).to_layout(layout);
+    y = Tensor::empty(s, dev, DType::f32, layout);
+    dx = Tensor::empty(s, dev, DType::f32, layout);
+    t1 = Tensor::empty(s, dev, DType::f32, layout);
+    t2 = Tensor::empty(s, dev, DType::f32, layout);
     gamma = rnd({C}, 0.5f, 1.5f);
     beta = rnd({C}, -0.5f, 0.5f);
     mean = Tensor::zeros({C}, dev);
@@ -193,12 +197,13 @@ double min_bytes(Op op, bool with_backward, const Shape& s) {
   return b;
 }
 
-void run_bench(benchmark::State& state, Op op, bool with_backward, Shape s, Device dev) {
+void run_bench(benchmark::State& state, Op op, bool with_backward, Shape s, Device dev,
+               Layout layout) {
   if (dev.type == DeviceType::cuda && !cuda_available()) {
     state.SkipWithError("no CUDA device present");
     return;
   }
-  Fixture f(s, dev);
+  Fixture f(s, dev, layout);
   std::uint64_t step = 0;
   auto once = [&] {
     f.gni.step = f.fused.noise.step = ++step;
@@ -231,13 +236,18 @@ int register_all() {
       for (Op op : {Op::bn, Op::bn_library, Op::gbn, Op::gni, Op::fused, Op::unfused, Op::xbn,
                     Op::layer_norm})
         for (bool bwd : {false, true}) {
-          benchmark::RegisterBenchmark(
-              fmt::format("{}/{}/{}/{}", op_name(op, dev), bwd ? "fwdbwd" : "fwd", shape_name(s),
-                          dev.str())
-                  .c_str(),
-              [=](benchmark::State& st) { run_bench(st, op, bwd, s, dev); })
-              ->Unit(benchmark::kMillisecond)
-              ->UseRealTime();
+          const bool blocked_kernel =
+              op == Op::bn || op == Op::gbn || op == Op::fused || op == Op::xbn;
+          std::vector<Layout> layouts{Layout::plain};
+          if (dev.type == DeviceType::cpu && blocked_kernel) layouts.push_back(Layout::nchw8c);
+          for (const Layout layout : layouts)
+            benchmark::RegisterBenchmark(
+                fmt::format("{}/{}/{}/{}{}", op_name(op, dev), bwd ? "fwdbwd" : "fwd",
+                            shape_name(s), dev.str(), layout == Layout::plain ? "" : "/nchw8c")
+                    .c_str(),
+                [=](benchmark::State& st) { run_bench(st, op, bwd, s, dev, layout); })
+                ->Unit(benchmark::kMillisecond)
+                ->UseRealTime();
         }
   return 0;
 }
