@@ -34,6 +34,9 @@ Tensor Tensor::empty(Shape shape, Device device, DType dtype, Layout layout) {
   if (layout != Layout::plain && (dtype != DType::f32 || !layout_fits(layout, shape)))
     fail("tensor: layout {} needs an f32 [B, C, H, W] shape with C a multiple of {}, got {}{}",
          layout_name(layout), kBlock, dtype_name(dtype), shape_str(shape));
+  if (layout != Layout::plain && device.type != DeviceType::cpu)
+    fail("tensor: layout {} is for cpu tensors (the CPU convolutions' layout), not {}",
+         layout_name(layout), device.str());
   Tensor t;
   t.desc_ = TensorDesc{std::move(shape), dtype, device, layout};
   auto& api = api_for(device);

@@ -16,8 +16,8 @@ class Tensor {
  public:
   Tensor() = default;
 
-  // An Error when the layout does not fit the shape or dtype (nchw8c: f32 [B, C, H, W], C % 8 ==
-  // 0).
+  // An Error when the layout does not fit the shape, dtype or device (nchw8c: f32 [B, C, H, W]
+  // with C % 8 == 0, on the cpu).
   static Tensor empty(Shape shape, Device device = Device::cpu(), DType dtype = DType::f32,
                       Layout layout = Layout::plain);
   // Uninitialized, with t's shape, device, dtype and layout.

@@ -112,7 +112,9 @@ using Kernel = std::function<void(const OpDesc&, const KernelCall&)>;
 using Supports = std::function<bool(const OpDesc&, const KernelCall&)>;
 
 // The layouts a kernel takes. The dispatcher converts a call's tensors to fit before the kernel
-// runs (and its outputs back after), so a kernel never sees a layout it did not declare:
+// runs (and its outputs back after), so a kernel never sees a layout it did not declare. An
+// output handed over converted starts uninitialized: such kernels must write, not update, it
+// (true of every rank-4 output here; in-place updates are on rank-1 running statistics).
 //   plain:       every tensor plain (the default; what every reference kernel takes);
 //   like_output: every rank-4 tensor in the layout of output 0, the rest plain (kernels that
 //                walk [B, C, S] planes and read desc.lanes(): elementwise ops, norms);

@@ -112,6 +112,11 @@ TEST(Layout, LayoutsThatDoNotFitAreClearErrors) {
       "nchw8c", "[2, 12, 3, 3]");
   expect_error(
       [] {
+        Tensor::empty({2, 8, 3, 3}, Device::cuda(), DType::f32, Layout::nchw8c);
+      },
+      "nchw8c", "cuda:0");
+  expect_error(
+      [] {
         random_tensor({2, 8, 3, 3}, 1).to_layout(Layout::nchw8c).data_f32();
       },
       "data_f32", "to_layout");
@@ -238,7 +243,7 @@ TEST(Layout, ConvolutionsGiveBlockedCpuActivationsWhenOn) {
 // The same net trained with blocked and with plain activations: the same losses, parameters and
 // evaluation outputs up to fp32 summation order (the blocked norm kernels sum in another order).
 TEST(Layout, ModelsTrainTheSameWithBlockedAndPlainActivations) {
-  for (const std::string norm : {"bn", "gni:4", "gbn:4", "xbn:4"}) {
+  for (const std::string norm : {"bn", "gni:4", "gbn:4", "xbn:4", "ln+gni:4"}) {
     SCOPED_TRACE(norm);
     const auto blocked = train(norm, true), plain = train(norm, false);
     for (std::size_t i = 0; i < plain.losses.size(); ++i)
