@@ -1,7 +1,9 @@
 #include "engine/tensor.hpp"
 
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "engine/dispatcher.hpp"
 #include "primitives/layout.hpp"
@@ -188,17 +190,27 @@ Tensor Tensor::reshape(Shape shape) const {
 }
 
 namespace {
-std::atomic<bool> g_cpu_blocked{true};
+// GHOSTNN_CPU_LAYOUT: "nchw8c" (default) or "plain"; read once, at the first use.
+std::atomic<bool>& cpu_blocked_flag() {
+  static std::atomic<bool> flag{[] {
+    const char* e = std::getenv("GHOSTNN_CPU_LAYOUT");
+    const std::string v = e ? e : "nchw8c";
+    if (v != "nchw8c" && v != "plain")
+      fail("GHOSTNN_CPU_LAYOUT: expected 'nchw8c' or 'plain', got '{}'", v);
+    return v == "nchw8c";
+  }()};
+  return flag;
+}
 }  // namespace
 
 Layout activation_layout(Device device, const Shape& shape) {
-  return device.type == DeviceType::cpu && g_cpu_blocked.load() &&
+  return device.type == DeviceType::cpu && cpu_blocked_flag().load() &&
                  layout_fits(Layout::nchw8c, shape)
              ? Layout::nchw8c
              : Layout::plain;
 }
-void set_cpu_blocked_activations(bool on) { g_cpu_blocked.store(on); }
-bool cpu_blocked_activations() { return g_cpu_blocked.load(); }
+void set_cpu_blocked_activations(bool on) { cpu_blocked_flag().store(on); }
+bool cpu_blocked_activations() { return cpu_blocked_flag().load(); }
 
 int device_count(DeviceType type) { return Dispatcher::global().device_count(type); }
 bool cuda_available() { return device_count(DeviceType::cuda) > 0; }

@@ -67,7 +67,8 @@ class Tensor {
 
 // The layout modules give the activations they create (convolution outputs; the layers after
 // them follow their input): nchw8c on the CPU when the shape fits and blocked activations are
-// on, else plain. On by default; off gives every tensor the plain layout (to measure both).
+// on, else plain. On by default (environment: GHOSTNN_CPU_LAYOUT=plain turns it off, nchw8c
+// on); off gives every tensor the plain layout (to measure both, or to rule the layout out).
 Layout activation_layout(Device device, const Shape& shape);
 void set_cpu_blocked_activations(bool on);
 bool cpu_blocked_activations();
