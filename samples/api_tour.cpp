@@ -54,7 +54,8 @@ int main(int argc, char** argv) {
     // 2. A small CNN: conv -> BN + ghost noise (fused) -> ReLU -> global pool -> linear.
     nn::BuildContext ctx(/*seed=*/1);
     nn::Sequential net;
-    net.add("conv", std::make_shared<nn::Conv2d>(ctx, 3, 8, 3, 1, 1, false, "conv"))
+    auto conv = std::make_shared<nn::Conv2d>(ctx, 3, 8, 3, 1, 1, false, "conv");
+    net.add("conv", conv)
         .add("norm", nn::make_norm("gni:8", 8, ctx, "norm"))
         .add("relu", std::make_shared<nn::ReLU>())
         .add("pool", std::make_shared<nn::Pool2d>(prim::PoolKind::avg, 0, 0))
@@ -76,6 +77,9 @@ int main(int argc, char** argv) {
     }
     Tensor images = Tensor::from_vector(xs, {B, 3, 8, 8}, dev),
            labels = Tensor::from_vector(ls, {B}, dev);
+    // On the CPU a convolution's output stays in oneDNN's blocked layout (nchw8c) for the layers
+    // after it; to_vector() and friends still read values in row-major order.
+    std::cout << "conv output: " << conv->forward(images).desc().str() << "\n";
 
     // 4. Training: forward, loss, backward, SGD step.
     optim::Sgd opt(net,
