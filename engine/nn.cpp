@@ -191,9 +191,11 @@ Tensor Pool2d::forward(const Tensor& x) {
     d.kernel = d.stride = x.dim(2);
   }
   const auto ys = prim::pool_output_shape(d, x.shape());
-  Tensor y = Tensor::empty(ys, x.device());
+  const Layout layout = layout_fits(x.layout(), ys) ? x.layout() : Layout::plain;  // x's layout
+  Tensor y = Tensor::empty(ys, x.device(), DType::f32, layout);
   std::vector<Tensor> out{y};
-  if (d.kind == prim::PoolKind::max) out.push_back(Tensor::empty(ys, x.device()));
+  if (d.kind == prim::PoolKind::max)
+    out.push_back(Tensor::empty(ys, x.device(), DType::f32, layout));
   ops::call(prim::op::pool_fwd, d, {x}, out);
   if (training_) {
     x_shape_ = x.shape();

@@ -186,13 +186,14 @@ TEST(Layout, DispatcherConvertsTensorsToTheLayoutsAKernelTakes) {
   EXPECT_EQ(y4.to_vector(), want);
 }
 
-// conv(3 -> 8) - norm - relu - BasicBlock(8 -> 16, stride 2) - pool - linear.
+// conv(3 -> 8) - norm - relu - max pool - BasicBlock(8 -> 16, stride 2) - pool - linear.
 std::shared_ptr<nn::Sequential> small_net(const std::string& norm) {
   nn::BuildContext ctx(7);
   auto net = std::make_shared<nn::Sequential>();
   net->add("conv1", std::make_shared<nn::Conv2d>(ctx, 3, 8, 3, 1, 1, false, "conv1"));
   net->add("bn1", nn::make_norm(norm, 8, ctx, "bn1"));
   net->add("relu", std::make_shared<nn::ReLU>());
+  net->add("maxpool", std::make_shared<nn::Pool2d>(prim::PoolKind::max, 2, 2));
   net->add("block", std::make_shared<nn::BasicBlock>(ctx, 8, 16, 2, norm, "block"));
   net->add("pool", std::make_shared<nn::Pool2d>(prim::PoolKind::avg, 0, 0));
   net->add("fc", std::make_shared<nn::Linear>(ctx, 16, 3, "fc"));

@@ -57,8 +57,8 @@ void register_backend(Registry& r) {
   add(op::linear_fwd, linear_fwd);
   add(op::linear_bwd_data, linear_bwd_data);
   add(op::linear_bwd_weights, linear_bwd_weights);
-  own(op::pool_fwd, pool_fwd);
-  own(op::pool_bwd, pool_bwd);
+  own(op::pool_fwd, pool_fwd, LR::like_output);
+  own(op::pool_bwd, pool_bwd, LR::like_output);
   own(op::xent_fwd_bwd, xent_fwd_bwd);
   own(op::sgd_step, sgd_step);
   own(op::ln_fwd, ln_fwd);
