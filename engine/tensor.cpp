@@ -183,6 +183,7 @@ Tensor Tensor::reshape(Shape shape) const {
   if (shape_numel(shape) != numel())
     fail("tensor: cannot reshape {} ({} elements) to {}", shape_str(desc_.shape), numel(),
          shape_str(shape));
+  if (shape == desc_.shape) return *this;
   if (desc_.layout != Layout::plain) return to_layout(Layout::plain).reshape(std::move(shape));
   Tensor t = *this;
   t.desc_.shape = std::move(shape);

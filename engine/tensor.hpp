@@ -53,7 +53,7 @@ class Tensor {
   void copy_from(const Tensor& src);      // same shape and dtype, any devices and layouts
   void zero_();                           // fills with zeros in place
   std::vector<float> to_vector() const;   // f32 values in row-major order, copied to the host
-  // Same numel; same storage for a plain tensor, a plain copy of a blocked one.
+  // Same numel; same storage for a plain tensor (or the same shape), else a plain copy.
   Tensor reshape(Shape shape) const;
 
  private:

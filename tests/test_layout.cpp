@@ -67,6 +67,7 @@ TEST(Layout, AccessorsGiveRowMajorValuesWhateverTheLayout) {
   EXPECT_EQ(c.layout(), Layout::nchw8c);
   EXPECT_NE(c.raw(), xb.raw());
   EXPECT_EQ(c.to_vector(), want);
+  EXPECT_EQ(xb.reshape(s).raw(), xb.raw());  // the same shape: the same tensor
   Tensor flat = xb.reshape({3, 64});
   EXPECT_EQ(flat.layout(), Layout::plain);
   EXPECT_EQ(flat.to_vector(), want);
