@@ -9,6 +9,7 @@
 
 #include "backends/onednn/ops.hpp"
 #include "backends/onednn/plane_kernels.hpp"
+#include "primitives/simd.hpp"
 
 namespace ghostnn::onednn {
 
@@ -18,7 +19,7 @@ struct Geometry {
 };
 
 template <int L>
-void max_unit(const float* x, float* y, float* am, const Geometry& g) {
+GHOSTNN_CLONES void max_unit(const float* x, float* y, float* am, const Geometry& g) {
   for (std::int64_t i = 0; i < g.Ho; ++i)
     for (std::int64_t j = 0; j < g.Wo; ++j) {
       float best[L], arg[L];
@@ -29,11 +30,13 @@ void max_unit(const float* x, float* y, float* am, const Geometry& g) {
       for (std::int64_t u = 0; u < g.K; ++u)
         for (std::int64_t v = 0; v < g.K; ++v) {
           const auto k = (i * g.s + u) * g.W + j * g.s + v;
+          const float kf = static_cast<float>(k);
+#pragma omp simd
           for (int l = 0; l < L; ++l) {
             const float e = x[k * L + l];
             const bool more = e > best[l];
             best[l] = more ? e : best[l];
-            arg[l] = more ? static_cast<float>(k) : arg[l];
+            arg[l] = more ? kf : arg[l];
           }
         }
       const auto o = (i * g.Wo + j) * L;
@@ -45,7 +48,7 @@ void max_unit(const float* x, float* y, float* am, const Geometry& g) {
 }
 
 template <int L>
-void avg_unit(const float* x, float* y, const Geometry& g) {
+GHOSTNN_CLONES void avg_unit(const float* x, float* y, const Geometry& g) {
   const float inv = 1.f / static_cast<float>(g.K * g.K);
   for (std::int64_t i = 0; i < g.Ho; ++i)
     for (std::int64_t j = 0; j < g.Wo; ++j) {
