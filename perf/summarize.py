@@ -2,7 +2,8 @@
 """Turns the JSON of bench_norms or bench_layers (--benchmark_out=FILE --benchmark_out_format=json)
 into a markdown table: time per call, GFLOP/s or GB/s, time over a plain copy of the same bytes
 (x copy), and for the norms the time over the vendor library's BN of the same shape and pass
-(BatchNorm_onednn on the CPU, BatchNorm_cudnn on the GPU; --baseline picks another op).
+(BatchNorm_onednn on the CPU, BatchNorm_cudnn on the GPU; --baseline picks another op). Rows
+measured in another layout (names ending in /nchw8c) show it after the device.
 
 usage: perf/summarize.py bench.json [--baseline BatchNorm]
 """
@@ -36,6 +37,8 @@ def main():
         if b.get("error_occurred") or b.get("run_type") == "aggregate":
             continue
         parts = b["name"].replace("/real_time", "").split("/")
+        if len(parts) == 5:  # Op/pass/shape/device/layout (CPU rows in nchw8c)
+            parts = parts[:3] + [f"{parts[3]} {parts[4]}"]
         if len(parts) != 4:
             continue
         ms = b["real_time"] * UNIT_MS[b["time_unit"]]
@@ -61,7 +64,8 @@ def main():
         line = (f"| {op} | {pas} | {shape} | {dev} | {ms:.3f} | {fmt(gflops, 1)} | {fmt(gbs, 1)} "
                 f"| {fmt(vs_copy, 2)} |")
         if norms:
-            base = rows.get((base_op(dev), pas, shape, dev))
+            device = dev.split()[0]  # the vendor BN of the device, in its plain layout
+            base = rows.get((base_op(device), pas, shape, device))
             line += f" {ms / base[0]:.2f} |" if base else " - |"
         print(line)
     return 0
