@@ -8,9 +8,12 @@
 //   bench_train_step [--batch=256] [--models=resnet20,resnet18] [--norms=bn,gbn:16,gni:16]
 //                    [--devices=cpu,cuda] [--threads=N] [--steps=N] [--warmup=N]
 //                    [--conv-math=fp32|tf32|bf16] [--tf32] [--graph] [--profile=N]
-//                    [--cpu-layouts=nchw8c,plain] [Google Benchmark flags]
+//                    [--cpu-layouts=nchw8c,plain] [--interleave=N] [Google Benchmark flags]
 // --profile=N replaces the benchmarks by a per-op breakdown of N steps per configuration (the
 // dispatcher's profiling: device synchronized around every op), next to N unsynchronized steps.
+// --interleave=N replaces them by N rounds of one step of every configuration in turn (all
+// models built first): the medians, and each one's ratio to the round's first configuration, are
+// then measured under the same drift of a shared machine, which sequential runs are not.
 // --graph replays the GPU step's forward, loss and backward from a CUDA graph (engine/graph.hpp;
 // names end in /graph); the SGD update stays eager. Either way each timed step ends with the
 // device synchronized and the loss read back, as a training loop does. --cpu-layouts runs each
@@ -43,7 +46,8 @@ struct Options {
   int threads = 0;
   std::int64_t steps = 0;  // timed steps per repetition; 0: Google Benchmark decides
   std::int64_t warmup = 1;
-  std::int64_t profile = 0;  // > 0: per-op breakdown of this many steps instead of benchmarks
+  std::int64_t profile = 0;     // > 0: per-op breakdown of this many steps instead of benchmarks
+  std::int64_t interleave = 0;  // > 0: this many rounds of one step per configuration
   prim::ConvMath math = prim::ConvMath::fp32;  // GPU convolutions (names end in /tf32, /bf16)
   bool graph = false;  // GPU steps replayed from a CUDA graph (names end in /graph)
   std::vector<Layout> cpu_layouts{Layout::nchw8c};  // CPU activations (plain: names end in /plain)
@@ -66,6 +70,9 @@ const char* kHelp =
     "                      (blocked, the default) and/or plain (NCHW; names end in /plain)\n"
     "  --profile=N         instead of the benchmarks: where N steps go, op by op (each op timed\n"
     "                      with the device synchronized around it), per model x norm x device\n"
+    "  --interleave=N      instead of the benchmarks: N rounds of one step of every configuration\n"
+    "                      in turn; medians and ratios to the first configuration (robust to a\n"
+    "                      shared machine's drift)\n"
     "and Google Benchmark's flags: --benchmark_filter=REGEX, --benchmark_repetitions=N,\n"
     "--benchmark_format=json, --benchmark_out=FILE, --benchmark_min_time=SECONDS, ...\n";
 
@@ -115,6 +122,8 @@ Options parse(int argc, char** argv) {
       o.graph = val != "0";
     else if (key == "--profile")
       o.profile = parse_int(key, val);
+    else if (key == "--interleave")
+      o.interleave = parse_int(key, val);
     else if (key == "--cpu-layouts") {
       o.cpu_layouts.clear();
       for (const auto& l : split(val)) {
@@ -137,6 +146,7 @@ Options parse(int argc, char** argv) {
       fail("--graph: CUDA graphs record GPU work; pass --devices=cuda");
   if (o.graph && o.profile > 0)
     fail("--graph and --profile: the profile synchronizes around every op, which a graph cannot");
+  if (o.profile > 0 && o.interleave > 0) fail("--profile and --interleave: pick one");
   return o;
 }
 
@@ -274,6 +284,51 @@ void profile_steps(const std::string& model_name, const std::string& norm, Devic
   fmt::print("\n");
 }
 
+// One configuration of an interleaved run.
+struct Config {
+  std::string model, norm;
+  Device dev;
+  Layout layout;
+  std::string name() const {
+    return fmt::format("{}/{}/{}{}", model, norm, dev.str(),
+                       dev.type == DeviceType::cpu && layout == Layout::plain ? "/plain" : "");
+  }
+};
+
+// `rounds` rounds of one step of every configuration in turn, after `warmup` steps each.
+void interleave_steps(const std::vector<Config>& configs, std::int64_t batch, std::int64_t warmup,
+                      std::int64_t rounds, prim::ConvMath math, bool graph) {
+  if (configs.empty()) fail("--interleave: no configuration to run (no GPU for cuda?)");
+  std::vector<std::unique_ptr<Stepper>> steppers;
+  for (const auto& c : configs) {
+    set_cpu_blocked_activations(c.layout == Layout::nchw8c);
+    steppers.push_back(std::make_unique<Stepper>(c.model, c.norm, c.dev, batch, math,
+                                                 graph && c.dev.type == DeviceType::cuda));
+    for (std::int64_t i = 0; i < std::max<std::int64_t>(warmup, graph ? 2 : 1); ++i)
+      steppers.back()->step();
+  }
+  std::vector<std::vector<double>> ms(configs.size());
+  for (std::int64_t r = 0; r < rounds; ++r)
+    for (std::size_t i = 0; i < configs.size(); ++i) {
+      set_cpu_blocked_activations(configs[i].layout == Layout::nchw8c);
+      const auto t0 = std::chrono::steady_clock::now();
+      steppers[i]->step();
+      ms[i].push_back(
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    }
+  fmt::print("{} rounds of one step per configuration, batch {}{}:\n", rounds, batch,
+             graph ? ", GPU steps from a CUDA graph" : "");
+  fmt::print("{:<36} {:>10} {:>10} {:>10} {:>12}\n", "configuration", "median ms", "min ms",
+             "img/s", "vs first");
+  const double first = median(ms[0]);
+  for (std::size_t i = 0; i < configs.size(); ++i) {
+    const double m = median(ms[i]);
+    fmt::print("{:<36} {:>10.2f} {:>10.2f} {:>10.1f} {:>11.3f}x\n", configs[i].name(), m,
+               *std::min_element(ms[i].begin(), ms[i].end()), 1e3 * static_cast<double>(batch) / m,
+               m / first);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -291,6 +346,18 @@ int main(int argc, char** argv) {
       return dev.type == DeviceType::cpu ? o.cpu_layouts : std::vector<Layout>{Layout::plain};
     };
     auto use_layout = [](Layout l) { set_cpu_blocked_activations(l == Layout::nchw8c); };
+    if (o.interleave > 0) {
+      std::vector<Config> configs;
+      for (const auto& m : o.models)
+        for (const auto& n : o.norms)
+          for (const auto& d : o.devices) {
+            const Device dev = Device::parse(d);
+            if (dev.type == DeviceType::cuda && !cuda_available()) continue;
+            for (const Layout l : layouts_for(dev)) configs.push_back({m, n, dev, l});
+          }
+      interleave_steps(configs, o.batch, o.warmup, o.interleave, o.math, o.graph);
+      return 0;
+    }
     if (o.profile > 0) {
       for (const auto& m : o.models)
         for (const auto& n : o.norms)
