@@ -11,6 +11,8 @@ restated below op for op, so their cost is what a user of the paper's code pays.
 Each figure is the median of --steps single-step timings after --warmup steps (the device is
 synchronized after every step). ghostnn is timed by perf/bench_train_step (built with
 `make build`), run once per norm; the engines alternate norm by norm so machine noise hits both.
+With --rounds R the whole alternation runs R times and each figure is the median of its R
+medians (a shared machine drifts over minutes; rounds spread that drift over both engines).
 
 Without PyTorch it creates perf/.venv and installs PyTorch there from PyPI, then reruns itself.
 """
@@ -48,6 +50,8 @@ def parse_args():
                         "(PyTorch's own default, torch.backends.cudnn.allow_tf32; ghostnn --tf32), "
                         "or bf16 mixed precision (PyTorch: torch.autocast to bfloat16 around the "
                         "forward and loss; ghostnn --conv-math=bf16: bf16 at each convolution)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="repeat the engine-by-engine alternation this many times; report medians")
     p.add_argument("--json", metavar="FILE", help="also write the results to FILE as a JSON list")
     p.add_argument("--ghostnn-bench", type=Path, default=ROOT / "build" / "perf" / "bench_train_step",
                    help="the ghostnn training-step benchmark binary")
@@ -71,6 +75,8 @@ def parse_args():
     a.warmup = a.warmup if a.warmup is not None else (10 if gpu else 2)
     if a.steps < 1 or a.warmup < 0:
         p.error("--steps must be >= 1 and --warmup >= 0")
+    if a.rounds < 1:
+        p.error(f"--rounds must be at least 1, got {a.rounds}")
     return a
 
 
@@ -274,17 +280,27 @@ def main():
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("compare_pytorch: --device cuda, but PyTorch sees no CUDA device")
     print(f"ResNet-20 training step, batch {args.batch}, {args.device}, {args.threads} threads, "
-          f"{args.conv_math} convolutions, median of {args.steps} steps; "
+          f"{args.conv_math} convolutions, median of {args.steps} steps"
+          f"{f', median of {args.rounds} rounds' if args.rounds > 1 else ''}; "
           f"PyTorch {torch.__version__}", file=sys.stderr)
+    runs = {}  # (engine, norm) -> [(img/s, peak MiB)] per round
+    for r in range(args.rounds):
+        for spec in args.norms:
+            for engine, fn in (("ghostnn", ghostnn_step), ("pytorch", pytorch_step)):
+                rate, peak = fn(args, spec)
+                label = f"round {r + 1}: " if args.rounds > 1 else ""
+                print(f"  {label}{engine:8} {spec:8} {rate:10.1f} img/s", file=sys.stderr)
+                runs.setdefault((engine, spec), []).append((rate, peak))
     results = []
-    for spec in args.norms:
-        for engine, fn in (("ghostnn", ghostnn_step), ("pytorch", pytorch_step)):
-            rate, peak = fn(args, spec)
-            print(f"  {engine:8} {spec:8} {rate:10.1f} img/s", file=sys.stderr)
-            results.append({"engine": engine, "norm": spec, "device": args.device,
-                            "threads": args.threads, "batch": args.batch, "images_per_s": rate,
-                            "conv_math": args.conv_math,
-                            "peak_memory_mib": peak, "model": "resnet20", "steps": args.steps})
+    for (engine, spec), got in runs.items():
+        rates = [g[0] for g in got]
+        peaks = [g[1] for g in got if g[1] is not None]
+        results.append({"engine": engine, "norm": spec, "device": args.device,
+                        "threads": args.threads, "batch": args.batch,
+                        "images_per_s": statistics.median(rates), "conv_math": args.conv_math,
+                        "peak_memory_mib": max(peaks) if peaks else None, "model": "resnet20",
+                        "steps": args.steps, "rounds": args.rounds,
+                        "images_per_s_per_round": rates})
 
     def rate(engine, spec):
         return next((r["images_per_s"] for r in results
