@@ -28,17 +28,17 @@ struct ConvGeo {
   memory::dims strides, pad;
 };
 
-// The user's (plain) layouts, and `any` layouts for creating primitives.
-ConvGeo conv_geo(const prim::ConvDesc& d, const Shape& x, const Shape& w, bool any = false) {
+// `any` layouts for creating primitives (oneDNN picks its own); the tensors' own layouts are
+// bound at execution (act, bind).
+ConvGeo conv_geo(const prim::ConvDesc& d, const Shape& x, const Shape& w) {
   const auto y = prim::conv_output_shape(d, x, w);
-  const tag a = tag::any;
-  return {md(x, any ? a : tag::nchw), md(w, any ? a : tag::oihw), md({w[0]}, tag::x),
-          md(y, any ? a : tag::nchw), {d.stride, d.stride},       {d.pad, d.pad}};
+  return {md(x, tag::any), md(w, tag::any),      md({w[0]}, tag::x),
+          md(y, tag::any), {d.stride, d.stride}, {d.pad, d.pad}};
 }
 
 dnnl::convolution_forward::primitive_desc fwd_pd(const prim::ConvDesc& d, const Shape& x,
                                                  const Shape& w) {
-  const auto g = conv_geo(d, x, w, true);
+  const auto g = conv_geo(d, x, w);
   if (d.bias)
     return {{prop_kind::forward_training, algorithm::convolution_direct, g.x, g.w, g.b, g.y,
              g.strides, g.pad, g.pad},
@@ -48,9 +48,8 @@ dnnl::convolution_forward::primitive_desc fwd_pd(const prim::ConvDesc& d, const 
           cpu_engine()};
 }
 
-memory mem(const memory::desc& d, const TensorRef& t) { return memory(d, cpu_engine(), t.data); }
 // A rank-4 tensor (activation or OIHW weights) in its own layout.
-memory act(const TensorRef& t) { return mem(activation_desc(t.desc), t); }
+memory act(const TensorRef& t) { return memory(activation_desc(t.desc), cpu_engine(), t.data); }
 
 // The tensor's plain memory when the primitive takes that layout; else a scratch memory in the
 // primitive's layout (slot: which argument), filled by a reorder when `copy_in`.
@@ -88,7 +87,7 @@ std::shared_ptr<BwdDataPrim> bwd_data_prim(const prim::ConvDesc& d, const Shape&
                                            const Shape& ws) {
   static PrimitiveCache<Key, BwdDataPrim> cache;
   return cache.get(Key{xs, ws, d.stride, d.pad, d.bias}, [&] {
-    const auto g = conv_geo(d, xs, ws, true);
+    const auto g = conv_geo(d, xs, ws);
     dnnl::convolution_backward_data::desc bd(algorithm::convolution_direct, g.x, g.w, g.y,
                                              g.strides, g.pad, g.pad);
     return BwdDataPrim(
@@ -100,7 +99,7 @@ std::shared_ptr<BwdWeightsPrim> bwd_weights_prim(const prim::ConvDesc& d, const 
                                                  const Shape& ws) {
   static PrimitiveCache<Key, BwdWeightsPrim> cache;
   return cache.get(Key{xs, ws, d.stride, d.pad, d.bias}, [&] {
-    const auto g = conv_geo(d, xs, ws, true);
+    const auto g = conv_geo(d, xs, ws);
     using BW = dnnl::convolution_backward_weights;
     if (d.bias)
       return BwdWeightsPrim(BW::primitive_desc(
@@ -113,9 +112,7 @@ std::shared_ptr<BwdWeightsPrim> bwd_weights_prim(const prim::ConvDesc& d, const 
 }
 
 // dx from dy (already in the primitive's layout) and w.
-void run_bwd_data(const prim::ConvDesc& d, BwdDataPrim& p, const memory& dy, const TensorRef& w,
-                  const TensorRef& dx_ref, const Shape& xs, const Shape& ws) {
-  const auto g = conv_geo(d, xs, ws);
+void run_bwd_data(BwdDataPrim& p, const memory& dy, const TensorRef& w, const TensorRef& dx_ref) {
   const memory dx = act(dx_ref);
   const memory dxp = bind(dx, p.pd.diff_src_desc(), kDiffSrc, false);
   p.prim.execute(cpu_stream(),
@@ -127,15 +124,13 @@ void run_bwd_data(const prim::ConvDesc& d, BwdDataPrim& p, const memory& dy, con
 
 // dw (and dbias) from dy (already in the primitive's layout) and x.
 void run_bwd_weights(const prim::ConvDesc& d, BwdWeightsPrim& p, const memory& dy,
-                     const TensorRef& x, std::span<const TensorRef> out, const Shape& xs,
-                     const Shape& ws) {
-  const auto g = conv_geo(d, xs, ws);
+                     const TensorRef& x, std::span<const TensorRef> out) {
   const memory dw = act(out[0]);
   const memory dwp = bind(dw, p.pd.diff_weights_desc(), kWeights, false);
   std::unordered_map<int, memory> args{{DNNL_ARG_DIFF_DST, dy},
                                        {DNNL_ARG_SRC, bind(act(x), p.pd.src_desc(), kSrc, true)},
                                        {DNNL_ARG_DIFF_WEIGHTS, dwp}};
-  if (d.bias) args.emplace(DNNL_ARG_DIFF_BIAS, mem(g.b, out[1]));
+  if (d.bias) args.emplace(DNNL_ARG_DIFF_BIAS, vector_memory(out[1]));
   p.prim.execute(cpu_stream(), args);
   unbind(dwp, dw);
 }
@@ -149,14 +144,13 @@ void conv_fwd(const OpDesc& od, const KernelCall& c) {
   guarded(d.layer, [&] {
     auto p =
         cache.get(Key{xs, ws, d.stride, d.pad, d.bias}, [&] { return FwdPrim(fwd_pd(d, xs, ws)); });
-    const auto g = conv_geo(d, xs, ws);
     const memory y = act(c.out[0]);
     const memory yp = bind(y, p->pd.dst_desc(), kDst, false);
     std::unordered_map<int, memory> args{
         {DNNL_ARG_SRC, bind(act(c.in[0]), p->pd.src_desc(), kSrc, true)},
         {DNNL_ARG_WEIGHTS, bind(act(c.in[1]), p->pd.weights_desc(), kWeights, true)},
         {DNNL_ARG_DST, yp}};
-    if (d.bias) args.emplace(DNNL_ARG_BIAS, mem(g.b, c.in[2]));
+    if (d.bias) args.emplace(DNNL_ARG_BIAS, vector_memory(c.in[2]));
     p->prim.execute(cpu_stream(), args);
     unbind(yp, y);
     cpu_stream().wait();
@@ -169,9 +163,7 @@ void conv_bwd_data(const OpDesc& od, const KernelCall& c) {
   const auto &xs = c.out[0].desc.shape, &ws = c.in[1].desc.shape;
   guarded(d.layer, [&] {
     auto p = bwd_data_prim(d, xs, ws);
-    const auto g = conv_geo(d, xs, ws);
-    run_bwd_data(d, *p, bind(act(c.in[0]), p->pd.diff_dst_desc(), kDiffDst, true), c.in[1],
-                 c.out[0], xs, ws);
+    run_bwd_data(*p, bind(act(c.in[0]), p->pd.diff_dst_desc(), kDiffDst, true), c.in[1], c.out[0]);
     cpu_stream().wait();
   });
 }
@@ -182,9 +174,8 @@ void conv_bwd_weights(const OpDesc& od, const KernelCall& c) {
   const auto &xs = c.in[1].desc.shape, &ws = c.out[0].desc.shape;
   guarded(d.layer, [&] {
     auto p = bwd_weights_prim(d, xs, ws);
-    const auto g = conv_geo(d, xs, ws);
     run_bwd_weights(d, *p, bind(act(c.in[0]), p->pd.diff_dst_desc(), kDiffDst, true), c.in[1],
-                    c.out, xs, ws);
+                    c.out);
     cpu_stream().wait();
   });
 }
@@ -197,14 +188,13 @@ void conv_bwd(const OpDesc& od, const KernelCall& c) {
   guarded(d.layer, [&] {
     auto pd = bwd_data_prim(d, xs, ws);
     auto pw = bwd_weights_prim(d, xs, ws);
-    const auto g = conv_geo(d, xs, ws);
     const memory dy_user = act(c.in[0]);
     const memory dy = bind(dy_user, pd->pd.diff_dst_desc(), kDiffDst, true);
-    run_bwd_data(d, *pd, dy, c.in[2], c.out[0], xs, ws);
+    run_bwd_data(*pd, dy, c.in[2], c.out[0]);
     const memory dy_w = pw->pd.diff_dst_desc() == dy.get_desc()
                             ? dy
                             : bind(dy_user, pw->pd.diff_dst_desc(), kDiffDstForWeights, true);
-    run_bwd_weights(d, *pw, dy_w, c.in[1], c.out.subspan(1), xs, ws);
+    run_bwd_weights(d, *pw, dy_w, c.in[1], c.out.subspan(1));
     cpu_stream().wait();
   });
 }
