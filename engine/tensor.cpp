@@ -6,6 +6,7 @@
 #include <string>
 
 #include "engine/dispatcher.hpp"
+#include "engine/ops.hpp"
 #include "primitives/layout.hpp"
 
 namespace ghostnn {
@@ -112,8 +113,7 @@ void Tensor::copy_from(const Tensor& src) {
   if (src.layout() != layout()) {
     const Tensor plain = src.to_layout(Layout::plain);  // blocked tensors live on the cpu
     if (layout() == Layout::plain) return copy_from(plain);
-    const Tensor here = plain.to(device());
-    ops_convert(here, *this);
+    ops::call(prim::op::layout_convert, prim::LayoutConvertDesc{}, {plain.to(device())}, {*this});
     return;
   }
   const auto bytes = desc_.bytes();
@@ -150,14 +150,8 @@ Tensor Tensor::to_layout(Layout layout) const {
   if (!defined()) fail("tensor: to_layout({}) on an undefined tensor", layout_name(layout));
   if (layout == desc_.layout) return *this;
   Tensor t = empty(desc_.shape, desc_.device, desc_.dtype, layout);
-  ops_convert(*this, t);
+  ops::call(prim::op::layout_convert, prim::LayoutConvertDesc{}, {*this}, {t});
   return t;
-}
-
-void Tensor::ops_convert(const Tensor& from, const Tensor& to) {
-  const TensorRef in = from.ref(), out = to.ref();
-  Dispatcher::global().run(prim::op::layout_convert, prim::LayoutConvertDesc{}, {&in, 1},
-                           {&out, 1});
 }
 
 Tensor Tensor::clone() const {

@@ -59,7 +59,6 @@ class Tensor {
  private:
   struct Storage;
   void* host_data(DType want, const char* accessor) const;
-  static void ops_convert(const Tensor& from, const Tensor& to);  // the layout_convert op
   TensorDesc desc_;
   std::shared_ptr<Storage> storage_;
   void* data_ = nullptr;
