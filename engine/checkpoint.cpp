@@ -76,11 +76,21 @@ Checkpoint load(const std::string& path) {
   } catch (const json::exception& e) {
     fail("checkpoint {}: the JSON header (offset 8) does not parse: {}", path, e.what());
   }
+  if (!header.is_object())
+    fail("checkpoint {}: the JSON header (offset 8) is a {}, not an object of tensors", path,
+         header.type_name());
   Checkpoint c;
   const std::uint64_t data_start = 8 + n;
   for (auto& [name, entry] : header.items()) {
     if (name == "__metadata__") {
-      for (auto& [k, v] : entry.items()) c.metadata[k] = v.get<std::string>();
+      if (!entry.is_object())
+        fail("checkpoint {}: __metadata__ is a {}, not an object of strings", path,
+             entry.type_name());
+      for (auto& [k, v] : entry.items()) {
+        if (!v.is_string())
+          fail("checkpoint {}: metadata '{}' is {}, not a string", path, k, v.dump());
+        c.metadata[k] = v.get<std::string>();
+      }
       continue;
     }
     try {
@@ -89,18 +99,30 @@ Checkpoint load(const std::string& path) {
              entry.at("dtype").dump());
       const auto shape = entry.at("shape").get<Shape>();
       const auto off = entry.at("data_offsets").get<std::vector<std::uint64_t>>();
-      if (off.size() != 2 || off[1] < off[0] ||
-          off[1] - off[0] != static_cast<std::uint64_t>(shape_numel(shape)) * 4)
+      // The tensor's bytes, refused before they could overflow: no tensor is larger than the file.
+      std::uint64_t bytes = 4;
+      for (const auto d : shape) {
+        if (d < 0)
+          fail("checkpoint {}: tensor '{}' has a negative dimension in shape {}", path, name,
+               shape_str(shape));
+        const auto ud = static_cast<std::uint64_t>(d);
+        bytes = (ud != 0 && bytes > size / ud) ? size + 1 : bytes * ud;
+      }
+      if (bytes > size)
+        fail("checkpoint {}: tensor '{}' of shape {} is larger than the file ({} bytes)", path,
+             name, shape_str(shape), size);
+      if (off.size() != 2 || off[1] < off[0] || off[1] - off[0] != bytes)
         fail("checkpoint {}: tensor '{}' has byte range {} that does not match its shape {}", path,
              name, entry.at("data_offsets").dump(), shape_str(shape));
-      if (data_start + off[1] > size)
+      if (off[1] > size - data_start)
         fail(
-            "checkpoint {}: tensor '{}' ends at offset {}, past the end of the file ({} bytes): "
-            "truncated?",
-            path, name, data_start + off[1], size);
-      std::vector<float> v(static_cast<std::size_t>(shape_numel(shape)));
+            "checkpoint {}: tensor '{}' ends at byte {} of the data, past its end ({} bytes "
+            "after the header): truncated?",
+            path, name, off[1], size - data_start);
+      std::vector<float> v(static_cast<std::size_t>(bytes / 4));
       f.seekg(static_cast<std::streamoff>(data_start + off[0]));
-      f.read(reinterpret_cast<char*>(v.data()), static_cast<std::streamsize>(off[1] - off[0]));
+      f.read(reinterpret_cast<char*>(v.data()), static_cast<std::streamsize>(bytes));
+      if (!f) fail("checkpoint {}: reading tensor '{}' failed", path, name);
       c.tensors.emplace(name, Tensor::from_vector(v, shape));
     } catch (const json::exception& e) {
       fail("checkpoint {}: entry '{}' of the header is malformed: {}", path, name, e.what());

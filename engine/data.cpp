@@ -11,7 +11,9 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <numeric>
+#include <optional>
 #include <random>
 
 #include "engine/ops.hpp"
@@ -63,52 +65,109 @@ struct Entry {
   std::vector<std::uint8_t> bytes;
 };
 
-// Reads every regular file of a .tar.gz into memory.
-std::vector<Entry> read_tar_gz(const std::string& path) {
-  gzFile gz = gzopen(path.c_str(), "rb");
-  if (!gz) fail("data: cannot open {}", path);
-  std::vector<Entry> out;
-  std::uint64_t offset = 0;
-  auto read = [&](void* buf, unsigned n) {
-    const int got = gzread(gz, buf, n);
-    if (got < 0) {
-      int err = 0;
-      const char* msg = gzerror(gz, &err);
-      gzclose(gz);
-      fail("data: {} is corrupt at uncompressed offset {}: {}", path, offset, msg);
+// A gzip stream read in order; errors name the file and the uncompressed offset.
+class GzReader {
+ public:
+  explicit GzReader(const std::string& path) : path_(path), gz_(gzopen(path.c_str(), "rb")) {
+    if (!gz_) fail("data: cannot open {}", path);
+  }
+  ~GzReader() { gzclose(gz_); }
+  GzReader(const GzReader&) = delete;
+  GzReader& operator=(const GzReader&) = delete;
+  // Reads up to n bytes (fewer only at the end of the data).
+  std::size_t read(void* buf, std::size_t n) {
+    std::size_t done = 0;
+    while (done < n) {
+      const auto want = static_cast<unsigned>(std::min<std::size_t>(n - done, 1u << 20));
+      const int got = gzread(gz_, static_cast<char*>(buf) + done, want);
+      if (got < 0) {
+        int err = 0;
+        const std::string msg = gzerror(gz_, &err);  // owned by gz_: copied before it closes
+        fail("data: {} is corrupt at uncompressed offset {}: {}", path_, offset_, msg);
+      }
+      done += static_cast<std::size_t>(got);
+      offset_ += static_cast<std::uint64_t>(got);
+      if (static_cast<unsigned>(got) < want) break;
     }
-    offset += static_cast<unsigned>(got);
-    return static_cast<unsigned>(got);
-  };
+    return done;
+  }
+  std::uint64_t offset() const { return offset_; }
+
+ private:
+  std::string path_;
+  gzFile gz_;
+  std::uint64_t offset_ = 0;
+};
+
+// A tar header's octal number field (NUL or space terminated); nullopt when it is not one.
+std::optional<std::uint64_t> tar_octal(const unsigned char* field, std::size_t width) {
+  std::size_t i = 0;
+  while (i < width && field[i] == ' ') ++i;
+  std::uint64_t v = 0;
+  std::size_t digits = 0;
+  for (; i < width && field[i] >= '0' && field[i] <= '7'; ++i, ++digits) {
+    if (v >> 60) return std::nullopt;
+    v = v * 8 + (field[i] - '0');
+  }
+  for (; i < width; ++i)
+    if (field[i] != ' ' && field[i] != '\0') return std::nullopt;
+  if (digits == 0) return std::nullopt;
+  return v;
+}
+
+// Reads every regular file of a .tar.gz into memory. Each header's checksum is verified, so a
+// gzip file that is not a tar archive, or a corrupt header, is an error naming its offset; an
+// entry's bytes are read as they come (a corrupt size cannot allocate more than the data holds).
+std::vector<Entry> read_tar_gz(const std::string& path) {
+  GzReader gz(path);
+  std::vector<Entry> out;
   std::string long_name;
   for (;;) {
     unsigned char h[512];
-    const auto got = read(h, 512);
+    const std::uint64_t at = gz.offset();
+    const auto got = gz.read(h, 512);
     if (got == 0) break;
-    if (got < 512) {
-      gzclose(gz);
-      fail("data: {} is truncated: a tar header at offset {} is cut short", path, offset - got);
-    }
+    if (got < 512) fail("data: {} is truncated: a tar header at offset {} is cut short", path, at);
     if (std::all_of(h, h + 512, [](unsigned char ch) { return ch == 0; })) break;
+    // The checksum: the header's bytes summed with its own 8-byte field read as spaces (POSIX
+    // sums unsigned bytes; some old tars summed signed ones).
+    const auto stored = tar_octal(h + 148, 8);
+    std::int64_t sum = 8 * ' ', signed_sum = 8 * ' ';
+    for (int i = 0; i < 512; ++i) {
+      if (i >= 148 && i < 156) continue;
+      sum += h[i];
+      signed_sum += static_cast<signed char>(h[i]);
+    }
+    if (!stored || (static_cast<std::int64_t>(*stored) != sum &&
+                    static_cast<std::int64_t>(*stored) != signed_sum))
+      fail(
+          "data: {} is not a tar archive or is corrupt: the header at offset {} fails its checksum",
+          path, at);
     std::string name(reinterpret_cast<char*>(h), strnlen(reinterpret_cast<char*>(h), 100));
     const std::string prefix(reinterpret_cast<char*>(h + 345),
                              strnlen(reinterpret_cast<char*>(h + 345), 155));
     if (!prefix.empty() && std::string(reinterpret_cast<char*>(h + 257), 5) == "ustar")
       name = prefix + "/" + name;
-    const std::string size_field(reinterpret_cast<char*>(h + 124), 12);
-    char* end = nullptr;
-    const std::uint64_t size = std::strtoull(size_field.c_str(), &end, 8);
+    const auto size = tar_octal(h + 124, 12);
+    if (!size)
+      fail(
+          "data: {}: entry '{}' (header at offset {}) has no octal size (a base-256 size over "
+          "8 GiB?)",
+          path, name, at);
     const char type = static_cast<char>(h[156]);
-    std::vector<std::uint8_t> body(size);
-    if (size && read(body.data(), static_cast<unsigned>(size)) != size) {
-      gzclose(gz);
-      fail("data: {} is truncated: entry '{}' ends at offset {}, past the end of the data", path,
-           name, offset);
+    std::vector<std::uint8_t> body;
+    for (std::uint64_t done = 0; done < *size;) {
+      const std::size_t chunk =
+          static_cast<std::size_t>(std::min<std::uint64_t>(*size - done, 1u << 24));
+      body.resize(static_cast<std::size_t>(done) + chunk);
+      if (gz.read(body.data() + done, chunk) != chunk)
+        fail("data: {} is truncated: entry '{}' ({} bytes) is cut short at offset {}", path, name,
+             *size, gz.offset());
+      done += chunk;
     }
-    const std::uint64_t pad = (512 - size % 512) % 512;
-    if (pad) {
+    if (const std::uint64_t pad = (512 - *size % 512) % 512) {
       unsigned char skip[512];
-      read(skip, static_cast<unsigned>(pad));
+      gz.read(skip, static_cast<std::size_t>(pad));
     }
     if (type == 'L') {  // GNU long name for the next entry
       long_name.assign(body.begin(), std::find(body.begin(), body.end(), 0));
@@ -120,7 +179,6 @@ std::vector<Entry> read_tar_gz(const std::string& path) {
     }
     if (type == '0' || type == '\0') out.push_back({name, std::move(body)});
   }
-  gzclose(gz);
   return out;
 }
 
@@ -231,6 +289,16 @@ Split from_entries(std::vector<Entry> entries, const std::string& dataset,
 
 }  // namespace
 
+namespace {
+// Refuses dimensions no photo has before allocating for them (a corrupt or hostile header).
+void check_image_size(std::int64_t w, std::int64_t h, const std::string& name) {
+  constexpr std::int64_t kMaxPixels = std::int64_t{1} << 28;  // 268 megapixels
+  if (w < 1 || h < 1 || w * h > kMaxPixels)
+    fail("data: {}: {}x{} pixels is not a usable image size (at most {} pixels)", name, w, h,
+         kMaxPixels);
+}
+}  // namespace
+
 Image decode_image(const std::vector<std::uint8_t>& bytes, const std::string& name) {
   Image img;
   if (bytes.size() >= 8 && png_sig_cmp(bytes.data(), 0, 8) == 0) {
@@ -238,37 +306,32 @@ Image decode_image(const std::vector<std::uint8_t>& bytes, const std::string& na
     p.version = PNG_IMAGE_VERSION;
     if (!png_image_begin_read_from_memory(&p, bytes.data(), bytes.size()))
       fail("data: {}: not a readable PNG: {}", name, p.message);
+    // Frees libpng's state on every way out (png_image_finish_read frees it too; twice is safe).
+    std::unique_ptr<png_image, void (*)(png_image*)> guard(&p, png_image_free);
+    check_image_size(p.width, p.height, name);
     p.format = PNG_FORMAT_RGB;
     img.width = static_cast<int>(p.width);
     img.height = static_cast<int>(p.height);
     img.rgb.resize(PNG_IMAGE_SIZE(p));
-    if (!png_image_finish_read(&p, nullptr, img.rgb.data(), 0, nullptr)) {
-      const std::string msg = p.message;
-      png_image_free(&p);
-      fail("data: {}: corrupt PNG: {}", name, msg);
-    }
+    if (!png_image_finish_read(&p, nullptr, img.rgb.data(), 0, nullptr))
+      fail("data: {}: corrupt PNG: {}", name, p.message);
     return img;
   }
   if (bytes.size() >= 3 && bytes[0] == 0xFF && bytes[1] == 0xD8) {
-    tjhandle tj = tjInitDecompress();
+    std::unique_ptr<void, int (*)(tjhandle)> tj(tjInitDecompress(), tjDestroy);
+    if (!tj) fail("data: {}: cannot start the JPEG decoder: {}", name, tjGetErrorStr2(nullptr));
     int w = 0, h = 0, sub = 0, cs = 0;
-    if (tjDecompressHeader3(tj, bytes.data(), static_cast<unsigned long>(bytes.size()), &w, &h,
-                            &sub, &cs) != 0) {
-      const std::string msg = tjGetErrorStr2(tj);
-      tjDestroy(tj);
-      fail("data: {}: corrupt JPEG header: {}", name, msg);
-    }
+    if (tjDecompressHeader3(tj.get(), bytes.data(), static_cast<unsigned long>(bytes.size()), &w,
+                            &h, &sub, &cs) != 0)
+      fail("data: {}: corrupt JPEG header: {}", name, tjGetErrorStr2(tj.get()));
+    check_image_size(w, h, name);
     img.width = w;
     img.height = h;
     img.rgb.resize(static_cast<std::size_t>(w) * static_cast<std::size_t>(h) * 3);
-    if (tjDecompress2(tj, bytes.data(), static_cast<unsigned long>(bytes.size()), img.rgb.data(), w,
-                      0, h, TJPF_RGB, 0) != 0 &&
-        tjGetErrorCode(tj) == TJERR_FATAL) {
-      const std::string msg = tjGetErrorStr2(tj);
-      tjDestroy(tj);
-      fail("data: {}: corrupt or truncated JPEG: {}", name, msg);
-    }
-    tjDestroy(tj);
+    if (tjDecompress2(tj.get(), bytes.data(), static_cast<unsigned long>(bytes.size()),
+                      img.rgb.data(), w, 0, h, TJPF_RGB, 0) != 0 &&
+        tjGetErrorCode(tj.get()) == TJERR_FATAL)
+      fail("data: {}: corrupt or truncated JPEG: {}", name, tjGetErrorStr2(tj.get()));
     return img;
   }
   fail("data: {}: neither a JPEG nor a PNG file ({} bytes)", name, bytes.size());

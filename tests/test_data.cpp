@@ -90,30 +90,70 @@ std::vector<std::uint8_t> encode_jpeg(const std::vector<std::uint8_t>& rgb) {
   return out;
 }
 
-// A .tar.gz of the given (name, bytes) files, written by hand (ustar headers).
+// A ustar header for a file of `size` bytes (size given as its 11 octal digits), checksummed.
+std::array<unsigned char, 512> tar_header(const std::string& name, const char* size_octal) {
+  std::array<unsigned char, 512> h{};
+  std::snprintf(reinterpret_cast<char*>(h.data()), 100, "%s", name.c_str());
+  std::snprintf(reinterpret_cast<char*>(h.data() + 100), 8, "%07o", 0644);
+  std::snprintf(reinterpret_cast<char*>(h.data() + 124), 12, "%s", size_octal);
+  h[156] = '0';
+  std::memcpy(h.data() + 257, "ustar", 5);
+  std::memset(h.data() + 148, ' ', 8);
+  unsigned sum = 0;
+  for (unsigned char ch : h) sum += ch;
+  std::snprintf(reinterpret_cast<char*>(h.data() + 148), 8, "%06o", sum);
+  return h;
+}
+
+// A tar archive of the given (name, bytes) files, written by hand.
+std::vector<std::uint8_t> tar_bytes(
+    const std::vector<std::pair<std::string, std::vector<std::uint8_t>>>& files) {
+  std::vector<std::uint8_t> out;
+  for (const auto& [name, bytes] : files) {
+    char size[12];
+    std::snprintf(size, sizeof size, "%011o", static_cast<unsigned>(bytes.size()));
+    const auto h = tar_header(name, size);
+    out.insert(out.end(), h.begin(), h.end());
+    out.insert(out.end(), bytes.begin(), bytes.end());
+    out.resize((out.size() + 511) / 512 * 512);
+  }
+  out.resize(out.size() + 1024);
+  return out;
+}
+
+void write_gz(const fs::path& path, const std::vector<std::uint8_t>& bytes) {
+  gzFile gz = gzopen(path.string().c_str(), "wb");
+  gzwrite(gz, bytes.data(), static_cast<unsigned>(bytes.size()));
+  gzclose(gz);
+}
+
 void write_tar_gz(const fs::path& path,
                   const std::vector<std::pair<std::string, std::vector<std::uint8_t>>>& files) {
-  gzFile gz = gzopen(path.string().c_str(), "wb");
-  for (const auto& [name, bytes] : files) {
-    unsigned char h[512] = {};
-    std::snprintf(reinterpret_cast<char*>(h), 100, "%s", name.c_str());
-    std::snprintf(reinterpret_cast<char*>(h + 100), 8, "%07o", 0644);
-    std::snprintf(reinterpret_cast<char*>(h + 124), 12, "%011o",
-                  static_cast<unsigned>(bytes.size()));
-    h[156] = '0';
-    std::memcpy(h + 257, "ustar", 5);
-    std::memset(h + 148, ' ', 8);
-    unsigned sum = 0;
-    for (unsigned char ch : h) sum += ch;
-    std::snprintf(reinterpret_cast<char*>(h + 148), 8, "%06o", sum);
-    gzwrite(gz, h, 512);
-    gzwrite(gz, bytes.data(), static_cast<unsigned>(bytes.size()));
-    const unsigned char zeros[512] = {};
-    if (bytes.size() % 512) gzwrite(gz, zeros, static_cast<unsigned>(512 - bytes.size() % 512));
+  write_gz(path, tar_bytes(files));
+}
+
+std::string load_error(const fs::path& path) {
+  try {
+    data::load(path.string(), "cifar10");
+  } catch (const Error& e) {
+    return e.what();
   }
-  const unsigned char end[1024] = {};
-  gzwrite(gz, end, 1024);
-  gzclose(gz);
+  return "(loaded)";
+}
+
+// Four small images per split in train/<class>/ and test/<class>/, alternately JPEG and PNG.
+std::vector<std::pair<std::string, std::vector<std::uint8_t>>> image_tree_files() {
+  std::vector<std::pair<std::string, std::vector<std::uint8_t>>> files;
+  int k = 0;
+  for (const char* split : {"train", "test"})
+    for (const char* cls : {"dog", "cat"})
+      for (int i = 0; i < 2; ++i) {
+        const std::string name =
+            std::string(split) + "/" + cls + "/000" + std::to_string(i) + (k % 2 ? ".png" : ".jpg");
+        const auto rgb = test_image(k++);
+        files.emplace_back(name, k % 2 ? encode_jpeg(rgb) : encode_png(rgb));
+      }
+  return files;
 }
 
 TEST(Data, ReadsCifarBinaryRecords) {
@@ -187,17 +227,8 @@ TEST(Data, CorruptImagesNameTheFile) {
 
 TEST(Data, ImageFoldersAndTheirTarGzGiveTheSameDataset) {
   TempDir dir("folders");
-  std::vector<std::pair<std::string, std::vector<std::uint8_t>>> files;
-  int k = 0;
-  for (const char* split : {"train", "test"})
-    for (const char* cls : {"dog", "cat"})
-      for (int i = 0; i < 2; ++i) {
-        const std::string name =
-            std::string(split) + "/" + cls + "/000" + std::to_string(i) + (k % 2 ? ".png" : ".jpg");
-        const auto rgb = test_image(k++);
-        files.emplace_back(name, k % 2 ? encode_jpeg(rgb) : encode_png(rgb));
-        write(dir / ("tree/" + name), files.back().second);
-      }
+  const auto files = image_tree_files();
+  for (const auto& [name, bytes] : files) write(dir / ("tree/" + name), bytes);
   const auto a = data::load((dir / "tree").string(), "cifar10");
   EXPECT_EQ(a.train.count, 4);
   EXPECT_EQ(a.test.count, 4);
@@ -217,6 +248,106 @@ TEST(Data, ImageFoldersAndTheirTarGzGiveTheSameDataset) {
     ADD_FAILURE();
   } catch (const Error& e) {
     EXPECT_THAT(e.what(), HasSubstr("set.tar.gz"));
+  }
+}
+
+TEST(Data, ArchivesThatAreNotTarOrLieAboutSizesAreErrorsNamingTheOffset) {
+  TempDir dir("badtar");
+  // a gzip file holding something other than a tar archive
+  write_gz(dir / "notes.tar.gz", std::vector<std::uint8_t>(2048, 'x'));
+  const auto not_tar = load_error(dir / "notes.tar.gz");
+  EXPECT_THAT(not_tar, HasSubstr("notes.tar.gz is not a tar archive or is corrupt"));
+  EXPECT_THAT(not_tar, HasSubstr("header at offset 0 fails its checksum"));
+  // one flipped bit in the second header
+  auto tar = tar_bytes(image_tree_files());
+  const std::size_t first_size =
+      std::strtoul(reinterpret_cast<char*>(tar.data() + 124), nullptr, 8);
+  const std::size_t at = 512 + (first_size + 511) / 512 * 512;  // after the first header and data
+  tar[at + 3] ^= 0x10;
+  write_gz(dir / "flip.tar.gz", tar);
+  EXPECT_THAT(load_error(dir / "flip.tar.gz"),
+              HasSubstr(fmt::format("header at offset {} fails its checksum", at)));
+  // a well-formed header that claims 8 GiB, then the end of the data: an error, read as it
+  // comes (no 8 GiB buffer first)
+  std::vector<std::uint8_t> lie;
+  const auto h = tar_header("train/cat/big.png", "77777777777");
+  lie.insert(lie.end(), h.begin(), h.end());
+  lie.resize(lie.size() + 4096, 7);
+  write_gz(dir / "lie.tar.gz", lie);
+  const auto lie_error = load_error(dir / "lie.tar.gz");
+  EXPECT_THAT(lie_error, HasSubstr("lie.tar.gz is truncated: entry 'train/cat/big.png'"));
+  EXPECT_THAT(lie_error, HasSubstr("(8589934591 bytes) is cut short at offset 4608"));
+}
+
+// Every corruption of a valid archive either loads or is a ghostnn Error (never another
+// exception, a crash or, under the sanitizers, a memory error).
+TEST(Data, CorruptedArchivesLoadOrFailCleanly) {
+  TempDir dir("fuzztar");
+  const auto orig = tar_bytes(image_tree_files());
+  std::mt19937 rng(5);
+  int loaded = 0, errors = 0;
+  for (int it = 0; it < 300; ++it) {
+    auto s = orig;
+    for (int m = 0, n = 1 + static_cast<int>(rng() % 4); m < n && s.size() > 1; ++m) {
+      // mostly in headers (their size fields above all), sometimes anywhere
+      const std::size_t header = s.size() >= 512 ? rng() % (s.size() / 512) * 512 : 0;
+      const std::size_t pos = std::min(
+          s.size() - 1, rng() % 3 == 0 ? rng() % s.size()
+                                       : header + (rng() % 2 ? 124 + rng() % 12 : rng() % 512));
+      switch (rng() % 3) {
+        case 0:
+          s[pos] = static_cast<std::uint8_t>(rng());
+          break;
+        case 1:
+          s[pos] = static_cast<std::uint8_t>("0123456777 \0x"[rng() % 13]);
+          break;
+        default:
+          s.resize(std::max<std::size_t>(pos, 1));
+      }
+    }
+    write_gz(dir / "m.tar.gz", s);
+    try {
+      data::load((dir / "m.tar.gz").string(), "cifar10");
+      ++loaded;
+    } catch (const Error&) {
+      ++errors;
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "mutation " << it << ": " << e.what();
+    }
+  }
+  EXPECT_GT(loaded, 0);
+  EXPECT_GT(errors, 0);
+}
+
+TEST(Data, ImagesOfImpossibleSizeAreRefusedBeforeDecoding) {
+  // a PNG whose header claims 60000 x 60000 pixels (10 GB of RGB)
+  auto png = encode_png(test_image(2));
+  auto put32 = [](std::vector<std::uint8_t>& b, std::size_t at, std::uint32_t v) {
+    for (int i = 0; i < 4; ++i) b[at + i] = static_cast<std::uint8_t>(v >> (24 - 8 * i));
+  };
+  put32(png, 16, 60000);  // IHDR: width, height, then the chunk's CRC over type + data
+  put32(png, 20, 60000);
+  put32(png, 29, static_cast<std::uint32_t>(crc32(0, png.data() + 12, 17)));
+  try {
+    data::decode_image(png, "huge.png");
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("huge.png: 60000x60000 pixels is not a usable image size"));
+  }
+  // a JPEG whose frame header (SOF0: length, precision, height, width) claims 65000 x 65000
+  auto jpg = encode_jpeg(test_image(2));
+  std::size_t sof = 2;
+  while (sof + 9 < jpg.size() && !(jpg[sof] == 0xFF && jpg[sof + 1] == 0xC0)) ++sof;
+  ASSERT_LT(sof + 9, jpg.size());
+  for (std::size_t at : {sof + 5, sof + 7}) {
+    jpg[at] = 65000 >> 8;
+    jpg[at + 1] = 65000 & 0xFF;
+  }
+  try {
+    data::decode_image(jpg, "huge.jpg");
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("huge.jpg: 65000x65000 pixels is not a usable image size"));
   }
 }
 

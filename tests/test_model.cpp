@@ -4,6 +4,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <random>
 
 #include "engine/checkpoint.hpp"
 #include "engine/nn.hpp"
@@ -251,6 +252,107 @@ TEST(Checkpoint, TruncatedAndMismatchedFilesAreClearErrors) {
   } catch (const Error& e) {
     EXPECT_THAT(e.what(), ::testing::HasSubstr("conv1.weight"));
   }
+  std::filesystem::remove_all(dir);
+}
+
+// A safetensors file written by hand: the 8-byte header length, the header text, then `data`.
+void write_safetensors(const std::string& path, const std::string& header, std::size_t data) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  const std::uint64_t n = header.size();
+  for (int i = 0; i < 8; ++i) f.put(static_cast<char>((n >> (8 * i)) & 0xff));
+  f << header << std::string(data, '\0');
+}
+
+std::string load_error(const std::string& path) {
+  try {
+    ckpt::load(path);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(loaded)";
+}
+
+TEST(Checkpoint, HeadersThatLieAreErrorsNamingTheTensor) {
+  const auto dir = std::filesystem::temp_directory_path() / "ghostnn_test_ckpt3";
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "h.safetensors").string();
+  using ::testing::HasSubstr;
+  // a shape whose element count overflows 64 bits, with a byte range that wraps to match it
+  write_safetensors(
+      path, R"({"w":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,0]}})", 16);
+  EXPECT_THAT(load_error(path),
+              HasSubstr("tensor 'w' of shape [4611686018427387904, 4] is larger"));
+  write_safetensors(path, R"({"w":{"dtype":"F32","shape":[-2,-2],"data_offsets":[0,16]}})", 16);
+  EXPECT_THAT(load_error(path), HasSubstr("tensor 'w' has a negative dimension"));
+  // a byte range far past the file whose end does not fit 64 bits when added to the header's
+  write_safetensors(
+      path,
+      R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[18446744073709551608,18446744073709551612]}})",
+      16);
+  EXPECT_THAT(load_error(path), HasSubstr("truncated"));
+  write_safetensors(path, R"({"__metadata__":{"epoch":3}})", 0);
+  EXPECT_THAT(load_error(path), HasSubstr("metadata 'epoch' is 3, not a string"));
+  write_safetensors(path, R"([1,2])", 0);
+  EXPECT_THAT(load_error(path), HasSubstr("not an object of tensors"));
+  std::filesystem::remove_all(dir);
+}
+
+// Every corruption of a real checkpoint either loads or is a ghostnn Error: never another
+// exception, a crash, or (under the sanitizers) undefined behaviour.
+TEST(Checkpoint, CorruptedFilesLoadOrFailCleanly) {
+  const auto dir = std::filesystem::temp_directory_path() / "ghostnn_test_ckpt4";
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "c.safetensors").string();
+  auto net = tiny_resnet("bn");
+  ckpt::Checkpoint c;
+  ckpt::put_model(c, *net);
+  c.metadata["model"] = "tiny";
+  ckpt::save(path, c);
+  std::string orig;
+  {
+    std::ifstream f(path, std::ios::binary);
+    orig.assign(std::istreambuf_iterator<char>(f), {});
+  }
+  const std::size_t header_end =
+      8 + static_cast<unsigned char>(orig[0]) +
+      256 * static_cast<std::size_t>(static_cast<unsigned char>(orig[1]));
+  const char* tokens[] = {"-1",
+                          "18446744073709551615",
+                          "4611686018427387904",
+                          "\"x\"",
+                          "[]",
+                          "{}",
+                          "null",
+                          "1e300",
+                          "0",
+                          "[1,2,3]",
+                          ":",
+                          ","};
+  std::mt19937 rng(11);
+  int loaded = 0, errors = 0;
+  for (int it = 0; it < 1500; ++it) {
+    std::string s = orig;
+    const int kind = static_cast<int>(rng() % 4);
+    for (int m = 0, n = 1 + static_cast<int>(rng() % 3); m < n && !s.empty(); ++m) {
+      const std::size_t pos = kind == 2 ? 8 + rng() % (header_end - 8) : rng() % s.size();
+      if (kind == 0) s[pos] = static_cast<char>(rng());
+      if (kind == 1) s.resize(pos);
+      if (kind == 2) s.replace(pos, 1 + rng() % 4, tokens[rng() % std::size(tokens)]);
+      if (kind == 3) s[rng() % 8] = static_cast<char>(rng());  // the header length
+    }
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << s;
+    try {
+      ckpt::load(path);
+      ++loaded;
+    } catch (const Error&) {
+      ++errors;
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "mutation " << it << ": " << e.what();
+    }
+  }
+  // both outcomes occur, so the mutations reach past the first checks
+  EXPECT_GT(loaded, 0);
+  EXPECT_GT(errors, 0);
   std::filesystem::remove_all(dir);
 }
 
