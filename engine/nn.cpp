@@ -1,7 +1,6 @@
 #include "engine/nn.hpp"
 
 #include <cmath>
-#include <sstream>
 
 #include "engine/ops.hpp"
 #include "primitives/batchnorm.hpp"
@@ -424,13 +423,17 @@ struct NormSpec {
 };
 
 NormSpec parse_norm(const std::string& spec) {
-  std::vector<std::string> parts;
-  std::stringstream ss(spec);
-  for (std::string p; std::getline(ss, p, ':');) parts.push_back(p);
+  std::vector<std::string> parts;  // empty parts kept: "bn:" and "gni:16:" are refused
+  for (std::size_t start = 0;;) {
+    const auto colon = spec.find(':', start);
+    parts.push_back(spec.substr(start, colon == std::string::npos ? colon : colon - start));
+    if (colon == std::string::npos) break;
+    start = colon + 1;
+  }
   const std::string help =
       "expected bn, gbn:N[:strided], gni:N[:shuffle][:noshift][:noscale], ln+gni:N[...], xbn:N or "
       "none";
-  if (parts.empty()) fail("norm spec '{}': empty ({})", spec, help);
+  if (spec.empty()) fail("norm spec '{}': empty ({})", spec, help);
   NormSpec n;
   n.kind = parts[0];
   if (n.kind == "bn" || n.kind == "none") {

@@ -113,8 +113,8 @@ TEST(Model, NormSpecsAreValidatedWithClearErrors) {
   for (const char* ok : {"bn", "none", "gbn:16", "gbn:16:strided", "gni:16",
                          "gni:8:shuffle:noshift", "xbn:32", "ln+gni:16"})
     EXPECT_NO_THROW(nn::validate_norm_spec(ok)) << ok;
-  for (const char* bad :
-       {"", "bm", "gbn", "gbn:x", "gbn:0", "gni:16:bogus", "bn:3", "ln+gni", "ln+gbn:4"}) {
+  for (const char* bad : {"", "bm", "gbn", "gbn:x", "gbn:0", "gni:16:bogus", "bn:3", "ln+gni",
+                          "ln+gbn:4", "bn:", "gni:16:", "gbn::16", ":"}) {
     try {
       nn::validate_norm_spec(bad);
       ADD_FAILURE() << "accepted '" << bad << "'";
