@@ -32,7 +32,14 @@ int main(int argc, char** argv) {
       if (a == "--device" && i + 1 < argc) {
         dev = Device::parse(argv[++i]);
       } else if (a == "--steps" && i + 1 < argc) {
-        steps = std::stoi(argv[++i]);
+        const std::string v = argv[++i];
+        std::size_t used = 0;
+        try {
+          steps = std::stoi(v, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        if (used != v.size() || steps < 1) fail("--steps {}: must be an integer >= 1", v);
       } else {
         std::cerr << "api_tour: unknown argument '" << a << "' (see --help)\n";
         return 2;

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "engine/nn.hpp"
@@ -108,12 +109,15 @@ int main(int argc, char** argv) {
   CLI::App app{
       "Time ghostnn's norm primitives, the input augmentation and a ResNet-20 training step on the "
       "CPU and the GPU."};
-  app.add_option("--batch", batch, "batch size")->capture_default_str();
-  app.add_option("--threads", threads, "CPU threads (default: all cores)");
+  const auto positive = CLI::Range(1, std::numeric_limits<int>::max());
+  app.add_option("--batch", batch, "batch size")->capture_default_str()->check(positive);
+  app.add_option("--threads", threads, "CPU threads (default: all cores)")->check(positive);
   app.add_option("--cpu-steps", cpu_steps, "timed training steps on the CPU")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(positive);
   app.add_option("--gpu-steps", gpu_steps, "timed training steps on the GPU")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(positive);
   app.add_option("--json", json, "also write the table to FILE as JSON");
   try {
     app.parse(argc, argv);
@@ -121,6 +125,8 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
   try {
+    // A file that cannot be written is reported before the minutes of measuring, not after.
+    if (!json.empty() && !std::ofstream(json, std::ios::app)) fail("--json: cannot write {}", json);
     if (threads > 0) omp_set_num_threads(threads);
     const bool gpu = cuda_available();
     std::vector<Row> rows;

@@ -98,10 +98,32 @@ class Progress {
   double last_ = -1e9;
 };
 
+// Every number is checked before the data is read (which takes seconds): a bad value is an
+// error naming the flag, never a silent default or a run that diverges at its first step.
+template <typename Given>
+void check_numbers(const Options& o, Given given) {
+  auto need = [](bool ok, const char* flag, auto value, const char* what) {
+    if (!ok) fail("{} {}: must be {}", flag, value, what);
+  };
+  if (given("--epochs")) need(o.epochs >= 1, "--epochs", o.epochs, ">= 1");
+  need(o.batch >= 1, "--batch", o.batch, ">= 1");
+  need(std::isfinite(o.lr) && o.lr > 0, "--lr", o.lr, "a positive number");
+  need(std::isfinite(o.min_lr) && o.min_lr >= 0, "--min-lr", o.min_lr, "a number >= 0");
+  need(std::isfinite(o.wd) && o.wd >= 0, "--wd", o.wd, "a number >= 0");
+  need(std::isfinite(o.label_smoothing) && o.label_smoothing >= 0 && o.label_smoothing < 1,
+       "--label-smoothing", o.label_smoothing, "in [0, 1)");
+  if (given("--warmup-epochs"))
+    need(std::isfinite(o.warmup_epochs) && o.warmup_epochs >= 0, "--warmup-epochs", o.warmup_epochs,
+         "a number >= 0");
+  if (given("--threads")) need(o.threads >= 1, "--threads", o.threads, ">= 1");
+  if (given("--train-subset")) need(o.train_subset >= 1, "--train-subset", o.train_subset, ">= 1");
+}
+
 int run(Options o, const std::vector<std::string>& explicit_flags) {
   auto given = [&](const std::string& f) {
     return std::find(explicit_flags.begin(), explicit_flags.end(), f) != explicit_flags.end();
   };
+  check_numbers(o, given);
   if (o.threads > 0) omp_set_num_threads(o.threads);
   if (o.eval_only && o.resume.empty()) fail("--eval-only needs --resume CHECKPOINT");
 
@@ -126,6 +148,11 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
     o.seed = std::stoull(seed);
   }
   nn::validate_norm_spec(o.norm);
+  const auto models = nn::model_names();
+  if (std::find(models.begin(), models.end(), o.model) == models.end())
+    fail("--model {}: unknown (choose one of {})", o.model, fmt::join(models, ", "));
+  if (o.dataset != "cifar10" && o.dataset != "cifar100")
+    fail("--dataset {}: not supported (cifar10 or cifar100)", o.dataset);
   const Device device = pick_device(o.device);
   if (o.cuda_graph && device.type != DeviceType::cuda)
     fail("--cuda-graph: records GPU work, but the device is {}", device.str());
