@@ -1,5 +1,6 @@
 #include "engine/checkpoint.hpp"
 
+#include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -129,6 +130,18 @@ Checkpoint load(const std::string& path) {
     }
   }
   return c;
+}
+
+std::optional<std::uint64_t> metadata_count(const Checkpoint& c, const std::string& key,
+                                            const std::string& path) {
+  const auto it = c.metadata.find(key);
+  if (it == c.metadata.end()) return std::nullopt;
+  const std::string& text = it->second;
+  std::uint64_t v = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size())
+    fail("checkpoint {}: metadata '{}' is '{}', not a non-negative integer", path, key, text);
+  return v;
 }
 
 void put_model(Checkpoint& c, nn::Module& model) {

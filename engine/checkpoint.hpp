@@ -4,7 +4,9 @@
 // renamed into place: a crash never leaves a half-written checkpoint under the final name.
 #pragma once
 
+#include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 
 #include "engine/nn.hpp"
@@ -18,6 +20,10 @@ struct Checkpoint {
 };
 
 void save(const std::string& path, const Checkpoint& c);
+// The metadata `key` as a non-negative integer (an epoch, a step, a seed, a class count); nullopt
+// when absent, an Error naming the file, the key and the text when it is not one.
+std::optional<std::uint64_t> metadata_count(const Checkpoint& c, const std::string& key,
+                                            const std::string& path);
 // Errors name the file and what is wrong (truncated, bad header, a range past the end, ...).
 Checkpoint load(const std::string& path);
 

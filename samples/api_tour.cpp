@@ -125,6 +125,9 @@ int main(int argc, char** argv) {
   } catch (const Error& e) {
     std::cerr << "api_tour: " << e.what() << "\n";
     return 1;
+  } catch (const std::exception& e) {  // not ours (out of memory, a library's exception)
+    std::cerr << "api_tour: unexpected error: " << e.what() << "\n";
+    return 1;
   }
   return 0;
 }

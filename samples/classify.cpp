@@ -35,7 +35,8 @@ int main(int argc, char** argv) {
         fail("checkpoint {}: no '{}' in its metadata (not written by train_cifar?)", checkpoint, k);
       return it->second;
     };
-    const auto classes = std::stoll(meta("classes"));
+    meta("classes");  // present, else the error above
+    const auto classes = static_cast<std::int64_t>(*ckpt::metadata_count(c, "classes", checkpoint));
     auto model = nn::make_model(meta("model"), meta("norm"), classes, 0);
     ckpt::get_model(c, *model, checkpoint);
     const Device dev = Device::parse(device);
@@ -71,6 +72,9 @@ int main(int argc, char** argv) {
     }
   } catch (const Error& e) {
     std::cerr << "classify: " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {  // not ours (out of memory, a library's exception)
+    std::cerr << "classify: unexpected error: " << e.what() << "\n";
     return 1;
   }
   return 0;

@@ -179,6 +179,9 @@ int main(int argc, char** argv) {
   } catch (const Error& e) {
     std::cerr << "compare_devices: " << e.what() << "\n";
     return 1;
+  } catch (const std::exception& e) {  // not ours (out of memory, a library's exception)
+    std::cerr << "compare_devices: unexpected error: " << e.what() << "\n";
+    return 1;
   }
   return 0;
 }

@@ -143,9 +143,13 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
     adopt("model", o.model);
     adopt("norm", o.norm);
     adopt("dataset", o.dataset);
-    std::string seed = std::to_string(o.seed);
-    adopt("seed", seed);
-    o.seed = std::stoull(seed);
+    if (const auto seed = ckpt::metadata_count(resumed, "seed", o.resume);
+        seed && *seed != o.seed) {
+      if (given("--seed"))
+        fail("--resume {}: the checkpoint was trained with --seed {}, not {}", o.resume, *seed,
+             o.seed);
+      o.seed = *seed;
+    }
   }
   nn::validate_norm_spec(o.norm);
   const auto models = nn::model_names();
@@ -208,8 +212,8 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
   if (!o.resume.empty()) {
     ckpt::get_model(resumed, *model, o.resume);
     ckpt::get_optimizer(resumed, opt, *model, o.resume);
-    start_epoch = resumed.metadata.count("epoch") ? std::stoi(resumed.metadata.at("epoch")) : 0;
-    step = resumed.metadata.count("step") ? std::stoll(resumed.metadata.at("step")) : 0;
+    start_epoch = static_cast<int>(ckpt::metadata_count(resumed, "epoch", o.resume).value_or(0));
+    step = static_cast<std::int64_t>(ckpt::metadata_count(resumed, "step", o.resume).value_or(0));
     model->set_noise_step(static_cast<std::uint64_t>(step));
     std::cout << fmt::format("resumed from {} ({} {}, seed {}) after epoch {} (step {})\n",
                              o.resume, o.model, o.norm, o.seed, start_epoch, step);
@@ -415,6 +419,9 @@ int main(int argc, char** argv) {
     return run(o, given);
   } catch (const Error& e) {
     std::cerr << "train_cifar: " << e.what() << "\n";
+    return 1;
+  } catch (const std::exception& e) {  // not ours (out of memory, a library's exception)
+    std::cerr << "train_cifar: unexpected error: " << e.what() << "\n";
     return 1;
   }
 }

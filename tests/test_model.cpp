@@ -297,6 +297,28 @@ TEST(Checkpoint, HeadersThatLieAreErrorsNamingTheTensor) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(Checkpoint, MetadataCountsAreCheckedIntegers) {
+  ckpt::Checkpoint c;
+  c.metadata = {{"epoch", "12"},
+                {"seed", "18446744073709551615"},
+                {"step", "-1"},
+                {"classes", "10x"},
+                {"note", ""}};
+  EXPECT_EQ(ckpt::metadata_count(c, "epoch", "f"), 12u);
+  EXPECT_EQ(ckpt::metadata_count(c, "seed", "f"), 18446744073709551615ull);
+  EXPECT_EQ(ckpt::metadata_count(c, "absent", "f"), std::nullopt);
+  for (const char* key : {"step", "classes", "note"}) {
+    try {
+      ckpt::metadata_count(c, key, "run/last.safetensors");
+      ADD_FAILURE() << key;
+    } catch (const Error& e) {
+      EXPECT_THAT(e.what(), ::testing::HasSubstr(fmt::format(
+                                "checkpoint run/last.safetensors: metadata '{}' is '{}'", key,
+                                c.metadata.at(key))));
+    }
+  }
+}
+
 // Every corruption of a real checkpoint either loads or is a ghostnn Error: never another
 // exception, a crash, or (under the sanitizers) undefined behaviour.
 TEST(Checkpoint, CorruptedFilesLoadOrFailCleanly) {
