@@ -9,7 +9,14 @@
 
 namespace ghostnn::optim {
 
-Sgd::Sgd(nn::Module& model, SgdOptions options) : model_(model), options_(options) {}
+Sgd::Sgd(nn::Module& model, SgdOptions options) : model_(model), options_(options) {
+  prim::check_sgd_hyperparameters(options.lr, options.momentum, options.weight_decay);
+}
+
+void Sgd::set_lr(float lr) {
+  prim::check_sgd_hyperparameters(lr, options_.momentum, options_.weight_decay);
+  options_.lr = lr;
+}
 
 // One sgd_step call per device over all of the model's parameters on it.
 void Sgd::step() {

@@ -20,7 +20,8 @@ struct SgdOptions {
 class Sgd {
  public:
   Sgd(nn::Module& model, SgdOptions options);
-  void set_lr(float lr) { options_.lr = lr; }
+  // Errors for a negative or non-finite value (as for the options' in the constructor).
+  void set_lr(float lr);
   float lr() const { return options_.lr; }
   // One update of every parameter from its gradient.
   void step();

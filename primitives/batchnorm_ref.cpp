@@ -19,8 +19,8 @@ void validate_channel_vector(std::string_view layer, std::string_view arg, const
                              std::int64_t C) {
   expect_f32(layer, arg, v);
   if (v.shape != Shape{C})
-    fail("{}: {} must have shape [{}] (one value per channel), got {}", layer, arg, C,
-         shape_str(v.shape));
+    fail("{}: x has {} channels but {} has shape {} (one value per channel: [{}])", layer, C, arg,
+         shape_str(v.shape), C);
 }
 
 void update_running(float* running, const double* batch, std::int64_t C, float momentum) {

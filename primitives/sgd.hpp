@@ -28,6 +28,8 @@ struct SgdDesc : OpDesc {
   float decay_of(std::size_t t) const { return decay.empty() || decay[t] ? weight_decay : 0.f; }
 };
 
+// lr, momentum and weight decay finite and >= 0 (as PyTorch's SGD requires); Error otherwise.
+void check_sgd_hyperparameters(float lr, float momentum, float weight_decay);
 // Returns the number of tensors n.
 std::size_t validate_sgd(const SgdDesc& d, const KernelCall& c);
 

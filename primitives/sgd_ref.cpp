@@ -1,9 +1,20 @@
 // Reference SGD step (maths in sgd.hpp).
+#include <cmath>
+#include <utility>
+
 #include "primitives/sgd.hpp"
 
 namespace ghostnn::prim {
 
+void check_sgd_hyperparameters(float lr, float momentum, float weight_decay) {
+  for (const auto& [name, v] : {std::pair{"lr", lr}, std::pair{"momentum", momentum},
+                                std::pair{"weight_decay", weight_decay}})
+    if (!(std::isfinite(v) && v >= 0))
+      fail("{}: {} must be a finite number >= 0, got {}", op::sgd_step, name, v);
+}
+
 std::size_t validate_sgd(const SgdDesc& d, const KernelCall& c) {
+  check_sgd_hyperparameters(d.lr, d.momentum, d.weight_decay);
   const std::size_t n = c.in.size();
   if (n == 0) fail("{}: no gradients given", op::sgd_step);
   expect_count(op::sgd_step, "outputs (params then momentum buffers)", c.out.size(), 2 * n);

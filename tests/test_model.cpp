@@ -125,6 +125,37 @@ TEST(Model, NormSpecsAreValidatedWithClearErrors) {
   EXPECT_THROW(nn::make_model("resnet21", "bn", 10, 0), Error);
 }
 
+TEST(Model, MisuseIsAnErrorNamingTheLayerOrOption) {
+  using ::testing::HasSubstr;
+  nn::BuildContext ctx(1);
+  const auto x = random_tensor({2, 3, 4, 4}, 1);
+  for (const char* spec : {"bn", "gni:2", "gbn:2", "xbn:2"}) {
+    auto norm = nn::make_norm(spec, 5, ctx, "stage1.bn1");
+    try {
+      norm->forward(x);
+      ADD_FAILURE() << spec;
+    } catch (const Error& e) {
+      EXPECT_THAT(e.what(), HasSubstr("stage1.bn1: x has 3 channels but gamma has shape [5]"))
+          << spec;
+    }
+  }
+  nn::Linear fc(ctx, 5, 2, "fc");
+  for (const auto& [opts, what] :
+       {std::pair{optim::SgdOptions{-0.1f, 0.9f, 0.f, true}, "lr must be a finite number >= 0"},
+        std::pair{optim::SgdOptions{0.1f, NAN, 0.f, true}, "momentum must be a finite"},
+        std::pair{optim::SgdOptions{0.1f, 0.9f, -1e-4f, true}, "weight_decay must be a finite"}}) {
+    try {
+      optim::Sgd opt(fc, opts);
+      ADD_FAILURE() << what;
+    } catch (const Error& e) {
+      EXPECT_THAT(e.what(), HasSubstr(what));
+    }
+  }
+  optim::Sgd opt(fc, {0.1f, 0.9f, 0.f, true});
+  EXPECT_THROW(opt.set_lr(INFINITY), Error);
+  EXPECT_EQ(opt.lr(), 0.1f);  // unchanged by the refused value
+}
+
 TEST(Model, ModelsBuildWithTheExpectedSizes) {
   // ResNet-20 for CIFAR-10 has 0.27M parameters (He et al. 2016: 0.27M).
   const auto n = nn::make_model("resnet20", "gni:16", 10, 0)->parameter_count();
