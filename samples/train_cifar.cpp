@@ -172,6 +172,19 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
 
   const auto t_load = Clock::now();
   const std::string where = data::find(o.data, o.dataset);
+  // Where results go is checked before the data is read (seconds) and the first epoch trains.
+  if (!o.checkpoint_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(o.checkpoint_dir, ec);
+    const std::string probe = o.checkpoint_dir + "/.ghostnn-write-test";
+    if (ec || !std::ofstream(probe))
+      fail("--checkpoint-dir {}: cannot write there ({})", o.checkpoint_dir,
+           ec ? ec.message() : "opening a file failed");
+    std::filesystem::remove(probe, ec);
+  }
+  if (!o.log_json.empty() && !std::ofstream(o.log_json, std::ios::app))
+    fail("--log-json: cannot write {}", o.log_json);
+
   auto split = data::load(where, o.dataset);
   if (o.train_subset > 0) split.train.truncate(o.train_subset);
   std::cout << fmt::format("data: {} training and {} test images, {} classes, from {} ({:.1f} s)\n",
@@ -258,7 +271,6 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
     log.open(o.log_json, start_epoch > 0 ? std::ios::app : std::ios::trunc);
     if (!log) fail("--log-json: cannot write {}", o.log_json);
   }
-  if (!o.checkpoint_dir.empty()) std::filesystem::create_directories(o.checkpoint_dir);
 
   const std::int64_t K = static_cast<std::int64_t>(split.test.classes.size());
   // Batch i+1 is gathered (uint8 images, drawn crops and flips) on a worker thread while step i
