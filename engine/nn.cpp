@@ -344,12 +344,12 @@ void LnGhostNoise2d::set_noise_step(std::uint64_t step) { noise_.step = step; }
 Tensor LnGhostNoise2d::forward(const Tensor& x) {
   if (x.rank() < 2) fail("{}: x must be [B, C, ...], got {}", ln_.layer, shape_str(x.shape()));
   const auto B = x.dim(0), C = x.dim(1);
-  Tensor h = Tensor::empty(x.shape(), x.device());
+  Tensor h = Tensor::empty_like(x);
   Tensor mean = Tensor::empty({B}, x.device()), var = Tensor::empty({B}, x.device());
   ops::call(prim::op::ln_fwd, ln_, {x}, {h, mean, var});
   Tensor z = h;
   if (training_) {
-    z = Tensor::empty(x.shape(), x.device());
+    z = Tensor::empty_like(x);
     scale_ = Tensor::empty({B, C}, x.device());
     ops::call(prim::op::gni_fwd_train, noise_, {h}, {z, Tensor::empty({B, C}, x.device()), scale_});
     ++noise_.step;
@@ -358,7 +358,7 @@ Tensor LnGhostNoise2d::forward(const Tensor& x) {
     var_ = var;
     z_ = z;
   }
-  Tensor y = Tensor::empty(x.shape(), x.device());
+  Tensor y = Tensor::empty_like(x);
   ops::call(prim::op::affine_fwd, affine_, {z, params_[0].second.value, params_[1].second.value},
             {y});
   return y;
@@ -366,12 +366,12 @@ Tensor LnGhostNoise2d::forward(const Tensor& x) {
 
 Tensor LnGhostNoise2d::backward(const Tensor& dy) {
   if (!x_.defined()) fail("{}: backward without a training forward", ln_.layer);
-  Tensor dz = Tensor::empty(dy.shape(), dy.device());
+  Tensor dz = Tensor::empty_like(x_);
   ops::call(prim::op::affine_bwd, affine_, {dy, z_, params_[0].second.value},
             {dz, params_[0].second.grad, params_[1].second.grad});
-  Tensor dh = Tensor::empty(dy.shape(), dy.device());
+  Tensor dh = Tensor::empty_like(x_);
   ops::call(prim::op::gni_bwd, noise_, {dz, scale_}, {dh});
-  Tensor dx = Tensor::empty(dy.shape(), dy.device());
+  Tensor dx = Tensor::empty_like(x_);
   ops::call(prim::op::ln_bwd, ln_, {dh, x_, mean_, var_}, {dx});
   x_ = z_ = Tensor();
   return dx;

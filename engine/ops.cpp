@@ -43,14 +43,14 @@ GhostNoiseOut ghost_noise(const Tensor& x, const prim::GhostNoiseDesc& d, bool t
   if (!training) return {x, {}, {}};
   if (x.rank() < 2) fail("{}: x must have rank >= 2, got shape {}", d.layer, shape_str(x.shape()));
   const auto v = bcs_of(x.shape(), d.channel_last);
-  GhostNoiseOut o{Tensor::empty(x.shape(), x.device()), Tensor::empty({v.B, v.C}, x.device()),
+  GhostNoiseOut o{Tensor::empty_like(x), Tensor::empty({v.B, v.C}, x.device()),
                   Tensor::empty({v.B, v.C}, x.device())};
   call(prim::op::gni_fwd_train, d, {x}, {o.y, o.shift, o.scale});
   return o;
 }
 
 Tensor ghost_noise_backward(const Tensor& dy, const Tensor& scale, const prim::GhostNoiseDesc& d) {
-  Tensor dx = Tensor::empty(dy.shape(), dy.device());
+  Tensor dx = Tensor::empty_like(dy);
   call(prim::op::gni_bwd, d, {dy, scale}, {dx});
   return dx;
 }

@@ -140,8 +140,11 @@ INSTANTIATE_TEST_SUITE_P(
                       GniCase{{32, 4, 3, 3}, 8, S::shuffle, true, true, false},
                       GniCase{{32, 4, 3, 3}, 8, S::replacement, false, true, false},
                       GniCase{{32, 4, 3, 3}, 8, S::replacement, true, false, false},
-                      GniCase{{8, 3, 2, 2}, 16, S::replacement, true, true, false},   // N > B
-                      GniCase{{1, 3, 4, 4}, 2, S::replacement, true, true, false}));  // B = 1
+                      GniCase{{8, 3, 2, 2}, 16, S::replacement, true, true, false},  // N > B
+                      GniCase{{1, 3, 4, 4}, 2, S::replacement, true, true, false},   // B = 1
+                      // channels a multiple of 8: also run in nchw8c (testkit)
+                      GniCase{{32, 16, 3, 3}, 8, S::replacement, true, true, false},
+                      GniCase{{16, 8, 4, 4}, 4, S::shuffle, true, false, false}));
 
 TEST(GhostNoiseCpu, BackwardIsTheNoiseHeldConstantByFiniteDifferences) {
   const Shape s{8, 2, 3};

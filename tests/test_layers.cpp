@@ -243,6 +243,16 @@ TEST(LayerNorm, CpuMatchesReferenceAndGradientsMatchFiniteDifferences) {
   double m = 0;
   for (int i = 0; i < 75; ++i) m += y[75 + i];
   EXPECT_NEAR(m / 75, 0.0, 1e-6);
+  // channels a multiple of 8: the CPU kernels also run on nchw8c tensors (testkit)
+  const Shape sb{3, 16, 3, 2};
+  Tensor xb = normal_tensor(sb, 3, -1.f, 2.f);
+  const std::vector<Tensor> outs_b{Tensor::zeros(sb), Tensor::zeros({3}), Tensor::zeros({3})};
+  testkit::expect_matches_reference(prim::op::ln_fwd, prim::ref::ln_fwd, d, Device::cpu(), {xb},
+                                    outs_b);
+  auto fb = testkit::run_reference(prim::ref::ln_fwd, d, {xb}, outs_b);
+  testkit::expect_matches_reference(prim::op::ln_bwd, prim::ref::ln_bwd, d, Device::cpu(),
+                                    {random_tensor(sb, 4), xb, fb[1], fb[2]}, {Tensor::zeros(sb)},
+                                    {1e-5, 2e-4});
 }
 
 TEST(ChannelAffine, CpuMatchesReferenceAndGradientsMatchFiniteDifferences) {
@@ -263,6 +273,14 @@ TEST(ChannelAffine, CpuMatchesReferenceAndGradientsMatchFiniteDifferences) {
   EXPECT_TRUE(check_grad(fwd, in, 0, w, g[0]));
   EXPECT_TRUE(check_grad(fwd, in, 1, w, g[1]));
   EXPECT_TRUE(check_grad(fwd, in, 2, w, g[2]));
+  // channels a multiple of 8: the CPU kernels also run on nchw8c tensors (testkit)
+  const Shape sb{2, 8, 3, 3};
+  std::vector<Tensor> inb{random_tensor(sb, 5), random_tensor({8}, 6), random_tensor({8}, 7)};
+  testkit::expect_matches_reference(prim::op::affine_fwd, prim::ref::affine_fwd, d, Device::cpu(),
+                                    inb, {Tensor::zeros(sb)});
+  testkit::expect_matches_reference(prim::op::affine_bwd, prim::ref::affine_bwd, d, Device::cpu(),
+                                    {random_tensor(sb, 8), inb[0], inb[1]},
+                                    {Tensor::zeros(sb), Tensor::zeros({8}), Tensor::zeros({8})});
 }
 
 TEST(Sgd, CpuMatchesReferenceAndOneHandComputedStep) {

@@ -242,6 +242,30 @@ TEST(Layout, ConvolutionsGiveBlockedCpuActivationsWhenOn) {
   EXPECT_EQ(to8.forward(x).layout(), Layout::plain);
 }
 
+// Every norm keeps a blocked activation blocked through its forward, backward and inference,
+// with no layout conversion on the way (counted by the dispatcher's profile).
+TEST(Layout, NormsWorkInTheBlockedLayoutWithoutConversions) {
+  for (const std::string norm : {"bn", "gni:4", "gbn:4", "xbn:4", "ln+gni:4"}) {
+    SCOPED_TRACE(norm);
+    nn::BuildContext ctx(3);
+    auto layer = nn::make_norm(norm, 16, ctx, "n");
+    const Tensor x = normal_tensor({8, 16, 3, 3}, 5).to_layout(Layout::nchw8c);
+    const Tensor dy = random_tensor({8, 16, 3, 3}, 6).to_layout(Layout::nchw8c);
+    auto& d = Dispatcher::global();
+    d.set_profiling(true);
+    const Tensor y = layer->forward(x);
+    const Tensor dx = layer->backward(dy);
+    layer->eval();
+    const Tensor yi = layer->forward(x);
+    const auto rows = d.profile();
+    d.set_profiling(false);
+    EXPECT_EQ(y.layout(), Layout::nchw8c);
+    EXPECT_EQ(dx.layout(), Layout::nchw8c);
+    EXPECT_EQ(yi.layout(), Layout::nchw8c);
+    for (const auto& r : rows) EXPECT_NE(r.op, "layout_convert") << r.shape;
+  }
+}
+
 // The same net trained with blocked and with plain activations: the same losses, parameters and
 // evaluation outputs up to fp32 summation order (the blocked norm kernels sum in another order).
 TEST(Layout, ModelsTrainTheSameWithBlockedAndPlainActivations) {

@@ -1,8 +1,12 @@
 // Layer normalization (one group) and the per-channel affine on the CPU: our own kernels over
-// contiguous samples / planes (maths in primitives/layernorm.hpp).
+// contiguous samples / planes (maths in primitives/layernorm.hpp). A sample's values are
+// contiguous in both layouts and layer norm treats them alike, so its kernels take nchw8c as is;
+// the affine walks planes in either layout.
 #include "primitives/layernorm.hpp"
 
+#include <array>
 #include <cmath>
+#include <vector>
 
 #include "backends/onednn/ops.hpp"
 #include "backends/onednn/plane_kernels.hpp"
@@ -44,22 +48,25 @@ void ln_bwd(const OpDesc& od, const KernelCall& c) {
 
 void affine_fwd(const OpDesc& od, const KernelCall& c) {
   const auto& d = dynamic_cast<const prim::ChannelAffineDesc&>(od);
-  const auto [B, C, S] = prim::validate_affine_fwd(d, c);
-  parallel_for(B * C, [&](std::int64_t k) {
-    plane_affine(c.in[0].f32() + k * S, c.out[0].f32() + k * S, S, c.in[1].f32()[k % C],
-                 c.in[2].f32()[k % C]);
+  prim::validate_affine_fwd(d, c);
+  const float *gamma = c.in[1].f32(), *beta = c.in[2].f32();
+  const auto p = planes_of(c.in[0].desc);
+  all_affine(c.in[0].f32(), c.out[0].f32(), p, [&](std::int64_t k) {
+    return std::array<float, 2>{gamma[k % p.C], beta[k % p.C]};
   });
 }
 
 void affine_bwd(const OpDesc& od, const KernelCall& c) {
   const auto& d = dynamic_cast<const prim::ChannelAffineDesc&>(od);
-  const auto [B, C, S] = prim::validate_affine_bwd(d, c);
+  prim::validate_affine_bwd(d, c);
+  const float* gamma = c.in[2].f32();
+  const auto p = planes_of(c.in[0].desc);
+  const std::int64_t B = p.B, C = p.C;
   std::vector<double> a(B * C), g(B * C);
-  parallel_for(B * C, [&](std::int64_t k) {
-    const auto r = plane_grad_dots(c.in[0].f32() + k * S, c.in[1].f32() + k * S, S, 0.f);
-    a[k] = r.dy;
-    g[k] = r.dyx;
-    plane_affine(c.in[0].f32() + k * S, c.out[0].f32() + k * S, S, c.in[2].f32()[k % C], 0.f);
+  all_grad_dots(
+      c.in[0].f32(), c.in[1].f32(), p, [](std::int64_t) { return 0.0; }, a.data(), g.data());
+  all_affine(c.in[0].f32(), c.out[0].f32(), p, [&](std::int64_t k) {
+    return std::array<float, 2>{gamma[k % C], 0.f};
   });
   for (std::int64_t ch = 0; ch < C; ++ch) {
     double dg = 0, db = 0;

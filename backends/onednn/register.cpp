@@ -21,9 +21,9 @@ namespace ghostnn::onednn {
 void register_backend(Registry& r) {
   namespace op = prim::op;
   const std::string be = "onednn";
-  // Layouts (LayoutRule): convolutions and reorders take each tensor as it is; elementwise and
-  // norm kernels walk planes in either layout; the rest take plain tensors (the dispatcher
-  // converts around them).
+  // Layouts (LayoutRule): convolutions and reorders take each tensor as it is; elementwise, norm,
+  // noise and per-channel affine kernels walk planes in either layout; the rest (linear,
+  // cross-entropy, SGD, augment) take plain tensors (the dispatcher converts around them).
   using LR = LayoutRule;
   auto add = [&](std::string_view name, Kernel k, LR layouts = LR::plain) {
     r.add_kernel(std::string(name), DeviceType::cpu, be, std::move(k), {}, layouts);
@@ -44,8 +44,8 @@ void register_backend(Registry& r) {
   add(op::bn_bwd, bn_bwd);
   own(op::gbn_fwd_train, gbn_fwd_train, LR::like_output);
   own(op::gbn_bwd, gbn_bwd, LR::like_output);
-  own(op::gni_fwd_train, gni_fwd_train);
-  own(op::gni_bwd, gni_bwd);
+  own(op::gni_fwd_train, gni_fwd_train, LR::like_output);
+  own(op::gni_bwd, gni_bwd, LR::like_output);
   own(op::bn_gni_fwd_train, bn_gni_fwd_train, LR::like_output);
   own(op::bn_gni_bwd, bn_gni_bwd, LR::like_output);
   own(op::xbn_fwd_train, xbn_fwd_train, LR::like_output);
@@ -61,10 +61,10 @@ void register_backend(Registry& r) {
   own(op::pool_bwd, pool_bwd, LR::like_output);
   own(op::xent_fwd_bwd, xent_fwd_bwd);
   own(op::sgd_step, sgd_step);
-  own(op::ln_fwd, ln_fwd);
-  own(op::ln_bwd, ln_bwd);
-  own(op::affine_fwd, affine_fwd);
-  own(op::affine_bwd, affine_bwd);
+  own(op::ln_fwd, ln_fwd, LR::like_output);
+  own(op::ln_bwd, ln_bwd, LR::like_output);
+  own(op::affine_fwd, affine_fwd, LR::like_output);
+  own(op::affine_bwd, affine_bwd, LR::like_output);
   own(op::augment_fwd, augment_fwd);
   add(op::layout_convert, layout_convert, LR::any);
 }
