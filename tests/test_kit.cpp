@@ -188,4 +188,15 @@ void expect_memory_accounting(Device device) {
   EXPECT_EQ(memory_stats(device).peak, before.in_use);
 }
 
+void ReaderOutcomes::run(int case_index, const std::function<void()>& read) {
+  try {
+    read();
+    ++loaded;
+  } catch (const Error&) {
+    ++errors;
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "case " << case_index << ": not a ghostnn Error: " << e.what();
+  }
+}
+
 }  // namespace ghostnn::testkit

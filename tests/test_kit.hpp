@@ -72,6 +72,13 @@ bool gpu_present();
 // bytes of each live tensor and falls back when it is freed, peak keeps the most and
 // reset_peak_memory lowers it to what is in use.
 void expect_memory_accounting(Device device);
+
+// For tests that feed corrupted input to a reader: counts the runs that succeed and those that
+// throw a ghostnn Error; any other exception fails the test, naming the case.
+struct ReaderOutcomes {
+  int loaded = 0, errors = 0;
+  void run(int case_index, const std::function<void()>& read);
+};
 }  // namespace ghostnn::testkit
 
 // Skips the current test, with the reason, when no CUDA device is present.
