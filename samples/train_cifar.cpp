@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -41,7 +42,24 @@ struct Options {
   bool tf32 = false;
   std::string conv_math = "fp32";
   bool cuda_graph = false;
+  std::int64_t stop_after_steps = 0;  // 0: run to the end
 };
+
+// Ctrl-C (SIGINT) or SIGTERM asks the training loop to stop at the next step: it writes a
+// checkpoint that --resume continues from that step. A second signal stops at once.
+volatile std::sig_atomic_t g_stop_requested = 0;
+
+extern "C" void request_stop(int sig) {
+  if (g_stop_requested) {
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+    return;
+  }
+  g_stop_requested = 1;
+  const char msg[] =
+      "\ntrain_cifar: stopping after this step and writing a checkpoint (again to stop now)\n";
+  [[maybe_unused]] const auto n = write(2, msg, sizeof msg - 1);
+}
 
 // Without --epochs: a quick run sized for well under 15 minutes (README): 3 epochs on a 2-core
 // CPU (~4 min each), 30 on a GPU (~2 s each on an H200).
@@ -117,6 +135,8 @@ void check_numbers(const Options& o, Given given) {
          "a number >= 0");
   if (given("--threads")) need(o.threads >= 1, "--threads", o.threads, ">= 1");
   if (given("--train-subset")) need(o.train_subset >= 1, "--train-subset", o.train_subset, ">= 1");
+  if (given("--stop-after-steps"))
+    need(o.stop_after_steps >= 1, "--stop-after-steps", o.stop_after_steps, ">= 1");
 }
 
 int run(Options o, const std::vector<std::string>& explicit_flags) {
@@ -220,16 +240,23 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
                               total_steps};
 
   int start_epoch = 0;
-  std::int64_t step = 0;
+  std::int64_t step = 0, start_batch = 0;  // start_batch: batches of start_epoch already done
   std::vector<train::EpochRecord> records;
   if (!o.resume.empty()) {
     ckpt::get_model(resumed, *model, o.resume);
     ckpt::get_optimizer(resumed, opt, *model, o.resume);
     start_epoch = static_cast<int>(ckpt::metadata_count(resumed, "epoch", o.resume).value_or(0));
     step = static_cast<std::int64_t>(ckpt::metadata_count(resumed, "step", o.resume).value_or(0));
+    start_batch =
+        static_cast<std::int64_t>(ckpt::metadata_count(resumed, "batch", o.resume).value_or(0));
+    if (start_batch > 0 && (start_batch >= steps || step != start_epoch * steps + start_batch))
+      fail(
+          "--resume {}: the checkpoint stopped at step {} (batch {} of epoch {}), which does not "
+          "fit this run's {} batches per epoch (another --batch or --train-subset?)",
+          o.resume, step, start_batch, start_epoch + 1, steps);
     model->set_noise_step(static_cast<std::uint64_t>(step));
-    std::cout << fmt::format("resumed from {} ({} {}, seed {}) after epoch {} (step {})\n",
-                             o.resume, o.model, o.norm, o.seed, start_epoch, step);
+    std::cout << fmt::format("resumed from {} ({} {}, seed {}) at epoch {} batch {} (step {})\n",
+                             o.resume, o.model, o.norm, o.seed, start_epoch + 1, start_batch, step);
   }
   if (o.eval_only) {
     const auto t = Clock::now();
@@ -239,6 +266,13 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
     return 0;
   }
 
+  if (start_epoch >= epochs) {
+    std::cout << fmt::format(
+        "the checkpoint has already trained {} epochs, this run's --epochs is {}: nothing to "
+        "train (give a larger --epochs to continue, or --eval-only to evaluate)\n",
+        start_epoch, epochs);
+    return 0;
+  }
   std::cout << fmt::format("model {} ({} parameters), norm {}, device {}, {} threads\n", o.model,
                            model->parameter_count(), o.norm, device.str(), omp_get_max_threads());
   std::cout << fmt::format(
@@ -279,15 +313,52 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
   auto fetch = [&loader](std::int64_t i) {
     return std::async(std::launch::async, [&loader, i] { return loader.raw(i); });
   };
+  // The checkpoint: `epochs_done` whole epochs and `batch` batches of the next (0 at an epoch's
+  // end); --resume continues from exactly there.
+  auto save_checkpoint = [&](int epochs_done, std::int64_t batch) {
+    if (o.checkpoint_dir.empty()) return;
+    ckpt::Checkpoint c;
+    ckpt::put_model(c, *model);
+    ckpt::put_optimizer(c, opt);
+    c.metadata = {{"model", o.model},
+                  {"norm", o.norm},
+                  {"dataset", o.dataset},
+                  {"epoch", std::to_string(epochs_done)},
+                  {"step", std::to_string(step)},
+                  {"seed", std::to_string(o.seed)},
+                  {"classes", std::to_string(K)},
+                  {"format", "ghostnn-checkpoint-1"}};
+    if (batch > 0) c.metadata["batch"] = std::to_string(batch);
+    ckpt::save(o.checkpoint_dir + "/last.safetensors", c);
+  };
+  // After a stop request or --stop-after-steps: says where the run stopped and how to go on.
+  auto stopped = [&](int epochs_done, std::int64_t batch) {
+    std::cout << fmt::format("stopped at step {} (epoch {}, {} of its {} batches done)", step,
+                             epochs_done + (batch > 0 ? 1 : 0), batch > 0 ? batch : steps, steps);
+    if (!o.checkpoint_dir.empty())
+      std::cout << fmt::format("; continue with: --resume {}/last.safetensors", o.checkpoint_dir);
+    std::cout << "\n";
+    return g_stop_requested ? 130 : 0;
+  };
+  std::signal(SIGINT, request_stop);
+  std::signal(SIGTERM, request_stop);
+  const std::int64_t stop_at = o.stop_after_steps > 0 ? step + o.stop_after_steps : -1;
   for (int epoch = start_epoch; epoch < epochs; ++epoch) {
     loader.start_epoch(epoch);
     model->train();
     const auto t0 = Clock::now();
-    Progress bar(split.train.count, epoch + 1, epochs);
+    const std::int64_t first = epoch == start_epoch ? start_batch : 0;
+    Progress bar(split.train.count - std::min(split.train.count, first * o.batch), epoch + 1,
+                 epochs);
     double loss_sum = 0;
     std::int64_t right = 0, seen = 0;
-    auto next = fetch(0);
-    for (std::int64_t i = 0; i < steps; ++i, ++step) {
+    auto next = fetch(first);
+    for (std::int64_t i = first; i < steps; ++i, ++step) {
+      if ((g_stop_requested || step == stop_at) && i > first) {
+        next.wait();
+        save_checkpoint(epoch, i);
+        return stopped(epoch, i);
+      }
       opt.set_lr(sched.at(step));
       const data::RawBatch host = next.get(), raw = host.to(device);
       if (i + 1 < steps) next = fetch(i + 1);
@@ -338,20 +409,8 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
           << "\n"
           << std::flush;
     }
-    if (!o.checkpoint_dir.empty()) {
-      ckpt::Checkpoint c;
-      ckpt::put_model(c, *model);
-      ckpt::put_optimizer(c, opt);
-      c.metadata = {{"model", o.model},
-                    {"norm", o.norm},
-                    {"dataset", o.dataset},
-                    {"epoch", std::to_string(epoch + 1)},
-                    {"step", std::to_string(step)},
-                    {"seed", std::to_string(o.seed)},
-                    {"classes", std::to_string(K)},
-                    {"format", "ghostnn-checkpoint-1"}};
-      ckpt::save(o.checkpoint_dir + "/last.safetensors", c);
-    }
+    save_checkpoint(epoch + 1, 0);
+    if ((g_stop_requested || step == stop_at) && epoch + 1 < epochs) return stopped(epoch + 1, 0);
   }
   if (!records.empty()) {
     const std::string svg =
@@ -416,6 +475,9 @@ int main(int argc, char** argv) {
                  "GPU convolutions: fp32, tf32, or bf16 (mixed precision: inputs rounded to bf16, "
                  "fp32 sums); the CPU computes fp32 either way")
       ->capture_default_str();
+  app.add_option("--stop-after-steps", o.stop_after_steps,
+                 "stop after N training steps, writing a checkpoint that --resume continues from "
+                 "(Ctrl-C does the same at the next step)");
   app.add_flag("--cuda-graph", o.cuda_graph,
                "GPU: replay each step's forward, loss and backward from a CUDA graph recorded at "
                "the second step (same results; fewer launches). Not with gni:N:shuffle");
