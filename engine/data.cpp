@@ -42,8 +42,10 @@ const std::vector<std::string> kCifar10Classes{"airplane", "automobile", "bird",
                                                "dog",      "frog",       "horse", "ship", "truck"};
 
 // One CIFAR binary file: records of `label_bytes` label bytes (the last one is used) + 3072 pixels.
+// Appends the records of one CIFAR binary file: `label_bytes` (1 for CIFAR-10; 2, coarse then
+// fine, for CIFAR-100) then 3x32x32 pixels; a label outside [0, classes) is an Error.
 void append_cifar_binary(Dataset& d, const std::vector<std::uint8_t>& bytes, int label_bytes,
-                         const std::string& name) {
+                         int classes, const std::string& name) {
   const std::size_t rec = static_cast<std::size_t>(label_bytes + Dataset::kPixels);
   if (bytes.empty() || bytes.size() % rec != 0)
     fail(
@@ -53,6 +55,9 @@ void append_cifar_binary(Dataset& d, const std::vector<std::uint8_t>& bytes, int
   const std::size_t n = bytes.size() / rec;
   for (std::size_t i = 0; i < n; ++i) {
     const std::uint8_t* r = bytes.data() + i * rec;
+    if (r[label_bytes - 1] >= classes)
+      fail("data: {}: record {} (offset {}) has label {}, but the dataset has {} classes", name, i,
+           i * rec + static_cast<std::size_t>(label_bytes - 1), r[label_bytes - 1], classes);
     d.labels.push_back(r[label_bytes - 1]);
     d.pixels.insert(d.pixels.end(), r + label_bytes, r + rec);
   }
@@ -211,10 +216,10 @@ Split from_entries(std::vector<Entry> entries, const std::string& dataset,
   for (const auto& e : entries) {
     const auto b = base_name(e.path);
     if (!c100 && b.starts_with("data_batch_") && ends_with(b, ".bin"))
-      append_cifar_binary(s.train, e.bytes, 1, e.path);
-    if (!c100 && b == "test_batch.bin") append_cifar_binary(s.test, e.bytes, 1, e.path);
-    if (c100 && b == "train.bin") append_cifar_binary(s.train, e.bytes, 2, e.path);
-    if (c100 && b == "test.bin") append_cifar_binary(s.test, e.bytes, 2, e.path);
+      append_cifar_binary(s.train, e.bytes, 1, 10, e.path);
+    if (!c100 && b == "test_batch.bin") append_cifar_binary(s.test, e.bytes, 1, 10, e.path);
+    if (c100 && b == "train.bin") append_cifar_binary(s.train, e.bytes, 2, 100, e.path);
+    if (c100 && b == "test.bin") append_cifar_binary(s.test, e.bytes, 2, 100, e.path);
   }
   if (s.train.count > 0 && s.test.count > 0) {
     if (!c100) s.train.classes = s.test.classes = kCifar10Classes;

@@ -193,6 +193,18 @@ TEST(Data, ReadsCifarBinaryRecords) {
     EXPECT_THAT(e.what(), HasSubstr("test_batch.bin"));
     EXPECT_THAT(e.what(), HasSubstr("offset 3073"));
   }
+  // a label byte no CIFAR-10 class has (record 1 of the file)
+  test.assign(2 * 3073, 7);
+  test[0] = 9;
+  test[3073] = 10;
+  write(dir / "cifar-10-batches-bin/test_batch.bin", test);
+  try {
+    data::load((dir / "cifar-10-batches-bin").string(), "cifar10");
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("test_batch.bin: record 1 (offset 3073) has label 10, but the "
+                                    "dataset has 10 classes"));
+  }
 }
 
 TEST(Data, DecodesPngExactlyAndJpegClosely) {
