@@ -63,10 +63,21 @@ void affine_bwd(const OpDesc& od, const KernelCall& c) {
   const auto p = planes_of(c.in[0].desc);
   const std::int64_t B = p.B, C = p.C;
   std::vector<double> a(B * C), g(B * C);
-  all_grad_dots(
-      c.in[0].f32(), c.in[1].f32(), p, [](std::int64_t) { return 0.0; }, a.data(), g.data());
-  all_affine(c.in[0].f32(), c.out[0].f32(), p, [&](std::int64_t k) {
-    return std::array<float, 2>{gamma[k % C], 0.f};
+  // One pass: each unit's sums and its dx = gamma dy while its dy is still in cache.
+  parallel_for(p.units(), [&](std::int64_t u) {
+    const float *dy = c.in[0].f32() + u * p.run(), *x = c.in[1].f32() + u * p.run();
+    float* dx = c.out[0].f32() + u * p.run();
+    if (p.lanes == 1) {
+      const auto r = plane_grad_dots(dy, x, p.S, 0.f);
+      a[u] = r.dy;
+      g[u] = r.dyx;
+      plane_affine(dy, dx, p.S, gamma[u % C], 0.f);
+      return;
+    }
+    float zero[kBlock] = {}, gl[kBlock];
+    for (std::int64_t l = 0; l < kBlock; ++l) gl[l] = gamma[(u * kBlock + l) % C];
+    block_grad_dots(dy, x, p.S, zero, a.data() + u * kBlock, g.data() + u * kBlock);
+    block_affine(dy, dx, p.S, gl, zero);
   });
   for (std::int64_t ch = 0; ch < C; ++ch) {
     double dg = 0, db = 0;
