@@ -17,6 +17,9 @@ bool recording();
 // An Error naming `op` when called while recording: for host round trips and first-use setup
 // (algorithm search, buffer growth) that a graph cannot replay.
 void forbid_while_recording(std::string_view op, std::string_view what);
+// Whether a graph has ever been recorded in this process: its kernels may hold pointers to any
+// scratch block that existed then, so such a block must never return to the cache.
+bool graphs_recorded();
 }  // namespace ghostnn::cudnn
 
 #define GHOSTNN_CUDA_CHECK(op, call) ::ghostnn::cudnn::check_cuda((call), (op), #call)

@@ -36,6 +36,12 @@ cudnnHandle_t cudnn_handle(int index) {
   return handles[index];
 }
 
+namespace {
+std::atomic<bool> g_graphs_recorded{false};
+}  // namespace
+
+bool graphs_recorded() { return g_graphs_recorded.load(); }
+
 bool recording() {
   cudaStreamCaptureStatus s = cudaStreamCaptureStatusNone;
   GHOSTNN_CUDA_CHECK("graph recording", cudaStreamIsCapturing(cudaStreamPerThread, &s));
@@ -120,6 +126,7 @@ class CudaDevice final : public DeviceApi {
       fail("cuda:{}: a graph is already being recorded on cuda:{}", index, recording_index_);
     GHOSTNN_CUDA_CHECK("graph recording", cudaDeviceSynchronize());
     ++generation_;  // the pool's blocks may now be reused: earlier graphs become invalid
+    g_graphs_recorded = true;
     GHOSTNN_CUDA_CHECK("graph recording",
                        cudaStreamBeginCapture(cudaStreamPerThread, cudaStreamCaptureModeRelaxed));
     recording_index_ = index;

@@ -541,21 +541,41 @@ void var_to_invstd(const float* var, float* invstd, std::int64_t C, float eps,
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
+namespace {
+struct ScratchBuf {
+  float* p = nullptr;
+  std::size_t n = 0;
+  std::vector<float*> retired;  // outgrown while a recorded graph may still use them
+};
+std::mutex g_scratch_mu;
+std::vector<ScratchBuf> g_scratch;  // by device index
+}  // namespace
+
+std::size_t scratch_capacity(int index) {
+  std::lock_guard lock(g_scratch_mu);
+  return static_cast<std::size_t>(index) < g_scratch.size()
+             ? g_scratch[static_cast<std::size_t>(index)].n
+             : 0;
+}
+
 float* scratch_floats(std::size_t count, int index) {
-  struct Buf {
-    float* p = nullptr;
-    std::size_t n = 0;
-  };
-  static std::mutex mu;
-  static std::vector<Buf> bufs;
-  std::lock_guard lock(mu);
-  if (static_cast<int>(bufs.size()) <= index) bufs.resize(static_cast<std::size_t>(index) + 1);
-  auto& b = bufs[static_cast<std::size_t>(index)];
+  std::lock_guard lock(g_scratch_mu);
+  if (static_cast<int>(g_scratch.size()) <= index)
+    g_scratch.resize(static_cast<std::size_t>(index) + 1);
+  auto& b = g_scratch[static_cast<std::size_t>(index)];
   if (b.n < count) {
-    // A recorded graph keeps using the old buffer, which the cache could hand to other tensors.
+    // A graph keeps the pointers it recorded: growing mid-recording would split it over two
+    // buffers.
     forbid_while_recording("scratch buffer", "growing the scratch buffer");
-    // All work runs on one stream, so a block handed out again is used in order.
-    if (b.p) device_release(b.p, b.n * sizeof(float), index);
+    // Without graphs the old block can go back to the cache (all work runs on one stream, so
+    // whoever gets it next uses it after the work queued here). A recorded graph writes the old
+    // block on every replay (an eager step of a new shape, or evaluation at a larger batch, grows
+    // the buffer between replays), so once a graph exists outgrown blocks are kept, never handed
+    // to other tensors (growth doubles: what is kept stays below the buffer's own size).
+    if (b.p && graphs_recorded())
+      b.retired.push_back(b.p);
+    else if (b.p)
+      device_release(b.p, b.n * sizeof(float), index);
     b.n = std::max(count, b.n * 2);
     b.p = static_cast<float*>(device_allocate(b.n * sizeof(float), index));
   }

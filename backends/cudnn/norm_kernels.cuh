@@ -135,6 +135,8 @@ void channel_affine_grads(const float* dy, const float* x, float* dgamma, float*
 
 // A grow-only scratch buffer on device `index` (no cudaMalloc in steady state).
 float* scratch_floats(std::size_t count, int index);
+// How many floats the scratch buffer of device `index` holds now (0 before its first use).
+std::size_t scratch_capacity(int index);
 // The noise step offset recorded kernels read (DeviceApi::replay_graph), stream-ordered.
 void set_recorded_noise_step_offset(std::uint64_t offset, std::string_view op);
 
