@@ -117,12 +117,12 @@ __global__ void channel_last_moments_kernel(const float* __restrict__ x, std::in
 
 // One block per channel: each group's statistics and the running statistics (BN: of the batch,
 // unbiased variance; GBN: the average over groups of the means and biased variances); then, for
-// GNI (one group), the moments the noise is drawn from (h1, h2, written over m1, m2 in this
-// block's column) and the noise of every sample of the channel. The N ghost indices of sample b
-// are the same for every channel (Philox keyed by seed, layer, step; see primitives/philox.hpp),
-// so each channel's block draws them itself.
+// GNI (one group), the moments the noise is drawn from (h1, h2 below) and the noise of every
+// sample of the channel. The N ghost indices of sample b are the same for every channel (Philox
+// keyed by seed, layer, step; see primitives/philox.hpp), so each channel's block draws them
+// itself.
 __device__ void channel_stats(const NormFwdArgs& a, float* __restrict__ m1, float* __restrict__ m2,
-                              double* shared) {
+                              double* shared, float* cache) {
   const std::int64_t c = blockIdx.x, B = a.B, C = a.C;
   const NormGroups& G = a.groups;
   double mu_p = 0, var = 0, sum_mean = 0, sum_var = 0;
@@ -155,25 +155,37 @@ __device__ void channel_stats(const NormFwdArgs& a, float* __restrict__ m1, floa
     a.running_var[c] = static_cast<float>((1.0 - m) * a.running_var[c] + m * batch_var);
   }
   if (!a.noise) return;
-  double M = mu_p, V = var;  // GNI alone: moments of x (about the pivot: shift-invariant)
-  if (a.normalize) {         // fused: moments of xhat, which has mean 0 and variance var/(var+eps)
-    const double inv = 1.0 / sqrt(var + a.bn_eps);
-    for (std::int64_t b = threadIdx.x; b < B; b += blockDim.x) {
-      const double q1 = m1[b * C + c], q2 = m2[b * C + c];
-      m1[b * C + c] = static_cast<float>((q1 - mu_p) * inv);
-      m2[b * C + c] = static_cast<float>((q2 - 2 * mu_p * q1 + mu_p * mu_p) * inv * inv);
-    }
+  // h1, h2: per sample of this channel, the moments the noise is drawn from: those of xhat for
+  // BN+GNI (mean 0, variance var/(var+eps)), of x about the pivot for GNI alone (shift-invariant).
+  // Every sample gathers N of them at random, so they are read from shared memory when the
+  // batch fits (`cache`: the gathers then cost no memory traffic); else they are rewritten into
+  // m1/m2 (stride C) and gathered from there.
+  double M = mu_p, V = var, inv = 1.0;
+  if (a.normalize) {
+    inv = 1.0 / sqrt(var + a.bn_eps);
     M = 0.0;
     V = var * inv * inv;
-    __syncthreads();
   }
+  const std::int64_t hs = cache ? 1 : C;
+  float* h1 = cache ? cache : m1 + c;
+  float* h2 = cache ? cache + B : m2 + c;
+  for (std::int64_t b = threadIdx.x; b < B; b += blockDim.x) {
+    double q1 = m1[b * C + c], q2 = m2[b * C + c];
+    if (a.normalize) {
+      q2 = (q2 - 2 * mu_p * q1 + mu_p * mu_p) * inv * inv;
+      q1 = (q1 - mu_p) * inv;
+    }
+    h1[b * hs] = static_cast<float>(q1);
+    h2[b * hs] = static_cast<float>(q2);
+  }
+  __syncthreads();
   const std::int64_t N = a.ghost_batch;
   for (std::int64_t b = threadIdx.x; b < B; b += blockDim.x) {
     double g1 = 0, g2 = 0;
     for (std::int64_t k = 0; a.members && k < N; ++k) {  // shuffle: the group's members
       const std::int64_t i = a.members[b * N + k];
-      g1 += m1[i * C + c];
-      g2 += m2[i * C + c];
+      g1 += h1[i * hs];
+      g2 += h2[i * hs];
     }
     const std::uint64_t step = a.step + (a.step_offset_on_device ? g_noise_step_offset : 0);
     for (std::int64_t k = 0; !a.members && k < N; k += 4) {  // replacement: Philox draws
@@ -181,8 +193,8 @@ __device__ void channel_stats(const NormFwdArgs& a, float* __restrict__ m1, floa
           prim::ghost_index_block(a.seed, a.layer_id, step, static_cast<std::uint32_t>(b),
                                   static_cast<std::uint32_t>(k / 4), static_cast<std::uint32_t>(B));
       for (int j = 0; j < 4 && k + j < N; ++j) {
-        g1 += m1[static_cast<std::int64_t>(r.v[j]) * C + c];
-        g2 += m2[static_cast<std::int64_t>(r.v[j]) * C + c];
+        g1 += h1[static_cast<std::int64_t>(r.v[j]) * hs];
+        g2 += h2[static_cast<std::int64_t>(r.v[j]) * hs];
       }
     }
     const double m = g1 / static_cast<double>(N);
@@ -193,10 +205,22 @@ __device__ void channel_stats(const NormFwdArgs& a, float* __restrict__ m1, floa
   }
 }
 
-__global__ void channel_stats_kernel(NormFwdArgs a, float* __restrict__ m1,
-                                     float* __restrict__ m2) {
+// Dynamic shared memory: 2 B floats when `cache_samples` (see channel_stats), else none.
+__global__ void channel_stats_kernel(NormFwdArgs a, float* __restrict__ m1, float* __restrict__ m2,
+                                     bool cache_samples) {
   __shared__ double shared[32];
-  channel_stats(a, m1, m2, shared);
+  extern __shared__ float cache[];
+  channel_stats(a, m1, m2, shared, cache_samples ? cache : nullptr);
+}
+
+// Batches up to this size keep a channel's per-sample noise moments in shared memory (32 KB).
+constexpr std::int64_t kMaxCachedSamples = 4096;
+
+void launch_channel_stats(const NormFwdArgs& a, float* m1, float* m2, std::string_view op) {
+  const bool cache = a.noise && a.B <= kMaxCachedSamples;
+  const auto bytes = cache ? static_cast<std::size_t>(2 * a.B) * sizeof(float) : std::size_t{0};
+  channel_stats_kernel<<<static_cast<unsigned>(a.C), kThreads, bytes>>>(a, m1, m2, cache);
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
 // y = a x + o per plane, a = g inv / sc, o = be - g (mean inv + sh) / sc.
@@ -600,16 +624,14 @@ void norm_forward(const NormFwdArgs& a_in, std::string_view op) {
     const dim3 grid(static_cast<unsigned>((a.C + 255) / 256), static_cast<unsigned>(a.B));
     channel_last_moments_kernel<<<grid, 256>>>(a.x, a.B, a.C, a.S, m1, m2);
     GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
-    channel_stats_kernel<<<static_cast<unsigned>(a.C), kThreads>>>(a, m1, m2);
-    GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+    launch_channel_stats(a, m1, m2, op);
     scale_planes(a.x, a.y, a.shift, a.scale, a.B, a.C, a.S, true, op);
     return;
   }
   const PlaneLanes pl = plane_lanes(a.S);
   plane_moments_kernel<<<plane_blocks(BC, pl), kThreads>>>(a.x, BC, a.C, a.S, pl, m1, m2);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
-  channel_stats_kernel<<<static_cast<unsigned>(a.C), kThreads>>>(a, m1, m2);
-  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+  launch_channel_stats(a, m1, m2, op);
   plane_apply_kernel<<<plane_blocks(BC, pl), kThreads>>>(
       a.x, a.y, a.normalize ? a.mean : nullptr, a.normalize ? a.var : nullptr, a.gamma, a.beta,
       a.noise ? a.shift : nullptr, a.noise ? a.scale : nullptr, BC, a.C, a.S, a.bn_eps, a.groups,

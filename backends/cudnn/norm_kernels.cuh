@@ -5,11 +5,10 @@
 //
 // Forward:  plane_moments   per-plane means of (x - p_c) and (x - p_c)^2, p_c = x[0, c, 0]
 //                           (channel-last input: a thread per (b, c) walks the positions)
-//           channel_stats   per channel: each group's mean/var (+ running stats), the moments the
-//           noise is
-//                           drawn from (of xhat for BN+GNI, of x for GNI alone), and for every
-//                           sample N Philox-drawn ghost samples (primitives/philox.hpp) -> shift,
-//                           scale
+//           channel_stats   per channel: each group's mean/var (+ running stats), the moments
+//                           the noise is drawn from (of xhat for BN+GNI, of x for GNI alone; in
+//                           shared memory), and for every sample N Philox-drawn ghost samples
+//                           (primitives/philox.hpp) gathered from them -> shift, scale
 //           plane_apply     y = a[b,c] x + o[b,c]
 // Backward: plane_dots      per-plane sums of dy and dy * (x - mean_c)
 //           channel_grads   per channel: the BN-backward reductions, dgamma, dbeta
