@@ -101,6 +101,15 @@ for suite in norms layers; do
     --benchmark_out="$OUT/${suite}_cuda.json" --benchmark_out_format=json >> "$LOG" 2>&1
   summary+=("bench_$suite rc=$?")
 done
+if want norms; then
+  # The shapes where the channel-resident kernels replace the plane path, on the plane path
+  # (GHOSTNN_CUDA_NORMS=planes), with cuDNN's BN again as this run's baseline: text in the log.
+  say "bench_norms GHOSTNN_CUDA_NORMS=planes"
+  GHOSTNN_CUDA_NORMS=planes timeout 60 "$R"/bin/bench_norms --benchmark_min_time=0.03 \
+    --benchmark_filter='^(BatchNorm|BatchNorm_cudnn|GhostNoise|BatchNormGhostNoise)/.*/(256x64x8x8|256x128x16x16|256x256x8x8|256x512x4x4)/cuda' \
+    >> "$LOG" 2>&1
+  summary+=("bench_norms planes rc=$?")
+fi
 say done
 printf '%s\n' "${summary[@]}" | tee -a "$LOG"
 echo "test binaries failed: $fails" | tee -a "$LOG"

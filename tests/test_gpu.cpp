@@ -122,7 +122,9 @@ void gpu_backend_matches_reference(std::string_view op, const Kernel& ref, const
 
 TEST(Gpu, BatchNormBackendsMatchReference) {
   GHOSTNN_REQUIRE_GPU();
-  for (const Shape& s : {Shape{16, 4, 8, 8}, Shape{32, 6}, Shape{64, 3, 24, 24}}) {
+  // From 64 channels, small planes take the channel-resident kernels (one block per channel).
+  for (const Shape& s : {Shape{16, 4, 8, 8}, Shape{32, 6}, Shape{64, 3, 24, 24},
+                         Shape{16, 64, 4, 4}, Shape{12, 72, 3, 3}, Shape{20, 64}}) {
     const auto C = s[1];
     for (bool affine : {true, false}) {
       prim::BatchNormDesc d;
@@ -315,7 +317,8 @@ TEST(Gpu, GhostNoiseMatchesReferenceAndCpu) {
   for (const auto& c :
        {Case{{32, 4, 6, 6}, 16, true, true}, Case{{64, 6}, 16, true, true},
         Case{{8, 3, 2, 2}, 16, true, true}, Case{{16, 3, 5, 5}, 4, false, true},
-        Case{{16, 3, 5, 5}, 4, true, false}, Case{{64, 3, 24, 24}, 16, true, true}}) {
+        Case{{16, 3, 5, 5}, 4, true, false}, Case{{64, 3, 24, 24}, 16, true, true},
+        Case{{16, 64, 3, 3}, 4, true, true}, Case{{32, 64, 4, 4}, 16, true, false}}) {
     prim::GhostNoiseDesc d;
     d.ghost_batch = c.N;
     d.shift_noise = c.shift;
@@ -338,6 +341,7 @@ TEST(Gpu, GhostNoiseShuffleAndChannelLastMatchReferenceAndCpu) {
   };
   for (const auto& c : {Case{{32, 4, 6, 6}, 8, prim::Sampling::shuffle, false},
                         Case{{16, 6}, 4, prim::Sampling::shuffle, false},
+                        Case{{32, 64, 2, 2}, 8, prim::Sampling::shuffle, false},
                         Case{{16, 5, 5, 3}, 4, prim::Sampling::replacement, true},
                         Case{{8, 7, 12}, 4, prim::Sampling::shuffle, true}}) {
     prim::GhostNoiseDesc d;
@@ -354,8 +358,10 @@ TEST(Gpu, GhostNoiseShuffleAndChannelLastMatchReferenceAndCpu) {
 
 TEST(Gpu, FusedBlockMatchesReferenceAndCpu) {
   GHOSTNN_REQUIRE_GPU();
+  // The last four (64 channels or more, small planes) take the channel-resident kernels.
   for (const Shape& s : {Shape{32, 4, 6, 6}, Shape{64, 8}, Shape{256, 16, 8, 8},
-                         Shape{64, 3, 24, 24}, Shape{48, 5, 4, 4}}) {
+                         Shape{64, 3, 24, 24}, Shape{48, 5, 4, 4}, Shape{32, 64, 4, 4},
+                         Shape{20, 72, 3, 3}, Shape{24, 64}, Shape{48, 64, 2, 2}}) {
     const auto B = s[0], C = s[1];
     prim::BatchNormGhostNoiseDesc d;
     d.noise.ghost_batch = 16;

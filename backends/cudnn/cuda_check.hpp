@@ -20,6 +20,9 @@ void forbid_while_recording(std::string_view op, std::string_view what);
 // Whether a graph has ever been recorded in this process: its kernels may hold pointers to any
 // scratch block that existed then, so such a block must never return to the cache.
 bool graphs_recorded();
+// GHOSTNN_CUDA_NORMS: 'auto' (default) lets the norm kernels take the channel-resident path for
+// small planes; 'planes' keeps every shape on the three-launch plane path (to compare the two).
+bool channel_resident_norms_allowed();
 }  // namespace ghostnn::cudnn
 
 #define GHOSTNN_CUDA_CHECK(op, call) ::ghostnn::cudnn::check_cuda((call), (op), #call)

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <climits>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -41,6 +42,17 @@ std::atomic<bool> g_graphs_recorded{false};
 }  // namespace
 
 bool graphs_recorded() { return g_graphs_recorded.load(); }
+
+bool channel_resident_norms_allowed() {
+  static const bool allowed = [] {
+    const char* e = std::getenv("GHOSTNN_CUDA_NORMS");
+    const std::string_view v = e ? e : "";
+    if (v.empty() || v == "auto") return true;
+    if (v == "planes") return false;
+    fail("GHOSTNN_CUDA_NORMS: expected 'auto' or 'planes', got '{}'", v);
+  }();
+  return allowed;
+}
 
 bool recording() {
   cudaStreamCaptureStatus s = cudaStreamCaptureStatusNone;

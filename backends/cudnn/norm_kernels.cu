@@ -62,6 +62,91 @@ __device__ double block_sum(double v, double* shared) {
   return shared[0];
 }
 
+// The per-plane loops, run by the `lanes` threads that share a plane (lane: this thread's index
+// among them); the callers reduce the partial sums with PlaneLanes::sum.
+
+// Partial sums of (x - p) and (x - p)^2 over plane xp.
+__device__ void plane_moment_sums(const float* __restrict__ xp, std::int64_t S, float p, int lane,
+                                  int lanes, float& s1, float& s2) {
+  if (S % 4 == 0) {
+    const float4* x4 = reinterpret_cast<const float4*>(xp);
+    for (std::int64_t i = lane; i < S / 4; i += lanes) {
+      const float4 v = x4[i];
+      const float a = v.x - p, b = v.y - p, c = v.z - p, d = v.w - p;
+      s1 += (a + b) + (c + d);
+      s2 += (a * a + b * b) + (c * c + d * d);
+    }
+  } else {
+    for (std::int64_t i = lane; i < S; i += lanes) {
+      const float a = xp[i] - p;
+      s1 += a;
+      s2 += a * a;
+    }
+  }
+}
+
+// Partial sums of dy and dy (x - mu) over planes gp (dy) and xp (x).
+__device__ void plane_dot_sums(const float* __restrict__ gp, const float* __restrict__ xp, float mu,
+                               std::int64_t S, int lane, int lanes, float& sa, float& sd) {
+  if (S % 4 == 0) {
+    const float4* x4 = reinterpret_cast<const float4*>(xp);
+    const float4* g4 = reinterpret_cast<const float4*>(gp);
+    for (std::int64_t i = lane; i < S / 4; i += lanes) {
+      const float4 v = x4[i], g = g4[i];
+      sa += (g.x + g.y) + (g.z + g.w);
+      sd += (g.x * (v.x - mu) + g.y * (v.y - mu)) + (g.z * (v.z - mu) + g.w * (v.w - mu));
+    }
+  } else {
+    for (std::int64_t i = lane; i < S; i += lanes) {
+      sa += gp[i];
+      sd += gp[i] * (xp[i] - mu);
+    }
+  }
+}
+
+// yp = ca xp + co.
+__device__ void plane_affine(const float* __restrict__ xp, float* __restrict__ yp, std::int64_t S,
+                             int lane, int lanes, float ca, float co) {
+  if (S % 4 == 0) {
+    const float4* x4 = reinterpret_cast<const float4*>(xp);
+    float4* y4 = reinterpret_cast<float4*>(yp);
+    for (std::int64_t i = lane; i < S / 4; i += lanes) {
+      const float4 v = x4[i];
+      y4[i] =
+          make_float4(fmaf(ca, v.x, co), fmaf(ca, v.y, co), fmaf(ca, v.z, co), fmaf(ca, v.w, co));
+    }
+  } else {
+    for (std::int64_t i = lane; i < S; i += lanes) yp[i] = fmaf(ca, xp[i], co);
+  }
+}
+
+// dp = ca gp + bx xp + k0.
+__device__ void plane_grad(const float* __restrict__ gp, const float* __restrict__ xp,
+                           float* __restrict__ dp, std::int64_t S, int lane, int lanes, float ca,
+                           float bx, float k0) {
+  if (S % 4 == 0) {
+    const float4* x4 = reinterpret_cast<const float4*>(xp);
+    const float4* g4 = reinterpret_cast<const float4*>(gp);
+    float4* d4 = reinterpret_cast<float4*>(dp);
+    for (std::int64_t i = lane; i < S / 4; i += lanes) {
+      const float4 v = x4[i], g = g4[i];
+      d4[i] = make_float4(ca * g.x + bx * v.x + k0, ca * g.y + bx * v.y + k0,
+                          ca * g.z + bx * v.z + k0, ca * g.w + bx * v.w + k0);
+    }
+  } else {
+    for (std::int64_t i = lane; i < S; i += lanes) dp[i] = ca * gp[i] + bx * xp[i] + k0;
+  }
+}
+
+// The apply coefficients of plane (b, c): y = ca x + co with ca = g inv / sc,
+// co = be - g (mean inv + sh) / sc.
+struct ApplyCoef {
+  float ca, co;
+};
+__device__ ApplyCoef apply_coef(float g, float be, float mu, float inv, float sh, float rs) {
+  return ApplyCoef{g * inv * rs, be - g * (mu * inv + sh) * rs};
+}
+
 // m1, m2 = per-plane means of (x - p) and (x - p)^2, p = x[0, c, 0], for the calling lanes' plane.
 __global__ void plane_moments_kernel(const float* __restrict__ x, std::int64_t BC, std::int64_t C,
                                      std::int64_t S, PlaneLanes pl, float* __restrict__ m1,
@@ -69,25 +154,8 @@ __global__ void plane_moments_kernel(const float* __restrict__ x, std::int64_t B
   const std::int64_t plane = pl.plane();
   const int lane = pl.lane();
   const bool own = plane < BC;
-  const float p = own ? x[(plane % C) * S] : 0.f;
-  const float* xp = x + (own ? plane : 0) * S;
   float s1 = 0.f, s2 = 0.f;
-  if (!own) {
-  } else if (S % 4 == 0) {
-    const float4* x4 = reinterpret_cast<const float4*>(xp);
-    for (std::int64_t i = lane; i < S / 4; i += pl.lanes) {
-      const float4 v = x4[i];
-      const float a = v.x - p, b = v.y - p, c = v.z - p, d = v.w - p;
-      s1 += (a + b) + (c + d);
-      s2 += (a * a + b * b) + (c * c + d * d);
-    }
-  } else {
-    for (std::int64_t i = lane; i < S; i += pl.lanes) {
-      const float a = xp[i] - p;
-      s1 += a;
-      s2 += a * a;
-    }
-  }
+  if (own) plane_moment_sums(x + plane * S, S, x[(plane % C) * S], lane, pl.lanes, s1, s2);
   s1 = pl.sum(s1);
   s2 = pl.sum(s2);
   if (own && lane == 0) {
@@ -115,23 +183,39 @@ __global__ void channel_last_moments_kernel(const float* __restrict__ x, std::in
   m2[b * C + c] = static_cast<float>(s2 / static_cast<double>(S));
 }
 
-// One block per channel: each group's statistics and the running statistics (BN: of the batch,
-// unbiased variance; GBN: the average over groups of the means and biased variances); then, for
-// GNI (one group), the moments the noise is drawn from (h1, h2 below) and the noise of every
-// sample of the channel. The N ghost indices of sample b are the same for every channel (Philox
-// keyed by seed, layer, step; see primitives/philox.hpp), so each channel's block draws them
-// itself.
-__device__ void channel_stats(const NormFwdArgs& a, float* __restrict__ m1, float* __restrict__ m2,
-                              double* shared, float* cache) {
-  const std::int64_t c = blockIdx.x, B = a.B, C = a.C;
+// One channel's per-sample values: sample b at p[b * stride] (a column of a [B, C] array in
+// global memory, or a row in shared memory).
+struct Column {
+  float* p;
+  std::int64_t stride;
+  __device__ float& operator[](std::int64_t b) const { return p[b * stride]; }
+};
+
+// Where channel_stats also leaves what the apply needs when one block runs the whole pass (the
+// channel-resident kernel), in shared memory; null members: not wanted.
+struct ChannelOut {
+  float* stats = nullptr;  // [2]: the group's mean and biased variance, as stored in a.mean/a.var
+  float* shift = nullptr;  // [B]: the noise of each sample, as stored in a.shift/a.scale
+  float* scale = nullptr;
+};
+
+// One block per channel c: each group's statistics and the running statistics (BN: of the batch,
+// unbiased variance; GBN: the average over groups of the means and biased variances) from the
+// per-plane moments m1, m2; then, for GNI (one group), the moments the noise is drawn from (h1, h2:
+// may be m1, m2 themselves) and the noise of every sample of the channel. The N ghost indices of
+// sample b are the same for every channel (Philox keyed by seed, layer, step; see
+// primitives/philox.hpp), so each channel's block draws them itself.
+__device__ void channel_stats(const NormFwdArgs& a, std::int64_t c, Column m1, Column m2, Column h1,
+                              Column h2, double* shared, ChannelOut out) {
+  const std::int64_t B = a.B, C = a.C;
   const NormGroups& G = a.groups;
   double mu_p = 0, var = 0, sum_mean = 0, sum_var = 0;
   for (std::int64_t g = 0; g < G.count; ++g) {
     double s1 = 0, s2 = 0;
     const std::int64_t step = G.step(), end = G.end(g, B);
     for (std::int64_t b = G.first(g) + threadIdx.x * step; b < end; b += blockDim.x * step) {
-      s1 += m1[b * C + c];
-      s2 += m2[b * C + c];
+      s1 += m1[b];
+      s2 += m2[b];
     }
     s1 = block_sum(s1, shared);
     s2 = block_sum(s2, shared);
@@ -142,6 +226,10 @@ __device__ void channel_stats(const NormFwdArgs& a, float* __restrict__ m1, floa
       const double mean = mu_p + a.x[c * a.S];
       a.mean[g * C + c] = static_cast<float>(mean);
       a.var[g * C + c] = static_cast<float>(var);
+      if (out.stats) {
+        out.stats[0] = static_cast<float>(mean);
+        out.stats[1] = static_cast<float>(var);
+      }
       sum_mean += mean;
       sum_var += var;
     }
@@ -155,28 +243,24 @@ __device__ void channel_stats(const NormFwdArgs& a, float* __restrict__ m1, floa
     a.running_var[c] = static_cast<float>((1.0 - m) * a.running_var[c] + m * batch_var);
   }
   if (!a.noise) return;
-  // h1, h2: per sample of this channel, the moments the noise is drawn from: those of xhat for
-  // BN+GNI (mean 0, variance var/(var+eps)), of x about the pivot for GNI alone (shift-invariant).
-  // Every sample gathers N of them at random, so they are read from shared memory when the
-  // batch fits (`cache`: the gathers then cost no memory traffic); else they are rewritten into
-  // m1/m2 (stride C) and gathered from there.
+  // h1, h2: per sample, the moments the noise is drawn from: those of xhat for BN+GNI (mean 0,
+  // variance var/(var+eps)), of x about the pivot for GNI alone (shift-invariant). Each thread
+  // reads its samples' m1, m2 before writing their h1, h2, so h may be m itself. Every sample
+  // gathers N of them at random: in shared memory that costs no memory traffic.
   double M = mu_p, V = var, inv = 1.0;
   if (a.normalize) {
     inv = 1.0 / sqrt(var + a.bn_eps);
     M = 0.0;
     V = var * inv * inv;
   }
-  const std::int64_t hs = cache ? 1 : C;
-  float* h1 = cache ? cache : m1 + c;
-  float* h2 = cache ? cache + B : m2 + c;
   for (std::int64_t b = threadIdx.x; b < B; b += blockDim.x) {
-    double q1 = m1[b * C + c], q2 = m2[b * C + c];
+    double q1 = m1[b], q2 = m2[b];
     if (a.normalize) {
       q2 = (q2 - 2 * mu_p * q1 + mu_p * mu_p) * inv * inv;
       q1 = (q1 - mu_p) * inv;
     }
-    h1[b * hs] = static_cast<float>(q1);
-    h2[b * hs] = static_cast<float>(q2);
+    h1[b] = static_cast<float>(q1);
+    h2[b] = static_cast<float>(q2);
   }
   __syncthreads();
   const std::int64_t N = a.ghost_batch;
@@ -184,8 +268,8 @@ __device__ void channel_stats(const NormFwdArgs& a, float* __restrict__ m1, floa
     double g1 = 0, g2 = 0;
     for (std::int64_t k = 0; a.members && k < N; ++k) {  // shuffle: the group's members
       const std::int64_t i = a.members[b * N + k];
-      g1 += h1[i * hs];
-      g2 += h2[i * hs];
+      g1 += h1[i];
+      g2 += h2[i];
     }
     const std::uint64_t step = a.step + (a.step_offset_on_device ? g_noise_step_offset : 0);
     for (std::int64_t k = 0; !a.members && k < N; k += 4) {  // replacement: Philox draws
@@ -193,24 +277,35 @@ __device__ void channel_stats(const NormFwdArgs& a, float* __restrict__ m1, floa
           prim::ghost_index_block(a.seed, a.layer_id, step, static_cast<std::uint32_t>(b),
                                   static_cast<std::uint32_t>(k / 4), static_cast<std::uint32_t>(B));
       for (int j = 0; j < 4 && k + j < N; ++j) {
-        g1 += h1[static_cast<std::int64_t>(r.v[j]) * hs];
-        g2 += h2[static_cast<std::int64_t>(r.v[j]) * hs];
+        g1 += h1[static_cast<std::int64_t>(r.v[j])];
+        g2 += h2[static_cast<std::int64_t>(r.v[j])];
       }
     }
     const double m = g1 / static_cast<double>(N);
     const double gv = fmax(g2 / static_cast<double>(N) - m * m, 0.0);
-    a.shift[b * C + c] = a.shift_noise ? static_cast<float>(m - M) : 0.f;
-    a.scale[b * C + c] =
+    const float sh = a.shift_noise ? static_cast<float>(m - M) : 0.f;
+    const float sc =
         a.scale_noise ? static_cast<float>(sqrt((gv + a.noise_eps) / (V + a.noise_eps))) : 1.f;
+    a.shift[b * C + c] = sh;
+    a.scale[b * C + c] = sc;
+    if (out.shift) {
+      out.shift[b] = sh;
+      out.scale[b] = sc;
+    }
   }
 }
 
-// Dynamic shared memory: 2 B floats when `cache_samples` (see channel_stats), else none.
+// One block per channel over per-plane moments m1, m2 [B, C]. Dynamic shared memory: 2 B floats
+// when `cache_samples` (the noise moments gathered from there), else none (gathered from m1, m2,
+// rewritten in place).
 __global__ void channel_stats_kernel(NormFwdArgs a, float* __restrict__ m1, float* __restrict__ m2,
                                      bool cache_samples) {
   __shared__ double shared[32];
   extern __shared__ float cache[];
-  channel_stats(a, m1, m2, shared, cache_samples ? cache : nullptr);
+  const std::int64_t c = blockIdx.x, B = a.B, C = a.C;
+  const Column c1{m1 + c, C}, c2{m2 + c, C};
+  channel_stats(a, c, c1, c2, cache_samples ? Column{cache, 1} : c1,
+                cache_samples ? Column{cache + B, 1} : c2, shared, ChannelOut{});
 }
 
 // Batches up to this size keep a channel's per-sample noise moments in shared memory (32 KB).
@@ -223,7 +318,7 @@ void launch_channel_stats(const NormFwdArgs& a, float* m1, float* m2, std::strin
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
-// y = a x + o per plane, a = g inv / sc, o = be - g (mean inv + sh) / sc.
+// y = a x + o per plane (apply_coef).
 __global__ void plane_apply_kernel(const float* __restrict__ x, float* __restrict__ y,
                                    const float* __restrict__ mean, const float* __restrict__ var,
                                    const float* __restrict__ gamma, const float* __restrict__ beta,
@@ -231,26 +326,12 @@ __global__ void plane_apply_kernel(const float* __restrict__ x, float* __restric
                                    std::int64_t BC, std::int64_t C, std::int64_t S, float eps,
                                    NormGroups groups, PlaneLanes pl) {
   const std::int64_t plane = pl.plane();
-  const int lane = pl.lane();
   if (plane >= BC) return;
   const std::int64_t c = plane % C, gc = groups.of(plane / C) * C + c;
-  const float g = gamma ? gamma[c] : 1.f, be = beta ? beta[c] : 0.f;
-  const float mu = mean ? mean[gc] : 0.f, inv = var ? rsqrtf(var[gc] + eps) : 1.f;
-  const float sh = shift ? shift[plane] : 0.f, rs = scale ? 1.f / scale[plane] : 1.f;
-  const float ca = g * inv * rs, co = be - g * (mu * inv + sh) * rs;
-  const float* xp = x + plane * S;
-  float* yp = y + plane * S;
-  if (S % 4 == 0) {
-    const float4* x4 = reinterpret_cast<const float4*>(xp);
-    float4* y4 = reinterpret_cast<float4*>(yp);
-    for (std::int64_t i = lane; i < S / 4; i += pl.lanes) {
-      const float4 v = x4[i];
-      y4[i] =
-          make_float4(fmaf(ca, v.x, co), fmaf(ca, v.y, co), fmaf(ca, v.z, co), fmaf(ca, v.w, co));
-    }
-  } else {
-    for (std::int64_t i = lane; i < S; i += pl.lanes) yp[i] = fmaf(ca, xp[i], co);
-  }
+  const auto k = apply_coef(gamma ? gamma[c] : 1.f, beta ? beta[c] : 0.f, mean ? mean[gc] : 0.f,
+                            var ? rsqrtf(var[gc] + eps) : 1.f, shift ? shift[plane] : 0.f,
+                            scale ? 1.f / scale[plane] : 1.f);
+  plane_affine(x + plane * S, y + plane * S, S, pl.lane(), pl.lanes, k.ca, k.co);
 }
 
 // y = (x - shift) / scale per element, NCHW or channel-last.
@@ -273,24 +354,10 @@ __global__ void plane_dots_kernel(const float* __restrict__ dy, const float* __r
   const std::int64_t plane = pl.plane();
   const int lane = pl.lane();
   const bool own = plane < BC;
-  const float mu = own && mean ? mean[groups.of(plane / C) * C + plane % C] : 0.f;
-  const float* xp = x + (own ? plane : 0) * S;
-  const float* gp = dy + (own ? plane : 0) * S;
   float sa = 0.f, sd = 0.f;
-  if (!own) {
-  } else if (S % 4 == 0) {
-    const float4* x4 = reinterpret_cast<const float4*>(xp);
-    const float4* g4 = reinterpret_cast<const float4*>(gp);
-    for (std::int64_t i = lane; i < S / 4; i += pl.lanes) {
-      const float4 v = x4[i], g = g4[i];
-      sa += (g.x + g.y) + (g.z + g.w);
-      sd += (g.x * (v.x - mu) + g.y * (v.y - mu)) + (g.z * (v.z - mu) + g.w * (v.w - mu));
-    }
-  } else {
-    for (std::int64_t i = lane; i < S; i += pl.lanes) {
-      sa += gp[i];
-      sd += gp[i] * (xp[i] - mu);
-    }
+  if (own) {
+    const float mu = mean ? mean[groups.of(plane / C) * C + plane % C] : 0.f;
+    plane_dot_sums(dy + plane * S, x + plane * S, mu, S, lane, pl.lanes, sa, sd);
   }
   sa = pl.sum(sa);
   sd = pl.sum(sd);
@@ -300,12 +367,12 @@ __global__ void plane_dots_kernel(const float* __restrict__ dy, const float* __r
   }
 }
 
-// One block per channel, group by group: coef[g*C + c] = bx (x coefficient), coef[G*C + g*C + c]
-// = k0 (constant); dgamma and dbeta over the whole batch.
-__device__ void channel_grads(const NormBwdArgs& a, const float* __restrict__ A,
-                              const float* __restrict__ D, float* __restrict__ coef,
-                              double* shared) {
-  const std::int64_t c = blockIdx.x, B = a.B, C = a.C;
+// One block per channel c, group by group, from the per-plane sums A, D: group g's coefficients
+// bx[g] (of x) and k0[g] (the constant) of dx = ca dy + bx x + k0; dgamma and dbeta over the
+// whole batch.
+__device__ void channel_grads(const NormBwdArgs& a, std::int64_t c, Column A, Column D, Column bx,
+                              Column k0, double* shared) {
+  const std::int64_t B = a.B, C = a.C;
   const NormGroups& G = a.groups;
   const double gam = a.gamma ? a.gamma[c] : 1.0;
   double dg = 0, db = 0;
@@ -317,19 +384,19 @@ __device__ void channel_grads(const NormBwdArgs& a, const float* __restrict__ A,
     for (std::int64_t b = G.first(g) + threadIdx.x * step; b < end; b += blockDim.x * step) {
       const std::int64_t k = b * C + c;
       const double rs = a.scale ? 1.0 / a.scale[k] : 1.0, sh = a.shift ? a.shift[k] : 0.0;
-      sa += A[k] * rs;
-      sd += D[k] * rs;
-      dg += rs * (inv * D[k] - sh * A[k]);
-      db += A[k];
+      sa += A[b] * rs;
+      sd += D[b] * rs;
+      dg += rs * (inv * D[b] - sh * A[b]);
+      db += A[b];
     }
     sa = block_sum(sa, shared);
     sd = block_sum(sd, shared);
     if (threadIdx.x == 0) {
       const double n = static_cast<double>(G.members(g, B) * a.S);
       const double sg = gam * sa, sgx = gam * inv * sd;
-      const double bx = -inv * inv * sgx / n;
-      coef[gc] = static_cast<float>(bx);
-      coef[G.count * C + gc] = static_cast<float>(-inv * sg / n - bx * a.mean[gc]);
+      const double x_coef = -inv * inv * sgx / n;
+      bx[g] = static_cast<float>(x_coef);
+      k0[g] = static_cast<float>(-inv * sg / n - x_coef * a.mean[gc]);
     }
   }
   dg = block_sum(dg, shared);
@@ -340,35 +407,23 @@ __device__ void channel_grads(const NormBwdArgs& a, const float* __restrict__ A,
   }
 }
 
-__global__ void channel_grads_kernel(NormBwdArgs a, const float* __restrict__ A,
-                                     const float* __restrict__ D, float* __restrict__ coef) {
+// coef[g*C + c] = bx, coef[G*C + g*C + c] = k0.
+__global__ void channel_grads_kernel(NormBwdArgs a, float* __restrict__ A, float* __restrict__ D,
+                                     float* __restrict__ coef) {
   __shared__ double shared[32];
-  channel_grads(a, A, D, coef, shared);
+  const std::int64_t c = blockIdx.x, C = a.C;
+  channel_grads(a, c, Column{A + c, C}, Column{D + c, C}, Column{coef + c, C},
+                Column{coef + a.groups.count * C + c, C}, shared);
 }
 
 __global__ void plane_bwd_kernel(NormBwdArgs a, const float* __restrict__ coef, PlaneLanes pl) {
   const std::int64_t plane = pl.plane();
-  const int lane = pl.lane();
   if (plane >= a.B * a.C) return;
   const std::int64_t c = plane % a.C, S = a.S, gc = a.groups.of(plane / a.C) * a.C + c;
   const float inv = rsqrtf(a.var[gc] + a.bn_eps);
   const float ca = inv * (a.gamma ? a.gamma[c] : 1.f) / (a.scale ? a.scale[plane] : 1.f);
-  const float bx = coef[gc], k0 = coef[a.groups.count * a.C + gc];
-  const float* xp = a.x + plane * S;
-  const float* gp = a.dy + plane * S;
-  float* dp = a.dx + plane * S;
-  if (S % 4 == 0) {
-    const float4* x4 = reinterpret_cast<const float4*>(xp);
-    const float4* g4 = reinterpret_cast<const float4*>(gp);
-    float4* d4 = reinterpret_cast<float4*>(dp);
-    for (std::int64_t i = lane; i < S / 4; i += pl.lanes) {
-      const float4 v = x4[i], g = g4[i];
-      d4[i] = make_float4(ca * g.x + bx * v.x + k0, ca * g.y + bx * v.y + k0,
-                          ca * g.z + bx * v.z + k0, ca * g.w + bx * v.w + k0);
-    }
-  } else {
-    for (std::int64_t i = lane; i < S; i += pl.lanes) dp[i] = ca * gp[i] + bx * xp[i] + k0;
-  }
+  plane_grad(a.dy + plane * S, a.x + plane * S, a.dx + plane * S, S, pl.lane(), pl.lanes, ca,
+             coef[gc], coef[a.groups.count * a.C + gc]);
 }
 
 // One block per sample: moments about the sample's first value (in double), then the output.
@@ -535,6 +590,105 @@ __global__ void plane_coef_bwd_kernel(const float* __restrict__ dy, const float*
   for (std::int64_t i = pl.lane(); i < S; i += pl.lanes) dp[i] = a * gp[i] + b * xp[i] + k0;
 }
 
+// The channel-resident path, for small planes and many channels (ResNet-18's 8x8 and 4x4 stages,
+// 16x16 with 128 channels): one block owns a channel's B planes and runs a whole pass, keeping
+// the per-plane sums, the statistics and the noise in shared memory and reading x (and dy) a
+// second time from L1/L2 for the output. One launch instead of three, and no per-plane arrays
+// through global memory. Only with one normalization group (BN, GNI, the fused block).
+constexpr std::int64_t kResidentMinChannels = 64;  // fewer blocks would leave SMs idle
+constexpr std::int64_t kResidentMaxFloats = std::int64_t{1} << 16;  // B * S, per channel
+constexpr std::int64_t kResidentMaxBatch = 1024;                    // shared memory: 4 B floats
+
+bool resident_path(std::int64_t B, std::int64_t C, std::int64_t S, const NormGroups& groups) {
+  return channel_resident_norms_allowed() && groups.count == 1 && C >= kResidentMinChannels &&
+         B <= kResidentMaxBatch && B * S <= kResidentMaxFloats;
+}
+
+// Threads per block: enough that each moves about 4 float4s per sweep over the channel.
+unsigned resident_threads(std::int64_t B, std::int64_t S) {
+  const std::int64_t units = B * (S % 4 == 0 ? S / 4 : S);
+  unsigned t = 128;
+  while (t < 1024 && static_cast<std::int64_t>(t) * 4 < units) t <<= 1;
+  return t;
+}
+
+// The planes (b, c) of this block's channel, `lanes` threads each, blockDim / lanes at a time;
+// f(b, own) is called by every thread the same number of times (own: b < B), so PlaneLanes::sum
+// may be used inside.
+template <typename F>
+__device__ void for_channel_planes(std::int64_t B, PlaneLanes pl, F f) {
+  const std::int64_t per_sweep = blockDim.x / pl.lanes;
+  for (std::int64_t b0 = 0; b0 < B; b0 += per_sweep) {
+    const std::int64_t b = b0 + threadIdx.x / pl.lanes;
+    f(b, b < B);
+  }
+}
+
+// Forward of channel blockIdx.x. Dynamic shared memory: 4 B + 2 floats.
+__global__ void __launch_bounds__(1024) resident_fwd_kernel(NormFwdArgs a, PlaneLanes pl) {
+  __shared__ double shared[32];
+  extern __shared__ float sm[];
+  const std::int64_t c = blockIdx.x, B = a.B, C = a.C, S = a.S;
+  float *m1 = sm, *m2 = sm + B, *sh = sm + 2 * B, *sc = sm + 3 * B, *stats = sm + 4 * B;
+  const int lane = pl.lane();
+  const float p = a.x[c * S];
+  for_channel_planes(B, pl, [&](std::int64_t b, bool own) {
+    float s1 = 0.f, s2 = 0.f;
+    if (own) plane_moment_sums(a.x + (b * C + c) * S, S, p, lane, pl.lanes, s1, s2);
+    s1 = pl.sum(s1);
+    s2 = pl.sum(s2);
+    if (own && lane == 0) {
+      m1[b] = s1 / static_cast<float>(S);
+      m2[b] = s2 / static_cast<float>(S);
+    }
+  });
+  __syncthreads();
+  const Column c1{m1, 1}, c2{m2, 1};
+  channel_stats(a, c, c1, c2, c1, c2, shared,
+                ChannelOut{stats, a.noise ? sh : nullptr, a.noise ? sc : nullptr});
+  __syncthreads();
+  const float g = a.gamma ? a.gamma[c] : 1.f, be = a.beta ? a.beta[c] : 0.f;
+  const float mu = a.normalize ? stats[0] : 0.f,
+              inv = a.normalize ? rsqrtf(stats[1] + a.bn_eps) : 1.f;
+  for (std::int64_t b = threadIdx.x / pl.lanes; b < B; b += blockDim.x / pl.lanes) {
+    const auto k = apply_coef(g, be, mu, inv, a.noise ? sh[b] : 0.f, a.noise ? 1.f / sc[b] : 1.f);
+    const std::int64_t off = (b * C + c) * S;
+    plane_affine(a.x + off, a.y + off, S, lane, pl.lanes, k.ca, k.co);
+  }
+}
+
+// Backward of channel blockIdx.x. Dynamic shared memory: 2 B + 2 floats.
+__global__ void __launch_bounds__(1024) resident_bwd_kernel(NormBwdArgs a, PlaneLanes pl) {
+  __shared__ double shared[32];
+  extern __shared__ float sm[];
+  const std::int64_t c = blockIdx.x, B = a.B, C = a.C, S = a.S;
+  float *A = sm, *D = sm + B, *coef = sm + 2 * B;
+  const int lane = pl.lane();
+  const float mu = a.mean[c];
+  for_channel_planes(B, pl, [&](std::int64_t b, bool own) {
+    float sa = 0.f, sd = 0.f;
+    if (own) {
+      const std::int64_t off = (b * C + c) * S;
+      plane_dot_sums(a.dy + off, a.x + off, mu, S, lane, pl.lanes, sa, sd);
+    }
+    sa = pl.sum(sa);
+    sd = pl.sum(sd);
+    if (own && lane == 0) {
+      A[b] = sa;
+      D[b] = sd;
+    }
+  });
+  __syncthreads();
+  channel_grads(a, c, Column{A, 1}, Column{D, 1}, Column{coef, 1}, Column{coef + 1, 1}, shared);
+  __syncthreads();
+  const float inv = rsqrtf(a.var[c] + a.bn_eps), g = a.gamma ? a.gamma[c] : 1.f;
+  for (std::int64_t b = threadIdx.x / pl.lanes; b < B; b += blockDim.x / pl.lanes) {
+    const float ca = inv * g / (a.scale ? a.scale[b * C + c] : 1.f);
+    const std::int64_t off = (b * C + c) * S;
+    plane_grad(a.dy + off, a.x + off, a.dx + off, S, lane, pl.lanes, ca, coef[0], coef[1]);
+  }
+}
+
 int current_device(std::string_view op) {
   int d = 0;
   GHOSTNN_CUDA_CHECK(op, cudaGetDevice(&d));
@@ -616,6 +770,13 @@ void set_recorded_noise_step_offset(std::uint64_t offset, std::string_view op) {
 void norm_forward(const NormFwdArgs& a_in, std::string_view op) {
   NormFwdArgs a = a_in;
   a.step_offset_on_device = a.noise && recording();
+  const PlaneLanes pl = plane_lanes(a.S);
+  if (!a.channel_last && resident_path(a.B, a.C, a.S, a.groups)) {
+    const auto bytes = static_cast<std::size_t>(4 * a.B + 2) * sizeof(float);
+    resident_fwd_kernel<<<static_cast<unsigned>(a.C), resident_threads(a.B, a.S), bytes>>>(a, pl);
+    GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+    return;
+  }
   const std::int64_t BC = a.B * a.C;
   float* s = scratch_floats(static_cast<std::size_t>(2 * BC), current_device(op));
   float* m1 = s;
@@ -628,7 +789,6 @@ void norm_forward(const NormFwdArgs& a_in, std::string_view op) {
     scale_planes(a.x, a.y, a.shift, a.scale, a.B, a.C, a.S, true, op);
     return;
   }
-  const PlaneLanes pl = plane_lanes(a.S);
   plane_moments_kernel<<<plane_blocks(BC, pl), kThreads>>>(a.x, BC, a.C, a.S, pl, m1, m2);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
   launch_channel_stats(a, m1, m2, op);
@@ -640,6 +800,13 @@ void norm_forward(const NormFwdArgs& a_in, std::string_view op) {
 }
 
 void norm_backward(const NormBwdArgs& a, std::string_view op) {
+  if (resident_path(a.B, a.C, a.S, a.groups)) {
+    const auto bytes = static_cast<std::size_t>(2 * a.B + 2) * sizeof(float);
+    resident_bwd_kernel<<<static_cast<unsigned>(a.C), resident_threads(a.B, a.S), bytes>>>(
+        a, plane_lanes(a.S));
+    GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+    return;
+  }
   const std::int64_t BC = a.B * a.C;
   const std::int64_t GC = a.groups.count * a.C;
   float* s = scratch_floats(static_cast<std::size_t>(2 * BC + 2 * GC), current_device(op));
