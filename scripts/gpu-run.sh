@@ -14,6 +14,7 @@ OUT=${OUT:-$R/out}
 STEPS=${STEPS:-tests,devices,graph,train,profile,step,pytorch,norms,layers}
 LOG="$OUT/log.txt"
 mkdir -p "$OUT" /tmp/ghostnn-deps
+[ -f "$R"/bin.tar.gz ] && [ ! -d "$R"/bin ] && tar xzf "$R"/bin.tar.gz -C "$R"
 for d in "$R"/debs/*.deb; do dpkg -x "$d" /tmp/ghostnn-deps; done
 export LD_LIBRARY_PATH=/tmp/ghostnn-deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
 export CIFAR10_DIR=$PWD/$R/data  # test_train reads the archive from there
