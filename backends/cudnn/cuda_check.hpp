@@ -26,3 +26,11 @@ bool channel_resident_norms_allowed();
 }  // namespace ghostnn::cudnn
 
 #define GHOSTNN_CUDA_CHECK(op, call) ::ghostnn::cudnn::check_cuda((call), (op), #call)
+
+// Kernel launches and dynamic shared memory go through these, so that the kernels also compile as
+// C++ and run on the CPU under tests/cuda_emulation/cuda_runtime.h (which defines both first).
+#ifndef GHOSTNN_LAUNCH
+#define GHOSTNN_LAUNCH(kernel, grid, block, shared_bytes) \
+  kernel<<<(grid), (block), (shared_bytes)>>>
+#define GHOSTNN_DYNAMIC_SHARED(type, name) extern __shared__ type name[]
+#endif

@@ -301,7 +301,7 @@ __device__ void channel_stats(const NormFwdArgs& a, std::int64_t c, Column m1, C
 __global__ void channel_stats_kernel(NormFwdArgs a, float* __restrict__ m1, float* __restrict__ m2,
                                      bool cache_samples) {
   __shared__ double shared[32];
-  extern __shared__ float cache[];
+  GHOSTNN_DYNAMIC_SHARED(float, cache);
   const std::int64_t c = blockIdx.x, B = a.B, C = a.C;
   const Column c1{m1 + c, C}, c2{m2 + c, C};
   channel_stats(a, c, c1, c2, cache_samples ? Column{cache, 1} : c1,
@@ -314,7 +314,8 @@ constexpr std::int64_t kMaxCachedSamples = 4096;
 void launch_channel_stats(const NormFwdArgs& a, float* m1, float* m2, std::string_view op) {
   const bool cache = a.noise && a.B <= kMaxCachedSamples;
   const auto bytes = cache ? static_cast<std::size_t>(2 * a.B) * sizeof(float) : std::size_t{0};
-  channel_stats_kernel<<<static_cast<unsigned>(a.C), kThreads, bytes>>>(a, m1, m2, cache);
+  GHOSTNN_LAUNCH(channel_stats_kernel, static_cast<unsigned>(a.C), kThreads, bytes)
+  (a, m1, m2, cache);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
@@ -627,7 +628,7 @@ __device__ void for_channel_planes(std::int64_t B, PlaneLanes pl, F f) {
 // Forward of channel blockIdx.x. Dynamic shared memory: 4 B + 2 floats.
 __global__ void __launch_bounds__(1024) resident_fwd_kernel(NormFwdArgs a, PlaneLanes pl) {
   __shared__ double shared[32];
-  extern __shared__ float sm[];
+  GHOSTNN_DYNAMIC_SHARED(float, sm);
   const std::int64_t c = blockIdx.x, B = a.B, C = a.C, S = a.S;
   float *m1 = sm, *m2 = sm + B, *sh = sm + 2 * B, *sc = sm + 3 * B, *stats = sm + 4 * B;
   const int lane = pl.lane();
@@ -660,7 +661,7 @@ __global__ void __launch_bounds__(1024) resident_fwd_kernel(NormFwdArgs a, Plane
 // Backward of channel blockIdx.x. Dynamic shared memory: 2 B + 2 floats.
 __global__ void __launch_bounds__(1024) resident_bwd_kernel(NormBwdArgs a, PlaneLanes pl) {
   __shared__ double shared[32];
-  extern __shared__ float sm[];
+  GHOSTNN_DYNAMIC_SHARED(float, sm);
   const std::int64_t c = blockIdx.x, B = a.B, C = a.C, S = a.S;
   float *A = sm, *D = sm + B, *coef = sm + 2 * B;
   const int lane = pl.lane();
@@ -709,13 +710,15 @@ __global__ void var_to_invstd_kernel(const float* var, float* invstd, std::int64
 
 void invstd_to_var(const float* invstd, float* var, std::int64_t C, float eps,
                    std::string_view op) {
-  invstd_to_var_kernel<<<static_cast<unsigned>((C + 255) / 256), 256>>>(invstd, var, C, eps);
+  GHOSTNN_LAUNCH(invstd_to_var_kernel, static_cast<unsigned>((C + 255) / 256), 256, 0)
+  (invstd, var, C, eps);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
 void var_to_invstd(const float* var, float* invstd, std::int64_t C, float eps,
                    std::string_view op) {
-  var_to_invstd_kernel<<<static_cast<unsigned>((C + 255) / 256), 256>>>(var, invstd, C, eps);
+  GHOSTNN_LAUNCH(var_to_invstd_kernel, static_cast<unsigned>((C + 255) / 256), 256, 0)
+  (var, invstd, C, eps);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
@@ -726,7 +729,9 @@ struct ScratchBuf {
   std::vector<float*> retired;  // outgrown while a recorded graph may still use them
 };
 std::mutex g_scratch_mu;
-std::vector<ScratchBuf> g_scratch;  // by device index
+// By device index; never destroyed, like the device's allocator (a tensor or a scratch user during
+// static destruction still finds it).
+auto& g_scratch = *new std::vector<ScratchBuf>;
 }  // namespace
 
 std::size_t scratch_capacity(int index) {
@@ -763,7 +768,7 @@ float* scratch_floats(std::size_t count, int index) {
 // A one-thread kernel rather than a copy: its argument travels with the launch, so the host
 // neither waits for the stream (as a copy from pageable memory would) nor keeps a buffer alive.
 void set_recorded_noise_step_offset(std::uint64_t offset, std::string_view op) {
-  set_noise_step_offset_kernel<<<1, 1>>>(offset);
+  GHOSTNN_LAUNCH(set_noise_step_offset_kernel, 1, 1, 0)(offset);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
@@ -773,7 +778,9 @@ void norm_forward(const NormFwdArgs& a_in, std::string_view op) {
   const PlaneLanes pl = plane_lanes(a.S);
   if (!a.channel_last && resident_path(a.B, a.C, a.S, a.groups)) {
     const auto bytes = static_cast<std::size_t>(4 * a.B + 2) * sizeof(float);
-    resident_fwd_kernel<<<static_cast<unsigned>(a.C), resident_threads(a.B, a.S), bytes>>>(a, pl);
+    GHOSTNN_LAUNCH(resident_fwd_kernel, static_cast<unsigned>(a.C), resident_threads(a.B, a.S),
+                   bytes)
+    (a, pl);
     GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
     return;
   }
@@ -783,27 +790,28 @@ void norm_forward(const NormFwdArgs& a_in, std::string_view op) {
   float* m2 = s + BC;
   if (a.channel_last) {  // GNI alone: moments, noise, then y = (x - shift) / scale per element
     const dim3 grid(static_cast<unsigned>((a.C + 255) / 256), static_cast<unsigned>(a.B));
-    channel_last_moments_kernel<<<grid, 256>>>(a.x, a.B, a.C, a.S, m1, m2);
+    GHOSTNN_LAUNCH(channel_last_moments_kernel, grid, 256, 0)(a.x, a.B, a.C, a.S, m1, m2);
     GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
     launch_channel_stats(a, m1, m2, op);
     scale_planes(a.x, a.y, a.shift, a.scale, a.B, a.C, a.S, true, op);
     return;
   }
-  plane_moments_kernel<<<plane_blocks(BC, pl), kThreads>>>(a.x, BC, a.C, a.S, pl, m1, m2);
+  GHOSTNN_LAUNCH(plane_moments_kernel, plane_blocks(BC, pl), kThreads, 0)
+  (a.x, BC, a.C, a.S, pl, m1, m2);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
   launch_channel_stats(a, m1, m2, op);
-  plane_apply_kernel<<<plane_blocks(BC, pl), kThreads>>>(
-      a.x, a.y, a.normalize ? a.mean : nullptr, a.normalize ? a.var : nullptr, a.gamma, a.beta,
-      a.noise ? a.shift : nullptr, a.noise ? a.scale : nullptr, BC, a.C, a.S, a.bn_eps, a.groups,
-      pl);
+  GHOSTNN_LAUNCH(plane_apply_kernel, plane_blocks(BC, pl), kThreads, 0)
+  (a.x, a.y, a.normalize ? a.mean : nullptr, a.normalize ? a.var : nullptr, a.gamma, a.beta,
+   a.noise ? a.shift : nullptr, a.noise ? a.scale : nullptr, BC, a.C, a.S, a.bn_eps, a.groups, pl);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
 void norm_backward(const NormBwdArgs& a, std::string_view op) {
   if (resident_path(a.B, a.C, a.S, a.groups)) {
     const auto bytes = static_cast<std::size_t>(2 * a.B + 2) * sizeof(float);
-    resident_bwd_kernel<<<static_cast<unsigned>(a.C), resident_threads(a.B, a.S), bytes>>>(
-        a, plane_lanes(a.S));
+    GHOSTNN_LAUNCH(resident_bwd_kernel, static_cast<unsigned>(a.C), resident_threads(a.B, a.S),
+                   bytes)
+    (a, plane_lanes(a.S));
     GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
     return;
   }
@@ -814,12 +822,12 @@ void norm_backward(const NormBwdArgs& a, std::string_view op) {
   float* D = s + BC;
   float* coef = s + 2 * BC;
   const PlaneLanes pl = plane_lanes(a.S);
-  plane_dots_kernel<<<plane_blocks(BC, pl), kThreads>>>(a.dy, a.x, a.mean, BC, a.C, a.S, a.groups,
-                                                        pl, A, D);
+  GHOSTNN_LAUNCH(plane_dots_kernel, plane_blocks(BC, pl), kThreads, 0)
+  (a.dy, a.x, a.mean, BC, a.C, a.S, a.groups, pl, A, D);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
-  channel_grads_kernel<<<static_cast<unsigned>(a.C), kThreads>>>(a, A, D, coef);
+  GHOSTNN_LAUNCH(channel_grads_kernel, static_cast<unsigned>(a.C), kThreads, 0)(a, A, D, coef);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
-  plane_bwd_kernel<<<plane_blocks(BC, pl), kThreads>>>(a, coef, pl);
+  GHOSTNN_LAUNCH(plane_bwd_kernel, plane_blocks(BC, pl), kThreads, 0)(a, coef, pl);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
@@ -828,12 +836,12 @@ void scale_planes(const float* x, float* y, const float* shift, const float* sca
   const std::int64_t BC = B * C;
   if (!channel_last) {
     const PlaneLanes pl = plane_lanes(S);
-    plane_apply_kernel<<<plane_blocks(BC, pl), kThreads>>>(
-        x, y, nullptr, nullptr, nullptr, nullptr, shift, scale, BC, C, S, 0.f, NormGroups{}, pl);
+    GHOSTNN_LAUNCH(plane_apply_kernel, plane_blocks(BC, pl), kThreads, 0)
+    (x, y, nullptr, nullptr, nullptr, nullptr, shift, scale, BC, C, S, 0.f, NormGroups{}, pl);
   } else {
     const std::int64_t n = BC * S;
     const auto blocks = static_cast<unsigned>(std::min<std::int64_t>((n + 255) / 256, 65535));
-    scale_elements_kernel<<<blocks, 256>>>(x, y, shift, scale, n, C, S, true);
+    GHOSTNN_LAUNCH(scale_elements_kernel, blocks, 256, 0)(x, y, shift, scale, n, C, S, true);
   }
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
@@ -842,14 +850,15 @@ void xbn_forward(const NormFwdArgs& a, std::string_view op) {
   const std::int64_t BC = a.B * a.C;
   float* s = scratch_floats(static_cast<std::size_t>(2 * BC), current_device(op));
   const PlaneLanes pl = plane_lanes(a.S);
-  plane_moments_kernel<<<plane_blocks(BC, pl), kThreads>>>(a.x, BC, a.C, a.S, pl, s, s + BC);
+  GHOSTNN_LAUNCH(plane_moments_kernel, plane_blocks(BC, pl), kThreads, 0)
+  (a.x, BC, a.C, a.S, pl, s, s + BC);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
-  xbn_stats_kernel<<<static_cast<unsigned>(a.C), kThreads>>>(a, s, s + BC);
+  GHOSTNN_LAUNCH(xbn_stats_kernel, static_cast<unsigned>(a.C), kThreads, 0)(a, s, s + BC);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
   const NormGroups per_sample{a.B, 1, false};  // statistics indexed by sample
-  plane_apply_kernel<<<plane_blocks(BC, pl), kThreads>>>(a.x, a.y, a.mean, a.var, a.gamma, a.beta,
-                                                         nullptr, nullptr, BC, a.C, a.S, a.bn_eps,
-                                                         per_sample, pl);
+  GHOSTNN_LAUNCH(plane_apply_kernel, plane_blocks(BC, pl), kThreads, 0)
+  (a.x, a.y, a.mean, a.var, a.gamma, a.beta, nullptr, nullptr, BC, a.C, a.S, a.bn_eps, per_sample,
+   pl);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
@@ -861,26 +870,28 @@ void xbn_backward(const NormBwdArgs& a, std::string_view op) {
   float *A = s, *D = s + BC, *ca = s + 2 * BC, *cb = s + 3 * BC, *cc = s + 4 * BC;
   const NormGroups per_sample{B, 1, false};
   const PlaneLanes pl = plane_lanes(S);
-  plane_dots_kernel<<<plane_blocks(BC, pl), kThreads>>>(dy, x, mean, BC, C, S, per_sample, pl, A,
-                                                        D);
+  GHOSTNN_LAUNCH(plane_dots_kernel, plane_blocks(BC, pl), kThreads, 0)
+  (dy, x, mean, BC, C, S, per_sample, pl, A, D);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
-  xbn_grads_kernel<<<static_cast<unsigned>(C), kThreads>>>(
-      A, D, mean, var, a.gamma, ca, cb, cc, a.dgamma, a.dbeta, B, C, S, a.groups, a.bn_eps);
+  GHOSTNN_LAUNCH(xbn_grads_kernel, static_cast<unsigned>(C), kThreads, 0)
+  (A, D, mean, var, a.gamma, ca, cb, cc, a.dgamma, a.dbeta, B, C, S, a.groups, a.bn_eps);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
-  plane_coef_bwd_kernel<<<plane_blocks(BC, pl), kThreads>>>(dy, x, a.dx, ca, cb, cc, BC, S, pl);
+  GHOSTNN_LAUNCH(plane_coef_bwd_kernel, plane_blocks(BC, pl), kThreads, 0)
+  (dy, x, a.dx, ca, cb, cc, BC, S, pl);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
 void layer_norm_forward(const float* x, float* y, float* mean, float* var, std::int64_t B,
                         std::int64_t n, float eps, std::string_view op) {
-  ln_fwd_kernel<<<static_cast<unsigned>(B), kThreads>>>(x, y, mean, var, n, eps);
+  GHOSTNN_LAUNCH(ln_fwd_kernel, static_cast<unsigned>(B), kThreads, 0)(x, y, mean, var, n, eps);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
 void layer_norm_backward(const float* dy, const float* x, const float* mean, const float* var,
                          float* dx, std::int64_t B, std::int64_t n, float eps,
                          std::string_view op) {
-  ln_bwd_kernel<<<static_cast<unsigned>(B), kThreads>>>(dy, x, mean, var, dx, n, eps);
+  GHOSTNN_LAUNCH(ln_bwd_kernel, static_cast<unsigned>(B), kThreads, 0)
+  (dy, x, mean, var, dx, n, eps);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
@@ -890,10 +901,11 @@ void channel_affine_grads(const float* dy, const float* x, float* dgamma, float*
   const std::int64_t BC = B * C;
   float* s = scratch_floats(static_cast<std::size_t>(2 * BC), current_device(op));
   const PlaneLanes pl = plane_lanes(S);
-  plane_dots_kernel<<<plane_blocks(BC, pl), kThreads>>>(dy, x, nullptr, BC, C, S, NormGroups{}, pl,
-                                                        s, s + BC);
+  GHOSTNN_LAUNCH(plane_dots_kernel, plane_blocks(BC, pl), kThreads, 0)
+  (dy, x, nullptr, BC, C, S, NormGroups{}, pl, s, s + BC);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
-  channel_totals_kernel<<<static_cast<unsigned>(C), kThreads>>>(s, s + BC, dgamma, dbeta, B, C);
+  GHOSTNN_LAUNCH(channel_totals_kernel, static_cast<unsigned>(C), kThreads, 0)
+  (s, s + BC, dgamma, dbeta, B, C);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
@@ -901,8 +913,8 @@ void bn_inference(const float* x, float* y, const float* m, const float* v, cons
                   const float* beta, std::int64_t B, std::int64_t C, std::int64_t S, float eps,
                   std::string_view op) {
   const PlaneLanes pl = plane_lanes(S);
-  plane_apply_kernel<<<plane_blocks(B * C, pl), kThreads>>>(
-      x, y, m, v, gamma, beta, nullptr, nullptr, B * C, C, S, eps, NormGroups{}, pl);
+  GHOSTNN_LAUNCH(plane_apply_kernel, plane_blocks(B * C, pl), kThreads, 0)
+  (x, y, m, v, gamma, beta, nullptr, nullptr, B * C, C, S, eps, NormGroups{}, pl);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 

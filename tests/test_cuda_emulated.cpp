@@ -1,0 +1,336 @@
+// Our CUDA norm kernels (backends/cudnn/norm_kernels.cu: BN, GNI and the fused BN+GNI block,
+// forward and backward, on both the plane path and the channel-resident path) compiled as C++
+// and run on the CPU under tests/cuda_emulation (a std::thread per CUDA thread), against the
+// reference implementations. This checks the kernels' logic on every machine; timing, launch
+// limits and the CUDA API are for the GPU tests (test_gpu) on a GPU.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <new>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "primitives/batchnorm.hpp"
+#include "primitives/bn_gni.hpp"
+#include "primitives/gni.hpp"
+
+// The kernels themselves, with the emulation's cuda_runtime.h (first on this target's include
+// path) in place of CUDA's. Included last: the emulation defines CUDA's keywords as macros.
+#include "backends/cudnn/norm_kernels.cu"
+
+namespace ghostnn::cudnn {
+// What the kernels' host code needs from the rest of the CUDA backend (cuda_common.cpp).
+void check_cuda(cudaError_t e, std::string_view op, const char* call) {
+  if (e != cudaSuccess) throw std::runtime_error(std::string(op) + ": " + call);
+}
+void* device_allocate(std::size_t bytes, int) {
+  return ::operator new (bytes, std::align_val_t{64});
+}
+void device_release(void* p, std::size_t, int) noexcept {
+  ::operator delete (p, std::align_val_t{64});
+}
+bool recording() { return false; }
+void forbid_while_recording(std::string_view, std::string_view) {}
+bool graphs_recorded() { return false; }
+namespace {
+bool g_resident_allowed = true;
+}
+bool channel_resident_norms_allowed() { return g_resident_allowed; }
+}  // namespace ghostnn::cudnn
+
+namespace ghostnn {
+namespace {
+
+// A host tensor: values and shape, seen by the reference as a TensorRef and by the kernels as a
+// pointer to "device" memory.
+struct Buf {
+  Shape shape;
+  std::vector<float> v;
+  Buf(Shape s, float fill = 0.f) : shape(std::move(s)), v(shape_numel(shape), fill) {}
+  TensorRef ref() {
+    return TensorRef{TensorDesc{shape, DType::f32, Device::cpu(), Layout::plain}, v.data()};
+  }
+  float* p() { return v.data(); }
+};
+
+Buf random_buf(const Shape& s, std::uint32_t seed, float lo = -1.f, float hi = 1.f) {
+  Buf b(s);
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  for (auto& x : b.v) x = u(rng);
+  return b;
+}
+
+void run_reference(void (*ref)(const OpDesc&, const KernelCall&), const OpDesc& d,
+                   std::vector<Buf*> in, std::vector<Buf*> out) {
+  std::vector<TensorRef> ri, ro;
+  for (auto* b : in) ri.push_back(b->ref());
+  for (auto* b : out) ro.push_back(b->ref());
+  ExecContext ctx{Device::cpu()};
+  ref(d, KernelCall{ri, ro, &ctx});
+}
+
+void expect_close(const Buf& got, const Buf& want, double atol, double rtol,
+                  const std::string& what) {
+  ASSERT_EQ(got.v.size(), want.v.size()) << what;
+  std::size_t bad = 0, first = 0;
+  for (std::size_t i = 0; i < got.v.size(); ++i) {
+    const double g = got.v[i], w = want.v[i];
+    if (!(std::fabs(g - w) <= atol + rtol * std::fabs(w))) {
+      if (bad++ == 0) first = i;
+    }
+  }
+  EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << got.v.size() << " values differ, first at "
+                     << first << ": " << got.v[first] << " vs " << want.v[first];
+}
+
+struct Bcs {
+  std::int64_t B, C, S;
+};
+Bcs bcs(const Shape& s) {
+  std::int64_t S = 1;
+  for (std::size_t k = 2; k < s.size(); ++k) S *= s[k];
+  return {s[0], s[1], S};
+}
+
+void copy_noise(const prim::GhostNoiseDesc& n, cudnn::NormFwdArgs& a) {
+  a.noise = true;
+  a.ghost_batch = n.ghost_batch;
+  a.shift_noise = n.shift_noise;
+  a.scale_noise = n.scale_noise;
+  a.noise_eps = n.eps;
+  a.seed = n.seed;
+  a.layer_id = n.layer_id;
+  a.step = n.step;
+}
+
+// Runs `f` with the channel-resident path allowed or not.
+template <typename F>
+void with_resident(bool on, F f) {
+  cudnn::g_resident_allowed = on;
+  f();
+  cudnn::g_resident_allowed = true;
+}
+
+constexpr double kAtol = 2e-5, kRtol = 2e-4;
+
+// The fused block, forward and backward, on one path, against the reference.
+struct FusedResult {
+  std::vector<Buf> fwd, bwd;
+};
+FusedResult fused_on_path(const Shape& s, const prim::BatchNormGhostNoiseDesc& d, bool resident) {
+  const auto [B, C, S] = bcs(s);
+  Buf x = random_buf(s, 1, -0.5f, 2.f), gamma = random_buf({C}, 2, 0.5f, 1.5f),
+      beta = random_buf({C}, 3), dy = random_buf(s, 4);
+  std::vector<Buf> want{Buf(s),
+                        Buf({C}),
+                        Buf({C}),
+                        Buf({B, C}),
+                        Buf({B, C}),
+                        random_buf({C}, 5),
+                        random_buf({C}, 6, 0.5f, 1.5f)};
+  std::vector<Buf> got = want;
+  run_reference(prim::ref::bn_gni_fwd_train, d, {&x, &gamma, &beta},
+                {&want[0], &want[1], &want[2], &want[3], &want[4], &want[5], &want[6]});
+  const auto members = d.noise.sampling == prim::Sampling::shuffle
+                           ? prim::shuffle_members(d.noise, B)
+                           : std::vector<std::uint32_t>{};
+  with_resident(resident, [&] {
+    cudnn::NormFwdArgs a;
+    a.x = x.p();
+    a.gamma = gamma.p();
+    a.beta = beta.p();
+    a.y = got[0].p();
+    a.mean = got[1].p();
+    a.var = got[2].p();
+    a.shift = got[3].p();
+    a.scale = got[4].p();
+    a.running_mean = got[5].p();
+    a.running_var = got[6].p();
+    a.B = B;
+    a.C = C;
+    a.S = S;
+    a.normalize = true;
+    a.bn_eps = d.bn_eps;
+    a.momentum = d.momentum;
+    copy_noise(d.noise, a);
+    a.members = members.empty() ? nullptr : members.data();
+    cudnn::norm_forward(a, "emulated fused forward");
+  });
+  const char* names[] = {"y", "mean", "var", "shift", "scale", "running_mean", "running_var"};
+  for (std::size_t i = 0; i < want.size(); ++i)
+    expect_close(got[i], want[i], kAtol, kRtol,
+                 std::string(resident ? "resident " : "planes ") + names[i]);
+  // The backward from the forward's saved statistics and noise.
+  std::vector<Buf> bwant{Buf(s), Buf({C}), Buf({C})}, bgot = bwant;
+  run_reference(prim::ref::bn_gni_bwd, d, {&dy, &x, &got[1], &got[2], &got[3], &got[4], &gamma},
+                {&bwant[0], &bwant[1], &bwant[2]});
+  with_resident(resident, [&] {
+    cudnn::NormBwdArgs a;
+    a.dy = dy.p();
+    a.x = x.p();
+    a.mean = got[1].p();
+    a.var = got[2].p();
+    a.shift = got[3].p();
+    a.scale = got[4].p();
+    a.gamma = gamma.p();
+    a.dx = bgot[0].p();
+    a.dgamma = bgot[1].p();
+    a.dbeta = bgot[2].p();
+    a.B = B;
+    a.C = C;
+    a.S = S;
+    a.bn_eps = d.bn_eps;
+    cudnn::norm_backward(a, "emulated fused backward");
+  });
+  const char* bnames[] = {"dx", "dgamma", "dbeta"};
+  for (std::size_t i = 0; i < bwant.size(); ++i)
+    expect_close(bgot[i], bwant[i], 5e-5, 5e-4,
+                 std::string(resident ? "resident " : "planes ") + bnames[i]);
+  return {got, bgot};
+}
+
+TEST(CudaEmulated, FusedBlockMatchesReferenceOnBothPaths) {
+  // 64 channels or more with small planes take the channel-resident kernels; with the resident
+  // path switched off, the same shapes take the three-launch plane path. Odd plane sizes take the
+  // scalar loops (and 20 samples of 9 values need three sweeps of a 128-thread block), dense
+  // [B, C] input a plane of one value.
+  for (const Shape& s :
+       {Shape{16, 64, 4, 4}, Shape{20, 72, 3, 3}, Shape{12, 64}, Shape{32, 64, 2, 2}}) {
+    SCOPED_TRACE(::testing::PrintToString(s));
+    prim::BatchNormGhostNoiseDesc d;
+    d.noise.ghost_batch = 16;
+    d.noise.seed = 9;
+    d.noise.layer_id = 4;
+    d.noise.step = 42;
+    if (s[0] == 32) {  // shuffle sampling: groups of 16 from the host's permutation
+      d.noise.sampling = prim::Sampling::shuffle;
+      d.noise.eps = prim::GhostNoiseDesc::default_eps(prim::Sampling::shuffle);
+    }
+    const auto resident = fused_on_path(s, d, true);
+    const auto planes = fused_on_path(s, d, false);
+    // Same loops and formulas on both paths: the same values, bit for bit.
+    for (std::size_t i = 0; i < resident.fwd.size(); ++i)
+      EXPECT_EQ(resident.fwd[i].v, planes.fwd[i].v) << "forward output " << i;
+    for (std::size_t i = 0; i < resident.bwd.size(); ++i)
+      EXPECT_EQ(resident.bwd[i].v, planes.bwd[i].v) << "backward output " << i;
+  }
+}
+
+TEST(CudaEmulated, BatchNormMatchesReferenceOnBothPaths) {
+  for (const Shape& s : {Shape{8, 64, 4, 4}, Shape{24, 72, 3, 3}}) {
+    for (bool affine : {s[1] == 64, s[1] != 64}) {
+      for (bool resident : {true, false}) {
+        SCOPED_TRACE(::testing::PrintToString(s) + (affine ? " affine" : " no affine") +
+                     (resident ? " resident" : " planes"));
+        const auto [B, C, S] = bcs(s);
+        prim::BatchNormDesc d;
+        d.affine = affine;
+        Buf x = random_buf(s, 11, 0.5f, 2.f), gamma = random_buf({C}, 12, 0.5f, 1.5f),
+            beta = random_buf({C}, 13), dy = random_buf(s, 14);
+        std::vector<Buf> want{Buf(s), Buf({C}), Buf({C}), random_buf({C}, 15),
+                              random_buf({C}, 16, 0.5f, 1.5f)};
+        std::vector<Buf> got = want;
+        std::vector<Buf*> in{&x};
+        if (affine) in.insert(in.end(), {&gamma, &beta});
+        run_reference(prim::ref::bn_fwd_train, d, in,
+                      {&want[0], &want[1], &want[2], &want[3], &want[4]});
+        with_resident(resident, [&] {
+          cudnn::NormFwdArgs a;
+          a.x = x.p();
+          a.gamma = affine ? gamma.p() : nullptr;
+          a.beta = affine ? beta.p() : nullptr;
+          a.y = got[0].p();
+          a.mean = got[1].p();
+          a.var = got[2].p();
+          a.running_mean = got[3].p();
+          a.running_var = got[4].p();
+          a.B = B;
+          a.C = C;
+          a.S = S;
+          a.normalize = true;
+          a.bn_eps = d.eps;
+          a.momentum = d.momentum;
+          cudnn::norm_forward(a, "emulated BN forward");
+        });
+        for (std::size_t i = 0; i < want.size(); ++i)
+          expect_close(got[i], want[i], kAtol, kRtol, "forward output " + std::to_string(i));
+        std::vector<Buf> bwant{Buf(s), Buf({C}), Buf({C})}, bgot = bwant;
+        std::vector<Buf*> bin{&dy, &x, &got[1], &got[2]}, bout{&bwant[0]};
+        if (affine) {
+          bin.push_back(&gamma);
+          bout.insert(bout.end(), {&bwant[1], &bwant[2]});
+        }
+        run_reference(prim::ref::bn_bwd, d, bin, bout);
+        with_resident(resident, [&] {
+          cudnn::NormBwdArgs a;
+          a.dy = dy.p();
+          a.x = x.p();
+          a.mean = got[1].p();
+          a.var = got[2].p();
+          a.gamma = affine ? gamma.p() : nullptr;
+          a.dx = bgot[0].p();
+          a.dgamma = affine ? bgot[1].p() : nullptr;
+          a.dbeta = affine ? bgot[2].p() : nullptr;
+          a.B = B;
+          a.C = C;
+          a.S = S;
+          a.bn_eps = d.eps;
+          cudnn::norm_backward(a, "emulated BN backward");
+        });
+        for (std::size_t i = 0; i < (affine ? 3u : 1u); ++i)
+          expect_close(bgot[i], bwant[i], 5e-5, 5e-4, "backward output " + std::to_string(i));
+      }
+    }
+  }
+}
+
+TEST(CudaEmulated, GhostNoiseMatchesReferenceOnBothPaths) {
+  struct Case {
+    Shape s;
+    std::int64_t N;
+    prim::Sampling sampling;
+  };
+  for (const auto& c : {Case{{8, 64, 3, 3}, 4, prim::Sampling::replacement},
+                        Case{{16, 64, 2, 2}, 8, prim::Sampling::shuffle},
+                        Case{{16, 3, 5, 5}, 4, prim::Sampling::replacement}}) {
+    for (bool resident : {true, false}) {
+      SCOPED_TRACE(::testing::PrintToString(c.s) + (resident ? " resident" : " planes"));
+      const auto [B, C, S] = bcs(c.s);
+      prim::GhostNoiseDesc d;
+      d.ghost_batch = c.N;
+      d.sampling = c.sampling;
+      d.eps = prim::GhostNoiseDesc::default_eps(c.sampling);
+      d.seed = 77;
+      d.layer_id = 3;
+      d.step = 1000;
+      Buf x = random_buf(c.s, 21, 0.3f, 1.2f);
+      std::vector<Buf> want{Buf(c.s), Buf({B, C}), Buf({B, C})}, got = want;
+      run_reference(prim::ref::gni_fwd_train, d, {&x}, {&want[0], &want[1], &want[2]});
+      const auto members = c.sampling == prim::Sampling::shuffle ? prim::shuffle_members(d, B)
+                                                                 : std::vector<std::uint32_t>{};
+      with_resident(resident, [&] {
+        cudnn::NormFwdArgs a;
+        a.x = x.p();
+        a.y = got[0].p();
+        a.shift = got[1].p();
+        a.scale = got[2].p();
+        a.B = B;
+        a.C = C;
+        a.S = S;
+        copy_noise(d, a);
+        a.members = members.empty() ? nullptr : members.data();
+        cudnn::norm_forward(a, "emulated GNI forward");
+      });
+      for (std::size_t i = 0; i < want.size(); ++i)
+        expect_close(got[i], want[i], kAtol, kRtol, "output " + std::to_string(i));
+    }
+  }
+}
+
+}  // namespace
+}  // namespace ghostnn
