@@ -21,72 +21,15 @@
 // The kernels themselves, with the emulation's cuda_runtime.h (first on this target's include
 // path) in place of CUDA's. Included last: the emulation defines CUDA's keywords as macros.
 #include "backends/cudnn/norm_kernels.cu"
-
-namespace ghostnn::cudnn {
-// What the kernels' host code needs from the rest of the CUDA backend (cuda_common.cpp).
-void check_cuda(cudaError_t e, std::string_view op, const char* call) {
-  if (e != cudaSuccess) throw std::runtime_error(std::string(op) + ": " + call);
-}
-void* device_allocate(std::size_t bytes, int) {
-  return ::operator new (bytes, std::align_val_t{64});
-}
-void device_release(void* p, std::size_t, int) noexcept {
-  ::operator delete (p, std::align_val_t{64});
-}
-bool recording() { return false; }
-void forbid_while_recording(std::string_view, std::string_view) {}
-bool graphs_recorded() { return false; }
-namespace {
-bool g_resident_allowed = true;
-}
-bool channel_resident_norms_allowed() { return g_resident_allowed; }
-}  // namespace ghostnn::cudnn
+#include "tests/cuda_emulation/backend_stubs.hpp"
 
 namespace ghostnn {
 namespace {
 
-// A host tensor: values and shape, seen by the reference as a TensorRef and by the kernels as a
-// pointer to "device" memory.
-struct Buf {
-  Shape shape;
-  std::vector<float> v;
-  Buf(Shape s, float fill = 0.f) : shape(std::move(s)), v(shape_numel(shape), fill) {}
-  TensorRef ref() {
-    return TensorRef{TensorDesc{shape, DType::f32, Device::cpu(), Layout::plain}, v.data()};
-  }
-  float* p() { return v.data(); }
-};
-
-Buf random_buf(const Shape& s, std::uint32_t seed, float lo = -1.f, float hi = 1.f) {
-  Buf b(s);
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(lo, hi);
-  for (auto& x : b.v) x = u(rng);
-  return b;
-}
-
-void run_reference(void (*ref)(const OpDesc&, const KernelCall&), const OpDesc& d,
-                   std::vector<Buf*> in, std::vector<Buf*> out) {
-  std::vector<TensorRef> ri, ro;
-  for (auto* b : in) ri.push_back(b->ref());
-  for (auto* b : out) ro.push_back(b->ref());
-  ExecContext ctx{Device::cpu()};
-  ref(d, KernelCall{ri, ro, &ctx});
-}
-
-void expect_close(const Buf& got, const Buf& want, double atol, double rtol,
-                  const std::string& what) {
-  ASSERT_EQ(got.v.size(), want.v.size()) << what;
-  std::size_t bad = 0, first = 0;
-  for (std::size_t i = 0; i < got.v.size(); ++i) {
-    const double g = got.v[i], w = want.v[i];
-    if (!(std::fabs(g - w) <= atol + rtol * std::fabs(w))) {
-      if (bad++ == 0) first = i;
-    }
-  }
-  EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << got.v.size() << " values differ, first at "
-                     << first << ": " << got.v[first] << " vs " << want.v[first];
-}
+using cuda_emulation::Buf;
+using cuda_emulation::expect_close;
+using cuda_emulation::random_buf;
+using cuda_emulation::run_reference;
 
 struct Bcs {
   std::int64_t B, C, S;
@@ -111,9 +54,9 @@ void copy_noise(const prim::GhostNoiseDesc& n, cudnn::NormFwdArgs& a) {
 // Runs `f` with the channel-resident path allowed or not.
 template <typename F>
 void with_resident(bool on, F f) {
-  cudnn::g_resident_allowed = on;
+  cuda_emulation::allow_channel_resident_norms(on);
   f();
-  cudnn::g_resident_allowed = true;
+  cuda_emulation::allow_channel_resident_norms(true);
 }
 
 constexpr double kAtol = 2e-5, kRtol = 2e-4;
@@ -134,8 +77,9 @@ FusedResult fused_on_path(const Shape& s, const prim::BatchNormGhostNoiseDesc& d
                         random_buf({C}, 5),
                         random_buf({C}, 6, 0.5f, 1.5f)};
   std::vector<Buf> got = want;
-  run_reference(prim::ref::bn_gni_fwd_train, d, {&x, &gamma, &beta},
-                {&want[0], &want[1], &want[2], &want[3], &want[4], &want[5], &want[6]});
+  run_reference(prim::ref::bn_gni_fwd_train, d, {x.ref(), gamma.ref(), beta.ref()},
+                {want[0].ref(), want[1].ref(), want[2].ref(), want[3].ref(), want[4].ref(),
+                 want[5].ref(), want[6].ref()});
   const auto members = d.noise.sampling == prim::Sampling::shuffle
                            ? prim::shuffle_members(d.noise, B)
                            : std::vector<std::uint32_t>{};
@@ -163,12 +107,14 @@ FusedResult fused_on_path(const Shape& s, const prim::BatchNormGhostNoiseDesc& d
   });
   const char* names[] = {"y", "mean", "var", "shift", "scale", "running_mean", "running_var"};
   for (std::size_t i = 0; i < want.size(); ++i)
-    expect_close(got[i], want[i], kAtol, kRtol,
+    expect_close(got[i].v, want[i].v, kAtol, kRtol,
                  std::string(resident ? "resident " : "planes ") + names[i]);
   // The backward from the forward's saved statistics and noise.
   std::vector<Buf> bwant{Buf(s), Buf({C}), Buf({C})}, bgot = bwant;
-  run_reference(prim::ref::bn_gni_bwd, d, {&dy, &x, &got[1], &got[2], &got[3], &got[4], &gamma},
-                {&bwant[0], &bwant[1], &bwant[2]});
+  run_reference(
+      prim::ref::bn_gni_bwd, d,
+      {dy.ref(), x.ref(), got[1].ref(), got[2].ref(), got[3].ref(), got[4].ref(), gamma.ref()},
+      {bwant[0].ref(), bwant[1].ref(), bwant[2].ref()});
   with_resident(resident, [&] {
     cudnn::NormBwdArgs a;
     a.dy = dy.p();
@@ -189,7 +135,7 @@ FusedResult fused_on_path(const Shape& s, const prim::BatchNormGhostNoiseDesc& d
   });
   const char* bnames[] = {"dx", "dgamma", "dbeta"};
   for (std::size_t i = 0; i < bwant.size(); ++i)
-    expect_close(bgot[i], bwant[i], 5e-5, 5e-4,
+    expect_close(bgot[i].v, bwant[i].v, 5e-5, 5e-4,
                  std::string(resident ? "resident " : "planes ") + bnames[i]);
   return {got, bgot};
 }
@@ -235,10 +181,10 @@ TEST(CudaEmulated, BatchNormMatchesReferenceOnBothPaths) {
         std::vector<Buf> want{Buf(s), Buf({C}), Buf({C}), random_buf({C}, 15),
                               random_buf({C}, 16, 0.5f, 1.5f)};
         std::vector<Buf> got = want;
-        std::vector<Buf*> in{&x};
-        if (affine) in.insert(in.end(), {&gamma, &beta});
+        std::vector<TensorRef> in{x.ref()};
+        if (affine) in.insert(in.end(), {gamma.ref(), beta.ref()});
         run_reference(prim::ref::bn_fwd_train, d, in,
-                      {&want[0], &want[1], &want[2], &want[3], &want[4]});
+                      {want[0].ref(), want[1].ref(), want[2].ref(), want[3].ref(), want[4].ref()});
         with_resident(resident, [&] {
           cudnn::NormFwdArgs a;
           a.x = x.p();
@@ -258,12 +204,13 @@ TEST(CudaEmulated, BatchNormMatchesReferenceOnBothPaths) {
           cudnn::norm_forward(a, "emulated BN forward");
         });
         for (std::size_t i = 0; i < want.size(); ++i)
-          expect_close(got[i], want[i], kAtol, kRtol, "forward output " + std::to_string(i));
+          expect_close(got[i].v, want[i].v, kAtol, kRtol, "forward output " + std::to_string(i));
         std::vector<Buf> bwant{Buf(s), Buf({C}), Buf({C})}, bgot = bwant;
-        std::vector<Buf*> bin{&dy, &x, &got[1], &got[2]}, bout{&bwant[0]};
+        std::vector<TensorRef> bin{dy.ref(), x.ref(), got[1].ref(), got[2].ref()},
+            bout{bwant[0].ref()};
         if (affine) {
-          bin.push_back(&gamma);
-          bout.insert(bout.end(), {&bwant[1], &bwant[2]});
+          bin.push_back(gamma.ref());
+          bout.insert(bout.end(), {bwant[1].ref(), bwant[2].ref()});
         }
         run_reference(prim::ref::bn_bwd, d, bin, bout);
         with_resident(resident, [&] {
@@ -283,7 +230,7 @@ TEST(CudaEmulated, BatchNormMatchesReferenceOnBothPaths) {
           cudnn::norm_backward(a, "emulated BN backward");
         });
         for (std::size_t i = 0; i < (affine ? 3u : 1u); ++i)
-          expect_close(bgot[i], bwant[i], 5e-5, 5e-4, "backward output " + std::to_string(i));
+          expect_close(bgot[i].v, bwant[i].v, 5e-5, 5e-4, "backward output " + std::to_string(i));
       }
     }
   }
@@ -310,7 +257,8 @@ TEST(CudaEmulated, GhostNoiseMatchesReferenceOnBothPaths) {
       d.step = 1000;
       Buf x = random_buf(c.s, 21, 0.3f, 1.2f);
       std::vector<Buf> want{Buf(c.s), Buf({B, C}), Buf({B, C})}, got = want;
-      run_reference(prim::ref::gni_fwd_train, d, {&x}, {&want[0], &want[1], &want[2]});
+      run_reference(prim::ref::gni_fwd_train, d, {x.ref()},
+                    {want[0].ref(), want[1].ref(), want[2].ref()});
       const auto members = c.sampling == prim::Sampling::shuffle ? prim::shuffle_members(d, B)
                                                                  : std::vector<std::uint32_t>{};
       with_resident(resident, [&] {
@@ -327,7 +275,7 @@ TEST(CudaEmulated, GhostNoiseMatchesReferenceOnBothPaths) {
         cudnn::norm_forward(a, "emulated GNI forward");
       });
       for (std::size_t i = 0; i < want.size(); ++i)
-        expect_close(got[i], want[i], kAtol, kRtol, "output " + std::to_string(i));
+        expect_close(got[i].v, want[i].v, kAtol, kRtol, "output " + std::to_string(i));
     }
   }
 }

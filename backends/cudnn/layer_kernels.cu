@@ -112,7 +112,7 @@ __global__ void mean_kernel(const float* __restrict__ v, std::int64_t n, float* 
   for (std::int64_t i = threadIdx.x; i < n; i += blockDim.x) s += v[i];
   part[threadIdx.x] = s;
   __syncthreads();
-  for (int w = blockDim.x / 2; w > 0; w >>= 1) {
+  for (unsigned w = blockDim.x / 2; w > 0; w >>= 1) {
     if (threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w];
     __syncthreads();
   }
@@ -201,8 +201,8 @@ __global__ void augment_kernel(const std::uint8_t* __restrict__ x,
 void pool_forward(const float* x, float* y, float* argmax, std::int64_t planes, std::int64_t H,
                   std::int64_t W, std::int64_t Ho, std::int64_t Wo, std::int64_t K, std::int64_t s,
                   bool is_max, std::string_view op) {
-  pool_fwd_kernel<<<blocks_for(planes * Ho * Wo), 256>>>(x, y, argmax, planes, H, W, Ho, Wo, K, s,
-                                                         is_max);
+  GHOSTNN_LAUNCH(pool_fwd_kernel, blocks_for(planes * Ho * Wo), 256, 0)
+  (x, y, argmax, planes, H, W, Ho, Wo, K, s, is_max);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
@@ -211,8 +211,8 @@ void pool_backward(const float* dy, const float* argmax, float* dx, std::int64_t
                    std::int64_t s, bool is_max, std::string_view op) {
   GHOSTNN_CUDA_CHECK(
       op, cudaMemsetAsync(dx, 0, static_cast<std::size_t>(planes * H * W) * sizeof(float)));
-  pool_bwd_kernel<<<blocks_for(planes * Ho * Wo), 256>>>(dy, argmax, dx, planes, H, W, Ho, Wo, K, s,
-                                                         is_max);
+  GHOSTNN_LAUNCH(pool_bwd_kernel, blocks_for(planes * Ho * Wo), 256, 0)
+  (dy, argmax, dx, planes, H, W, Ho, Wo, K, s, is_max);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
@@ -220,9 +220,10 @@ std::int64_t cross_entropy(const float* z, const float* labels, float* dz, float
                            float* row_loss, int* bad, std::int64_t B, std::int64_t K, float eps,
                            std::string_view op) {
   GHOSTNN_CUDA_CHECK(op, cudaMemsetAsync(bad, 0, sizeof(int)));
-  xent_kernel<<<static_cast<unsigned>((B + 7) / 8), 256>>>(z, labels, dz, row_loss, bad, B, K, eps);
+  GHOSTNN_LAUNCH(xent_kernel, static_cast<unsigned>((B + 7) / 8), 256, 0)
+  (z, labels, dz, row_loss, bad, B, K, eps);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
-  mean_kernel<<<1, 256>>>(row_loss, B, loss);
+  GHOSTNN_LAUNCH(mean_kernel, 1, 256, 0)(row_loss, B, loss);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
   if (recording()) return -1;
   int flag = 0;
@@ -238,7 +239,7 @@ void augment(const std::uint8_t* x, const std::int32_t* params, float* y, std::i
     k.scale[c] = scale[c];
     k.shift[c] = shift[c];
   }
-  augment_kernel<<<blocks_for(B * C * H * W), 256>>>(x, params, y, B, C, H, W, k);
+  GHOSTNN_LAUNCH(augment_kernel, blocks_for(B * C * H * W), 256, 0)(x, params, y, B, C, H, W, k);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
@@ -258,29 +259,30 @@ void sgd_update(const float* const* g, float* const* p, float* const* buf, const
       most = std::max(most, n[first + k]);
     }
     const dim3 grid(std::min(blocks_for(most), 1024u), static_cast<unsigned>(m));
-    sgd_kernel<<<grid, 256>>>(t, lr, mom, nesterov);
+    GHOSTNN_LAUNCH(sgd_kernel, grid, 256, 0)(t, lr, mom, nesterov);
     GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
   }
 }
 
 void add_bias(float* y, const float* bias, std::int64_t B, std::int64_t O, std::string_view op) {
-  add_bias_kernel<<<blocks_for(B * O), 256>>>(y, bias, B, O);
+  GHOSTNN_LAUNCH(add_bias_kernel, blocks_for(B * O), 256, 0)(y, bias, B, O);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
 void to_bf16(const float* x, void* y, std::int64_t n, std::string_view op) {
-  to_bf16_kernel<<<blocks_for(n), 256>>>(x, static_cast<__nv_bfloat16*>(y), n);
+  GHOSTNN_LAUNCH(to_bf16_kernel, blocks_for(n), 256, 0)(x, static_cast<__nv_bfloat16*>(y), n);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
 void from_bf16(const void* x, float* y, std::int64_t n, std::string_view op) {
-  from_bf16_kernel<<<blocks_for(n), 256>>>(static_cast<const __nv_bfloat16*>(x), y, n);
+  GHOSTNN_LAUNCH(from_bf16_kernel, blocks_for(n), 256, 0)
+  (static_cast<const __nv_bfloat16*>(x), y, n);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
 void column_sums(const float* m, float* out, std::int64_t rows, std::int64_t cols,
                  std::string_view op) {
-  column_sums_kernel<<<blocks_for(cols), 256>>>(m, out, rows, cols);
+  GHOSTNN_LAUNCH(column_sums_kernel, blocks_for(cols), 256, 0)(m, out, rows, cols);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 

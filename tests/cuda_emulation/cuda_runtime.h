@@ -49,6 +49,16 @@ inline cudaError_t cudaGetDevice(int* device) {
   return cudaSuccess;
 }
 
+enum cudaMemcpyKind { cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice };
+inline cudaError_t cudaMemcpy(void* dst, const void* src, std::size_t n, cudaMemcpyKind) {
+  std::memcpy(dst, src, n);
+  return cudaSuccess;
+}
+inline cudaError_t cudaMemsetAsync(void* p, int value, std::size_t n) {
+  std::memset(p, value, n);
+  return cudaSuccess;
+}
+
 struct uint3 {
   unsigned x = 0, y = 0, z = 0;
 };
@@ -61,6 +71,20 @@ struct alignas(16) float4 {
 };
 inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
 inline float rsqrtf(float v) { return 1.f / std::sqrt(v); }
+// Rounded, unfused: the host compiles for x86-64's baseline, which has no fused multiply-add.
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+// The fibers of a launch never run at the same time, so plain updates are atomic.
+inline float atomicAdd(float* p, float v) {
+  const float old = *p;
+  *p = old + v;
+  return old;
+}
+inline int atomicExch(int* p, int v) {
+  const int old = *p;
+  *p = v;
+  return old;
+}
 
 inline thread_local uint3 threadIdx, blockIdx;
 inline thread_local dim3 blockDim, gridDim;
