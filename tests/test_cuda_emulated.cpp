@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <functional>
 #include <new>
 #include <random>
 #include <stdexcept>
@@ -16,7 +17,10 @@
 
 #include "primitives/batchnorm.hpp"
 #include "primitives/bn_gni.hpp"
+#include "primitives/gbn.hpp"
 #include "primitives/gni.hpp"
+#include "primitives/layernorm.hpp"
+#include "primitives/xbn.hpp"
 
 // The kernels themselves, with the emulation's cuda_runtime.h (first on this target's include
 // path) in place of CUDA's. Included last: the emulation defines CUDA's keywords as macros.
@@ -167,72 +171,171 @@ TEST(CudaEmulated, FusedBlockMatchesReferenceOnBothPaths) {
   }
 }
 
+// A BN-family op (BN, GBN, XBN: BN's inputs and outputs; statistics [C] when stat_rows is 0, else
+// [stat_rows, C]) run by
+// `forward`/`backward` on NormFwdArgs/NormBwdArgs, against its reference, forward and backward.
+using RefKernel = void (*)(const OpDesc&, const KernelCall&);
+void bn_family_matches_reference(const Shape& s, bool affine, float eps, const OpDesc& d,
+                                 RefKernel ref_fwd, RefKernel ref_bwd, std::int64_t stat_rows,
+                                 const std::function<void(cudnn::NormFwdArgs&)>& forward,
+                                 const std::function<void(cudnn::NormBwdArgs&)>& backward) {
+  const auto [B, C, S] = bcs(s);
+  Buf x = random_buf(s, 11, 0.5f, 2.f), gamma = random_buf({C}, 12, 0.5f, 1.5f),
+      beta = random_buf({C}, 13), dy = random_buf(s, 14);
+  const Shape stats = stat_rows == 0 ? Shape{C} : Shape{stat_rows, C};
+  std::vector<Buf> want{Buf(s), Buf(stats), Buf(stats), random_buf({C}, 15),
+                        random_buf({C}, 16, 0.5f, 1.5f)};
+  std::vector<Buf> got = want;
+  std::vector<TensorRef> in{x.ref()};
+  if (affine) in.insert(in.end(), {gamma.ref(), beta.ref()});
+  run_reference(ref_fwd, d, in,
+                {want[0].ref(), want[1].ref(), want[2].ref(), want[3].ref(), want[4].ref()});
+  cudnn::NormFwdArgs a;
+  a.x = x.p();
+  a.gamma = affine ? gamma.p() : nullptr;
+  a.beta = affine ? beta.p() : nullptr;
+  a.y = got[0].p();
+  a.mean = got[1].p();
+  a.var = got[2].p();
+  a.running_mean = got[3].p();
+  a.running_var = got[4].p();
+  a.B = B;
+  a.C = C;
+  a.S = S;
+  a.normalize = true;
+  a.bn_eps = eps;
+  a.momentum = 0.1f;
+  forward(a);
+  const char* names[] = {"y", "mean", "var", "running_mean", "running_var"};
+  for (std::size_t i = 0; i < want.size(); ++i)
+    expect_close(got[i].v, want[i].v, kAtol, kRtol, names[i]);
+  std::vector<Buf> bwant{Buf(s), Buf({C}), Buf({C})}, bgot = bwant;
+  std::vector<TensorRef> bin{dy.ref(), x.ref(), got[1].ref(), got[2].ref()}, bout{bwant[0].ref()};
+  if (affine) {
+    bin.push_back(gamma.ref());
+    bout.insert(bout.end(), {bwant[1].ref(), bwant[2].ref()});
+  }
+  run_reference(ref_bwd, d, bin, bout);
+  cudnn::NormBwdArgs b;
+  b.dy = dy.p();
+  b.x = x.p();
+  b.mean = got[1].p();
+  b.var = got[2].p();
+  b.gamma = affine ? gamma.p() : nullptr;
+  b.dx = bgot[0].p();
+  b.dgamma = affine ? bgot[1].p() : nullptr;
+  b.dbeta = affine ? bgot[2].p() : nullptr;
+  b.B = B;
+  b.C = C;
+  b.S = S;
+  b.bn_eps = eps;
+  backward(b);
+  const char* bnames[] = {"dx", "dgamma", "dbeta"};
+  for (std::size_t i = 0; i < (affine ? 3u : 1u); ++i)
+    expect_close(bgot[i].v, bwant[i].v, 5e-5, 5e-4, bnames[i]);
+}
+
 TEST(CudaEmulated, BatchNormMatchesReferenceOnBothPaths) {
   for (const Shape& s : {Shape{8, 64, 4, 4}, Shape{24, 72, 3, 3}}) {
     for (bool affine : {s[1] == 64, s[1] != 64}) {
       for (bool resident : {true, false}) {
         SCOPED_TRACE(::testing::PrintToString(s) + (affine ? " affine" : " no affine") +
                      (resident ? " resident" : " planes"));
-        const auto [B, C, S] = bcs(s);
         prim::BatchNormDesc d;
         d.affine = affine;
-        Buf x = random_buf(s, 11, 0.5f, 2.f), gamma = random_buf({C}, 12, 0.5f, 1.5f),
-            beta = random_buf({C}, 13), dy = random_buf(s, 14);
-        std::vector<Buf> want{Buf(s), Buf({C}), Buf({C}), random_buf({C}, 15),
-                              random_buf({C}, 16, 0.5f, 1.5f)};
-        std::vector<Buf> got = want;
-        std::vector<TensorRef> in{x.ref()};
-        if (affine) in.insert(in.end(), {gamma.ref(), beta.ref()});
-        run_reference(prim::ref::bn_fwd_train, d, in,
-                      {want[0].ref(), want[1].ref(), want[2].ref(), want[3].ref(), want[4].ref()});
         with_resident(resident, [&] {
-          cudnn::NormFwdArgs a;
-          a.x = x.p();
-          a.gamma = affine ? gamma.p() : nullptr;
-          a.beta = affine ? beta.p() : nullptr;
-          a.y = got[0].p();
-          a.mean = got[1].p();
-          a.var = got[2].p();
-          a.running_mean = got[3].p();
-          a.running_var = got[4].p();
-          a.B = B;
-          a.C = C;
-          a.S = S;
-          a.normalize = true;
-          a.bn_eps = d.eps;
-          a.momentum = d.momentum;
-          cudnn::norm_forward(a, "emulated BN forward");
+          bn_family_matches_reference(
+              s, affine, d.eps, d, prim::ref::bn_fwd_train, prim::ref::bn_bwd, 0,
+              [](cudnn::NormFwdArgs& a) { cudnn::norm_forward(a, "emulated BN forward"); },
+              [](cudnn::NormBwdArgs& a) { cudnn::norm_backward(a, "emulated BN backward"); });
         });
-        for (std::size_t i = 0; i < want.size(); ++i)
-          expect_close(got[i].v, want[i].v, kAtol, kRtol, "forward output " + std::to_string(i));
-        std::vector<Buf> bwant{Buf(s), Buf({C}), Buf({C})}, bgot = bwant;
-        std::vector<TensorRef> bin{dy.ref(), x.ref(), got[1].ref(), got[2].ref()},
-            bout{bwant[0].ref()};
-        if (affine) {
-          bin.push_back(gamma.ref());
-          bout.insert(bout.end(), {bwant[1].ref(), bwant[2].ref()});
-        }
-        run_reference(prim::ref::bn_bwd, d, bin, bout);
-        with_resident(resident, [&] {
-          cudnn::NormBwdArgs a;
-          a.dy = dy.p();
-          a.x = x.p();
-          a.mean = got[1].p();
-          a.var = got[2].p();
-          a.gamma = affine ? gamma.p() : nullptr;
-          a.dx = bgot[0].p();
-          a.dgamma = affine ? bgot[1].p() : nullptr;
-          a.dbeta = affine ? bgot[2].p() : nullptr;
-          a.B = B;
-          a.C = C;
-          a.S = S;
-          a.bn_eps = d.eps;
-          cudnn::norm_backward(a, "emulated BN backward");
-        });
-        for (std::size_t i = 0; i < (affine ? 3u : 1u); ++i)
-          expect_close(bgot[i].v, bwant[i].v, 5e-5, 5e-4, "backward output " + std::to_string(i));
       }
     }
+  }
+}
+
+// Ghost groups (contiguous with a short last group, strided) and exclusive BN's leave-one-out
+// statistics: the plane path with one statistic per (group, channel), or per (sample, channel).
+TEST(CudaEmulated, GhostAndExclusiveBatchNormMatchReference) {
+  struct Case {
+    Shape s;
+    std::int64_t N;
+    prim::Grouping grouping;
+  };
+  for (const auto& c : {Case{{20, 6, 3, 3}, 8, prim::Grouping::contiguous},
+                        Case{{16, 5, 4, 4}, 4, prim::Grouping::strided}}) {
+    SCOPED_TRACE(::testing::PrintToString(c.s) + " N " + std::to_string(c.N));
+    const auto B = c.s[0];
+    prim::GhostBatchNormDesc g;
+    g.ghost_batch = c.N;
+    g.grouping = c.grouping;
+    cudnn::NormGroups groups;
+    groups.count = prim::ghost_groups(g, B).count;
+    groups.size = c.N;
+    groups.strided = c.grouping == prim::Grouping::strided;
+    bn_family_matches_reference(
+        c.s, true, g.eps, g, prim::ref::gbn_fwd_train, prim::ref::gbn_bwd, groups.count,
+        [&](cudnn::NormFwdArgs& a) {
+          a.groups = groups;
+          a.running_var_unbiased = false;
+          cudnn::norm_forward(a, "emulated GBN forward");
+        },
+        [&](cudnn::NormBwdArgs& a) {
+          a.groups = groups;
+          cudnn::norm_backward(a, "emulated GBN backward");
+        });
+    prim::ExclusiveBatchNormDesc x;
+    x.ghost_batch = c.N;
+    x.grouping = c.grouping;
+    bn_family_matches_reference(
+        c.s, true, x.eps, x, prim::ref::xbn_fwd_train, prim::ref::xbn_bwd, B,
+        [&](cudnn::NormFwdArgs& a) {
+          a.groups = groups;
+          cudnn::xbn_forward(a, "emulated XBN forward");
+        },
+        [&](cudnn::NormBwdArgs& a) {
+          a.groups = groups;
+          cudnn::xbn_backward(a, "emulated XBN backward");
+        });
+  }
+}
+
+// Layer norm per sample (more values than a block's threads in the second shape) and the
+// per-channel gain/bias, whose backward is the BN-inference apply plus per-channel sums.
+TEST(CudaEmulated, LayerNormAndChannelAffineMatchReference) {
+  for (const Shape& s : {Shape{5, 6, 3, 3}, Shape{3, 40, 4, 4}}) {
+    SCOPED_TRACE(::testing::PrintToString(s));
+    const auto [B, C, S] = bcs(s);
+    prim::LayerNormDesc ln;
+    Buf x = random_buf(s, 31, -1.f, 3.f), dy = random_buf(s, 32);
+    std::vector<Buf> want{Buf(s), Buf({B}), Buf({B})}, got = want;
+    run_reference(prim::ref::ln_fwd, ln, {x.ref()}, {want[0].ref(), want[1].ref(), want[2].ref()});
+    cudnn::layer_norm_forward(x.p(), got[0].p(), got[1].p(), got[2].p(), B, C * S, ln.eps,
+                              "emulated LN forward");
+    for (std::size_t i = 0; i < want.size(); ++i)
+      expect_close(got[i].v, want[i].v, kAtol, kRtol, "LN output " + std::to_string(i));
+    Buf dx(s), want_dx(s);
+    run_reference(prim::ref::ln_bwd, ln, {dy.ref(), x.ref(), got[1].ref(), got[2].ref()},
+                  {want_dx.ref()});
+    cudnn::layer_norm_backward(dy.p(), x.p(), got[1].p(), got[2].p(), dx.p(), B, C * S, ln.eps,
+                               "emulated LN backward");
+    expect_close(dx.v, want_dx.v, 5e-5, 5e-4, "LN dx");
+
+    prim::ChannelAffineDesc af;
+    Buf gamma = random_buf({C}, 33, 0.5f, 1.5f), beta = random_buf({C}, 34), y(s), want_y(s);
+    run_reference(prim::ref::affine_fwd, af, {x.ref(), gamma.ref(), beta.ref()}, {want_y.ref()});
+    cudnn::bn_inference(x.p(), y.p(), nullptr, nullptr, gamma.p(), beta.p(), B, C, S, 0.f,
+                        "emulated affine forward");
+    expect_close(y.v, want_y.v, kAtol, kRtol, "affine y");
+    std::vector<Buf> bwant{Buf(s), Buf({C}), Buf({C})}, bgot = bwant;
+    run_reference(prim::ref::affine_bwd, af, {dy.ref(), x.ref(), gamma.ref()},
+                  {bwant[0].ref(), bwant[1].ref(), bwant[2].ref()});
+    cudnn::bn_inference(dy.p(), bgot[0].p(), nullptr, nullptr, gamma.p(), nullptr, B, C, S, 0.f,
+                        "emulated affine backward");
+    cudnn::channel_affine_grads(dy.p(), x.p(), bgot[1].p(), bgot[2].p(), B, C, S,
+                                "emulated affine backward");
+    for (std::size_t i = 0; i < bwant.size(); ++i)
+      expect_close(bgot[i].v, bwant[i].v, 5e-5, 5e-4, "affine backward " + std::to_string(i));
   }
 }
 
