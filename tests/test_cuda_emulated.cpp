@@ -1,31 +1,28 @@
-// Our CUDA norm kernels (backends/cudnn/norm_kernels.cu: BN, GNI and the fused BN+GNI block,
-// forward and backward, on both the plane path and the channel-resident path) compiled as C++
-// and run on the CPU under tests/cuda_emulation (a std::thread per CUDA thread), against the
-// reference implementations. This checks the kernels' logic on every machine; timing, launch
-// limits and the CUDA API are for the GPU tests (test_gpu) on a GPU.
+// Our CUDA norm kernels (backends/cudnn/norm_kernels.cu: BN, GBN, XBN, GNI, the fused BN+GNI
+// block, layer norm and the channel gain/bias, forward and backward; the plane path and the
+// channel-resident path) compiled as C++ and run on the CPU under tests/cuda_emulation, with the
+// ops' own argument mapping (backends/cudnn/norm_args.cpp), against the reference
+// implementations. This checks the kernels' logic on every machine; speed, launch limits and
+// the CUDA API are for the GPU tests (test_gpu) on a GPU.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <cmath>
-#include <cstdlib>
 #include <functional>
-#include <new>
-#include <random>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "backends/cudnn/norm_args.hpp"
 #include "primitives/batchnorm.hpp"
 #include "primitives/bn_gni.hpp"
 #include "primitives/gbn.hpp"
 #include "primitives/gni.hpp"
 #include "primitives/layernorm.hpp"
 #include "primitives/xbn.hpp"
+#include "tests/cuda_emulation/backend_stubs.hpp"
 
 // The kernels themselves, with the emulation's cuda_runtime.h (first on this target's include
 // path) in place of CUDA's. Included last: the emulation defines CUDA's keywords as macros.
 #include "backends/cudnn/norm_kernels.cu"
-#include "tests/cuda_emulation/backend_stubs.hpp"
 
 namespace ghostnn {
 namespace {
@@ -34,25 +31,31 @@ using cuda_emulation::Buf;
 using cuda_emulation::expect_close;
 using cuda_emulation::random_buf;
 using cuda_emulation::run_reference;
+using RefKernel = void (*)(const OpDesc&, const KernelCall&);
 
-struct Bcs {
-  std::int64_t B, C, S;
-};
-Bcs bcs(const Shape& s) {
-  std::int64_t S = 1;
-  for (std::size_t k = 2; k < s.size(); ++k) S *= s[k];
-  return {s[0], s[1], S};
+constexpr double kAtol = 2e-5, kRtol = 2e-4;        // forward outputs
+constexpr double kBwdAtol = 5e-5, kBwdRtol = 5e-4;  // gradients
+
+std::vector<TensorRef> refs(std::vector<Buf>& bufs) {
+  std::vector<TensorRef> r;
+  for (auto& b : bufs) r.push_back(b.ref());
+  return r;
 }
 
-void copy_noise(const prim::GhostNoiseDesc& n, cudnn::NormFwdArgs& a) {
-  a.noise = true;
-  a.ghost_batch = n.ghost_batch;
-  a.shift_noise = n.shift_noise;
-  a.scale_noise = n.scale_noise;
-  a.noise_eps = n.eps;
-  a.seed = n.seed;
-  a.layer_id = n.layer_id;
-  a.step = n.step;
+// An op's inputs, once to the reference (outputs `want`) and once, as a KernelCall, to `run`
+// (outputs `got`, starting as copies of want's initial values: running statistics are updated in
+// place); then every output compared.
+void expect_op_matches_reference(RefKernel ref, const OpDesc& d, std::vector<TensorRef> in,
+                                 std::vector<Buf>& got, double atol, double rtol,
+                                 const std::function<void(const KernelCall&)>& run,
+                                 const std::string& what) {
+  std::vector<Buf> want = got;
+  run_reference(ref, d, in, refs(want));
+  ExecContext ctx{Device::cpu()};
+  const auto out = refs(got);
+  run(KernelCall{in, out, &ctx});
+  for (std::size_t i = 0; i < got.size(); ++i)
+    expect_close(got[i].v, want[i].v, atol, rtol, what + " output " + std::to_string(i));
 }
 
 // Runs `f` with the channel-resident path allowed or not.
@@ -63,85 +66,46 @@ void with_resident(bool on, F f) {
   cuda_emulation::allow_channel_resident_norms(true);
 }
 
-constexpr double kAtol = 2e-5, kRtol = 2e-4;
-
-// The fused block, forward and backward, on one path, against the reference.
-struct FusedResult {
-  std::vector<Buf> fwd, bwd;
-};
-FusedResult fused_on_path(const Shape& s, const prim::BatchNormGhostNoiseDesc& d, bool resident) {
-  const auto [B, C, S] = bcs(s);
+// The fused block, forward and backward, on one path; returns the outputs of both.
+std::vector<Buf> fused_on_path(const Shape& s, const prim::BatchNormGhostNoiseDesc& d,
+                               bool resident) {
+  const auto B = s[0], C = s[1];
   Buf x = random_buf(s, 1, -0.5f, 2.f), gamma = random_buf({C}, 2, 0.5f, 1.5f),
       beta = random_buf({C}, 3), dy = random_buf(s, 4);
-  std::vector<Buf> want{Buf(s),
-                        Buf({C}),
-                        Buf({C}),
-                        Buf({B, C}),
-                        Buf({B, C}),
-                        random_buf({C}, 5),
-                        random_buf({C}, 6, 0.5f, 1.5f)};
-  std::vector<Buf> got = want;
-  run_reference(prim::ref::bn_gni_fwd_train, d, {x.ref(), gamma.ref(), beta.ref()},
-                {want[0].ref(), want[1].ref(), want[2].ref(), want[3].ref(), want[4].ref(),
-                 want[5].ref(), want[6].ref()});
   const auto members = d.noise.sampling == prim::Sampling::shuffle
                            ? prim::shuffle_members(d.noise, B)
                            : std::vector<std::uint32_t>{};
+  const std::string path = resident ? "resident " : "planes ";
+  std::vector<Buf> fwd{Buf(s),
+                       Buf({C}),
+                       Buf({C}),
+                       Buf({B, C}),
+                       Buf({B, C}),
+                       random_buf({C}, 5),
+                       random_buf({C}, 6, 0.5f, 1.5f)};
   with_resident(resident, [&] {
-    cudnn::NormFwdArgs a;
-    a.x = x.p();
-    a.gamma = gamma.p();
-    a.beta = beta.p();
-    a.y = got[0].p();
-    a.mean = got[1].p();
-    a.var = got[2].p();
-    a.shift = got[3].p();
-    a.scale = got[4].p();
-    a.running_mean = got[5].p();
-    a.running_var = got[6].p();
-    a.B = B;
-    a.C = C;
-    a.S = S;
-    a.normalize = true;
-    a.bn_eps = d.bn_eps;
-    a.momentum = d.momentum;
-    copy_noise(d.noise, a);
-    a.members = members.empty() ? nullptr : members.data();
-    cudnn::norm_forward(a, "emulated fused forward");
+    expect_op_matches_reference(
+        prim::ref::bn_gni_fwd_train, d, {x.ref(), gamma.ref(), beta.ref()}, fwd, kAtol, kRtol,
+        [&](const KernelCall& c) {
+          auto a = cudnn::bn_gni_fwd_args(d, c);
+          a.members = members.empty() ? nullptr : members.data();
+          cudnn::norm_forward(a, "emulated fused forward");
+        },
+        path + "forward");
   });
-  const char* names[] = {"y", "mean", "var", "shift", "scale", "running_mean", "running_var"};
-  for (std::size_t i = 0; i < want.size(); ++i)
-    expect_close(got[i].v, want[i].v, kAtol, kRtol,
-                 std::string(resident ? "resident " : "planes ") + names[i]);
-  // The backward from the forward's saved statistics and noise.
-  std::vector<Buf> bwant{Buf(s), Buf({C}), Buf({C})}, bgot = bwant;
-  run_reference(
-      prim::ref::bn_gni_bwd, d,
-      {dy.ref(), x.ref(), got[1].ref(), got[2].ref(), got[3].ref(), got[4].ref(), gamma.ref()},
-      {bwant[0].ref(), bwant[1].ref(), bwant[2].ref()});
+  std::vector<Buf> bwd{Buf(s), Buf({C}), Buf({C})};
   with_resident(resident, [&] {
-    cudnn::NormBwdArgs a;
-    a.dy = dy.p();
-    a.x = x.p();
-    a.mean = got[1].p();
-    a.var = got[2].p();
-    a.shift = got[3].p();
-    a.scale = got[4].p();
-    a.gamma = gamma.p();
-    a.dx = bgot[0].p();
-    a.dgamma = bgot[1].p();
-    a.dbeta = bgot[2].p();
-    a.B = B;
-    a.C = C;
-    a.S = S;
-    a.bn_eps = d.bn_eps;
-    cudnn::norm_backward(a, "emulated fused backward");
+    expect_op_matches_reference(
+        prim::ref::bn_gni_bwd, d,
+        {dy.ref(), x.ref(), fwd[1].ref(), fwd[2].ref(), fwd[3].ref(), fwd[4].ref(), gamma.ref()},
+        bwd, kBwdAtol, kBwdRtol,
+        [&](const KernelCall& c) {
+          cudnn::norm_backward(cudnn::bn_gni_bwd_args(d, c), "emulated fused backward");
+        },
+        path + "backward");
   });
-  const char* bnames[] = {"dx", "dgamma", "dbeta"};
-  for (std::size_t i = 0; i < bwant.size(); ++i)
-    expect_close(bgot[i].v, bwant[i].v, 5e-5, 5e-4,
-                 std::string(resident ? "resident " : "planes ") + bnames[i]);
-  return {got, bgot};
+  fwd.insert(fwd.end(), bwd.begin(), bwd.end());
+  return fwd;
 }
 
 TEST(CudaEmulated, FusedBlockMatchesReferenceOnBothPaths) {
@@ -164,75 +128,29 @@ TEST(CudaEmulated, FusedBlockMatchesReferenceOnBothPaths) {
     const auto resident = fused_on_path(s, d, true);
     const auto planes = fused_on_path(s, d, false);
     // Same loops and formulas on both paths: the same values, bit for bit.
-    for (std::size_t i = 0; i < resident.fwd.size(); ++i)
-      EXPECT_EQ(resident.fwd[i].v, planes.fwd[i].v) << "forward output " << i;
-    for (std::size_t i = 0; i < resident.bwd.size(); ++i)
-      EXPECT_EQ(resident.bwd[i].v, planes.bwd[i].v) << "backward output " << i;
+    for (std::size_t i = 0; i < resident.size(); ++i)
+      EXPECT_EQ(resident[i].v, planes[i].v) << "output " << i << " (forward, then backward)";
   }
 }
 
-// A BN-family op (BN, GBN, XBN: BN's inputs and outputs; statistics [C] when stat_rows is 0, else
-// [stat_rows, C]) run by
-// `forward`/`backward` on NormFwdArgs/NormBwdArgs, against its reference, forward and backward.
-using RefKernel = void (*)(const OpDesc&, const KernelCall&);
-void bn_family_matches_reference(const Shape& s, bool affine, float eps, const OpDesc& d,
-                                 RefKernel ref_fwd, RefKernel ref_bwd, std::int64_t stat_rows,
-                                 const std::function<void(cudnn::NormFwdArgs&)>& forward,
-                                 const std::function<void(cudnn::NormBwdArgs&)>& backward) {
-  const auto [B, C, S] = bcs(s);
+// A BN-family op (BN's inputs and outputs; statistics `stats`), forward then backward.
+void bn_family_matches_reference(const Shape& s, bool affine, const Shape& stats, const OpDesc& d,
+                                 RefKernel ref_fwd, RefKernel ref_bwd,
+                                 const std::function<void(const KernelCall&)>& forward,
+                                 const std::function<void(const KernelCall&)>& backward) {
+  const auto C = s[1];
   Buf x = random_buf(s, 11, 0.5f, 2.f), gamma = random_buf({C}, 12, 0.5f, 1.5f),
       beta = random_buf({C}, 13), dy = random_buf(s, 14);
-  const Shape stats = stat_rows == 0 ? Shape{C} : Shape{stat_rows, C};
-  std::vector<Buf> want{Buf(s), Buf(stats), Buf(stats), random_buf({C}, 15),
-                        random_buf({C}, 16, 0.5f, 1.5f)};
-  std::vector<Buf> got = want;
+  std::vector<Buf> fwd{Buf(s), Buf(stats), Buf(stats), random_buf({C}, 15),
+                       random_buf({C}, 16, 0.5f, 1.5f)};
   std::vector<TensorRef> in{x.ref()};
   if (affine) in.insert(in.end(), {gamma.ref(), beta.ref()});
-  run_reference(ref_fwd, d, in,
-                {want[0].ref(), want[1].ref(), want[2].ref(), want[3].ref(), want[4].ref()});
-  cudnn::NormFwdArgs a;
-  a.x = x.p();
-  a.gamma = affine ? gamma.p() : nullptr;
-  a.beta = affine ? beta.p() : nullptr;
-  a.y = got[0].p();
-  a.mean = got[1].p();
-  a.var = got[2].p();
-  a.running_mean = got[3].p();
-  a.running_var = got[4].p();
-  a.B = B;
-  a.C = C;
-  a.S = S;
-  a.normalize = true;
-  a.bn_eps = eps;
-  a.momentum = 0.1f;
-  forward(a);
-  const char* names[] = {"y", "mean", "var", "running_mean", "running_var"};
-  for (std::size_t i = 0; i < want.size(); ++i)
-    expect_close(got[i].v, want[i].v, kAtol, kRtol, names[i]);
-  std::vector<Buf> bwant{Buf(s), Buf({C}), Buf({C})}, bgot = bwant;
-  std::vector<TensorRef> bin{dy.ref(), x.ref(), got[1].ref(), got[2].ref()}, bout{bwant[0].ref()};
-  if (affine) {
-    bin.push_back(gamma.ref());
-    bout.insert(bout.end(), {bwant[1].ref(), bwant[2].ref()});
-  }
-  run_reference(ref_bwd, d, bin, bout);
-  cudnn::NormBwdArgs b;
-  b.dy = dy.p();
-  b.x = x.p();
-  b.mean = got[1].p();
-  b.var = got[2].p();
-  b.gamma = affine ? gamma.p() : nullptr;
-  b.dx = bgot[0].p();
-  b.dgamma = affine ? bgot[1].p() : nullptr;
-  b.dbeta = affine ? bgot[2].p() : nullptr;
-  b.B = B;
-  b.C = C;
-  b.S = S;
-  b.bn_eps = eps;
-  backward(b);
-  const char* bnames[] = {"dx", "dgamma", "dbeta"};
-  for (std::size_t i = 0; i < (affine ? 3u : 1u); ++i)
-    expect_close(bgot[i].v, bwant[i].v, 5e-5, 5e-4, bnames[i]);
+  expect_op_matches_reference(ref_fwd, d, in, fwd, kAtol, kRtol, forward, "forward");
+  std::vector<Buf> bwd{Buf(s)};
+  if (affine) bwd.insert(bwd.end(), {Buf({C}), Buf({C})});
+  std::vector<TensorRef> bin{dy.ref(), x.ref(), fwd[1].ref(), fwd[2].ref()};
+  if (affine) bin.push_back(gamma.ref());
+  expect_op_matches_reference(ref_bwd, d, bin, bwd, kBwdAtol, kBwdRtol, backward, "backward");
 }
 
 TEST(CudaEmulated, BatchNormMatchesReferenceOnBothPaths) {
@@ -245,9 +163,15 @@ TEST(CudaEmulated, BatchNormMatchesReferenceOnBothPaths) {
         d.affine = affine;
         with_resident(resident, [&] {
           bn_family_matches_reference(
-              s, affine, d.eps, d, prim::ref::bn_fwd_train, prim::ref::bn_bwd, 0,
-              [](cudnn::NormFwdArgs& a) { cudnn::norm_forward(a, "emulated BN forward"); },
-              [](cudnn::NormBwdArgs& a) { cudnn::norm_backward(a, "emulated BN backward"); });
+              s, affine, {s[1]}, d, prim::ref::bn_fwd_train, prim::ref::bn_bwd,
+              [&](const KernelCall& c) {
+                cudnn::norm_forward(cudnn::bn_fwd_args(c, d.affine, d.eps, d.momentum),
+                                    "emulated BN forward");
+              },
+              [&](const KernelCall& c) {
+                cudnn::norm_backward(cudnn::bn_bwd_args(c, d.affine, d.eps),
+                                     "emulated BN backward");
+              });
         });
       }
     }
@@ -265,120 +189,131 @@ TEST(CudaEmulated, GhostAndExclusiveBatchNormMatchReference) {
   for (const auto& c : {Case{{20, 6, 3, 3}, 8, prim::Grouping::contiguous},
                         Case{{16, 5, 4, 4}, 4, prim::Grouping::strided}}) {
     SCOPED_TRACE(::testing::PrintToString(c.s) + " N " + std::to_string(c.N));
-    const auto B = c.s[0];
+    const auto B = c.s[0], C = c.s[1];
     prim::GhostBatchNormDesc g;
     g.ghost_batch = c.N;
     g.grouping = c.grouping;
-    cudnn::NormGroups groups;
-    groups.count = prim::ghost_groups(g, B).count;
-    groups.size = c.N;
-    groups.strided = c.grouping == prim::Grouping::strided;
     bn_family_matches_reference(
-        c.s, true, g.eps, g, prim::ref::gbn_fwd_train, prim::ref::gbn_bwd, groups.count,
-        [&](cudnn::NormFwdArgs& a) {
-          a.groups = groups;
-          a.running_var_unbiased = false;
-          cudnn::norm_forward(a, "emulated GBN forward");
+        c.s, true, {prim::ghost_groups(g, B).count, C}, g, prim::ref::gbn_fwd_train,
+        prim::ref::gbn_bwd,
+        [&](const KernelCall& k) {
+          cudnn::norm_forward(cudnn::gbn_fwd_args(g, k), "emulated GBN forward");
         },
-        [&](cudnn::NormBwdArgs& a) {
-          a.groups = groups;
-          cudnn::norm_backward(a, "emulated GBN backward");
+        [&](const KernelCall& k) {
+          cudnn::norm_backward(cudnn::gbn_bwd_args(g, k), "emulated GBN backward");
         });
     prim::ExclusiveBatchNormDesc x;
     x.ghost_batch = c.N;
     x.grouping = c.grouping;
     bn_family_matches_reference(
-        c.s, true, x.eps, x, prim::ref::xbn_fwd_train, prim::ref::xbn_bwd, B,
-        [&](cudnn::NormFwdArgs& a) {
-          a.groups = groups;
-          cudnn::xbn_forward(a, "emulated XBN forward");
+        c.s, true, {B, C}, x, prim::ref::xbn_fwd_train, prim::ref::xbn_bwd,
+        [&](const KernelCall& k) {
+          cudnn::xbn_forward(cudnn::xbn_fwd_args(x, k), "emulated XBN forward");
         },
-        [&](cudnn::NormBwdArgs& a) {
-          a.groups = groups;
-          cudnn::xbn_backward(a, "emulated XBN backward");
+        [&](const KernelCall& k) {
+          cudnn::xbn_backward(cudnn::gbn_bwd_args(x, k), "emulated XBN backward");
         });
   }
 }
 
 // Layer norm per sample (more values than a block's threads in the second shape) and the
-// per-channel gain/bias, whose backward is the BN-inference apply plus per-channel sums.
+// per-channel gain/bias, whose backward is the BN-inference apply plus per-channel sums (the
+// kernels layernorm.cpp calls).
 TEST(CudaEmulated, LayerNormAndChannelAffineMatchReference) {
   for (const Shape& s : {Shape{5, 6, 3, 3}, Shape{3, 40, 4, 4}}) {
     SCOPED_TRACE(::testing::PrintToString(s));
-    const auto [B, C, S] = bcs(s);
+    const auto v = bcs_of(s);
+    const auto B = v.B, C = v.C, S = v.S;
     prim::LayerNormDesc ln;
     Buf x = random_buf(s, 31, -1.f, 3.f), dy = random_buf(s, 32);
-    std::vector<Buf> want{Buf(s), Buf({B}), Buf({B})}, got = want;
-    run_reference(prim::ref::ln_fwd, ln, {x.ref()}, {want[0].ref(), want[1].ref(), want[2].ref()});
-    cudnn::layer_norm_forward(x.p(), got[0].p(), got[1].p(), got[2].p(), B, C * S, ln.eps,
-                              "emulated LN forward");
-    for (std::size_t i = 0; i < want.size(); ++i)
-      expect_close(got[i].v, want[i].v, kAtol, kRtol, "LN output " + std::to_string(i));
-    Buf dx(s), want_dx(s);
-    run_reference(prim::ref::ln_bwd, ln, {dy.ref(), x.ref(), got[1].ref(), got[2].ref()},
-                  {want_dx.ref()});
-    cudnn::layer_norm_backward(dy.p(), x.p(), got[1].p(), got[2].p(), dx.p(), B, C * S, ln.eps,
-                               "emulated LN backward");
-    expect_close(dx.v, want_dx.v, 5e-5, 5e-4, "LN dx");
+    std::vector<Buf> fwd{Buf(s), Buf({B}), Buf({B})};
+    expect_op_matches_reference(
+        prim::ref::ln_fwd, ln, {x.ref()}, fwd, kAtol, kRtol,
+        [&](const KernelCall& c) {
+          cudnn::layer_norm_forward(c.in[0].f32(), c.out[0].f32(), c.out[1].f32(), c.out[2].f32(),
+                                    B, C * S, ln.eps, "emulated LN forward");
+        },
+        "LN forward");
+    std::vector<Buf> dx{Buf(s)};
+    expect_op_matches_reference(
+        prim::ref::ln_bwd, ln, {dy.ref(), x.ref(), fwd[1].ref(), fwd[2].ref()}, dx, kBwdAtol,
+        kBwdRtol,
+        [&](const KernelCall& c) {
+          cudnn::layer_norm_backward(c.in[0].f32(), c.in[1].f32(), c.in[2].f32(), c.in[3].f32(),
+                                     c.out[0].f32(), B, C * S, ln.eps, "emulated LN backward");
+        },
+        "LN backward");
 
     prim::ChannelAffineDesc af;
-    Buf gamma = random_buf({C}, 33, 0.5f, 1.5f), beta = random_buf({C}, 34), y(s), want_y(s);
-    run_reference(prim::ref::affine_fwd, af, {x.ref(), gamma.ref(), beta.ref()}, {want_y.ref()});
-    cudnn::bn_inference(x.p(), y.p(), nullptr, nullptr, gamma.p(), beta.p(), B, C, S, 0.f,
-                        "emulated affine forward");
-    expect_close(y.v, want_y.v, kAtol, kRtol, "affine y");
-    std::vector<Buf> bwant{Buf(s), Buf({C}), Buf({C})}, bgot = bwant;
-    run_reference(prim::ref::affine_bwd, af, {dy.ref(), x.ref(), gamma.ref()},
-                  {bwant[0].ref(), bwant[1].ref(), bwant[2].ref()});
-    cudnn::bn_inference(dy.p(), bgot[0].p(), nullptr, nullptr, gamma.p(), nullptr, B, C, S, 0.f,
-                        "emulated affine backward");
-    cudnn::channel_affine_grads(dy.p(), x.p(), bgot[1].p(), bgot[2].p(), B, C, S,
-                                "emulated affine backward");
-    for (std::size_t i = 0; i < bwant.size(); ++i)
-      expect_close(bgot[i].v, bwant[i].v, 5e-5, 5e-4, "affine backward " + std::to_string(i));
+    Buf gamma = random_buf({C}, 33, 0.5f, 1.5f), beta = random_buf({C}, 34);
+    std::vector<Buf> y{Buf(s)};
+    expect_op_matches_reference(
+        prim::ref::affine_fwd, af, {x.ref(), gamma.ref(), beta.ref()}, y, kAtol, kRtol,
+        [&](const KernelCall& c) {
+          cudnn::bn_inference(c.in[0].f32(), c.out[0].f32(), nullptr, nullptr, c.in[1].f32(),
+                              c.in[2].f32(), B, C, S, 0.f, "emulated affine forward");
+        },
+        "affine forward");
+    std::vector<Buf> grads{Buf(s), Buf({C}), Buf({C})};
+    expect_op_matches_reference(
+        prim::ref::affine_bwd, af, {dy.ref(), x.ref(), gamma.ref()}, grads, kBwdAtol, kBwdRtol,
+        [&](const KernelCall& c) {
+          cudnn::bn_inference(c.in[0].f32(), c.out[0].f32(), nullptr, nullptr, c.in[2].f32(),
+                              nullptr, B, C, S, 0.f, "emulated affine backward");
+          cudnn::channel_affine_grads(c.in[0].f32(), c.in[1].f32(), c.out[1].f32(), c.out[2].f32(),
+                                      B, C, S, "emulated affine backward");
+        },
+        "affine backward");
   }
 }
 
+// GNI alone: NCHW on both paths (replacement and shuffle sampling), and channel-last input
+// ([B, ..., C]: its own moments kernel, then the per-element apply), and its backward.
 TEST(CudaEmulated, GhostNoiseMatchesReferenceOnBothPaths) {
   struct Case {
     Shape s;
     std::int64_t N;
     prim::Sampling sampling;
+    bool channel_last;
   };
-  for (const auto& c : {Case{{8, 64, 3, 3}, 4, prim::Sampling::replacement},
-                        Case{{16, 64, 2, 2}, 8, prim::Sampling::shuffle},
-                        Case{{16, 3, 5, 5}, 4, prim::Sampling::replacement}}) {
+  for (const auto& c : {Case{{8, 64, 3, 3}, 4, prim::Sampling::replacement, false},
+                        Case{{16, 64, 2, 2}, 8, prim::Sampling::shuffle, false},
+                        Case{{16, 3, 5, 5}, 4, prim::Sampling::replacement, false},
+                        Case{{12, 5, 3, 7}, 4, prim::Sampling::replacement, true}}) {
     for (bool resident : {true, false}) {
-      SCOPED_TRACE(::testing::PrintToString(c.s) + (resident ? " resident" : " planes"));
-      const auto [B, C, S] = bcs(c.s);
+      SCOPED_TRACE(::testing::PrintToString(c.s) + (resident ? " resident" : " planes") +
+                   (c.channel_last ? " channel-last" : ""));
       prim::GhostNoiseDesc d;
       d.ghost_batch = c.N;
       d.sampling = c.sampling;
       d.eps = prim::GhostNoiseDesc::default_eps(c.sampling);
+      d.channel_last = c.channel_last;
       d.seed = 77;
       d.layer_id = 3;
       d.step = 1000;
-      Buf x = random_buf(c.s, 21, 0.3f, 1.2f);
-      std::vector<Buf> want{Buf(c.s), Buf({B, C}), Buf({B, C})}, got = want;
-      run_reference(prim::ref::gni_fwd_train, d, {x.ref()},
-                    {want[0].ref(), want[1].ref(), want[2].ref()});
-      const auto members = c.sampling == prim::Sampling::shuffle ? prim::shuffle_members(d, B)
+      const auto v = bcs_of(c.s, c.channel_last);
+      Buf x = random_buf(c.s, 21, 0.3f, 1.2f), dy = random_buf(c.s, 22);
+      const auto members = c.sampling == prim::Sampling::shuffle ? prim::shuffle_members(d, v.B)
                                                                  : std::vector<std::uint32_t>{};
+      std::vector<Buf> fwd{Buf(c.s), Buf({v.B, v.C}), Buf({v.B, v.C})};
       with_resident(resident, [&] {
-        cudnn::NormFwdArgs a;
-        a.x = x.p();
-        a.y = got[0].p();
-        a.shift = got[1].p();
-        a.scale = got[2].p();
-        a.B = B;
-        a.C = C;
-        a.S = S;
-        copy_noise(d, a);
-        a.members = members.empty() ? nullptr : members.data();
-        cudnn::norm_forward(a, "emulated GNI forward");
+        expect_op_matches_reference(
+            prim::ref::gni_fwd_train, d, {x.ref()}, fwd, kAtol, kRtol,
+            [&](const KernelCall& k) {
+              auto a = cudnn::gni_fwd_args(d, k);
+              a.members = members.empty() ? nullptr : members.data();
+              cudnn::norm_forward(a, "emulated GNI forward");
+            },
+            "forward");
       });
-      for (std::size_t i = 0; i < want.size(); ++i)
-        expect_close(got[i].v, want[i].v, kAtol, kRtol, "output " + std::to_string(i));
+      std::vector<Buf> dx{Buf(c.s)};
+      expect_op_matches_reference(
+          prim::ref::gni_bwd, d, {dy.ref(), fwd[2].ref()}, dx, kBwdAtol, kBwdRtol,
+          [&](const KernelCall& k) {
+            cudnn::scale_planes(k.in[0].f32(), k.out[0].f32(), nullptr, k.in[1].f32(), v.B, v.C,
+                                v.S, c.channel_last, "emulated GNI backward");
+          },
+          "backward");
     }
   }
 }

@@ -6,48 +6,11 @@
 #include <climits>
 
 #include "backends/cudnn/cuda_common.hpp"
+#include "backends/cudnn/norm_args.hpp"
 #include "backends/cudnn/norm_kernels.cuh"
 #include "backends/cudnn/ops.hpp"
 
 namespace ghostnn::cudnn {
-
-NormFwdArgs bn_fwd_args(const KernelCall& c, bool affine, float eps, float momentum) {
-  const auto v = bcs_of(c.in[0].desc.shape);
-  NormFwdArgs a;
-  a.x = c.in[0].f32();
-  a.gamma = affine ? c.in[1].f32() : nullptr;
-  a.beta = affine ? c.in[2].f32() : nullptr;
-  a.y = c.out[0].f32();
-  a.mean = c.out[1].f32();
-  a.var = c.out[2].f32();
-  a.running_mean = c.out[3].f32();
-  a.running_var = c.out[4].f32();
-  a.B = v.B;
-  a.C = v.C;
-  a.S = v.S;
-  a.normalize = true;
-  a.bn_eps = eps;
-  a.momentum = momentum;
-  return a;
-}
-
-NormBwdArgs bn_bwd_args(const KernelCall& c, bool affine, float eps) {
-  const auto v = bcs_of(c.in[0].desc.shape);
-  NormBwdArgs a;
-  a.dy = c.in[0].f32();
-  a.x = c.in[1].f32();
-  a.mean = c.in[2].f32();
-  a.var = c.in[3].f32();
-  a.gamma = affine ? c.in[4].f32() : nullptr;
-  a.dx = c.out[0].f32();
-  a.dgamma = affine ? c.out[1].f32() : nullptr;
-  a.dbeta = affine ? c.out[2].f32() : nullptr;
-  a.B = v.B;
-  a.C = v.C;
-  a.S = v.S;
-  a.bn_eps = eps;
-  return a;
-}
 
 void bn_fwd_train(const OpDesc& od, const KernelCall& c) {
   const auto& d = dynamic_cast<const prim::BatchNormDesc&>(od);

@@ -22,10 +22,6 @@
 
 #include "primitives/hd.hpp"
 
-namespace ghostnn {
-struct KernelCall;  // primitives/core.hpp, kept out of the CUDA sources
-}
-
 namespace ghostnn::cudnn {
 
 // How the batch splits into normalization groups: one group of all B samples (BN), or GBN's
@@ -97,11 +93,6 @@ struct NormBwdArgs {
   NormGroups groups;
 };
 
-// The arguments of BN's and GBN's ops (in {x, [gamma, beta]} out {y, mean, var, running_mean,
-// running_var}; backward in {dy, x, mean, var, [gamma]} out {dx, [dgamma, dbeta]}), one group.
-NormFwdArgs bn_fwd_args(const KernelCall& c, bool affine, float eps, float momentum);
-NormBwdArgs bn_bwd_args(const KernelCall& c, bool affine, float eps);
-
 // Runs the forward pipeline on the current device's default stream.
 void norm_forward(const NormFwdArgs& a, std::string_view op);
 // BN(+noise) backward through mean and var, noise constant.
@@ -119,7 +110,7 @@ void bn_inference(const float* x, float* y, const float* m, const float* v, cons
 // the backward: per-plane dots, one block per channel for the statistics' gradients and each
 // plane's coefficients, one launch dx = a dy + b x + c.
 // `a.groups` are the ghost groups; mean and var are [B, C] (each sample's leave-one-out
-// statistics); BN's running statistics. Arguments as BN's (bn_fwd_args, bn_bwd_args).
+// statistics); BN's running statistics. Arguments as BN's (norm_args.hpp).
 void xbn_forward(const NormFwdArgs& a, std::string_view op);
 void xbn_backward(const NormBwdArgs& a, std::string_view op);
 
