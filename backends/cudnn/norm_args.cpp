@@ -22,19 +22,23 @@ void copy_noise_params(const prim::GhostNoiseDesc& n, NormFwdArgs& a) {
   a.layer_id = n.layer_id;
   a.step = n.step;
 }
-}  // namespace
 
-NormFwdArgs bn_fwd_args(const KernelCall& c, bool affine, float eps, float momentum) {
-  const auto v = bcs_of(c.in[0].desc.shape);
+// BN's statistics of x (gamma, beta: null without affine) and its backward (dgamma, dbeta: null
+// when not wanted); the tensors' shapes give B, C, S.
+NormFwdArgs normalizing(const TensorRef& x, const float* gamma, const float* beta,
+                        const TensorRef& y, const TensorRef& mean, const TensorRef& var,
+                        const TensorRef& running_mean, const TensorRef& running_var, float eps,
+                        float momentum) {
+  const auto v = bcs_of(x.desc.shape);
   NormFwdArgs a;
-  a.x = c.in[0].f32();
-  a.gamma = affine ? c.in[1].f32() : nullptr;
-  a.beta = affine ? c.in[2].f32() : nullptr;
-  a.y = c.out[0].f32();
-  a.mean = c.out[1].f32();
-  a.var = c.out[2].f32();
-  a.running_mean = c.out[3].f32();
-  a.running_var = c.out[4].f32();
+  a.x = x.f32();
+  a.gamma = gamma;
+  a.beta = beta;
+  a.y = y.f32();
+  a.mean = mean.f32();
+  a.var = var.f32();
+  a.running_mean = running_mean.f32();
+  a.running_var = running_var.f32();
   a.B = v.B;
   a.C = v.C;
   a.S = v.S;
@@ -44,22 +48,35 @@ NormFwdArgs bn_fwd_args(const KernelCall& c, bool affine, float eps, float momen
   return a;
 }
 
-NormBwdArgs bn_bwd_args(const KernelCall& c, bool affine, float eps) {
-  const auto v = bcs_of(c.in[0].desc.shape);
+NormBwdArgs gradients(const TensorRef& dy, const TensorRef& x, const TensorRef& mean,
+                      const TensorRef& var, const float* gamma, const TensorRef& dx, float* dgamma,
+                      float* dbeta, float eps) {
+  const auto v = bcs_of(x.desc.shape);
   NormBwdArgs a;
-  a.dy = c.in[0].f32();
-  a.x = c.in[1].f32();
-  a.mean = c.in[2].f32();
-  a.var = c.in[3].f32();
-  a.gamma = affine ? c.in[4].f32() : nullptr;
-  a.dx = c.out[0].f32();
-  a.dgamma = affine ? c.out[1].f32() : nullptr;
-  a.dbeta = affine ? c.out[2].f32() : nullptr;
+  a.dy = dy.f32();
+  a.x = x.f32();
+  a.mean = mean.f32();
+  a.var = var.f32();
+  a.gamma = gamma;
+  a.dx = dx.f32();
+  a.dgamma = dgamma;
+  a.dbeta = dbeta;
   a.B = v.B;
   a.C = v.C;
   a.S = v.S;
   a.bn_eps = eps;
   return a;
+}
+}  // namespace
+
+NormFwdArgs bn_fwd_args(const KernelCall& c, bool affine, float eps, float momentum) {
+  return normalizing(c.in[0], affine ? c.in[1].f32() : nullptr, affine ? c.in[2].f32() : nullptr,
+                     c.out[0], c.out[1], c.out[2], c.out[3], c.out[4], eps, momentum);
+}
+
+NormBwdArgs bn_bwd_args(const KernelCall& c, bool affine, float eps) {
+  return gradients(c.in[0], c.in[1], c.in[2], c.in[3], affine ? c.in[4].f32() : nullptr, c.out[0],
+                   affine ? c.out[1].f32() : nullptr, affine ? c.out[2].f32() : nullptr, eps);
 }
 
 NormFwdArgs gbn_fwd_args(const prim::GhostBatchNormDesc& d, const KernelCall& c) {
@@ -96,45 +113,19 @@ NormFwdArgs gni_fwd_args(const prim::GhostNoiseDesc& d, const KernelCall& c) {
 }
 
 NormFwdArgs bn_gni_fwd_args(const prim::BatchNormGhostNoiseDesc& d, const KernelCall& c) {
-  const auto v = bcs_of(c.in[0].desc.shape);
-  NormFwdArgs a;
-  a.x = c.in[0].f32();
-  a.gamma = c.in[1].f32();
-  a.beta = c.in[2].f32();
-  a.y = c.out[0].f32();
-  a.mean = c.out[1].f32();
-  a.var = c.out[2].f32();
+  NormFwdArgs a = normalizing(c.in[0], c.in[1].f32(), c.in[2].f32(), c.out[0], c.out[1], c.out[2],
+                              c.out[5], c.out[6], d.bn_eps, d.momentum);
   a.shift = c.out[3].f32();
   a.scale = c.out[4].f32();
-  a.running_mean = c.out[5].f32();
-  a.running_var = c.out[6].f32();
-  a.B = v.B;
-  a.C = v.C;
-  a.S = v.S;
-  a.normalize = true;
-  a.bn_eps = d.bn_eps;
-  a.momentum = d.momentum;
   copy_noise_params(d.noise, a);
   return a;
 }
 
 NormBwdArgs bn_gni_bwd_args(const prim::BatchNormGhostNoiseDesc& d, const KernelCall& c) {
-  const auto v = bcs_of(c.in[0].desc.shape);
-  NormBwdArgs a;
-  a.dy = c.in[0].f32();
-  a.x = c.in[1].f32();
-  a.mean = c.in[2].f32();
-  a.var = c.in[3].f32();
+  NormBwdArgs a = gradients(c.in[0], c.in[1], c.in[2], c.in[3], c.in[6].f32(), c.out[0],
+                            c.out[1].f32(), c.out[2].f32(), d.bn_eps);
   a.shift = c.in[4].f32();
   a.scale = c.in[5].f32();
-  a.gamma = c.in[6].f32();
-  a.dx = c.out[0].f32();
-  a.dgamma = c.out[1].f32();
-  a.dbeta = c.out[2].f32();
-  a.B = v.B;
-  a.C = v.C;
-  a.S = v.S;
-  a.bn_eps = d.bn_eps;
   return a;
 }
 
