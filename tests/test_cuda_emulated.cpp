@@ -133,6 +133,41 @@ TEST(CudaEmulated, FusedBlockMatchesReferenceOnBothPaths) {
   }
 }
 
+// A graph replay draws the noise of its own step: kernels recorded at step s read the offset the
+// replay sets on the device (set_recorded_noise_step_offset) and draw step s + offset's indices.
+TEST(CudaEmulated, RecordedNoiseDrawsTheReplayedStep) {
+  const Shape s{16, 64, 3, 3};
+  const auto B = s[0], C = s[1];
+  for (bool resident : {true, false}) {
+    SCOPED_TRACE(resident ? "resident" : "planes");
+    prim::BatchNormGhostNoiseDesc recorded;
+    recorded.noise.seed = 3;
+    recorded.noise.step = 10;
+    prim::BatchNormGhostNoiseDesc replayed = recorded;
+    replayed.noise.step = 15;
+    Buf x = random_buf(s, 41), gamma = random_buf({C}, 42, 0.5f, 1.5f), beta = random_buf({C}, 43);
+    std::vector<Buf> out{Buf(s),      Buf({C}),      Buf({C}),     Buf({B, C}),
+                         Buf({B, C}), Buf({C}, 0.f), Buf({C}, 1.f)};
+    auto run = [&](const KernelCall& c) {
+      cudnn::norm_forward(cudnn::bn_gni_fwd_args(recorded, c), "emulated fused forward");
+    };
+    with_resident(resident, [&] {
+      // Eagerly first, as before any recording (scratch buffers may not grow while recording).
+      expect_op_matches_reference(prim::ref::bn_gni_fwd_train, recorded,
+                                  {x.ref(), gamma.ref(), beta.ref()}, out, kAtol, kRtol, run,
+                                  "eager");
+      cudnn::set_recorded_noise_step_offset(5, "emulated replay");
+      cuda_emulation::pretend_recording(true);
+      out = {Buf(s), Buf({C}), Buf({C}), Buf({B, C}), Buf({B, C}), Buf({C}, 0.f), Buf({C}, 1.f)};
+      expect_op_matches_reference(prim::ref::bn_gni_fwd_train, replayed,
+                                  {x.ref(), gamma.ref(), beta.ref()}, out, kAtol, kRtol, run,
+                                  "recorded at step 10, replayed with offset 5");
+      cuda_emulation::pretend_recording(false);
+      cudnn::set_recorded_noise_step_offset(0, "emulated replay");
+    });
+  }
+}
+
 // A BN-family op (BN's inputs and outputs; statistics `stats`), forward then backward.
 void bn_family_matches_reference(const Shape& s, bool affine, const Shape& stats, const OpDesc& d,
                                  RefKernel ref_fwd, RefKernel ref_bwd,

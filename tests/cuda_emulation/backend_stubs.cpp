@@ -18,18 +18,21 @@ void* device_allocate(std::size_t bytes, int) {
 void device_release(void* p, std::size_t, int) noexcept {
   ::operator delete (p, std::align_val_t{64});
 }
-bool recording() { return false; }
-void forbid_while_recording(std::string_view, std::string_view) {}
-bool graphs_recorded() { return false; }
 namespace {
-bool g_resident_allowed = true;
+bool g_resident_allowed = true, g_recording = false;
+}  // namespace
+bool recording() { return g_recording; }
+void forbid_while_recording(std::string_view op, std::string_view what) {
+  if (g_recording) throw std::runtime_error(std::string(op) + ": " + std::string(what));
 }
+bool graphs_recorded() { return false; }
 bool channel_resident_norms_allowed() { return g_resident_allowed; }
 }  // namespace ghostnn::cudnn
 
 namespace ghostnn::cuda_emulation {
 
 void allow_channel_resident_norms(bool on) { cudnn::g_resident_allowed = on; }
+void pretend_recording(bool on) { cudnn::g_recording = on; }
 
 void run_reference(void (*ref)(const OpDesc&, const KernelCall&), const OpDesc& d,
                    std::vector<TensorRef> in, std::vector<TensorRef> out) {

@@ -14,6 +14,9 @@ namespace ghostnn::cuda_emulation {
 
 // Whether cudnn::channel_resident_norms_allowed() says yes (GHOSTNN_CUDA_NORMS on a GPU).
 void allow_channel_resident_norms(bool on);
+// Whether cudnn::recording() says a CUDA graph is being recorded (kernels then read the ghost
+// noise step offset that a replay sets on the device).
+void pretend_recording(bool on);
 
 // A host tensor: values and shape, seen by a reference kernel as a TensorRef and by an emulated
 // kernel as a pointer to "device" memory.
