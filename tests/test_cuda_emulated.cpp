@@ -213,8 +213,8 @@ TEST(CudaEmulated, BatchNormMatchesReferenceOnBothPaths) {
   }
 }
 
-// Ghost groups (contiguous with a short last group, strided) and exclusive BN's leave-one-out
-// statistics: the plane path with one statistic per (group, channel), or per (sample, channel).
+// Ghost groups (contiguous with a short last group, strided), on both paths for 64 channels, and
+// exclusive BN's leave-one-out statistics (its own kernels).
 TEST(CudaEmulated, GhostAndExclusiveBatchNormMatchReference) {
   struct Case {
     Shape s;
@@ -222,21 +222,29 @@ TEST(CudaEmulated, GhostAndExclusiveBatchNormMatchReference) {
     prim::Grouping grouping;
   };
   for (const auto& c : {Case{{20, 6, 3, 3}, 8, prim::Grouping::contiguous},
-                        Case{{16, 5, 4, 4}, 4, prim::Grouping::strided}}) {
-    SCOPED_TRACE(::testing::PrintToString(c.s) + " N " + std::to_string(c.N));
+                        Case{{16, 5, 4, 4}, 4, prim::Grouping::strided},
+                        Case{{20, 64, 3, 3}, 8, prim::Grouping::contiguous},
+                        Case{{16, 64, 2, 2}, 4, prim::Grouping::strided}}) {
     const auto B = c.s[0], C = c.s[1];
     prim::GhostBatchNormDesc g;
     g.ghost_batch = c.N;
     g.grouping = c.grouping;
-    bn_family_matches_reference(
-        c.s, true, {prim::ghost_groups(g, B).count, C}, g, prim::ref::gbn_fwd_train,
-        prim::ref::gbn_bwd,
-        [&](const KernelCall& k) {
-          cudnn::norm_forward(cudnn::gbn_fwd_args(g, k), "emulated GBN forward");
-        },
-        [&](const KernelCall& k) {
-          cudnn::norm_backward(cudnn::gbn_bwd_args(g, k), "emulated GBN backward");
-        });
+    for (bool resident : {true, false}) {
+      SCOPED_TRACE(::testing::PrintToString(c.s) + " N " + std::to_string(c.N) +
+                   (resident ? " resident" : " planes"));
+      with_resident(resident, [&] {
+        bn_family_matches_reference(
+            c.s, true, {prim::ghost_groups(g, B).count, C}, g, prim::ref::gbn_fwd_train,
+            prim::ref::gbn_bwd,
+            [&](const KernelCall& k) {
+              cudnn::norm_forward(cudnn::gbn_fwd_args(g, k), "emulated GBN forward");
+            },
+            [&](const KernelCall& k) {
+              cudnn::norm_backward(cudnn::gbn_bwd_args(g, k), "emulated GBN backward");
+            });
+      });
+    }
+    SCOPED_TRACE(::testing::PrintToString(c.s) + " N " + std::to_string(c.N) + " XBN");
     prim::ExclusiveBatchNormDesc x;
     x.ghost_batch = c.N;
     x.grouping = c.grouping;

@@ -169,9 +169,10 @@ TEST(Gpu, GhostBatchNormMatchesReference) {
     Shape s;
     std::int64_t N;
   };
-  // even groups, a short last group (10 = 4 + 4 + 2), a dense input, N == B (plain BN)
+  // even groups, a short last group (10 = 4 + 4 + 2), a dense input, N == B (plain BN); the
+  // last, with 64 channels, on the channel-resident kernels
   for (const auto& [s, N] : {Case{{16, 4, 8, 8}, 4}, Case{{10, 3, 5, 5}, 4}, Case{{32, 6}, 8},
-                             Case{{12, 5, 3, 3}, 12}}) {
+                             Case{{12, 5, 3, 3}, 12}, Case{{20, 64, 3, 3}, 8}}) {
     const auto C = s[1];
     for (auto grouping : {prim::Grouping::contiguous, prim::Grouping::strided})
       for (bool affine : {true, false}) {

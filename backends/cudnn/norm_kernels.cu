@@ -194,7 +194,7 @@ struct Column {
 // Where channel_stats also leaves what the apply needs when one block runs the whole pass (the
 // channel-resident kernel), in shared memory; null members: not wanted.
 struct ChannelOut {
-  float* stats = nullptr;  // [2]: the group's mean and biased variance, as stored in a.mean/a.var
+  float* stats = nullptr;  // [2 G]: each group's mean and biased variance, as in a.mean/a.var
   float* shift = nullptr;  // [B]: the noise of each sample, as stored in a.shift/a.scale
   float* scale = nullptr;
 };
@@ -227,8 +227,8 @@ __device__ void channel_stats(const NormFwdArgs& a, std::int64_t c, Column m1, C
       a.mean[g * C + c] = static_cast<float>(mean);
       a.var[g * C + c] = static_cast<float>(var);
       if (out.stats) {
-        out.stats[0] = static_cast<float>(mean);
-        out.stats[1] = static_cast<float>(var);
+        out.stats[2 * g] = static_cast<float>(mean);
+        out.stats[2 * g + 1] = static_cast<float>(var);
       }
       sum_mean += mean;
       sum_var += var;
@@ -595,14 +595,14 @@ __global__ void plane_coef_bwd_kernel(const float* __restrict__ dy, const float*
 // 16x16 with 128 channels): one block owns a channel's B planes and runs a whole pass, keeping
 // the per-plane sums, the statistics and the noise in shared memory and reading x (and dy) a
 // second time from L1/L2 for the output. One launch instead of three, and no per-plane arrays
-// through global memory. Only with one normalization group (BN, GNI, the fused block).
+// through global memory. Every norm of the pipeline: BN, GBN's ghost groups, GNI, the fused block.
 constexpr std::int64_t kResidentMinChannels = 64;  // fewer blocks would leave SMs idle
 constexpr std::int64_t kResidentMaxFloats = std::int64_t{1} << 16;  // B * S, per channel
-constexpr std::int64_t kResidentMaxBatch = 1024;                    // shared memory: 4 B floats
+constexpr std::int64_t kResidentMaxBatch = 1024;  // shared memory: 4 B + 2 G floats
 
-bool resident_path(std::int64_t B, std::int64_t C, std::int64_t S, const NormGroups& groups) {
-  return channel_resident_norms_allowed() && groups.count == 1 && C >= kResidentMinChannels &&
-         B <= kResidentMaxBatch && B * S <= kResidentMaxFloats;
+bool resident_path(std::int64_t B, std::int64_t C, std::int64_t S) {
+  return channel_resident_norms_allowed() && C >= kResidentMinChannels && B <= kResidentMaxBatch &&
+         B * S <= kResidentMaxFloats;
 }
 
 // Threads per block: enough that each moves about 4 float4s per sweep over the channel.
@@ -625,7 +625,7 @@ __device__ void for_channel_planes(std::int64_t B, PlaneLanes pl, F f) {
   }
 }
 
-// Forward of channel blockIdx.x. Dynamic shared memory: 4 B + 2 floats.
+// Forward of channel blockIdx.x. Dynamic shared memory: 4 B + 2 G floats.
 __global__ void __launch_bounds__(1024) resident_fwd_kernel(NormFwdArgs a, PlaneLanes pl) {
   __shared__ double shared[32];
   GHOSTNN_DYNAMIC_SHARED(float, sm);
@@ -649,28 +649,29 @@ __global__ void __launch_bounds__(1024) resident_fwd_kernel(NormFwdArgs a, Plane
                 ChannelOut{stats, a.noise ? sh : nullptr, a.noise ? sc : nullptr});
   __syncthreads();
   const float g = a.gamma ? a.gamma[c] : 1.f, be = a.beta ? a.beta[c] : 0.f;
-  const float mu = a.normalize ? stats[0] : 0.f,
-              inv = a.normalize ? rsqrtf(stats[1] + a.bn_eps) : 1.f;
   for (std::int64_t b = threadIdx.x / pl.lanes; b < B; b += blockDim.x / pl.lanes) {
+    const float* st = stats + 2 * a.groups.of(b);
+    const float mu = a.normalize ? st[0] : 0.f, inv = a.normalize ? rsqrtf(st[1] + a.bn_eps) : 1.f;
     const auto k = apply_coef(g, be, mu, inv, a.noise ? sh[b] : 0.f, a.noise ? 1.f / sc[b] : 1.f);
     const std::int64_t off = (b * C + c) * S;
     plane_affine(a.x + off, a.y + off, S, lane, pl.lanes, k.ca, k.co);
   }
 }
 
-// Backward of channel blockIdx.x. Dynamic shared memory: 2 B + 2 floats.
+// Backward of channel blockIdx.x. Dynamic shared memory: 2 B + 2 G floats.
 __global__ void __launch_bounds__(1024) resident_bwd_kernel(NormBwdArgs a, PlaneLanes pl) {
   __shared__ double shared[32];
   GHOSTNN_DYNAMIC_SHARED(float, sm);
   const std::int64_t c = blockIdx.x, B = a.B, C = a.C, S = a.S;
-  float *A = sm, *D = sm + B, *coef = sm + 2 * B;
+  const std::int64_t G = a.groups.count;
+  float *A = sm, *D = sm + B, *bx = sm + 2 * B, *k0 = sm + 2 * B + G;
   const int lane = pl.lane();
-  const float mu = a.mean[c];
   for_channel_planes(B, pl, [&](std::int64_t b, bool own) {
     float sa = 0.f, sd = 0.f;
     if (own) {
       const std::int64_t off = (b * C + c) * S;
-      plane_dot_sums(a.dy + off, a.x + off, mu, S, lane, pl.lanes, sa, sd);
+      plane_dot_sums(a.dy + off, a.x + off, a.mean[a.groups.of(b) * C + c], S, lane, pl.lanes, sa,
+                     sd);
     }
     sa = pl.sum(sa);
     sd = pl.sum(sd);
@@ -680,13 +681,15 @@ __global__ void __launch_bounds__(1024) resident_bwd_kernel(NormBwdArgs a, Plane
     }
   });
   __syncthreads();
-  channel_grads(a, c, Column{A, 1}, Column{D, 1}, Column{coef, 1}, Column{coef + 1, 1}, shared);
+  channel_grads(a, c, Column{A, 1}, Column{D, 1}, Column{bx, 1}, Column{k0, 1}, shared);
   __syncthreads();
-  const float inv = rsqrtf(a.var[c] + a.bn_eps), g = a.gamma ? a.gamma[c] : 1.f;
+  const float g = a.gamma ? a.gamma[c] : 1.f;
   for (std::int64_t b = threadIdx.x / pl.lanes; b < B; b += blockDim.x / pl.lanes) {
+    const std::int64_t grp = a.groups.of(b);
+    const float inv = rsqrtf(a.var[grp * C + c] + a.bn_eps);
     const float ca = inv * g / (a.scale ? a.scale[b * C + c] : 1.f);
     const std::int64_t off = (b * C + c) * S;
-    plane_grad(a.dy + off, a.x + off, a.dx + off, S, lane, pl.lanes, ca, coef[0], coef[1]);
+    plane_grad(a.dy + off, a.x + off, a.dx + off, S, lane, pl.lanes, ca, bx[grp], k0[grp]);
   }
 }
 
@@ -776,8 +779,8 @@ void norm_forward(const NormFwdArgs& a_in, std::string_view op) {
   NormFwdArgs a = a_in;
   a.step_offset_on_device = a.noise && recording();
   const PlaneLanes pl = plane_lanes(a.S);
-  if (!a.channel_last && resident_path(a.B, a.C, a.S, a.groups)) {
-    const auto bytes = static_cast<std::size_t>(4 * a.B + 2) * sizeof(float);
+  if (!a.channel_last && resident_path(a.B, a.C, a.S)) {
+    const auto bytes = static_cast<std::size_t>(4 * a.B + 2 * a.groups.count) * sizeof(float);
     GHOSTNN_LAUNCH(resident_fwd_kernel, static_cast<unsigned>(a.C), resident_threads(a.B, a.S),
                    bytes)
     (a, pl);
@@ -807,8 +810,8 @@ void norm_forward(const NormFwdArgs& a_in, std::string_view op) {
 }
 
 void norm_backward(const NormBwdArgs& a, std::string_view op) {
-  if (resident_path(a.B, a.C, a.S, a.groups)) {
-    const auto bytes = static_cast<std::size_t>(2 * a.B + 2) * sizeof(float);
+  if (resident_path(a.B, a.C, a.S)) {
+    const auto bytes = static_cast<std::size_t>(2 * a.B + 2 * a.groups.count) * sizeof(float);
     GHOSTNN_LAUNCH(resident_bwd_kernel, static_cast<unsigned>(a.C), resident_threads(a.B, a.S),
                    bytes)
     (a, plane_lanes(a.S));
