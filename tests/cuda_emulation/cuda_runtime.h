@@ -5,18 +5,20 @@
 // What it models: a launch runs its blocks one after another, on the calling thread; each thread
 // of a block is a fiber (ucontext) with its own stack, switched at __syncthreads (a barrier of the
 // block) and __shfl_xor_sync (an exchange between the 32 threads of a warp, a barrier of the warp),
-// so every interleaving the barriers allow is one the GPU allows too. A thread that returns takes
-// no part in later barriers. Static __shared__ arrays are function statics (one block at a time
-// uses them); dynamic shared memory is a buffer per block. Device memory is host memory. Not
-// modelled: timing, the memory model's weaker orderings, resource limits (registers, shared
-// memory size) and CUDA API calls beyond the few the kernels' host code makes. A barrier that
-// not every live thread reaches is reported (std::abort with a message) instead of hanging.
-// The kernels launch through GHOSTNN_LAUNCH and declare dynamic shared memory through
-// GHOSTNN_DYNAMIC_SHARED (backends/cudnn/cuda_check.hpp), both defined here first.
+// so every interleaving the barriers allow is one the GPU allows too. The threads resume in a new
+// (seeded) random order on every pass: a result that hangs on an order no barrier fixes shows.
+// A thread that returns takes no part in later barriers. Static __shared__ arrays are function
+// statics (one block at a time uses them); dynamic shared memory is a buffer per block. Device
+// memory is host memory. Not modelled: timing, the memory model's weaker orderings, resource
+// limits (registers, shared memory size) and CUDA API calls beyond the few the kernels' host code
+// makes. A barrier that not every live thread reaches is reported (std::abort with a message)
+// instead of hanging. The kernels launch through GHOSTNN_LAUNCH and declare dynamic shared memory
+// through GHOSTNN_DYNAMIC_SHARED (backends/cudnn/cuda_check.hpp), both defined here first.
 #pragma once
 
 #include <ucontext.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstddef>
@@ -25,6 +27,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <numeric>
+#include <random>
 #include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -136,6 +140,7 @@ inline thread_local Block* t_block = nullptr;
 inline thread_local void (*t_entry)(void*) = nullptr;  // runs the kernel with its arguments
 inline thread_local void* t_entry_arg = nullptr;
 inline thread_local char* t_stacks = nullptr;
+inline thread_local std::uint64_t t_launches = 0;  // seeds each launch's thread order
 
 inline void to_scheduler(Block& b) {
 #ifdef GHOSTNN_EMU_ASAN
@@ -226,6 +231,11 @@ struct Launch {
     t_entry_arg = &run;
     blockDim = block_;
     gridDim = grid_;
+    // Threads resume in a new random order on every pass (seeded per launch, so a run repeats):
+    // a result that depends on an order the barriers do not fix shows up as a wrong value.
+    std::mt19937 rng(static_cast<std::uint32_t>(t_launches++));
+    std::vector<unsigned> order(threads);
+    std::iota(order.begin(), order.end(), 0u);
     for (unsigned by = 0; by < grid_.y; ++by)
       for (unsigned bx = 0; bx < grid_.x; ++bx) {
         Block b(threads, shared_bytes_);
@@ -235,7 +245,8 @@ struct Launch {
           make_fiber(b.fibers[t].ctx, stacks.get() + std::size_t{t} * kStack, &b.scheduler);
         while (b.live > 0) {
           const std::uint64_t before = b.progress;
-          for (unsigned t = 0; t < threads; ++t) {
+          std::shuffle(order.begin(), order.end(), rng);
+          for (const unsigned t : order) {
             const Fiber& f = b.fibers[t];
             if (!f.done && (!f.waiting_on || *f.waiting_on != f.waiting_generation)) to_fiber(b, t);
           }
