@@ -212,9 +212,12 @@ class CudaDevice final : public DeviceApi {
     std::uint64_t generation = 0;
   };
 
-  BlockCache& cache(int index) { return cache_in(caches_, index); }
-  BlockCache& pool(int index) { return cache_in(pools_, index); }
-  BlockCache& cache_in(std::map<int, std::unique_ptr<BlockCache>>& caches, int index) {
+  BlockCache& cache(int index) { return cache_in(caches_, index, kCaching); }
+  // The recording pool always keeps its blocks (also under the sanitizers): a recorded graph
+  // writes to blocks that were freed during its recording.
+  BlockCache& pool(int index) { return cache_in(pools_, index, true); }
+  BlockCache& cache_in(std::map<int, std::unique_ptr<BlockCache>>& caches, int index,
+                       bool caching) {
     std::lock_guard lock(mu_);
     auto& c = caches[index];
     if (!c)
@@ -234,7 +237,7 @@ class CudaDevice final : public DeviceApi {
             cudaSetDevice(index);
             cudaFree(p);
           },
-          kCaching);
+          caching);
     return *c;
   }
 
