@@ -1,19 +1,29 @@
-// A stand-in for <cuda_runtime.h> that lets our CUDA kernels compile as C++ and run on the CPU,
-// so tests check their logic on machines without a GPU (tests/test_cuda_emulated.cpp). Only the
-// test target that emulates puts this folder on its include path, ahead of the CUDA toolkit.
+// A stand-in for <cuda_runtime.h> that lets our CUDA kernels, and with cudnn.h and cublas_v2.h
+// here the whole CUDA backend, compile as C++ and run on the CPU, so tests check them on machines
+// without a GPU (test_cuda_emulated: the kernels alone; test_gpu_emulated and
+// test_cuda_backend_emulated: the GPU tests against the emulated backend). Only the targets that
+// emulate put this folder on their include path, ahead of the CUDA toolkit.
 //
-// What it models: a launch runs its blocks one after another, on the calling thread; each thread
-// of a block is a fiber (ucontext) with its own stack, switched at __syncthreads (a barrier of the
-// block) and __shfl_xor_sync (an exchange between the 32 threads of a warp, a barrier of the warp),
-// so every interleaving the barriers allow is one the GPU allows too. The threads resume in a new
-// (seeded) random order on every pass: a result that hangs on an order no barrier fixes shows.
-// A thread that returns takes no part in later barriers. Static __shared__ arrays are function
-// statics (one block at a time uses them); dynamic shared memory is a buffer per block. Device
-// memory is host memory. Not modelled: timing, the memory model's weaker orderings, resource
-// limits (registers, shared memory size) and CUDA API calls beyond the few the kernels' host code
-// makes. A barrier that not every live thread reaches is reported (std::abort with a message)
-// instead of hanging. The kernels launch through GHOSTNN_LAUNCH and declare dynamic shared memory
-// through GHOSTNN_DYNAMIC_SHARED (backends/cudnn/cuda_check.hpp), both defined here first.
+// Kernels: a launch runs its blocks one after another, on the calling thread; each thread of a
+// block is a fiber with its own stack, switched at __syncthreads (a barrier of the block) and
+// __shfl_xor_sync (an exchange between the 32 threads of a warp, a barrier of the warp), so every
+// interleaving the barriers allow is one the GPU allows too. The threads resume in a new (seeded)
+// random order on every pass: a result that hangs on an order no barrier fixes shows. A thread
+// that returns takes no part in later barriers. A kernel whose first block reaches no barrier runs
+// its other blocks' threads as plain calls (in a random order too). Static __shared__ arrays are
+// function statics (one block at a time uses them); dynamic shared memory is a buffer per block.
+// A launch over the GPU's limits (1,024 threads a block, 48 KiB of dynamic shared memory) fails
+// as on a GPU, reported by cudaGetLastError. A barrier that not every live thread reaches is
+// reported (std::abort with a message) instead of hanging.
+//
+// Runtime: one device; device memory is host memory; the per-thread stream runs its work at once,
+// in order, or while captured records it in a graph that cudaGraphLaunch replays (with the
+// arguments copied at capture, as on a GPU); calls that synchronize with the host fail during a
+// capture and invalidate it. Not modelled: timing, the memory model's weaker orderings,
+// registers and static shared memory limits, host code that reads device memory directly (it
+// works here, and crashes on a GPU), and several streams. The kernels launch through
+// GHOSTNN_LAUNCH and declare dynamic shared memory through GHOSTNN_DYNAMIC_SHARED
+// (backends/cudnn/cuda_check.hpp), both defined here first.
 #pragma once
 
 #include <ucontext.h>
@@ -26,15 +36,19 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
+#include <new>
 #include <numeric>
 #include <random>
+#include <tuple>
+#include <type_traits>
 #include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
-// Fiber switches are announced to AddressSanitizer (which still prints, once, that it "doesn't
-// fully support makecontext/swapcontext": expected, not a failure).
+// Fiber switches are announced to AddressSanitizer.
 #define GHOSTNN_EMU_ASAN 1
 #endif
 
@@ -46,22 +60,193 @@
 #define __launch_bounds__(...)
 #define __shared__ static
 
-enum cudaError_t { cudaSuccess = 0 };
-inline cudaError_t cudaGetLastError() { return cudaSuccess; }
-inline const char* cudaGetErrorName(cudaError_t) { return "cudaSuccess"; }
-inline const char* cudaGetErrorString(cudaError_t) { return "no error (emulated)"; }
+enum cudaError_t {
+  cudaSuccess = 0,
+  cudaErrorInvalidValue = 1,
+  cudaErrorMemoryAllocation = 2,
+  cudaErrorInvalidConfiguration = 9,
+  cudaErrorInvalidDevice = 101,
+  cudaErrorIllegalState = 401,
+  cudaErrorStreamCaptureUnsupported = 900,
+  cudaErrorStreamCaptureInvalidated = 901,
+  cudaErrorStreamCaptureWrongThread = 908,
+};
+
+namespace ghostnn_emu {
+inline thread_local cudaError_t t_last_error = cudaSuccess;
+inline cudaError_t set_error(cudaError_t e) {
+  if (e != cudaSuccess) t_last_error = e;
+  return e;
+}
+}  // namespace ghostnn_emu
+
+inline cudaError_t cudaGetLastError() {
+  const cudaError_t e = ghostnn_emu::t_last_error;
+  ghostnn_emu::t_last_error = cudaSuccess;
+  return e;
+}
+inline cudaError_t cudaPeekAtLastError() { return ghostnn_emu::t_last_error; }
+inline const char* cudaGetErrorName(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess:
+      return "cudaSuccess";
+    case cudaErrorInvalidValue:
+      return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation:
+      return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration:
+      return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevice:
+      return "cudaErrorInvalidDevice";
+    case cudaErrorIllegalState:
+      return "cudaErrorIllegalState";
+    case cudaErrorStreamCaptureUnsupported:
+      return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated:
+      return "cudaErrorStreamCaptureInvalidated";
+    case cudaErrorStreamCaptureWrongThread:
+      return "cudaErrorStreamCaptureWrongThread";
+  }
+  return "cudaErrorUnknown";
+}
+inline const char* cudaGetErrorString(cudaError_t e) { return cudaGetErrorName(e); }
+
+// One emulated device, index 0.
+inline cudaError_t cudaGetDeviceCount(int* n) {
+  *n = 1;
+  return cudaSuccess;
+}
+inline cudaError_t cudaSetDevice(int device) {
+  return ghostnn_emu::set_error(device == 0 ? cudaSuccess : cudaErrorInvalidDevice);
+}
 inline cudaError_t cudaGetDevice(int* device) {
   *device = 0;
   return cudaSuccess;
 }
 
-enum cudaMemcpyKind { cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice };
+// Device memory is host memory, aligned like cudaMalloc's.
+inline cudaError_t cudaMalloc(void** p, std::size_t n) {
+  *p = ::operator new (n == 0 ? 1 : n, std::align_val_t{256}, std::nothrow);
+  return *p ? cudaSuccess : ghostnn_emu::set_error(cudaErrorMemoryAllocation);
+}
+inline cudaError_t cudaFree(void* p) {
+  ::operator delete (p, std::align_val_t{256});
+  return cudaSuccess;
+}
+
+// Streams: all work runs in order on the calling host thread at once, or, while the stream is
+// being captured, is recorded in the graph under capture (run at each cudaGraphLaunch).
+struct CUstream_st;
+using cudaStream_t = CUstream_st*;
+#define cudaStreamPerThread (reinterpret_cast<cudaStream_t>(0x2))
+
+struct CUgraph_st {
+  std::vector<std::function<void()>> work;
+};
+using cudaGraph_t = CUgraph_st*;
+struct CUgraphExec_st {
+  std::vector<std::function<void()>> work;
+};
+using cudaGraphExec_t = CUgraphExec_st*;
+
+enum cudaStreamCaptureStatus {
+  cudaStreamCaptureStatusNone = 0,
+  cudaStreamCaptureStatusActive = 1,
+  cudaStreamCaptureStatusInvalidated = 2,
+};
+enum cudaStreamCaptureMode {
+  cudaStreamCaptureModeGlobal = 0,
+  cudaStreamCaptureModeThreadLocal = 1,
+  cudaStreamCaptureModeRelaxed = 2,
+};
+
+namespace ghostnn_emu {
+inline thread_local CUgraph_st* t_capture = nullptr;
+inline thread_local bool t_capture_invalidated = false;
+// Runs stream work now, or records it while capturing.
+inline void enqueue(std::function<void()> work) {
+  if (t_capture)
+    t_capture->work.push_back(std::move(work));
+  else
+    work();
+}
+// A call that synchronizes with the host: an error while capturing, which also invalidates the
+// capture (as on a GPU).
+inline cudaError_t host_sync(cudaError_t ok = cudaSuccess) {
+  if (!t_capture) return ok;
+  t_capture_invalidated = true;
+  return set_error(cudaErrorStreamCaptureUnsupported);
+}
+}  // namespace ghostnn_emu
+
+inline cudaError_t cudaStreamIsCapturing(cudaStream_t, cudaStreamCaptureStatus* s) {
+  *s = !ghostnn_emu::t_capture              ? cudaStreamCaptureStatusNone
+       : ghostnn_emu::t_capture_invalidated ? cudaStreamCaptureStatusInvalidated
+                                            : cudaStreamCaptureStatusActive;
+  return cudaSuccess;
+}
+inline cudaError_t cudaStreamBeginCapture(cudaStream_t, cudaStreamCaptureMode) {
+  if (ghostnn_emu::t_capture) return ghostnn_emu::set_error(cudaErrorIllegalState);
+  ghostnn_emu::t_capture = new CUgraph_st;
+  ghostnn_emu::t_capture_invalidated = false;
+  return cudaSuccess;
+}
+inline cudaError_t cudaStreamEndCapture(cudaStream_t, cudaGraph_t* g) {
+  *g = nullptr;
+  if (!ghostnn_emu::t_capture) return ghostnn_emu::set_error(cudaErrorInvalidValue);
+  CUgraph_st* captured = ghostnn_emu::t_capture;
+  ghostnn_emu::t_capture = nullptr;
+  if (ghostnn_emu::t_capture_invalidated) {
+    delete captured;
+    return ghostnn_emu::set_error(cudaErrorStreamCaptureInvalidated);
+  }
+  *g = captured;
+  return cudaSuccess;
+}
+inline cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t g,
+                                        unsigned long long /*flags*/ = 0) {
+  if (!g) return ghostnn_emu::set_error(cudaErrorInvalidValue);
+  *exec = new CUgraphExec_st{g->work};
+  return cudaSuccess;
+}
+inline cudaError_t cudaGraphDestroy(cudaGraph_t g) {
+  delete g;
+  return cudaSuccess;
+}
+inline cudaError_t cudaGraphExecDestroy(cudaGraphExec_t e) {
+  delete e;
+  return cudaSuccess;
+}
+inline cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t) {
+  if (!e) return ghostnn_emu::set_error(cudaErrorInvalidValue);
+  ghostnn_emu::enqueue([e] {
+    for (const auto& w : e->work) w();
+  });
+  return cudaSuccess;
+}
+inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return ghostnn_emu::host_sync(); }
+inline cudaError_t cudaDeviceSynchronize() { return ghostnn_emu::host_sync(); }
+
+enum cudaMemcpyKind {
+  cudaMemcpyHostToHost = 0,
+  cudaMemcpyHostToDevice = 1,
+  cudaMemcpyDeviceToHost = 2,
+  cudaMemcpyDeviceToDevice = 3,
+  cudaMemcpyDefault = 4,
+};
+// Synchronous: an error while capturing.
 inline cudaError_t cudaMemcpy(void* dst, const void* src, std::size_t n, cudaMemcpyKind) {
+  if (const auto e = ghostnn_emu::host_sync(); e != cudaSuccess) return e;
   std::memcpy(dst, src, n);
   return cudaSuccess;
 }
-inline cudaError_t cudaMemsetAsync(void* p, int value, std::size_t n) {
-  std::memset(p, value, n);
+inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t n, cudaMemcpyKind,
+                                   cudaStream_t = nullptr) {
+  ghostnn_emu::enqueue([=] { std::memcpy(dst, src, n); });
+  return cudaSuccess;
+}
+inline cudaError_t cudaMemsetAsync(void* p, int value, std::size_t n, cudaStream_t = nullptr) {
+  ghostnn_emu::enqueue([=] { std::memset(p, value, n); });
   return cudaSuccess;
 }
 
@@ -99,8 +284,50 @@ namespace ghostnn_emu {
 
 constexpr std::size_t kStack = std::size_t{256} << 10;  // per fiber (sanitizer frames are large)
 
+// A fiber's saved execution context. On x86-64 the switch is a few instructions here (callee-saved
+// registers pushed on the fiber's own stack, then the stack pointers swapped); elsewhere it is
+// swapcontext, which also saves the signal mask (a system call each switch, ~10x slower).
+#if defined(__x86_64__)
+#define GHOSTNN_EMU_FAST_SWITCH 1
+struct Context {
+  void* sp = nullptr;
+};
+// Pushes the callee-saved registers, stores the stack pointer in *save, loads `next` and pops
+// the registers saved there: returns into the context that stored `next`.
+[[gnu::naked, gnu::noinline]] inline void switch_stack(void** /*save*/, void* /*next*/) {
+  asm("pushq %rbp\n\tpushq %rbx\n\tpushq %r12\n\tpushq %r13\n\tpushq %r14\n\tpushq %r15\n\t"
+      "movq %rsp, (%rdi)\n\tmovq %rsi, %rsp\n\t"
+      "popq %r15\n\tpopq %r14\n\tpopq %r13\n\tpopq %r12\n\tpopq %rbx\n\tpopq %rbp\n\tret");
+}
+inline void switch_context(Context& from, const Context& to) { switch_stack(&from.sp, to.sp); }
+// A context that enters entry() (which must never return) on the stack [stack, stack + size).
+inline void make_context(Context& c, char* stack, std::size_t size, void (*entry)()) {
+  auto top = reinterpret_cast<std::uintptr_t>(stack + size) & ~std::uintptr_t{15};
+  auto* slot = reinterpret_cast<void**>(top);
+  *--slot = nullptr;                              // entry's return address: never used
+  *--slot = reinterpret_cast<void*>(entry);       // where switch_stack's ret goes
+  for (int r = 0; r < 6; ++r) *--slot = nullptr;  // the six registers it pops
+  c.sp = slot;
+}
+#else
+struct Context {
+  ucontext_t uc;
+};
+inline void switch_context(Context& from, const Context& to) { swapcontext(&from.uc, &to.uc); }
+// On its own (getcontext "returns twice" to the compiler, which then suspects every local of its
+// caller).
+[[gnu::noinline]] inline void make_context(Context& c, char* stack, std::size_t size,
+                                           void (*entry)()) {
+  getcontext(&c.uc);
+  c.uc.uc_stack.ss_sp = stack;
+  c.uc.uc_stack.ss_size = size;
+  c.uc.uc_link = nullptr;
+  makecontext(&c.uc, entry, 0);
+}
+#endif
+
 struct Fiber {
-  ucontext_t ctx;
+  Context ctx;
   unsigned shuffles = 0;  // shuffles so far in this block
   bool done = false;
   // While waiting at a barrier: its generation counter and the value it had (the scheduler
@@ -110,8 +337,8 @@ struct Fiber {
 };
 
 struct Block {
-  Block(unsigned threads, std::size_t shared_bytes)
-      : fibers(threads),
+  Block(unsigned threads, unsigned fiber_count, std::size_t shared_bytes)
+      : fibers(fiber_count),
         live(threads),
         warp_arrived((threads + 31) / 32),
         warp_generation((threads + 31) / 32),
@@ -122,7 +349,7 @@ struct Block {
       warp_live[w] = std::min<unsigned>(32, threads - w * 32);
   }
   std::vector<Fiber> fibers;
-  ucontext_t scheduler{};
+  Context scheduler{};
   unsigned current = 0;
   unsigned live;                         // fibers not yet returned
   unsigned arrived = 0, generation = 0;  // the block barrier
@@ -132,6 +359,8 @@ struct Block {
   std::vector<std::array<std::array<std::uint64_t, 32>, 2>> slots;
   std::vector<std::max_align_t> shared;   // dynamic shared memory
   std::uint64_t progress = 0;             // barriers passed and fibers returned
+  bool synced = false;                    // a barrier or warp exchange was reached
+  bool direct = false;                    // threads run as plain calls, no fibers
   const void* scheduler_stack = nullptr;  // for the sanitizer's fiber switches
   std::size_t scheduler_stack_size = 0;
 };
@@ -147,7 +376,7 @@ inline void to_scheduler(Block& b) {
   void* fake = nullptr;
   __sanitizer_start_switch_fiber(&fake, b.scheduler_stack, b.scheduler_stack_size);
 #endif
-  swapcontext(&b.fibers[b.current].ctx, &b.scheduler);
+  switch_context(b.fibers[b.current].ctx, b.scheduler);
 #ifdef GHOSTNN_EMU_ASAN
   __sanitizer_finish_switch_fiber(fake, &b.scheduler_stack, &b.scheduler_stack_size);
 #endif
@@ -160,7 +389,7 @@ inline void to_fiber(Block& b, unsigned i) {
   void* fake = nullptr;
   __sanitizer_start_switch_fiber(&fake, t_stacks + std::size_t{i} * kStack, kStack);
 #endif
-  swapcontext(&b.scheduler, &b.fibers[i].ctx);
+  switch_context(b.scheduler, b.fibers[i].ctx);
 #ifdef GHOSTNN_EMU_ASAN
   __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
 #endif
@@ -182,7 +411,7 @@ inline void barrier(Block& b, unsigned& arrived, unsigned& generation, const uns
   f.waiting_on = nullptr;
 }
 
-inline void fiber_main() {
+[[noreturn]] inline void fiber_main() {
   Block& b = *t_block;
 #ifdef GHOSTNN_EMU_ASAN
   __sanitizer_finish_switch_fiber(nullptr, &b.scheduler_stack, &b.scheduler_stack_size);
@@ -203,20 +432,42 @@ inline void fiber_main() {
 #ifdef GHOSTNN_EMU_ASAN
   __sanitizer_start_switch_fiber(nullptr, b.scheduler_stack, b.scheduler_stack_size);
 #endif
-}  // returns to uc_link: the scheduler
-
-// A context that starts fiber_main on `stack` and returns to `link`. On its own (getcontext
-// "returns twice" to the compiler, which then suspects every local of its caller).
-[[gnu::noinline]] inline void make_fiber(ucontext_t& c, char* stack, ucontext_t* link) {
-  getcontext(&c);
-  c.uc_stack.ss_sp = stack;
-  c.uc_stack.ss_size = kStack;
-  c.uc_link = link;
-  makecontext(&c, fiber_main, 0);
+  switch_context(b.fibers[me].ctx, b.scheduler);  // for good: a returned fiber never resumes
+  std::abort();
 }
 
-// kernel(args...) on grid x block threads: blocks in order; in a block, the fibers round robin
-// until every one has returned.
+// Fiber stacks, kept from launch to launch (a thread's stack pages are touched once).
+inline char* fiber_stacks(unsigned threads) {
+  thread_local std::unique_ptr<char[]> stacks;
+  thread_local unsigned have = 0;
+  if (have < threads) {
+    stacks.reset();
+    stacks.reset(new char[std::size_t{threads} * kStack]);
+    have = threads;
+  }
+  return stacks.get();
+}
+
+// After a block: a fiber's last frames (fiber_main's, which never returns) leave their redzones
+// poisoned for AddressSanitizer, where the next block's fibers put other frames. Those frames
+// sit at the top of each stack.
+inline void unpoison_stack_tops(unsigned threads) {
+#ifdef GHOSTNN_EMU_ASAN
+  constexpr std::size_t kTop = std::size_t{16} << 10;
+  for (unsigned t = 0; t < threads; ++t)
+    ASAN_UNPOISON_MEMORY_REGION(t_stacks + (std::size_t{t} + 1) * kStack - kTop, kTop);
+#else
+  (void)threads;
+#endif
+}
+
+// Launch limits a GPU enforces (the launch fails, cudaGetLastError reports it): at most 1,024
+// threads a block, grid y at most 65,535, dynamic shared memory at most 48 KiB (the limit
+// without cudaFuncSetAttribute, which our kernels do not call).
+constexpr unsigned kMaxThreads = 1024, kMaxGridY = 65535;
+constexpr std::size_t kMaxDynamicShared = std::size_t{48} << 10;
+
+// kernel(args...) on grid x block threads, at once or, while capturing, at each replay.
 template <typename... P>
 struct Launch {
   Launch(void (*kernel)(P...), dim3 grid, dim3 block, std::size_t shared_bytes)
@@ -224,11 +475,31 @@ struct Launch {
   template <typename... A>
   void operator()(const A&... args) const {
     const unsigned threads = block_.x * block_.y * block_.z;
-    auto run = [&] { kernel_(P(args)...); };
-    std::unique_ptr<char[]> stacks(new char[std::size_t{threads} * kStack]);
-    t_stacks = stacks.get();
-    t_entry = [](void* f) { (*static_cast<decltype(run)*>(f))(); };
-    t_entry_arg = &run;
+    if (threads == 0 || threads > kMaxThreads || block_.y != 1 || block_.z != 1 || grid_.x == 0 ||
+        grid_.y == 0 || grid_.y > kMaxGridY || grid_.z != 1) {
+      set_error(cudaErrorInvalidConfiguration);
+      return;
+    }
+    if (shared_bytes_ > kMaxDynamicShared) {
+      set_error(cudaErrorInvalidValue);
+      return;
+    }
+    // The arguments are copied now, as a launch (and a recorded one) does.
+    enqueue([l = *this, params = std::tuple<std::decay_t<P>...>(P(args)...)] {
+      std::apply([&](const auto&... p) { l.run(p...); }, params);
+    });
+  }
+
+ private:
+  // Blocks in order; in a block, the fibers round robin until every one has returned. A kernel
+  // whose first block passed no barrier and made no warp exchange runs its other blocks' threads
+  // as plain calls, one after another (a barrier there then aborts with a message).
+  template <typename... V>
+  void run(const V&... p) const {
+    const unsigned threads = block_.x;
+    auto call = [&] { kernel_(p...); };
+    t_entry = [](void* f) { (*static_cast<decltype(call)*>(f))(); };
+    t_entry_arg = &call;
     blockDim = block_;
     gridDim = grid_;
     // Threads resume in a new random order on every pass (seeded per launch, so a run repeats):
@@ -236,16 +507,26 @@ struct Launch {
     std::mt19937 rng(static_cast<std::uint32_t>(t_launches++));
     std::vector<unsigned> order(threads);
     std::iota(order.begin(), order.end(), 0u);
+    bool fibers = true;
     for (unsigned by = 0; by < grid_.y; ++by)
       for (unsigned bx = 0; bx < grid_.x; ++bx) {
-        Block b(threads, shared_bytes_);
+        Block b(threads, fibers ? threads : 0, shared_bytes_);
         t_block = &b;
         blockIdx = uint3{bx, by, 0};
+        std::shuffle(order.begin(), order.end(), rng);
+        if (!fibers) {
+          b.direct = true;
+          for (const unsigned t : order) {
+            threadIdx = uint3{t, 0, 0};
+            call();
+          }
+          continue;
+        }
+        t_stacks = fiber_stacks(threads);
         for (unsigned t = 0; t < threads; ++t)
-          make_fiber(b.fibers[t].ctx, stacks.get() + std::size_t{t} * kStack, &b.scheduler);
+          make_context(b.fibers[t].ctx, t_stacks + std::size_t{t} * kStack, kStack, fiber_main);
         while (b.live > 0) {
           const std::uint64_t before = b.progress;
-          std::shuffle(order.begin(), order.end(), rng);
           for (const unsigned t : order) {
             const Fiber& f = b.fibers[t];
             if (!f.done && (!f.waiting_on || *f.waiting_on != f.waiting_generation)) to_fiber(b, t);
@@ -257,21 +538,37 @@ struct Launch {
                          bx, by, b.live);
             std::abort();
           }
+          std::shuffle(order.begin(), order.end(), rng);
         }
+        unpoison_stack_tops(threads);
+        if (bx == 0 && by == 0 && !b.synced) fibers = false;
       }
     t_block = nullptr;
   }
 
- private:
   void (*kernel_)(P...);
   dim3 grid_, block_;
   std::size_t shared_bytes_;
 };
 
+// Called by __syncthreads and __shfl_xor_sync.
+inline Block& synchronizing_block() {
+  Block& b = *t_block;
+  if (b.direct) {
+    std::fprintf(stderr,
+                 "cuda emulation: block (%u, %u) reached a barrier or warp exchange that the "
+                 "launch's first block did not: it runs without fibers\n",
+                 blockIdx.x, blockIdx.y);
+    std::abort();
+  }
+  b.synced = true;
+  return b;
+}
+
 }  // namespace ghostnn_emu
 
 inline void __syncthreads() {
-  auto& b = *ghostnn_emu::t_block;
+  auto& b = ghostnn_emu::synchronizing_block();
   ghostnn_emu::barrier(b, b.arrived, b.generation, b.live);
 }
 
@@ -279,7 +576,7 @@ inline void __syncthreads() {
 template <typename T>
 T __shfl_xor_sync(unsigned /*mask*/, T v, int offset) {
   static_assert(sizeof(T) <= sizeof(std::uint64_t));
-  auto& b = *ghostnn_emu::t_block;
+  auto& b = ghostnn_emu::synchronizing_block();
   const unsigned warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   auto& set = b.slots[warp][b.fibers[threadIdx.x].shuffles++ % 2];
   std::memcpy(&set[lane], &v, sizeof(T));
