@@ -36,7 +36,7 @@ struct Options {
   double warmup_epochs = -1;  // < 0: the recipe's 5 of 200 epochs, scaled to the run
   std::uint64_t seed = 0;
   int threads = 0;
-  std::int64_t train_subset = 0;
+  std::int64_t train_subset = 0, test_subset = 0;
   std::string checkpoint_dir = "checkpoints", resume, log_json;
   bool eval_only = false;
   bool tf32 = false;
@@ -135,6 +135,7 @@ void check_numbers(const Options& o, Given given) {
          "a number >= 0");
   if (given("--threads")) need(o.threads >= 1, "--threads", o.threads, ">= 1");
   if (given("--train-subset")) need(o.train_subset >= 1, "--train-subset", o.train_subset, ">= 1");
+  if (given("--test-subset")) need(o.test_subset >= 1, "--test-subset", o.test_subset, ">= 1");
   if (given("--stop-after-steps"))
     need(o.stop_after_steps >= 1, "--stop-after-steps", o.stop_after_steps, ">= 1");
 }
@@ -207,6 +208,7 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
 
   auto split = data::load(where, o.dataset);
   if (o.train_subset > 0) split.train.truncate(o.train_subset);
+  if (o.test_subset > 0) split.test.truncate(o.test_subset);
   std::cout << fmt::format("data: {} training and {} test images, {} classes, from {} ({:.1f} s)\n",
                            split.train.count, split.test.count, split.test.classes.size(),
                            split.source, seconds_since(t_load));
@@ -460,6 +462,7 @@ int main(int argc, char** argv) {
   app.add_option("--device", o.device, "cpu | cuda | cuda:N | auto")->capture_default_str();
   app.add_option("--threads", o.threads, "CPU threads (default: all cores)");
   app.add_option("--train-subset", o.train_subset, "train on the first N training images only");
+  app.add_option("--test-subset", o.test_subset, "evaluate on the first N test images only");
   app.add_option("--checkpoint-dir", o.checkpoint_dir,
                  "where last.safetensors is written each epoch ('' for none)")
       ->capture_default_str();
