@@ -69,7 +69,6 @@ enum cudaError_t {
   cudaErrorIllegalState = 401,
   cudaErrorStreamCaptureUnsupported = 900,
   cudaErrorStreamCaptureInvalidated = 901,
-  cudaErrorStreamCaptureWrongThread = 908,
 };
 
 namespace ghostnn_emu {
@@ -85,7 +84,6 @@ inline cudaError_t cudaGetLastError() {
   ghostnn_emu::t_last_error = cudaSuccess;
   return e;
 }
-inline cudaError_t cudaPeekAtLastError() { return ghostnn_emu::t_last_error; }
 inline const char* cudaGetErrorName(cudaError_t e) {
   switch (e) {
     case cudaSuccess:
@@ -104,8 +102,6 @@ inline const char* cudaGetErrorName(cudaError_t e) {
       return "cudaErrorStreamCaptureUnsupported";
     case cudaErrorStreamCaptureInvalidated:
       return "cudaErrorStreamCaptureInvalidated";
-    case cudaErrorStreamCaptureWrongThread:
-      return "cudaErrorStreamCaptureWrongThread";
   }
   return "cudaErrorUnknown";
 }
@@ -172,8 +168,8 @@ inline void enqueue(std::function<void()> work) {
 }
 // A call that synchronizes with the host: an error while capturing, which also invalidates the
 // capture (as on a GPU).
-inline cudaError_t host_sync(cudaError_t ok = cudaSuccess) {
-  if (!t_capture) return ok;
+inline cudaError_t host_sync() {
+  if (!t_capture) return cudaSuccess;
   t_capture_invalidated = true;
   return set_error(cudaErrorStreamCaptureUnsupported);
 }
@@ -288,7 +284,6 @@ constexpr std::size_t kStack = std::size_t{256} << 10;  // per fiber (sanitizer 
 // registers pushed on the fiber's own stack, then the stack pointers swapped); elsewhere it is
 // swapcontext, which also saves the signal mask (a system call each switch, ~10x slower).
 #if defined(__x86_64__)
-#define GHOSTNN_EMU_FAST_SWITCH 1
 struct Context {
   void* sp = nullptr;
 };
