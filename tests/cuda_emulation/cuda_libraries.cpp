@@ -111,19 +111,17 @@ struct ConvShape {
   cudnnConvolutionStruct conv;
   cudnnDataType_t type;
   bool tf32;
-  std::int64_t x_at(int n, int c, int h, int w) const {
-    return ((std::int64_t{n} * C + c) * H + h) * W + w;
-  }
+  std::int64_t x_at(int c, int h, int w) const { return (std::int64_t{c} * H + h) * W + w; }
   // A tensor's values as the convolution multiplies them: f32 (bf16 widened; TF32 rounded).
   std::vector<float> operand(const void* p, std::int64_t n) const {
     std::vector<float> v(static_cast<std::size_t>(n));  // n = 0: an operand the pass does not read
     for (std::int64_t i = 0; i < n; ++i) v[i] = tf32 ? to_tf32(load(p, type, i)) : load(p, type, i);
     return v;
   }
-  // The input column of every product for sample n: col[(c R + r) S + s][p Q + q] is the x
-  // (n, c, p u - pad_h + r dil_h, q v - pad_w + s dil_w) that w (k, c, r, s) multiplies for
-  // output (n, k, p, q), or -1 where that falls in the zero padding.
-  std::vector<std::int64_t> columns(int n) const {
+  // The input column of every product for sample 0: col[(c R + r) S + s][p Q + q] is the x
+  // (0, c, p u - pad_h + r dil_h, q v - pad_w + s dil_w) that w (k, c, r, s) multiplies for
+  // output (0, k, p, q), or -1 where that falls in the zero padding.
+  std::vector<std::int64_t> columns() const {
     std::vector<std::int64_t> col(static_cast<std::size_t>(C) * R * S * P * Q, -1);
     std::size_t i = 0;
     for (int c = 0; c < C; ++c)
@@ -135,7 +133,7 @@ struct ConvShape {
             for (int q = 0; q < Q; ++q, ++i) {
               const int h = p * conv.u - conv.pad_h + rr * conv.dil_h,
                         w = q * conv.v - conv.pad_w + ss * conv.dil_w;
-              if (h >= 0 && h < H && w >= 0 && w < W) col[i] = x_at(n, c, h, w);
+              if (h >= 0 && h < H && w >= 0 && w < W) col[i] = x_at(c, h, w);
             }
         }
     return col;
@@ -313,36 +311,58 @@ cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithm_v7(
 }
 
 namespace {
-// y[i] += a x[i] and the sum of x[i] y[i], i < n: the inner loops of the convolutions (written
-// to vectorize: four partial sums). These and gather/scatter_add below are not instrumented by
-// the sanitizers: they only touch the emulation's own buffers (the tensors themselves are read
-// and written through load and blend), and instrumented they took most of the sanitizer build's
-// GPU test time.
-[[gnu::no_sanitize("address", "undefined")]] void add_scaled(float* __restrict y,
-                                                             const float* __restrict x, float a,
-                                                             std::int64_t n) {
-  for (std::int64_t i = 0; i < n; ++i) y[i] += a * x[i];
-}
-[[gnu::no_sanitize("address", "undefined")]] float dot(const float* __restrict x,
-                                                       const float* __restrict y, std::int64_t n) {
-  float t[4] = {0.f, 0.f, 0.f, 0.f};
-  std::int64_t i = 0;
-  for (; i + 4 <= n; i += 4)
-    for (int j = 0; j < 4; ++j) t[j] += x[i + j] * y[i + j];
-  for (; i < n; ++i) t[0] += x[i] * y[i];
-  return (t[0] + t[1]) + (t[2] + t[3]);
+// c[m][n] += sum over k of a[m am + k ak] b[k][n], for m < M, k < K, n < N, where the rows of b
+// and c are N long and contiguous: the products of every convolution pass. Four rows of c at a
+// time, so that each row of b is read once for four. This and gather/scatter_add below are not
+// instrumented by the sanitizers: they touch only the emulation's own buffers (the tensors
+// themselves are read and written through load and blend), and instrumented they took most of
+// the sanitizer build's GPU test time.
+[[gnu::no_sanitize("address", "undefined")]] void multiply_add(
+    float* __restrict c, const float* __restrict a, std::int64_t am, std::int64_t ak,
+    const float* __restrict b, std::int64_t M, std::int64_t K, std::int64_t N) {
+  std::int64_t m = 0;
+  for (; m + 4 <= M; m += 4) {
+    float *c0 = c + m * N, *c1 = c0 + N, *c2 = c1 + N, *c3 = c2 + N;
+    for (std::int64_t k = 0; k < K; ++k) {
+      const float* ar = a + m * am + k * ak;
+      const float a0 = ar[0], a1 = ar[am], a2 = ar[2 * am], a3 = ar[3 * am];
+      const float* br = b + k * N;
+      for (std::int64_t n = 0; n < N; ++n) {
+        const float v = br[n];
+        c0[n] += a0 * v;
+        c1[n] += a1 * v;
+        c2[n] += a2 * v;
+        c3[n] += a3 * v;
+      }
+    }
+  }
+  for (; m < M; ++m)
+    for (std::int64_t k = 0; k < K; ++k) {
+      const float am_k = a[m * am + k * ak];
+      const float* br = b + k * N;
+      float* cr = c + m * N;
+      for (std::int64_t n = 0; n < N; ++n) cr[n] += am_k * br[n];
+    }
 }
 
-// cols[i] = x[col[i]] (0 where col[i] < 0), and its reverse, x[col[i]] += cols[i].
-[[gnu::no_sanitize("address", "undefined")]] void gather(std::vector<float>& cols,
-                                                         const std::vector<std::int64_t>& col,
-                                                         const std::vector<float>& x) {
-  for (std::size_t i = 0; i < cols.size(); ++i) cols[i] = col[i] < 0 ? 0.f : x[col[i]];
+// out = x gathered through the rows x cols indices col (0 where an index is -1), stored as
+// rows x cols or, transposed, as cols x rows; and the reverse of the first, x[col[i]] += cols[i].
+[[gnu::no_sanitize("address", "undefined")]] void gather(float* __restrict out,
+                                                         const std::int64_t* col,
+                                                         const float* __restrict x,
+                                                         std::int64_t rows, std::int64_t cols,
+                                                         bool transposed) {
+  for (std::int64_t r = 0; r < rows; ++r)
+    for (std::int64_t q = 0; q < cols; ++q) {
+      const std::int64_t i = col[r * cols + q];
+      out[transposed ? q * rows + r : r * cols + q] = i < 0 ? 0.f : x[i];
+    }
 }
-[[gnu::no_sanitize("address", "undefined")]] void scatter_add(std::vector<float>& x,
-                                                              const std::vector<std::int64_t>& col,
-                                                              const std::vector<float>& cols) {
-  for (std::size_t i = 0; i < cols.size(); ++i)
+[[gnu::no_sanitize("address", "undefined")]] void scatter_add(float* __restrict x,
+                                                              const std::int64_t* col,
+                                                              const float* __restrict cols,
+                                                              std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i)
     if (col[i] >= 0) x[col[i]] += cols[i];
 }
 
@@ -366,8 +386,9 @@ cudnnStatus_t convolution(ConvPass pass, const void* alpha_p, const cudnnTensorS
                        ny = std::int64_t{s.N} * s.K * s.P * s.Q;
     // Per sample, as matrices: W [K, CRS], the gathered input X [CRS, PQ] (columns()) and
     // Y [K, PQ]. Forward Y = W X; data dX = W^T dY, scattered back through the columns;
-    // filter dW += dY X^T. In f32, as cuDNN accumulates.
-    const std::int64_t crs = std::int64_t{s.C} * s.R * s.S, pq = std::int64_t{s.P} * s.Q;
+    // filter dW += dY X^T (X^T gathered as such). In f32, as cuDNN accumulates.
+    const std::int64_t crs = std::int64_t{s.C} * s.R * s.S, pq = std::int64_t{s.P} * s.Q,
+                       chw = std::int64_t{s.C} * s.H * s.W;
     const auto wv =
         s.operand(pass == ConvPass::filter ? nullptr : w, pass == ConvPass::filter ? 0 : nw);
     const auto xv =
@@ -379,24 +400,19 @@ cudnnStatus_t convolution(ConvPass pass, const void* alpha_p, const cudnnTensorS
                                                                                : nw),
                             0.f);
     std::vector<float> cols(static_cast<std::size_t>(crs * pq));
+    const auto col = s.columns();  // sample n's columns: these plus n C H W
     for (int n = 0; n < s.N; ++n) {
-      const auto col = s.columns(n);
-      if (pass != ConvPass::data) gather(cols, col, xv);
-      const std::int64_t y0 = std::int64_t{n} * s.K * pq;
+      const std::int64_t x0 = n * chw, y0 = n * s.K * pq;
       if (pass == ConvPass::forward) {
-        for (int k = 0; k < s.K; ++k)
-          for (std::int64_t j = 0; j < crs; ++j)
-            add_scaled(&sums[y0 + k * pq], &cols[j * pq], wv[k * crs + j], pq);
+        gather(cols.data(), col.data(), xv.data() + x0, crs, pq, false);
+        multiply_add(sums.data() + y0, wv.data(), crs, 1, cols.data(), s.K, crs, pq);
       } else if (pass == ConvPass::data) {
         std::fill(cols.begin(), cols.end(), 0.f);
-        for (int k = 0; k < s.K; ++k)
-          for (std::int64_t j = 0; j < crs; ++j)
-            add_scaled(&cols[j * pq], &yv[y0 + k * pq], wv[k * crs + j], pq);
-        scatter_add(sums, col, cols);
+        multiply_add(cols.data(), wv.data(), 1, crs, yv.data() + y0, crs, s.K, pq);
+        scatter_add(sums.data() + x0, col.data(), cols.data(), crs * pq);
       } else {
-        for (int k = 0; k < s.K; ++k)
-          for (std::int64_t j = 0; j < crs; ++j)
-            sums[k * crs + j] += dot(&yv[y0 + k * pq], &cols[j * pq], pq);
+        gather(cols.data(), col.data(), xv.data() + x0, crs, pq, true);
+        multiply_add(sums.data(), yv.data() + y0, pq, 1, cols.data(), s.K, pq, crs);
       }
     }
     for (std::size_t i = 0; i < sums.size(); ++i)
