@@ -16,21 +16,26 @@
 // as on a GPU, reported by cudaGetLastError. A barrier that not every live thread reaches is
 // reported (std::abort with a message) instead of hanging.
 //
-// Runtime: one device; device memory is host memory; the per-thread stream runs its work at once,
-// in order, or while captured records it in a graph that cudaGraphLaunch replays (with the
-// arguments copied at capture, as on a GPU); calls that synchronize with the host fail during a
-// capture and invalidate it. Not modelled: timing, the memory model's weaker orderings,
-// registers and static shared memory limits, host code that reads device memory directly (it
-// works here, and crashes on a GPU), and several streams. The kernels launch through
+// Runtime: one device; device memory is host memory that only device work may touch (a host
+// access, an overrun and a use after cudaFree fault with a message: DeviceMemory); the
+// per-thread stream runs its work at once, in order, or while captured records it in a graph that
+// cudaGraphLaunch replays (with the arguments copied at capture, as on a GPU); calls that
+// synchronize with the host fail during a capture and invalidate it. Not modelled: timing, the
+// memory model's weaker orderings, registers and static shared memory limits, and several
+// streams. The kernels launch through
 // GHOSTNN_LAUNCH and declare dynamic shared memory through GHOSTNN_DYNAMIC_SHARED
 // (backends/cudnn/cuda_check.hpp), both defined here first.
 #pragma once
 
+#include <execinfo.h>
+#include <sys/mman.h>
 #include <ucontext.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <csignal>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -38,10 +43,12 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <numeric>
 #include <tuple>
 #include <type_traits>
+#include <unordered_map>
 #include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -119,14 +126,132 @@ inline cudaError_t cudaGetDevice(int* device) {
   return cudaSuccess;
 }
 
-// Device memory is host memory, aligned like cudaMalloc's.
+namespace ghostnn_emu {
+// Device memory: host pages that only device work may touch. Each cudaMalloc gets pages of its own
+// in one reserved address range, never handed out twice, with an inaccessible page on either
+// side; its data ends where its last page ends (aligned to 256 bytes, as cudaMalloc's). The pages
+// carry a memory protection key that host threads keep closed, except while they run device work
+// (a kernel, a copy, a library call; DeviceAccess). cudaFree returns the pages to the system and
+// leaves the range inaccessible. So a host read or write of device memory (which crashes on a
+// GPU), a kernel running past an allocation, and a use after cudaFree all fault, with a message
+// (fault_handler). Without protection keys (an older CPU or kernel), host access is not caught.
+class DeviceMemory {
+ public:
+  static DeviceMemory& get() {
+    static DeviceMemory m;
+    return m;
+  }
+  bool keyed() const { return key_ >= 0; }
+  bool contains(const void* p) const {
+    const auto* c = static_cast<const char*>(p);
+    return c >= base_ && c < base_ + kRange;
+  }
+  void* allocate(std::size_t n) {
+    const std::size_t bytes = (std::max<std::size_t>(n, 1) + 255) / 256 * 256,
+                      pages = (bytes + kPage - 1) / kPage * kPage;
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!base_ || pages + kPage > kRange) return nullptr;
+    if (next_ + pages + kPage > kRange) next_ = kPage;  // around again, long after those frees
+    char* data = base_ + next_;
+    next_ += pages + kPage;  // one inaccessible page after each allocation
+    const int prot = PROT_READ | PROT_WRITE;
+    if ((keyed() ? pkey_mprotect(data, pages, prot, key_) : mprotect(data, pages, prot)) != 0)
+      return nullptr;
+    char* p = data + (pages - bytes);
+    live_[p] = pages;
+    return p;
+  }
+  bool release(void* p) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto it = live_.find(p);
+    if (it == live_.end()) return false;
+    char* data = static_cast<char*>(p) - (reinterpret_cast<std::uintptr_t>(p) % kPage);
+    mmap(data, it->second, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1,
+         0);
+    live_.erase(it);
+    return true;
+  }
+  int key() const { return key_; }
+
+ private:
+  static constexpr std::size_t kPage = 4096, kRange = std::size_t{1} << 40;
+  DeviceMemory();
+  std::mutex mutex_;
+  char* base_ = nullptr;
+  std::size_t next_ = kPage;
+  std::unordered_map<void*, std::size_t> live_;  // data pointer -> bytes of its pages
+  int key_ = -1;
+};
+
+// A message for a fault in device memory, then whatever handled the signal before (the
+// sanitizers' report, or the default: the process ends).
+inline struct sigaction g_previous_segv;
+inline void fault_handler(int sig, siginfo_t* info, void* context) {
+  if (DeviceMemory::get().contains(info->si_addr)) {
+    char msg[400];
+    const int n = std::snprintf(
+        msg, sizeof msg, "cuda emulation: fault at %p: %s\n", info->si_addr,
+        info->si_code == SEGV_PKUERR
+            ? "host code read or wrote device memory (outside a kernel, a copy or a library "
+              "call); on a GPU this crashes or reads garbage"
+            : "device memory outside any live allocation: freed by cudaFree, or past the end "
+              "(or before the start) of an allocation");
+    if (n > 0) (void)!write(2, msg, static_cast<std::size_t>(std::min(n, 399)));
+  }
+  if (g_previous_segv.sa_flags & SA_SIGINFO) {
+    g_previous_segv.sa_sigaction(sig, info, context);
+  } else if (g_previous_segv.sa_handler != SIG_DFL && g_previous_segv.sa_handler != SIG_IGN) {
+    g_previous_segv.sa_handler(sig);
+  } else {
+    static const char kStack[] =
+        "stack (addr2line -f -C -e <binary> <+offset> names a frame; the sanitizer build prints "
+        "the names):\n";
+    (void)!write(2, kStack, sizeof kStack - 1);
+    void* frames[64];
+    backtrace_symbols_fd(frames, backtrace(frames, 64), 2);
+    signal(sig, SIG_DFL);  // the access faults again on return, and ends the process
+  }
+}
+
+inline DeviceMemory::DeviceMemory() {
+  void* r = mmap(nullptr, kRange, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (r == MAP_FAILED) return;
+  base_ = static_cast<char*>(r);
+  key_ = pkey_alloc(0, PKEY_DISABLE_ACCESS);  // -1 without protection keys
+  struct sigaction a {};
+  a.sa_sigaction = fault_handler;
+  a.sa_flags = SA_SIGINFO | SA_ONSTACK;
+  sigemptyset(&a.sa_mask);
+  sigaction(SIGSEGV, &a, &g_previous_segv);
+}
+
+// Opens device memory to this thread while it runs device work; nests.
+class DeviceAccess {
+ public:
+  DeviceAccess() : key_(DeviceMemory::get().key()) {
+    if (key_ >= 0) {
+      before_ = pkey_get(key_);
+      pkey_set(key_, 0);
+    }
+  }
+  ~DeviceAccess() {
+    if (key_ >= 0) pkey_set(key_, static_cast<unsigned>(before_));
+  }
+  DeviceAccess(const DeviceAccess&) = delete;
+  DeviceAccess& operator=(const DeviceAccess&) = delete;
+
+ private:
+  int key_, before_ = 0;
+};
+}  // namespace ghostnn_emu
+
 inline cudaError_t cudaMalloc(void** p, std::size_t n) {
-  *p = ::operator new (n == 0 ? 1 : n, std::align_val_t{256}, std::nothrow);
+  *p = ghostnn_emu::DeviceMemory::get().allocate(n);
   return *p ? cudaSuccess : ghostnn_emu::set_error(cudaErrorMemoryAllocation);
 }
 inline cudaError_t cudaFree(void* p) {
-  ::operator delete (p, std::align_val_t{256});
-  return cudaSuccess;
+  if (!p || ghostnn_emu::DeviceMemory::get().release(p)) return cudaSuccess;
+  return ghostnn_emu::set_error(cudaErrorInvalidValue);
 }
 
 // Streams: all work runs in order on the calling host thread at once, or, while the stream is
@@ -160,10 +285,12 @@ inline thread_local CUgraph_st* t_capture = nullptr;
 inline thread_local bool t_capture_invalidated = false;
 // Runs stream work now, or records it while capturing.
 inline void enqueue(std::function<void()> work) {
-  if (t_capture)
+  if (t_capture) {
     t_capture->work.push_back(std::move(work));
-  else
+  } else {
+    DeviceAccess device;
     work();
+  }
 }
 // A call that synchronizes with the host: an error while capturing, which also invalidates the
 // capture (as on a GPU).
@@ -232,6 +359,7 @@ enum cudaMemcpyKind {
 // Synchronous: an error while capturing.
 inline cudaError_t cudaMemcpy(void* dst, const void* src, std::size_t n, cudaMemcpyKind) {
   if (const auto e = ghostnn_emu::host_sync(); e != cudaSuccess) return e;
+  ghostnn_emu::DeviceAccess device;
   std::memcpy(dst, src, n);
   return cudaSuccess;
 }
