@@ -144,14 +144,14 @@ class DeviceMemory {
   bool keyed() const { return key_ >= 0; }
   bool contains(const void* p) const {
     const auto* c = static_cast<const char*>(p);
-    return c >= base_ && c < base_ + kRange;
+    return c >= base_ && c < base_ + range_;
   }
   void* allocate(std::size_t n) {
     const std::size_t bytes = (std::max<std::size_t>(n, 1) + 255) / 256 * 256,
                       pages = (bytes + kPage - 1) / kPage * kPage;
     std::lock_guard<std::mutex> lock(mutex_);
-    if (!base_ || pages + kPage > kRange) return nullptr;
-    if (next_ + pages + kPage > kRange) next_ = kPage;  // around again, long after those frees
+    if (!base_ || pages + kPage > range_) return nullptr;
+    if (next_ + pages + kPage > range_) next_ = kPage;  // around again, long after those frees
     char* data = base_ + next_;
     next_ += pages + kPage;  // one inaccessible page after each allocation
     const int prot = PROT_READ | PROT_WRITE;
@@ -174,10 +174,11 @@ class DeviceMemory {
   int key() const { return key_; }
 
  private:
-  static constexpr std::size_t kPage = 4096, kRange = std::size_t{1} << 40;
+  static constexpr std::size_t kPage = 4096;
   DeviceMemory();
   std::mutex mutex_;
   char* base_ = nullptr;
+  std::size_t range_ = 0;  // bytes of address space reserved at base_
   std::size_t next_ = kPage;
   std::unordered_map<void*, std::size_t> live_;  // data pointer -> bytes of its pages
   int key_ = -1;
@@ -214,9 +215,15 @@ inline void fault_handler(int sig, siginfo_t* info, void* context) {
 }
 
 inline DeviceMemory::DeviceMemory() {
-  void* r = mmap(nullptr, kRange, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (r == MAP_FAILED) return;
-  base_ = static_cast<char*>(r);
+  // Address space only (no memory): 1 TiB, or less where the process may not have that much.
+  for (int log2 = 40; log2 >= 33 && !base_; --log2) {
+    void* r = mmap(nullptr, std::size_t{1} << log2, PROT_NONE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (r == MAP_FAILED) continue;
+    base_ = static_cast<char*>(r);
+    range_ = std::size_t{1} << log2;
+  }
+  if (!base_) return;
   key_ = pkey_alloc(0, PKEY_DISABLE_ACCESS);  // -1 without protection keys
   struct sigaction a {};
   a.sa_sigaction = fault_handler;
