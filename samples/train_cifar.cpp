@@ -402,6 +402,11 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
                      rec.epoch, epochs, rec.lr, rec.train_loss, rec.train_acc, rec.test_loss,
                      rec.test_acc, rec.images_per_s, rec.seconds)
               << std::flush;
+    if (!std::isfinite(rec.test_loss))
+      std::cout << fmt::format(
+          "warning: test loss {}: the model's outputs in evaluation mode are not finite; it "
+          "diverged (a smaller --lr, or another --norm: see the README on xbn)\n",
+          rec.test_loss);
     if (log) {
       log << nlohmann::json{{"epoch", rec.epoch},           {"lr", rec.lr},
                             {"train_loss", rec.train_loss}, {"train_acc", rec.train_acc},
