@@ -1,6 +1,7 @@
 // The GPU backend against the reference and against the CPU backend on the same inputs and seed
 // (GNI draws the same Philox indices on both). Every test skips, with the reason, without a GPU.
 #include <filesystem>
+#include <functional>
 #include <random>
 
 #include "engine/checkpoint.hpp"
@@ -602,51 +603,83 @@ TEST(Gpu, ModelTrainsLikeOnTheCpuAndCheckpointsMoveBetweenDevices) {
 
 // The same training, eager and replayed from a CUDA graph: the same losses (so the noise of every
 // replay is its own step's), parameters and running statistics; a batch of another size runs
-// eagerly in between.
+// eagerly in between. `make` builds the model (twice, with the same seed) on the GPU.
+void expect_graphed_step_trains_like_the_eager_step(
+    const std::function<std::shared_ptr<nn::Module>()>& make, std::int64_t image_size,
+    const std::string& what) {
+  auto eager = make(), graphed = make();
+  optim::Sgd oe(*eager, {0.05f, 0.9f, 5e-4f, true}), og(*graphed, {0.05f, 0.9f, 5e-4f, true});
+  GraphedStep step(*graphed, Device::cuda());
+  const std::vector<std::int64_t> sizes{32, 32, 32, 32, 24, 32, 32};
+  const std::vector<bool> replays{false, true, true, true, false, true, true};
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    const auto B = sizes[i];
+    Tensor x = normal_tensor({B, 3, image_size, image_size}, 100 + i).to(Device::cuda());
+    std::vector<float> l(static_cast<std::size_t>(B));
+    for (std::size_t k = 0; k < l.size(); ++k) l[k] = static_cast<float>((k * 7 + i) % 10);
+    Tensor y = Tensor::from_vector(l, {B}, Device::cuda());
+    const auto want = nn::cross_entropy(eager->forward(x), y);
+    eager->backward(want.dlogits);
+    oe.set_lr(0.05f / static_cast<float>(i + 1));  // a schedule: the update stays eager
+    oe.step();
+    const auto got = step.run(x, y, i);
+    og.set_lr(0.05f / static_cast<float>(i + 1));
+    og.step();
+    EXPECT_EQ(step.replayed(), replays[i]) << what << " step " << i;
+    EXPECT_NEAR(got.loss.to_vector()[0], want.loss, 1e-4 * (1 + std::fabs(want.loss)))
+        << what << " step " << i;
+  }
+  std::vector<std::pair<std::string, Tensor>> pe, pg;
+  eager->named_parameters(
+      [&](const std::string& n, nn::Parameter& p) { pe.emplace_back(n, p.value); });
+  graphed->named_parameters(
+      [&](const std::string& n, nn::Parameter& p) { pg.emplace_back(n, p.value); });
+  ASSERT_EQ(pe.size(), pg.size());
+  for (std::size_t k = 0; k < pe.size(); ++k)
+    EXPECT_TRUE(testkit::all_close(pg[k].second.to(Device::cpu()), pe[k].second.to(Device::cpu()),
+                                   {1e-4, 1e-3}, what + " " + pe[k].first));
+  eager->eval();
+  graphed->eval();
+  Tensor xe = normal_tensor({8, 3, image_size, image_size}, 9).to(Device::cuda());
+  EXPECT_TRUE(testkit::all_close(graphed->forward(xe).to(Device::cpu()),
+                                 eager->forward(xe).to(Device::cpu()), {1e-4, 1e-3},
+                                 what + " eval logits (running statistics)"));
+}
+
 TEST(Gpu, GraphedStepTrainsLikeTheEagerStep) {
   GHOSTNN_REQUIRE_GPU();
-  for (const std::string norm : {"bn", "gni:16"}) {
-    auto eager = nn::make_model("resnet20", norm, 10, 5),
-         graphed = nn::make_model("resnet20", norm, 10, 5);
-    eager->to(Device::cuda());
-    graphed->to(Device::cuda());
-    optim::Sgd oe(*eager, {0.05f, 0.9f, 5e-4f, true}), og(*graphed, {0.05f, 0.9f, 5e-4f, true});
-    GraphedStep step(*graphed, Device::cuda());
-    const std::vector<std::int64_t> sizes{32, 32, 32, 32, 24, 32, 32};
-    const std::vector<bool> replays{false, true, true, true, false, true, true};
-    for (std::size_t i = 0; i < sizes.size(); ++i) {
-      const auto B = sizes[i];
-      Tensor x = normal_tensor({B, 3, 32, 32}, 100 + i).to(Device::cuda());
-      std::vector<float> l(static_cast<std::size_t>(B));
-      for (std::size_t k = 0; k < l.size(); ++k) l[k] = static_cast<float>((k * 7 + i) % 10);
-      Tensor y = Tensor::from_vector(l, {B}, Device::cuda());
-      const auto want = nn::cross_entropy(eager->forward(x), y);
-      eager->backward(want.dlogits);
-      oe.set_lr(0.05f / static_cast<float>(i + 1));  // a schedule: the update stays eager
-      oe.step();
-      const auto got = step.run(x, y, i);
-      og.set_lr(0.05f / static_cast<float>(i + 1));
-      og.step();
-      EXPECT_EQ(step.replayed(), replays[i]) << norm << " step " << i;
-      EXPECT_NEAR(got.loss.to_vector()[0], want.loss, 1e-4 * (1 + std::fabs(want.loss)))
-          << norm << " step " << i;
-    }
-    std::vector<std::pair<std::string, Tensor>> pe, pg;
-    eager->named_parameters(
-        [&](const std::string& n, nn::Parameter& p) { pe.emplace_back(n, p.value); });
-    graphed->named_parameters(
-        [&](const std::string& n, nn::Parameter& p) { pg.emplace_back(n, p.value); });
-    ASSERT_EQ(pe.size(), pg.size());
-    for (std::size_t k = 0; k < pe.size(); ++k)
-      EXPECT_TRUE(testkit::all_close(pg[k].second.to(Device::cpu()), pe[k].second.to(Device::cpu()),
-                                     {1e-4, 1e-3}, norm + " " + pe[k].first));
-    eager->eval();
-    graphed->eval();
-    Tensor xe = normal_tensor({8, 3, 32, 32}, 9).to(Device::cuda());
-    EXPECT_TRUE(testkit::all_close(graphed->forward(xe).to(Device::cpu()),
-                                   eager->forward(xe).to(Device::cpu()), {1e-4, 1e-3},
-                                   norm + " eval logits (running statistics)"));
-  }
+  for (const std::string norm : {"bn", "gni:16"})
+    expect_graphed_step_trains_like_the_eager_step(
+        [&] {
+          auto m = nn::make_model("resnet20", norm, 10, 5);
+          m->to(Device::cuda());
+          return m;
+        },
+        32, "resnet20 " + norm);
+}
+
+// Every other norm a graph can record (shuffle sampling cannot: its groups are drawn on the
+// host), on a small net: conv, norm, ReLU twice, then pooling and a classifier.
+TEST(Gpu, GraphedStepTrainsLikeTheEagerStepWithEveryNorm) {
+  GHOSTNN_REQUIRE_GPU();
+  for (const std::string norm :
+       {"gbn:8", "gbn:8:strided", "xbn:8", "ln+gni:8", "gni:8:noshift", "gni:8:noscale", "none"})
+    expect_graphed_step_trains_like_the_eager_step(
+        [&] {
+          nn::BuildContext ctx(3);
+          auto net = std::make_shared<nn::Sequential>();
+          net->add("conv1", std::make_shared<nn::Conv2d>(ctx, 3, 8, 3, 1, 1, false, "conv1"))
+              .add("norm1", nn::make_norm(norm, 8, ctx, "norm1"))
+              .add("relu1", std::make_shared<nn::ReLU>())
+              .add("conv2", std::make_shared<nn::Conv2d>(ctx, 8, 16, 3, 2, 1, false, "conv2"))
+              .add("norm2", nn::make_norm(norm, 16, ctx, "norm2"))
+              .add("relu2", std::make_shared<nn::ReLU>())
+              .add("pool", std::make_shared<nn::Pool2d>(prim::PoolKind::avg, 0, 0))
+              .add("fc", std::make_shared<nn::Linear>(ctx, 16, 10, "fc"));
+          net->to(Device::cuda());
+          return net;
+        },
+        12, "small net " + norm);
 }
 
 TEST(Gpu, RecordingRefusesHostRoundTripsAndStaleGraphs) {
