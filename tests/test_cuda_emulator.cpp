@@ -1,12 +1,16 @@
 // The emulated device itself (tests/cuda_emulation/cuda_runtime.h): device memory is for device
-// work only, as on a GPU. A copy in and out and a kernel's writes work; a host read of device
-// memory, a kernel writing past its allocation, and a kernel writing to freed memory each end the
-// process with a message that names the mistake. The emulated GPU tests rely on these faults to
-// catch what would crash on a GPU.
-#include <cuda_runtime.h>
+// work only, as on a GPU, and starts as NaN. A copy in and out and a kernel's writes work; a host
+// read of device memory, a kernel writing past its allocation, and a kernel writing to freed memory
+// each end the process with a message that names the mistake. The emulated GPU tests rely on these
+// faults to catch what would crash on a GPU.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <vector>
+
+// The emulation's, first on this target's include path; last, as it defines CUDA's keywords as
+// macros.
+#include <cuda_runtime.h>
 
 namespace {
 
@@ -37,6 +41,9 @@ TEST_F(CudaEmulator, DeviceWorkReadsAndWritesDeviceMemory) {
   ASSERT_NE(p, nullptr);
   EXPECT_EQ(reinterpret_cast<std::uintptr_t>(p) % 256, 0u);  // aligned like cudaMalloc's
   std::vector<float> host(n, 2.f), back(n, 0.f);
+  // fresh device memory is NaN, so a kernel reading what nothing wrote gives NaN
+  ASSERT_EQ(cudaMemcpy(back.data(), p, sizeof(float) * n, cudaMemcpyDeviceToHost), cudaSuccess);
+  for (int i = 0; i < n; ++i) EXPECT_TRUE(std::isnan(back[i])) << i;
   ASSERT_EQ(cudaMemcpy(p, host.data(), sizeof(float) * n, cudaMemcpyHostToDevice), cudaSuccess);
   fill(p, n / 2, 7.f);
   ASSERT_EQ(cudaMemcpy(back.data(), p, sizeof(float) * n, cudaMemcpyDeviceToHost), cudaSuccess);

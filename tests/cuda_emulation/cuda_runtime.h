@@ -128,13 +128,14 @@ inline cudaError_t cudaGetDevice(int* device) {
 
 namespace ghostnn_emu {
 // Device memory: host pages that only device work may touch. Each cudaMalloc gets pages of its own
-// in one reserved address range, never handed out twice, with an inaccessible page on either
-// side; its data ends where its last page ends (aligned to 256 bytes, as cudaMalloc's). The pages
-// carry a memory protection key that host threads keep closed, except while they run device work
-// (a kernel, a copy, a library call; DeviceAccess). cudaFree returns the pages to the system and
-// leaves the range inaccessible. So a host read or write of device memory (which crashes on a
-// GPU), a kernel running past an allocation, and a use after cudaFree all fault, with a message
-// (fault_handler). Without protection keys (an older CPU or kernel), host access is not caught.
+// in one reserved address range, not handed out again before the range wraps around (up to 1 TiB of
+// allocations later), with an inaccessible page on either side; its data ends where its last page
+// ends (aligned to 256 bytes, as cudaMalloc's). The pages carry a memory protection key that host
+// threads keep closed, except while they run device work (a kernel, a copy, a library call;
+// DeviceAccess). They start as NaN bytes. cudaFree returns the pages to the system and leaves the
+// range inaccessible. So a host read or write of device memory (which crashes on a GPU), a kernel
+// running past an allocation, and a use after cudaFree all fault, with a message (fault_handler).
+// Without protection keys (an older CPU or kernel), host access is not caught.
 class DeviceMemory {
  public:
   static DeviceMemory& get() {
@@ -157,6 +158,12 @@ class DeviceMemory {
     const int prot = PROT_READ | PROT_WRITE;
     if ((keyed() ? pkey_mprotect(data, pages, prot, key_) : mprotect(data, pages, prot)) != 0)
       return nullptr;
+    // Fresh device memory holds NaN bytes, not zeros: a kernel that reads what nothing wrote (or
+    // adds into an output nobody cleared) gives NaN here, as it gives garbage on a GPU.
+    const int rights = keyed() ? pkey_get(key_) : 0;
+    if (keyed()) pkey_set(key_, 0);
+    std::memset(data, 0xff, pages);
+    if (keyed()) pkey_set(key_, static_cast<unsigned>(rights));
     char* p = data + (pages - bytes);
     live_[p] = pages;
     return p;
