@@ -22,9 +22,8 @@
 // cudaGraphLaunch replays (with the arguments copied at capture, as on a GPU); calls that
 // synchronize with the host fail during a capture and invalidate it. Not modelled: timing, the
 // memory model's weaker orderings, registers and static shared memory limits, and several
-// streams. The kernels launch through
-// GHOSTNN_LAUNCH and declare dynamic shared memory through GHOSTNN_DYNAMIC_SHARED
-// (backends/cudnn/cuda_check.hpp), both defined here first.
+// streams. The kernels launch through GHOSTNN_LAUNCH and declare dynamic shared memory through
+// GHOSTNN_DYNAMIC_SHARED (backends/cudnn/cuda_check.hpp), both defined here first.
 #pragma once
 
 #include <execinfo.h>
@@ -158,12 +157,6 @@ class DeviceMemory {
     const int prot = PROT_READ | PROT_WRITE;
     if ((keyed() ? pkey_mprotect(data, pages, prot, key_) : mprotect(data, pages, prot)) != 0)
       return nullptr;
-    // Fresh device memory holds NaN bytes, not zeros: a kernel that reads what nothing wrote (or
-    // adds into an output nobody cleared) gives NaN here, as it gives garbage on a GPU.
-    const int rights = keyed() ? pkey_get(key_) : 0;
-    if (keyed()) pkey_set(key_, 0);
-    std::memset(data, 0xff, pages);
-    if (keyed()) pkey_set(key_, static_cast<unsigned>(rights));
     char* p = data + (pages - bytes);
     live_[p] = pages;
     return p;
@@ -261,7 +254,12 @@ class DeviceAccess {
 
 inline cudaError_t cudaMalloc(void** p, std::size_t n) {
   *p = ghostnn_emu::DeviceMemory::get().allocate(n);
-  return *p ? cudaSuccess : ghostnn_emu::set_error(cudaErrorMemoryAllocation);
+  if (!*p) return ghostnn_emu::set_error(cudaErrorMemoryAllocation);
+  // Fresh device memory holds NaN bytes, not zeros: a kernel that reads what nothing wrote (or
+  // adds into an output nobody cleared) gives NaN here, as it gives garbage on a GPU.
+  ghostnn_emu::DeviceAccess device;
+  std::memset(*p, 0xff, n);
+  return cudaSuccess;
 }
 inline cudaError_t cudaFree(void* p) {
   if (!p || ghostnn_emu::DeviceMemory::get().release(p)) return cudaSuccess;
