@@ -161,15 +161,18 @@ Tensor Linear::backward(const Tensor& dy) {
   return dx;
 }
 
+// Keeps the output, not the input: the next layer keeps the output anyway, so the input (a
+// norm's or an add's result) is freed as soon as the ReLU has run.
 Tensor ReLU::forward(const Tensor& x) {
-  if (training_) x_ = x;
-  return ops::relu(x);
+  Tensor y = ops::relu(x);
+  if (training_) y_ = y;
+  return y;
 }
 
 Tensor ReLU::backward(const Tensor& dy) {
-  if (!x_.defined()) fail("ReLU: backward without a training forward");
-  Tensor dx = ops::relu_backward(dy, x_);
-  x_ = Tensor();
+  if (!y_.defined()) fail("ReLU: backward without a training forward");
+  Tensor dx = ops::relu_backward(dy, y_);
+  y_ = Tensor();
   return dx;
 }
 
@@ -511,15 +514,18 @@ BasicBlock::BasicBlock(BuildContext& ctx, std::int64_t in, std::int64_t out, std
     shortcut_ =
         add_child("shortcut", std::static_pointer_cast<Module>(std::make_shared<Identity>()));
   }
-  relu_ = add_child("relu", std::static_pointer_cast<Module>(std::make_shared<ReLU>()));
 }
 
 Tensor BasicBlock::forward(const Tensor& x) {
-  return relu_->forward(ops::add(main_->forward(x), shortcut_->forward(x)));
+  Tensor y = ops::add_relu(main_->forward(x), shortcut_->forward(x));
+  if (training_) y_ = y;
+  return y;
 }
 
 Tensor BasicBlock::backward(const Tensor& dy) {
-  Tensor g = relu_->backward(dy);
+  if (!y_.defined()) fail("BasicBlock: backward without a training forward");
+  Tensor g = ops::relu_backward(dy, y_);
+  y_ = Tensor();
   return ops::add(main_->backward(g), shortcut_->backward(g));
 }
 

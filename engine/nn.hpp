@@ -135,7 +135,7 @@ class ReLU final : public Module {
   std::string kind() const override { return "ReLU"; }
 
  private:
-  Tensor x_;
+  Tensor y_;  // the output: its mask y > 0 is the input's x > 0
 };
 
 class Pool2d final : public Module {
@@ -286,7 +286,7 @@ ModulePtr make_norm(const std::string& spec, std::int64_t channels, BuildContext
 void validate_norm_spec(const std::string& spec);
 
 // CIFAR ResNet basic block: conv3x3-norm-relu-conv3x3-norm (+ shortcut: identity, or 1x1 conv
-// with a norm when the shape changes), add, relu.
+// with a norm when the shape changes), add and relu (one op: ops::add_relu).
 class BasicBlock final : public Module {
  public:
   BasicBlock(BuildContext& ctx, std::int64_t in, std::int64_t out, std::int64_t stride,
@@ -296,7 +296,8 @@ class BasicBlock final : public Module {
   std::string kind() const override { return "BasicBlock"; }
 
  private:
-  ModulePtr main_, shortcut_, relu_;
+  ModulePtr main_, shortcut_;
+  Tensor y_;  // the output, for the ReLU's backward
 };
 
 // Models: "resnet20", "resnet32", "resnet56" (CIFAR ResNets, 16-32-64 channels), "resnet18"

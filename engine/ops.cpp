@@ -27,17 +27,24 @@ Tensor relu(const Tensor& x) {
   return y;
 }
 
-Tensor relu_backward(const Tensor& dy, const Tensor& x) {
-  Tensor dx = Tensor::empty_like(x);  // in x's layout, like the forward's input
-  call(prim::op::relu_bwd, prim::ReluDesc{}, {dy, x}, {dx});
+Tensor relu_backward(const Tensor& dy, const Tensor& y) {
+  Tensor dx = Tensor::empty_like(y);  // in y's layout, like the forward's input
+  call(prim::op::relu_bwd, prim::ReluDesc{}, {dy, y}, {dx});
   return dx;
 }
 
-Tensor add(const Tensor& a, const Tensor& b) {
+namespace {
+Tensor add_with(const Tensor& a, const Tensor& b, bool relu) {
   Tensor y = Tensor::empty_like(a);
-  call(prim::op::add_fwd, prim::AddDesc{}, {a, b}, {y});
+  prim::AddDesc d;
+  d.relu = relu;
+  call(prim::op::add_fwd, d, {a, b}, {y});
   return y;
 }
+}  // namespace
+
+Tensor add(const Tensor& a, const Tensor& b) { return add_with(a, b, false); }
+Tensor add_relu(const Tensor& a, const Tensor& b) { return add_with(a, b, true); }
 
 GhostNoiseOut ghost_noise(const Tensor& x, const prim::GhostNoiseDesc& d, bool training) {
   if (!training) return {x, {}, {}};

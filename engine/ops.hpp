@@ -16,8 +16,11 @@ std::string call(std::string_view op, const OpDesc& desc, const std::vector<Tens
                  const std::vector<Tensor>& out, std::string_view backend = {});
 
 Tensor relu(const Tensor& x);
-Tensor relu_backward(const Tensor& dy, const Tensor& x);
+// dx = dy where the ReLU's output y is positive (its input x gives the same mask).
+Tensor relu_backward(const Tensor& dy, const Tensor& y);
 Tensor add(const Tensor& a, const Tensor& b);
+// max(a + b, 0) in one pass (a residual block's add and ReLU); backward: relu_backward with it.
+Tensor add_relu(const Tensor& a, const Tensor& b);
 
 // Ghost noise injection. Training: y, and the noise saved for the backward. Inference: y is x
 // itself (the same storage: no copy, no kernel) and shift/scale are undefined.

@@ -160,12 +160,15 @@ void register_elementwise(Device dev) {
         ops::call(prim::op::relu_bwd, prim::ReluDesc{}, {dy, x}, {dx});
       });
     });
-    add(fmt::format("Add/fwd/{}/{}", sn, dev.str()), [=](benchmark::State& st) {
-      Tensor a1 = uniform(s, dev, -1, 1), b1 = uniform(s, dev, -1, 1), y = Tensor::empty(s, dev);
-      timed(st, dev, 0, 3 * t, [&] {
-        ops::call(prim::op::add_fwd, prim::AddDesc{}, {a1, b1}, {y});
-      });
-    });
+    for (const bool relu : {false, true})
+      add(fmt::format("{}/fwd/{}/{}", relu ? "AddRelu" : "Add", sn, dev.str()),
+          [=](benchmark::State& st) {
+            Tensor a1 = uniform(s, dev, -1, 1), b1 = uniform(s, dev, -1, 1),
+                   y = Tensor::empty(s, dev);
+            prim::AddDesc d;
+            d.relu = relu;
+            timed(st, dev, 0, 3 * t, [&] { ops::call(prim::op::add_fwd, d, {a1, b1}, {y}); });
+          });
   }
   if (dev.type == DeviceType::cpu)
     for (const auto& a : kActivations) {

@@ -1,9 +1,13 @@
 // Elementwise ops: ReLU (forward, backward) and Add.
 //
 //   relu_fwd:  y = max(x, 0)                    in {x}        out {y}
-//   relu_bwd:  dx = dy * [x > 0]                in {dy, x}    out {dx}
+//   relu_bwd:  dx = dy * [y > 0]                in {dy, y}    out {dx}
 //   add_fwd:   y = a + b  (same shapes)         in {a, b}     out {y}
-// Add's backward is the identity for both inputs and needs no kernel.
+//              y = max(a + b, 0) with AddDesc::relu (a residual block's add and ReLU in one pass)
+// ReLU's backward takes the forward's output y: its mask [y > 0] is the mask [x > 0], and y is
+// what the next layer keeps anyway, so the ReLU's input need not be kept (x works as well).
+// Add's backward is the identity for both inputs and needs no kernel; after a fused ReLU it is
+// relu_bwd with the fused op's output.
 #pragma once
 
 #include "primitives/core.hpp"
@@ -17,7 +21,9 @@ inline constexpr std::string_view add_fwd = "add_fwd";
 }  // namespace op
 
 struct ReluDesc : OpDesc {};
-struct AddDesc : OpDesc {};
+struct AddDesc : OpDesc {
+  bool relu = false;  // y = max(a + b, 0)
+};
 
 void validate_relu_fwd(const KernelCall& c);
 void validate_relu_bwd(const KernelCall& c);

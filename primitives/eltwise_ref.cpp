@@ -23,7 +23,7 @@ void validate_relu_fwd(const KernelCall& c) {
 void validate_relu_bwd(const KernelCall& c) {
   expect_count(op::relu_bwd, "inputs", c.in.size(), 2);
   expect_count(op::relu_bwd, "outputs", c.out.size(), 1);
-  same_desc(op::relu_bwd, "dy", c.in[0].desc, "x", c.in[1].desc);
+  same_desc(op::relu_bwd, "dy", c.in[0].desc, "y", c.in[1].desc);
   same_desc(op::relu_bwd, "dy", c.in[0].desc, "dx", c.out[0].desc);
 }
 
@@ -46,18 +46,21 @@ void relu_fwd(const OpDesc&, const KernelCall& c) {
 void relu_bwd(const OpDesc&, const KernelCall& c) {
   validate_relu_bwd(c);
   const float* dy = c.in[0].f32();
-  const float* x = c.in[1].f32();
+  const float* y = c.in[1].f32();
   float* dx = c.out[0].f32();
-  for (std::int64_t i = 0, n = c.in[0].desc.numel(); i < n; ++i) dx[i] = x[i] > 0.f ? dy[i] : 0.f;
+  for (std::int64_t i = 0, n = c.in[0].desc.numel(); i < n; ++i) dx[i] = y[i] > 0.f ? dy[i] : 0.f;
 }
 
-void add_fwd(const OpDesc&, const KernelCall& c) {
+void add_fwd(const OpDesc& d, const KernelCall& c) {
   validate_add_fwd(c);
+  const bool relu = dynamic_cast<const AddDesc&>(d).relu;
   const float* a = c.in[0].f32();
   const float* b = c.in[1].f32();
   float* y = c.out[0].f32();
-  for (std::int64_t i = 0, n = c.in[0].desc.numel(); i < n; ++i)
-    y[i] = static_cast<float>(static_cast<double>(a[i]) + b[i]);
+  for (std::int64_t i = 0, n = c.in[0].desc.numel(); i < n; ++i) {
+    const auto s = static_cast<float>(static_cast<double>(a[i]) + b[i]);
+    y[i] = relu && !(s > 0.f) ? 0.f : s;
+  }
 }
 
 }  // namespace ref

@@ -1,5 +1,5 @@
-// ReLU and Add: the reference's defining properties, the CPU backend against the reference, and
-// ReLU's backward by finite differences.
+// ReLU and Add (with and without its fused ReLU): the reference's defining properties, the CPU
+// backend against the reference, and the backwards by finite differences.
 #include "primitives/eltwise.hpp"
 #include "test_kit.hpp"
 
@@ -16,15 +16,41 @@ TEST(EltwiseReference, ReluIsMaxWithZero) {
   for (std::size_t i = 0; i < xv.size(); ++i) EXPECT_EQ(yv[i], std::max(xv[i], 0.f));
 }
 
+TEST(EltwiseReference, AddReluIsMaxOfTheSumWithZero) {
+  Tensor a = random_tensor({1000}, 1), b = random_tensor({1000}, 2);
+  prim::AddDesc d;
+  for (const bool relu : {false, true}) {
+    d.relu = relu;
+    const auto y = testkit::run_reference(prim::ref::add_fwd, d, {a, b}, {Tensor::zeros({1000})})[0]
+                       .to_vector();
+    const auto av = a.to_vector(), bv = b.to_vector();
+    int clipped = 0;
+    for (std::size_t i = 0; i < av.size(); ++i) {
+      const float sum = av[i] + bv[i];
+      EXPECT_EQ(y[i], relu ? std::max(sum, 0.f) : sum) << i;
+      clipped += relu && sum < 0.f;
+    }
+    if (relu) {
+      EXPECT_GT(clipped, 300);  // both sides of the kink are exercised
+    }
+  }
+}
+
 TEST(EltwiseOnednn, MatchesReference) {
   for (const Shape& s : {Shape{4, 3, 5, 7}, Shape{3, 16, 5, 3}}) {
     Tensor x = random_tensor(s, 2), dy = random_tensor(s, 3), b = random_tensor(s, 4);
     testkit::expect_matches_reference(prim::op::relu_fwd, prim::ref::relu_fwd, prim::ReluDesc{},
                                       Device::cpu(), {x}, {Tensor::zeros(s)}, {0, 0});
-    testkit::expect_matches_reference(prim::op::relu_bwd, prim::ref::relu_bwd, prim::ReluDesc{},
-                                      Device::cpu(), {dy, x}, {Tensor::zeros(s)}, {0, 0});
-    testkit::expect_matches_reference(prim::op::add_fwd, prim::ref::add_fwd, prim::AddDesc{},
-                                      Device::cpu(), {x, b}, {Tensor::zeros(s)}, {0, 1e-7});
+    // relu_bwd takes the forward's output; the input gives the same mask
+    for (const Tensor& mask : {ops::relu(x), x})
+      testkit::expect_matches_reference(prim::op::relu_bwd, prim::ref::relu_bwd, prim::ReluDesc{},
+                                        Device::cpu(), {dy, mask}, {Tensor::zeros(s)}, {0, 0});
+    prim::AddDesc add;
+    for (const bool relu : {false, true}) {
+      add.relu = relu;
+      testkit::expect_matches_reference(prim::op::add_fwd, prim::ref::add_fwd, add, Device::cpu(),
+                                        {x, b}, {Tensor::zeros(s)}, {0, 1e-7});
+    }
   }
 }
 
@@ -37,12 +63,31 @@ TEST(EltwiseOnednn, ReluBackwardMatchesFiniteDifferences) {
   auto f = [&](const std::vector<float>& v) {
     return testkit::weighted_sum(ops::relu(Tensor::from_vector(v, s)).to_vector(), w);
   };
-  auto dx = ops::relu_backward(Tensor::from_vector(w, s), Tensor::from_vector(xv, s)).to_vector();
+  const Tensor y = ops::relu(Tensor::from_vector(xv, s));
+  auto dx = ops::relu_backward(Tensor::from_vector(w, s), y).to_vector();
   EXPECT_TRUE(testkit::gradient_matches(f, xv, dx, 1e-3));
+}
+
+// add_relu's gradient for either input is relu_backward of its output.
+TEST(EltwiseOnednn, AddReluBackwardMatchesFiniteDifferences) {
+  const Shape s{64};
+  const auto bv = random_tensor(s, 7).to_vector();
+  // a + b away from the kink at 0
+  auto av = random_tensor(s, 8, 0.1f, 1.f).to_vector();
+  for (std::size_t i = 0; i < av.size(); ++i) av[i] = (i % 2 ? av[i] : -av[i]) - bv[i];
+  const auto w = random_tensor(s, 9).to_vector();
+  const Tensor b = Tensor::from_vector(bv, s);
+  auto f = [&](const std::vector<float>& v) {
+    return testkit::weighted_sum(ops::add_relu(Tensor::from_vector(v, s), b).to_vector(), w);
+  };
+  const Tensor y = ops::add_relu(Tensor::from_vector(av, s), b);
+  auto da = ops::relu_backward(Tensor::from_vector(w, s), y).to_vector();
+  EXPECT_TRUE(testkit::gradient_matches(f, av, da, 1e-3));
 }
 
 TEST(EltwiseOnednn, AddRejectsMismatchedShapes) {
   EXPECT_THROW(ops::add(Tensor::zeros({2, 3}), Tensor::zeros({3, 2})), Error);
+  EXPECT_THROW(ops::add_relu(Tensor::zeros({2, 3}), Tensor::zeros({3, 2})), Error);
 }
 
 }  // namespace

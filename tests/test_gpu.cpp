@@ -101,9 +101,30 @@ TEST(Gpu, EltwiseMatchesReference) {
   testkit::expect_matches_reference(prim::op::relu_fwd, prim::ref::relu_fwd, prim::ReluDesc{},
                                     Device::cuda(), {x}, {Tensor::zeros(s)}, {0, 0});
   testkit::expect_matches_reference(prim::op::relu_bwd, prim::ref::relu_bwd, prim::ReluDesc{},
-                                    Device::cuda(), {dy, x}, {Tensor::zeros(s)}, {0, 0});
-  testkit::expect_matches_reference(prim::op::add_fwd, prim::ref::add_fwd, prim::AddDesc{},
-                                    Device::cuda(), {x, b}, {Tensor::zeros(s)}, {0, 1e-7});
+                                    Device::cuda(), {dy, ops::relu(x)}, {Tensor::zeros(s)}, {0, 0});
+  prim::AddDesc add;
+  for (const bool relu : {false, true}) {
+    add.relu = relu;
+    testkit::expect_matches_reference(prim::op::add_fwd, prim::ref::add_fwd, add, Device::cuda(),
+                                      {x, b}, {Tensor::zeros(s)}, {0, 1e-7});
+    // 105 values: 26 float4s and a tail of one. Then 99 values 4, 8 and 12 bytes past 16-byte
+    // boundaries (references into the tensors: no tensor of ours starts off that grid), which
+    // take the kernel's one-by-one path.
+    const Tensor dx = x.to(Device::cuda()), db = b.to(Device::cuda()),
+                 dyz = Tensor::zeros({105}, Device::cuda());
+    const TensorDesc d99{{99}, DType::f32, Device::cuda()};
+    const std::vector<TensorRef> in{TensorRef{d99, static_cast<float*>(dx.raw()) + 1},
+                                    TensorRef{d99, static_cast<float*>(db.raw()) + 2}},
+        out{TensorRef{d99, static_cast<float*>(dyz.raw()) + 3}};
+    Dispatcher::global().run(prim::op::add_fwd, add, in, out);
+    const auto xv = x.to_vector(), bv = b.to_vector(), yv = dyz.to_vector();
+    for (std::size_t i = 0; i < 99; ++i) {
+      const float sum = xv[i + 1] + bv[i + 2];
+      EXPECT_EQ(yv[i + 3], relu ? std::max(sum, 0.f) : sum) << i;
+    }
+    EXPECT_EQ(yv[0], 0.f);
+    EXPECT_EQ(yv[102], 0.f);
+  }
 }
 
 // Runs `op` on the given GPU backend and on the reference, and compares every output.

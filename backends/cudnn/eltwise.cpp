@@ -1,10 +1,12 @@
-// ReLU (cudnnActivationForward/Backward) and Add (cudnnOpTensor) on the GPU.
-// ReLU backward is given x where cuDNN asks for y: for ReLU the mask y > 0 equals x > 0.
+// ReLU (cudnnActivationForward/Backward) and Add (our kernel: cuDNN's cudnnOpTensor has no fused
+// ReLU) on the GPU. ReLU backward is given the forward's output y; cuDNN also asks for x, for which
+// y serves: for ReLU the mask x > 0 equals y > 0.
 #include "primitives/eltwise.hpp"
 
 #include <climits>
 
 #include "backends/cudnn/cuda_common.hpp"
+#include "backends/cudnn/layer_kernels.cuh"
 #include "backends/cudnn/ops.hpp"
 
 namespace ghostnn::cudnn {
@@ -50,21 +52,10 @@ void relu_bwd(const OpDesc&, const KernelCall& c) {
                               td.get(), c.out[0].data));
 }
 
-void add_fwd(const OpDesc&, const KernelCall& c) {
+void add_fwd(const OpDesc& od, const KernelCall& c) {
   prim::validate_add_fwd(c);
-  cudnnOpTensorDescriptor_t od = nullptr;
-  GHOSTNN_CUDNN_CHECK(prim::op::add_fwd, cudnnCreateOpTensorDescriptor(&od));
-  const TensorDescriptor td(1, 1, 1, flat_count(prim::op::add_fwd, c.in[0]));
-  const float one = 1.f, zero = 0.f;
-  const auto st = cudnnSetOpTensorDescriptor(od, CUDNN_OP_TENSOR_ADD, CUDNN_DATA_FLOAT,
-                                             CUDNN_NOT_PROPAGATE_NAN);
-  const auto run =
-      st == CUDNN_STATUS_SUCCESS
-          ? cudnnOpTensor(cudnn_handle(c.ctx->device.index), od, &one, td.get(), c.in[0].data, &one,
-                          td.get(), c.in[1].data, &zero, td.get(), c.out[0].data)
-          : st;
-  cudnnDestroyOpTensorDescriptor(od);
-  GHOSTNN_CUDNN_CHECK(prim::op::add_fwd, run);
+  add(c.in[0].f32(), c.in[1].f32(), c.out[0].f32(), c.in[0].desc.numel(),
+      dynamic_cast<const prim::AddDesc&>(od).relu, prim::op::add_fwd);
 }
 
 }  // namespace ghostnn::cudnn

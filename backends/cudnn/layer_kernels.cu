@@ -1,6 +1,7 @@
 // Our CUDA kernels for the layers cuDNN and cuBLAS do not cover as one call: pooling, softmax
-// cross-entropy, the SGD update, the linear layer's bias and the input augmentation (maths in
-// primitives/pool.hpp, xent.hpp, sgd.hpp, linear.hpp, augment.hpp).
+// cross-entropy, the SGD update, the linear layer's bias, the input augmentation and the
+// residual add with its ReLU (maths in primitives/pool.hpp, xent.hpp, sgd.hpp, linear.hpp,
+// augment.hpp, eltwise.hpp).
 #include <cuda_bf16.h>
 #include <math_constants.h>
 
@@ -143,6 +144,27 @@ __global__ void sgd_kernel(SgdTable t, float lr, float mom, bool nesterov) {
   }
 }
 
+// Four values a thread (float4 loads where all three pointers are 16-byte aligned, as the
+// allocator's tensors are), the tail and unaligned views one by one.
+__global__ void add_kernel(const float* __restrict__ a, const float* __restrict__ b,
+                           float* __restrict__ y, std::int64_t n, bool relu, bool vec4) {
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  const std::int64_t first = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  const auto fix = [relu](float s) { return relu && !(s > 0.f) ? 0.f : s; };
+  std::int64_t done = 0;
+  if (vec4) {
+    const std::int64_t n4 = n / 4;
+    for (std::int64_t i = first; i < n4; i += stride) {
+      const float4 u = reinterpret_cast<const float4*>(a)[i];
+      const float4 v = reinterpret_cast<const float4*>(b)[i];
+      reinterpret_cast<float4*>(y)[i] =
+          make_float4(fix(u.x + v.x), fix(u.y + v.y), fix(u.z + v.z), fix(u.w + v.w));
+    }
+    done = n4 * 4;
+  }
+  for (std::int64_t i = done + first; i < n; i += stride) y[i] = fix(a[i] + b[i]);
+}
+
 __global__ void add_bias_kernel(float* __restrict__ y, const float* __restrict__ bias,
                                 std::int64_t B, std::int64_t O) {
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < B * O;
@@ -262,6 +284,13 @@ void sgd_update(const float* const* g, float* const* p, float* const* buf, const
     GHOSTNN_LAUNCH(sgd_kernel, grid, 256, 0)(t, lr, mom, nesterov);
     GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
   }
+}
+
+void add(const float* a, const float* b, float* y, std::int64_t n, bool relu, std::string_view op) {
+  const auto aligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
+  const bool vec4 = aligned(a) && aligned(b) && aligned(y);
+  GHOSTNN_LAUNCH(add_kernel, blocks_for(vec4 ? (n + 3) / 4 : n), 256, 0)(a, b, y, n, relu, vec4);
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
 void add_bias(float* y, const float* bias, std::int64_t B, std::int64_t O, std::string_view op) {

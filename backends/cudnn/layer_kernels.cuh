@@ -25,6 +25,8 @@ inline constexpr int kSgdChunk = 24;
 void sgd_update(const float* const* g, float* const* p, float* const* buf, const std::int64_t* n,
                 const float* wd, std::size_t count, float lr, float mom, bool nesterov,
                 std::string_view op);
+// y = a + b over n values, then max(., 0) when `relu`.
+void add(const float* a, const float* b, float* y, std::int64_t n, bool relu, std::string_view op);
 void add_bias(float* y, const float* bias, std::int64_t B, std::int64_t O, std::string_view op);
 // Crop + flip + normalize (primitives/augment.hpp): u8 [B, C, H, W] and (dy, dx, flip) per sample
 // to f32; scale/shift hold C <= kAugmentChannels values.

@@ -15,8 +15,10 @@ memory::desc flat_desc(std::int64_t n) {
   return memory::desc({n}, memory::data_type::f32, memory::format_tag::a);
 }
 
+// The "use dst" ReLU: its backward reads the forward's output, which relu_bwd is given.
 dnnl::eltwise_forward::primitive_desc relu_fwd_pd(std::int64_t n) {
-  return {{prop_kind::forward_training, algorithm::eltwise_relu, flat_desc(n), 0.f, 0.f},
+  return {{prop_kind::forward_training, algorithm::eltwise_relu_use_dst_for_bwd, flat_desc(n), 0.f,
+           0.f},
           cpu_engine()};
 }
 }  // namespace
@@ -39,25 +41,34 @@ void relu_bwd(const OpDesc&, const KernelCall& c) {
   const auto n = c.in[0].desc.numel();
   guarded(prim::op::relu_bwd, [&] {
     auto p = cache.get(n, [&] {
-      dnnl::eltwise_backward::desc d(algorithm::eltwise_relu, flat_desc(n), flat_desc(n), 0.f, 0.f);
+      dnnl::eltwise_backward::desc d(algorithm::eltwise_relu_use_dst_for_bwd, flat_desc(n),
+                                     flat_desc(n), 0.f, 0.f);
       return dnnl::eltwise_backward(
           dnnl::eltwise_backward::primitive_desc(d, cpu_engine(), relu_fwd_pd(n)));
     });
     p->execute(cpu_stream(), {{DNNL_ARG_DIFF_DST, flat_memory(c.in[0])},
-                              {DNNL_ARG_SRC, flat_memory(c.in[1])},
+                              {DNNL_ARG_DST, flat_memory(c.in[1])},
                               {DNNL_ARG_DIFF_SRC, flat_memory(c.out[0])}});
     cpu_stream().wait();
   });
 }
 
-void add_fwd(const OpDesc&, const KernelCall& c) {
+// With AddDesc::relu the ReLU is a post-op of the same primitive: one pass over the data.
+void add_fwd(const OpDesc& od, const KernelCall& c) {
   prim::validate_add_fwd(c);
-  static PrimitiveCache<std::int64_t, dnnl::binary> cache;
+  const bool relu = dynamic_cast<const prim::AddDesc&>(od).relu;
+  static PrimitiveCache<std::pair<std::int64_t, bool>, dnnl::binary> cache;
   const auto n = c.in[0].desc.numel();
   guarded(prim::op::add_fwd, [&] {
-    auto p = cache.get(n, [&] {
+    auto p = cache.get({n, relu}, [&] {
       dnnl::binary::desc d(algorithm::binary_add, flat_desc(n), flat_desc(n), flat_desc(n));
-      return dnnl::binary(dnnl::binary::primitive_desc(d, cpu_engine()));
+      dnnl::primitive_attr attr;
+      if (relu) {
+        dnnl::post_ops po;
+        po.append_eltwise(1.f, algorithm::eltwise_relu, 0.f, 0.f);
+        attr.set_post_ops(po);
+      }
+      return dnnl::binary(dnnl::binary::primitive_desc(d, attr, cpu_engine()));
     });
     p->execute(cpu_stream(), {{DNNL_ARG_SRC_0, flat_memory(c.in[0])},
                               {DNNL_ARG_SRC_1, flat_memory(c.in[1])},

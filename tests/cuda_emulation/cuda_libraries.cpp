@@ -39,10 +39,6 @@ struct cudnnActivationStruct {
   bool set = false;
   cudnnActivationMode_t mode = CUDNN_ACTIVATION_RELU;
 };
-struct cudnnOpTensorStruct {
-  bool set = false;
-  cudnnOpTensorOp_t op = CUDNN_OP_TENSOR_ADD;
-};
 struct cublasContext {
   cudaStream_t stream = nullptr;
 };
@@ -256,15 +252,6 @@ cudnnStatus_t cudnnSetActivationDescriptor(cudnnActivationDescriptor_t d,
   *d = cudnnActivationStruct{true, mode};
   return CUDNN_STATUS_SUCCESS;
 }
-cudnnStatus_t cudnnCreateOpTensorDescriptor(cudnnOpTensorDescriptor_t* d) { return create(d); }
-cudnnStatus_t cudnnDestroyOpTensorDescriptor(cudnnOpTensorDescriptor_t d) { return destroy(d); }
-cudnnStatus_t cudnnSetOpTensorDescriptor(cudnnOpTensorDescriptor_t d, cudnnOpTensorOp_t op,
-                                         cudnnDataType_t compute, cudnnNanPropagation_t) {
-  if (!d || compute != CUDNN_DATA_FLOAT) return CUDNN_STATUS_BAD_PARAM;
-  *d = cudnnOpTensorStruct{true, op};
-  return CUDNN_STATUS_SUCCESS;
-}
-
 cudnnStatus_t cudnnFindConvolutionForwardAlgorithm(cudnnHandle_t, cudnnTensorDescriptor_t x,
                                                    cudnnFilterDescriptor_t w,
                                                    cudnnConvolutionDescriptor_t conv,
@@ -548,27 +535,6 @@ cudnnStatus_t cudnnActivationBackward(cudnnHandle_t h, cudnnActivationDescriptor
     for (std::int64_t i = 0; i < n; ++i)
       blend(dx, CUDNN_DATA_FLOAT, i, alpha,
             static_cast<const float*>(y)[i] > 0.f ? static_cast<const float*>(dy)[i] : 0.f, beta);
-  });
-  return CUDNN_STATUS_SUCCESS;
-}
-
-cudnnStatus_t cudnnOpTensor(cudnnHandle_t h, cudnnOpTensorDescriptor_t op, const void* alpha1_p,
-                            cudnnTensorDescriptor_t a_desc, const void* a, const void* alpha2_p,
-                            cudnnTensorDescriptor_t b_desc, const void* b, const void* beta_p,
-                            cudnnTensorDescriptor_t c_desc, void* c) {
-  if (!h) return CUDNN_STATUS_NOT_INITIALIZED;
-  if (!op || !op->set || op->op != CUDNN_OP_TENSOR_ADD || !is_f32(a_desc) || !is_f32(b_desc) ||
-      !is_f32(c_desc) || !same_dims(*a_desc, *c_desc))
-    return CUDNN_STATUS_BAD_PARAM;
-  const Broadcast bb{*b_desc, *c_desc};
-  if (!bb.valid()) return CUDNN_STATUS_BAD_PARAM;
-  const float alpha1 = scalar(alpha1_p), alpha2 = scalar(alpha2_p), beta = scalar(beta_p);
-  ghostnn_emu::enqueue([=] {
-    for (std::int64_t i = 0; i < bb.full.count(); ++i)
-      blend(c, CUDNN_DATA_FLOAT, i, 1.f,
-            alpha1 * static_cast<const float*>(a)[i] +
-                alpha2 * static_cast<const float*>(b)[bb.at(i)],
-            beta);
   });
   return CUDNN_STATUS_SUCCESS;
 }

@@ -29,7 +29,6 @@ enum cudnnMathType_t {
 enum cudnnConvolutionMode_t { CUDNN_CONVOLUTION = 0, CUDNN_CROSS_CORRELATION = 1 };
 enum cudnnNanPropagation_t { CUDNN_NOT_PROPAGATE_NAN = 0, CUDNN_PROPAGATE_NAN = 1 };
 enum cudnnActivationMode_t { CUDNN_ACTIVATION_RELU = 1 };
-enum cudnnOpTensorOp_t { CUDNN_OP_TENSOR_ADD = 0 };
 enum cudnnBatchNormMode_t { CUDNN_BATCHNORM_SPATIAL = 1 };
 enum cudnnDeterminism_t { CUDNN_NON_DETERMINISTIC = 0, CUDNN_DETERMINISTIC = 1 };
 #define CUDNN_BN_MIN_EPSILON 0.0
@@ -57,13 +56,11 @@ struct cudnnTensorStruct;
 struct cudnnFilterStruct;
 struct cudnnConvolutionStruct;
 struct cudnnActivationStruct;
-struct cudnnOpTensorStruct;
 using cudnnHandle_t = cudnnContext*;
 using cudnnTensorDescriptor_t = cudnnTensorStruct*;
 using cudnnFilterDescriptor_t = cudnnFilterStruct*;
 using cudnnConvolutionDescriptor_t = cudnnConvolutionStruct*;
 using cudnnActivationDescriptor_t = cudnnActivationStruct*;
-using cudnnOpTensorDescriptor_t = cudnnOpTensorStruct*;
 
 cudnnStatus_t cudnnCreate(cudnnHandle_t* handle);
 cudnnStatus_t cudnnDestroy(cudnnHandle_t handle);
@@ -89,10 +86,6 @@ cudnnStatus_t cudnnDestroyActivationDescriptor(cudnnActivationDescriptor_t d);
 cudnnStatus_t cudnnSetActivationDescriptor(cudnnActivationDescriptor_t d,
                                            cudnnActivationMode_t mode, cudnnNanPropagation_t nan,
                                            double coef);
-cudnnStatus_t cudnnCreateOpTensorDescriptor(cudnnOpTensorDescriptor_t* d);
-cudnnStatus_t cudnnDestroyOpTensorDescriptor(cudnnOpTensorDescriptor_t d);
-cudnnStatus_t cudnnSetOpTensorDescriptor(cudnnOpTensorDescriptor_t d, cudnnOpTensorOp_t op,
-                                         cudnnDataType_t compute_type, cudnnNanPropagation_t nan);
 
 // Algorithm choice: one algorithm each, asking for a small workspace (so the caller's workspace
 // handling runs). Find* also fails while a graph is being captured, as it synchronizes.
@@ -166,10 +159,6 @@ cudnnStatus_t cudnnActivationBackward(cudnnHandle_t h, cudnnActivationDescriptor
                                       const void* y, cudnnTensorDescriptor_t dy_desc,
                                       const void* dy, cudnnTensorDescriptor_t x_desc, const void* x,
                                       const void* beta, cudnnTensorDescriptor_t dx_desc, void* dx);
-cudnnStatus_t cudnnOpTensor(cudnnHandle_t h, cudnnOpTensorDescriptor_t op, const void* alpha1,
-                            cudnnTensorDescriptor_t a_desc, const void* a, const void* alpha2,
-                            cudnnTensorDescriptor_t b_desc, const void* b, const void* beta,
-                            cudnnTensorDescriptor_t c_desc, void* c);
 cudnnStatus_t cudnnBatchNormalizationForwardTraining(
     cudnnHandle_t h, cudnnBatchNormMode_t mode, const void* alpha, const void* beta,
     cudnnTensorDescriptor_t x_desc, const void* x, cudnnTensorDescriptor_t y_desc, void* y,
