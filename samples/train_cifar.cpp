@@ -28,6 +28,11 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
+// "1 epoch", "3 epochs"
+std::string count_of(std::int64_t n, std::string_view noun) {
+  return fmt::format("{} {}{}", n, noun, n == 1 ? "" : "s");
+}
+
 struct Options {
   std::string model = "resnet20", norm = "gni:16", dataset = "cifar10", data, device = "auto";
   int epochs = 0;  // 0: the quick default
@@ -278,9 +283,10 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
   std::cout << fmt::format("model {} ({} parameters), norm {}, device {}, {} threads\n", o.model,
                            model->parameter_count(), o.norm, device.str(), omp_get_max_threads());
   std::cout << fmt::format(
-      "recipe: {} epochs of {} steps, batch {}, lr {} (warm-up {:.3g} epochs from 1e-6, cosine to "
-      "{}), SGD nesterov momentum 0.9, weight decay {}, seed {}\n",
-      epochs, steps, o.batch, o.lr, warmup_epochs, o.min_lr, o.wd, o.seed);
+      "recipe: {} of {}, batch {}, lr {} (warm-up {:.3g} epochs from 1e-6, cosine to {}), SGD "
+      "nesterov momentum 0.9, weight decay {}, seed {}\n",
+      count_of(epochs, "epoch"), count_of(steps, "step"), o.batch, o.lr, warmup_epochs, o.min_lr,
+      o.wd, o.seed);
   if (o.epochs == 0)
     std::cout << fmt::format(
         "(a quick {}-epoch run; the full recipe is: train_cifar --epochs 200 --warmup-epochs 5)\n",
@@ -425,8 +431,8 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
             ? o.log_json + ".svg"
             : (o.checkpoint_dir.empty() ? "curves.svg" : o.checkpoint_dir + "/curves.svg");
     train::write_svg(svg, records, fmt::format("{} {} on {}", o.model, o.norm, o.dataset));
-    std::cout << fmt::format("final test accuracy {:.2f}% after {} epochs; curves: {}",
-                             records.back().test_acc, records.back().epoch, svg);
+    std::cout << fmt::format("final test accuracy {:.2f}% after {}; curves: {}",
+                             records.back().test_acc, count_of(records.back().epoch, "epoch"), svg);
     if (!o.checkpoint_dir.empty())
       std::cout << fmt::format("; checkpoint: {}/last.safetensors", o.checkpoint_dir);
     std::cout << "\n";
