@@ -283,10 +283,10 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
   std::cout << fmt::format("model {} ({} parameters), norm {}, device {}, {} threads\n", o.model,
                            model->parameter_count(), o.norm, device.str(), omp_get_max_threads());
   std::cout << fmt::format(
-      "recipe: {} of {}, batch {}, lr {} (warm-up {:.3g} epochs from 1e-6, cosine to {}), SGD "
+      "recipe: {} of {}, batch {}, lr {} (warm-up {:.3g} epoch{} from 1e-6, cosine to {}), SGD "
       "nesterov momentum 0.9, weight decay {}, seed {}\n",
-      count_of(epochs, "epoch"), count_of(steps, "step"), o.batch, o.lr, warmup_epochs, o.min_lr,
-      o.wd, o.seed);
+      count_of(epochs, "epoch"), count_of(steps, "step"), o.batch, o.lr, warmup_epochs,
+      warmup_epochs == 1 ? "" : "s", o.min_lr, o.wd, o.seed);
   if (o.epochs == 0)
     std::cout << fmt::format(
         "(a quick {}-epoch run; the full recipe is: train_cifar --epochs 200 --warmup-epochs 5)\n",
