@@ -257,7 +257,7 @@ Tensor RunningNorm2d::train_backward(std::string_view op, const OpDesc& d, std::
   if (!x_.defined()) fail("{}: backward without a training forward", layer);
   Tensor dx = Tensor::empty_like(x_);
   ops::call(op, d, {dy, x_, mean_, var_, gamma()}, {dx, gamma_param().grad, beta_param().grad});
-  x_ = Tensor();
+  x_ = mean_ = var_ = Tensor();
   return dx;
 }
 
@@ -326,7 +326,7 @@ Tensor GhostNoiseNorm2d::backward(const Tensor& dy) {
   Tensor dx = Tensor::empty_like(x_);
   ops::call(prim::op::bn_gni_bwd, desc_, {dy, x_, mean_, var_, shift_, scale_, gamma()},
             {dx, gamma_param().grad, beta_param().grad});
-  x_ = Tensor();
+  x_ = mean_ = var_ = shift_ = scale_ = Tensor();
   return dx;
 }
 
@@ -376,7 +376,7 @@ Tensor LnGhostNoise2d::backward(const Tensor& dy) {
   ops::call(prim::op::gni_bwd, noise_, {dz, scale_}, {dh});
   Tensor dx = Tensor::empty_like(x_);
   ops::call(prim::op::ln_bwd, ln_, {dh, x_, mean_, var_}, {dx});
-  x_ = z_ = Tensor();
+  x_ = z_ = mean_ = var_ = scale_ = Tensor();
   return dx;
 }
 

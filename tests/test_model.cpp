@@ -168,6 +168,32 @@ TEST(Model, ModelsBuildWithTheExpectedSizes) {
   }
 }
 
+// What a training forward leaves allocated is what the backward needs and no more. An identity
+// BasicBlock keeps: what each of its two norms keeps (the convolution output it normalized; for
+// ln+gni, three ops, also its affine's input), the inner ReLU's output (the second convolution's
+// input) and its own output (the fused add+ReLU's mask); its input is the caller's. A ReLU that
+// kept its input would keep one activation more. After the backward nothing is left but the
+// parameters' gradients (allocated with the parameters).
+TEST(Model, TrainingForwardKeepsOnlyWhatTheBackwardNeeds) {
+  for (const auto& [norm, per_norm] : std::vector<std::pair<std::string, int>>{
+           {"bn", 1}, {"gbn:4", 1}, {"gni:4", 1}, {"xbn:4", 1}, {"ln+gni:4", 2}}) {
+    nn::BuildContext ctx(1);
+    nn::BasicBlock block(ctx, 16, 16, 1, norm, "block");
+    const Tensor x = normal_tensor({8, 16, 8, 8}, 2);
+    const auto act = static_cast<double>(x.desc().bytes());
+    const auto before = static_cast<double>(memory_stats(Device::cpu()).in_use);
+    Tensor y = block.forward(x);
+    const double kept = static_cast<double>(memory_stats(Device::cpu()).in_use) - before;
+    const double want = (2 * per_norm + 2) * act;
+    // plus per-channel and per-(sample, channel) statistics: under half an activation here
+    EXPECT_GE(kept, want) << norm;
+    EXPECT_LT(kept, want + 0.5 * act) << norm;
+    block.backward(Tensor::full(y.shape(), 1.f));
+    y = Tensor();
+    EXPECT_EQ(static_cast<double>(memory_stats(Device::cpu()).in_use), before) << norm;
+  }
+}
+
 TEST(Model, EvalModeUsesRunningStatisticsAndIsDeterministic) {
   auto net = tiny_resnet("gni:2");
   Tensor x = normal_tensor({8, 3, 6, 6}, 3);
