@@ -54,13 +54,21 @@ bool Dispatcher::supports(std::string_view op, DeviceType device, const OpDesc& 
 }
 
 namespace {
-// The layout a kernel with rule `r` takes tensor t in, in a call whose output 0 has layout `out0`.
-Layout wanted_layout(LayoutRule r, const TensorDesc& t, Layout out0) {
+// The layout the rank-4 tensors of a call take under rule `r` (like_output, like_input): that of
+// output 0 or input 0.
+Layout leading_layout(LayoutRule r, const KernelCall& c) {
+  const auto ts = r == LayoutRule::like_input ? c.in : c.out;
+  return ts.empty() ? Layout::plain : ts[0].desc.layout;
+}
+
+// The layout a kernel with rule `r` takes tensor t in, in a call whose leading layout is `lead`.
+Layout wanted_layout(LayoutRule r, const TensorDesc& t, Layout lead) {
   switch (r) {
     case LayoutRule::any:
       return t.layout;
     case LayoutRule::like_output:
-      return t.rank() == 4 && layout_fits(out0, t.shape) ? out0 : Layout::plain;
+    case LayoutRule::like_input:
+      return t.rank() == 4 && layout_fits(lead, t.shape) ? lead : Layout::plain;
     case LayoutRule::plain:
       break;
   }
@@ -68,10 +76,10 @@ Layout wanted_layout(LayoutRule r, const TensorDesc& t, Layout out0) {
 }
 
 bool layouts_fit(LayoutRule r, const KernelCall& c) {
-  const Layout out0 = c.out.empty() ? Layout::plain : c.out[0].desc.layout;
+  const Layout lead = leading_layout(r, c);
   for (auto ts : {c.in, c.out})
     for (const auto& t : ts)
-      if (t.desc.layout != wanted_layout(r, t.desc, out0)) return false;
+      if (t.desc.layout != wanted_layout(r, t.desc, lead)) return false;
   return true;
 }
 
@@ -162,11 +170,11 @@ void Dispatcher::invoke_converted(std::string_view op, const Entry& e, const OpD
                                   const KernelCall& call) {
   const Device dev = call.ctx->device;
   DeviceApi& api = device_api(dev.type);
-  const Layout out0 = call.out.empty() ? Layout::plain : call.out[0].desc.layout;
+  const Layout lead = leading_layout(e.layouts, call);
   std::vector<std::unique_ptr<TempBuffer>> temps;
   // A temporary tensor like t in the layout the kernel takes; t itself when it already fits.
   auto fitted = [&](const TensorRef& t) {
-    const Layout want = wanted_layout(e.layouts, t.desc, out0);
+    const Layout want = wanted_layout(e.layouts, t.desc, lead);
     if (t.desc.layout == want) return t;
     temps.push_back(std::make_unique<TempBuffer>(api, dev.index, t.desc.bytes()));
     TensorRef r{t.desc, temps.back()->p};

@@ -35,11 +35,14 @@ Tensor Tensor::empty(Shape shape, Device device, DType dtype, Layout layout) {
   for (auto d : shape)
     if (d < 0) fail("tensor: negative dimension in shape {}", shape_str(shape));
   if (layout != Layout::plain && (dtype != DType::f32 || !layout_fits(layout, shape)))
-    fail("tensor: layout {} needs an f32 [B, C, H, W] shape with C a multiple of {}, got {}{}",
-         layout_name(layout), kBlock, dtype_name(dtype), shape_str(shape));
-  if (layout != Layout::plain && device.type != DeviceType::cpu)
-    fail("tensor: layout {} is for cpu tensors (the CPU convolutions' layout), not {}",
-         layout_name(layout), device.str());
+    fail("tensor: layout {} needs {}, got {}{}", layout_name(layout), layout_needs(layout),
+         dtype_name(dtype), shape_str(shape));
+  if (layout == Layout::nchw8c && device.type != DeviceType::cpu)
+    fail("tensor: layout nchw8c is for cpu tensors (the CPU convolutions' layout), not {}",
+         device.str());
+  if (layout == Layout::nhwc && device.type != DeviceType::cuda)
+    fail("tensor: layout nhwc is for cuda tensors (the GPU convolutions' layout), not {}",
+         device.str());
   Tensor t;
   t.desc_ = TensorDesc{std::move(shape), dtype, device, layout};
   auto& api = api_for(device);
@@ -111,7 +114,7 @@ void Tensor::copy_from(const Tensor& src) {
   if (src.shape() != shape() || src.dtype() != dtype())
     fail("tensor: copy_from {} into {}: shapes or dtypes differ", src.desc_.str(), desc_.str());
   if (src.layout() != layout()) {
-    const Tensor plain = src.to_layout(Layout::plain);  // blocked tensors live on the cpu
+    const Tensor plain = src.to_layout(Layout::plain);  // converted on src's device
     if (layout() == Layout::plain) return copy_from(plain);
     ops::call(prim::op::layout_convert, prim::LayoutConvertDesc{}, {plain.to(device())}, {*this});
     return;
@@ -185,27 +188,38 @@ Tensor Tensor::reshape(Shape shape) const {
 }
 
 namespace {
-// GHOSTNN_CPU_LAYOUT: "nchw8c" (default) or "plain"; read once, at the first use.
+// An environment switch read once, at the first use: `on_value` or `off_value` (`dflt` when unset).
+bool layout_switch(const char* var, std::string_view on_value, std::string_view off_value,
+                   bool dflt) {
+  const char* e = std::getenv(var);
+  if (!e || !*e) return dflt;
+  const std::string_view v = e;
+  if (v != on_value && v != off_value)
+    fail("{}: expected '{}' or '{}', got '{}'", var, on_value, off_value, v);
+  return v == on_value;
+}
+// GHOSTNN_CPU_LAYOUT: "nchw8c" (default) or "plain".
 std::atomic<bool>& cpu_blocked_flag() {
-  static std::atomic<bool> flag{[] {
-    const char* e = std::getenv("GHOSTNN_CPU_LAYOUT");
-    const std::string v = e ? e : "nchw8c";
-    if (v != "nchw8c" && v != "plain")
-      fail("GHOSTNN_CPU_LAYOUT: expected 'nchw8c' or 'plain', got '{}'", v);
-    return v == "nchw8c";
-  }()};
+  static std::atomic<bool> flag{layout_switch("GHOSTNN_CPU_LAYOUT", "nchw8c", "plain", true)};
+  return flag;
+}
+// GHOSTNN_GPU_LAYOUT: "nhwc" or "plain" (default).
+std::atomic<bool>& gpu_nhwc_flag() {
+  static std::atomic<bool> flag{layout_switch("GHOSTNN_GPU_LAYOUT", "nhwc", "plain", false)};
   return flag;
 }
 }  // namespace
 
 Layout activation_layout(Device device, const Shape& shape) {
-  return device.type == DeviceType::cpu && cpu_blocked_flag().load() &&
-                 layout_fits(Layout::nchw8c, shape)
-             ? Layout::nchw8c
-             : Layout::plain;
+  if (device.type == DeviceType::cpu)
+    return cpu_blocked_flag().load() && layout_fits(Layout::nchw8c, shape) ? Layout::nchw8c
+                                                                           : Layout::plain;
+  return gpu_nhwc_flag().load() && layout_fits(Layout::nhwc, shape) ? Layout::nhwc : Layout::plain;
 }
 void set_cpu_blocked_activations(bool on) { cpu_blocked_flag().store(on); }
 bool cpu_blocked_activations() { return cpu_blocked_flag().load(); }
+void set_gpu_nhwc_activations(bool on) { gpu_nhwc_flag().store(on); }
+bool gpu_nhwc_activations() { return gpu_nhwc_flag().load(); }
 
 int device_count(DeviceType type) { return Dispatcher::global().device_count(type); }
 bool cuda_available() { return device_count(DeviceType::cuda) > 0; }

@@ -1,8 +1,8 @@
-// Tensor: a dense, contiguous array with a shape, a dtype, a device and a layout (row-major, or
-// for CPU activations the blocked nchw8c; see Layout in primitives/core.hpp), whose storage is
-// owned by that device's allocator (shared between views of the same storage). Every accessor
-// that hands out values (to_vector, to, reshape) gives them in row-major order whatever the
-// layout; data_f32 refuses a blocked tensor.
+// Tensor: a dense, contiguous array with a shape, a dtype, a device and a layout (row-major; for
+// CPU activations the blocked nchw8c, for GPU activations channels-last nhwc: see Layout in
+// primitives/core.hpp), whose storage is owned by that device's allocator (shared between views
+// of the same storage). Every accessor that hands out values (to_vector, to, reshape) gives them
+// in row-major order whatever the layout; data_f32 refuses a tensor in another layout.
 #pragma once
 
 #include <memory>
@@ -17,7 +17,7 @@ class Tensor {
   Tensor() = default;
 
   // An Error when the layout does not fit the shape, dtype or device (nchw8c: f32 [B, C, H, W]
-  // with C % 8 == 0, on the cpu).
+  // with C % 8 == 0, on the cpu; nhwc: f32 [B, C, H, W] on a cuda device).
   static Tensor empty(Shape shape, Device device = Device::cpu(), DType dtype = DType::f32,
                       Layout layout = Layout::plain);
   // Uninitialized, with t's shape, device, dtype and layout.
@@ -65,12 +65,17 @@ class Tensor {
 };
 
 // The layout modules give the activations they create (convolution outputs; the layers after
-// them follow their input): nchw8c on the CPU when the shape fits and blocked activations are
-// on, else plain. On by default (environment: GHOSTNN_CPU_LAYOUT=plain turns it off, nchw8c
-// on); off gives every tensor the plain layout (to measure both, or to rule the layout out).
+// them follow their input): on the CPU nchw8c when the shape fits and blocked activations are
+// on, else plain; on the GPU nhwc (channels last) when those are on, else plain.
+// CPU blocked activations are on by default (environment: GHOSTNN_CPU_LAYOUT=plain turns them
+// off, nchw8c on). GPU channels-last activations are off by default, until measured faster
+// (GHOSTNN_GPU_LAYOUT=nhwc turns them on, plain off). Either switch also serves to measure both
+// layouts or to rule a layout out.
 Layout activation_layout(Device device, const Shape& shape);
 void set_cpu_blocked_activations(bool on);
 bool cpu_blocked_activations();
+void set_gpu_nhwc_activations(bool on);
+bool gpu_nhwc_activations();
 
 // The number of devices of a type present now (0 when absent or not built).
 int device_count(DeviceType type);

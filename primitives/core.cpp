@@ -67,12 +67,34 @@ std::string_view layout_name(Layout l) {
       return "plain";
     case Layout::nchw8c:
       return "nchw8c";
+    case Layout::nhwc:
+      return "nhwc";
   }
   return "?";
 }
 
 bool layout_fits(Layout l, const Shape& s) {
-  return l == Layout::plain || (s.size() == 4 && s[1] % kBlock == 0);
+  switch (l) {
+    case Layout::plain:
+      return true;
+    case Layout::nchw8c:
+      return s.size() == 4 && s[1] % kBlock == 0;
+    case Layout::nhwc:
+      return s.size() == 4;
+  }
+  return false;
+}
+
+std::string_view layout_needs(Layout l) {
+  switch (l) {
+    case Layout::nchw8c:
+      return "an f32 [B, C, H, W] shape with C a multiple of 8";
+    case Layout::nhwc:
+      return "an f32 [B, C, H, W] shape";
+    case Layout::plain:
+      break;
+  }
+  return "any shape";
 }
 
 std::string TensorDesc::str() const {

@@ -57,13 +57,18 @@ std::int64_t shape_numel(const Shape& s);
 // activations). `nchw8c`: oneDNN's blocked activation layout nChw8c, for [B, C, H, W] with C a
 // multiple of 8: memory order [B, C/8, H, W, 8], eight channels side by side. It is what the CPU
 // convolutions compute in, so activations kept in it skip two reorders per convolution pass.
+// `nhwc`: channels last, for any [B, C, H, W]: memory order [B, H, W, C], the layout cuDNN's
+// tensor-core convolutions compute in (GPU tensors only).
 // The shape is always the logical [B, C, H, W]; only kernels that declared it see it (the
 // dispatcher converts for the others, see LayoutRule).
-enum class Layout : std::uint8_t { plain, nchw8c };
+enum class Layout : std::uint8_t { plain, nchw8c, nhwc };
 std::string_view layout_name(Layout l);
 inline constexpr std::int64_t kBlock = 8;  // channels per block of nchw8c
-// Can a tensor of this shape take this layout? (plain: always; nchw8c: rank 4, C % 8 == 0.)
+// Can a tensor of this shape take this layout? (plain: always; nchw8c: rank 4, C % 8 == 0;
+// nhwc: rank 4.)
 bool layout_fits(Layout l, const Shape& s);
+// Why a layout does not fit ("[B, C, H, W] with C a multiple of 8"): for error messages.
+std::string_view layout_needs(Layout l);
 
 struct TensorDesc {
   Shape shape;
@@ -75,9 +80,12 @@ struct TensorDesc {
   std::int64_t numel() const { return shape_numel(shape); }
   std::size_t bytes() const { return static_cast<std::size_t>(numel()) * dtype_size(dtype); }
   std::string str() const;  // "f32[256, 16, 32, 32] on cpu", "f32[256, 16, 32, 32] nchw8c on cpu"
-  // Channels stored side by side: 8 for nchw8c, else 1. Plane k of the [B*C/lanes, S, lanes]
-  // view starts at k * S * lanes and holds channels (k * lanes + l) % C of sample k*lanes / C.
-  std::int64_t lanes() const { return layout == Layout::nchw8c ? kBlock : 1; }
+  // Channels stored side by side: 8 for nchw8c, C for nhwc, else 1. Plane k of the
+  // [B*C/lanes, S, lanes] view starts at k * S * lanes and holds channels (k * lanes + l) % C of
+  // sample k*lanes / C.
+  std::int64_t lanes() const {
+    return layout == Layout::nchw8c ? kBlock : layout == Layout::nhwc ? shape[1] : 1;
+  }
 };
 
 // What a kernel sees of a tensor: its descriptor and a raw buffer on the descriptor's device.
@@ -117,9 +125,13 @@ using Supports = std::function<bool(const OpDesc&, const KernelCall&)>;
 // (true of every rank-4 output here; in-place updates are on rank-1 running statistics).
 //   plain:       every tensor plain (the default; what every reference kernel takes);
 //   like_output: every rank-4 tensor in the layout of output 0, the rest plain (kernels that
-//                walk [B, C, S] planes and read desc.lanes(): elementwise ops, norms);
-//   any:         each tensor as it comes (the kernel reads each layout: convolutions, reorders).
-enum class LayoutRule : std::uint8_t { plain, like_output, any };
+//                walk [B, C, S] planes and read desc.lanes(): elementwise ops, norms; GPU
+//                convolutions, whose filter then comes in the activations' layout too);
+//   like_input:  likewise in the layout of input 0 (the GPU's filter gradient: its output is a
+//                plain parameter, its inputs activations);
+//   any:         each tensor as it comes (the kernel reads each layout: CPU convolutions,
+//                reorders).
+enum class LayoutRule : std::uint8_t { plain, like_output, like_input, any };
 
 // Bytes a device's allocator has handed out and not yet taken back, and the most at any time
 // since the last reset (PyTorch's memory_allocated / max_memory_allocated).

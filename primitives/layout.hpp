@@ -22,6 +22,7 @@ void validate_layout_convert(const KernelCall& c);
 inline std::int64_t element_offset(Layout l, std::int64_t C, std::int64_t S, std::int64_t b,
                                    std::int64_t c, std::int64_t s) {
   if (l == Layout::nchw8c) return ((b * (C / kBlock) + c / kBlock) * S + s) * kBlock + c % kBlock;
+  if (l == Layout::nhwc) return (b * S + s) * C + c;
   return (b * C + c) * S + s;
 }
 

@@ -14,8 +14,8 @@ void validate_layout_convert(const KernelCall& c) {
   expect_shape(op::layout_convert, "y", y, x.shape);
   for (const auto* t : {&x, &y})
     if (!layout_fits(t->layout, t->shape))
-      fail("{}: layout {} needs [B, C, H, W] with C a multiple of {}, got shape {}",
-           op::layout_convert, layout_name(t->layout), kBlock, shape_str(t->shape));
+      fail("{}: layout {} needs {}, got shape {}", op::layout_convert, layout_name(t->layout),
+           layout_needs(t->layout), shape_str(t->shape));
 }
 
 namespace ref {

@@ -47,6 +47,7 @@ struct Options {
   bool tf32 = false;
   std::string conv_math = "fp32";
   bool cuda_graph = false;
+  bool channels_last = false;
   std::int64_t stop_after_steps = 0;  // 0: run to the end
 };
 
@@ -191,6 +192,9 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
         "--cuda-graph: norm {} draws its shuffle groups on the host each step, which a graph "
         "cannot replay; use replacement sampling (gni:N) or drop --cuda-graph",
         o.norm);
+  if (o.channels_last && device.type != DeviceType::cuda)
+    fail("--channels-last: sets the GPU activation layout, but the device is {}", device.str());
+  if (o.channels_last) set_gpu_nhwc_activations(true);  // else as GHOSTNN_GPU_LAYOUT says
   if (o.tf32 && o.conv_math != "fp32" && o.conv_math != "tf32")
     fail("--tf32 and --conv-math {}: give one of them", o.conv_math);
   const prim::ConvMath conv_math =
@@ -492,6 +496,9 @@ int main(int argc, char** argv) {
   app.add_option("--stop-after-steps", o.stop_after_steps,
                  "stop after N training steps, writing a checkpoint that --resume continues from "
                  "(Ctrl-C does the same at the next step)");
+  app.add_flag("--channels-last", o.channels_last,
+               "GPU: activations in the nhwc layout (channels last), which cuDNN's tensor-core "
+               "convolutions compute in (same results up to fp32 summation order)");
   app.add_flag("--cuda-graph", o.cuda_graph,
                "GPU: replay each step's forward, loss and backward from a CUDA graph recorded at "
                "the second step (same results; fewer launches). Not with gni:N:shuffle");

@@ -18,6 +18,7 @@
 #include "primitives/gbn.hpp"
 #include "primitives/gni.hpp"
 #include "primitives/layernorm.hpp"
+#include "primitives/layout.hpp"
 #include "primitives/linear.hpp"
 #include "primitives/pool.hpp"
 #include "primitives/sgd.hpp"
@@ -78,6 +79,143 @@ TEST(Gpu, AugmentMatchesReferenceAndTheCpuBitForBit) {
   EXPECT_EQ(yg.to_vector(), yc.to_vector());
 }
 
+// Restores the process-wide GPU activation layout when a test ends.
+struct ChannelsLastActivations {
+  bool saved = gpu_nhwc_activations();
+  explicit ChannelsLastActivations(bool on) { set_gpu_nhwc_activations(on); }
+  ~ChannelsLastActivations() { set_gpu_nhwc_activations(saved); }
+};
+
+// A tensor whose every value is its own row-major index.
+Tensor iota(const Shape& s) {
+  std::vector<float> v(static_cast<std::size_t>(shape_numel(s)));
+  for (std::size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>(i);
+  return Tensor::from_vector(v, s);
+}
+
+// nhwc written out: memory order [B, H, W, C]. Both the GPU kernel (to_layout; 40 channels by 35
+// positions: partial transpose tiles both ways) and the reference kernel put element
+// (b, c, h, w) there; the accessors give the values back in row-major order.
+TEST(Gpu, ChannelsLastMemoryHoldsEachPositionsChannelsSideBySide) {
+  GHOSTNN_REQUIRE_GPU();
+  const std::int64_t B = 2, C = 40, H = 5, W = 7;
+  const Shape s{B, C, H, W};
+  const Tensor x = iota(s);
+  const auto want = x.to_vector();
+  const Tensor dx = x.to(Device::cuda()).to_layout(Layout::nhwc);
+  std::vector<float> on_gpu(want.size()), by_ref(want.size());
+  Dispatcher::global()
+      .device_api(DeviceType::cuda)
+      .copy_to_host(on_gpu.data(), dx.raw(), dx.desc().bytes(), 0);
+  const TensorRef in[] = {x.ref()};
+  const TensorRef out[] = {TensorRef{{s, DType::f32, Device::cpu(), Layout::nhwc}, by_ref.data()}};
+  prim::ref::layout_convert(prim::LayoutConvertDesc{}, KernelCall{in, out, nullptr});
+  for (const auto* mem : {&on_gpu, &by_ref}) {
+    std::int64_t pos = 0, wrong = 0;
+    for (std::int64_t b = 0; b < B; ++b)
+      for (std::int64_t h = 0; h < H; ++h)
+        for (std::int64_t w = 0; w < W; ++w)
+          for (std::int64_t c = 0; c < C; ++c, ++pos)
+            wrong += (*mem)[static_cast<std::size_t>(pos)] !=
+                     static_cast<float>(((b * C + c) * H + h) * W + w);
+    EXPECT_EQ(wrong, 0) << (mem == &on_gpu ? "gpu kernel" : "reference");
+  }
+  EXPECT_EQ(dx.layout(), Layout::nhwc);
+  EXPECT_EQ(dx.to_vector(), want);
+  EXPECT_EQ(dx.to(Device::cpu()).layout(), Layout::plain);
+  EXPECT_EQ(dx.to(Device::cpu()).to_vector(), want);
+  EXPECT_EQ(dx.to_layout(Layout::plain).to_vector(), want);
+  const Tensor c = dx.clone();
+  EXPECT_EQ(c.layout(), Layout::nhwc);
+  EXPECT_NE(c.raw(), dx.raw());
+  EXPECT_EQ(c.to_vector(), want);
+  EXPECT_EQ(dx.reshape({B, C * H * W}).to_vector(), want);
+  Tensor into = Tensor::empty(s, Device::cuda(), DType::f32, Layout::nhwc);
+  into.copy_from(x);  // from the host
+  EXPECT_EQ(into.to_vector(), want);
+  Tensor back = Tensor::zeros(s);
+  back.copy_from(dx);  // to the host
+  EXPECT_EQ(back.to_vector(), want);
+  EXPECT_THAT(dx.desc().str(), ::testing::HasSubstr("nhwc"));
+}
+
+TEST(Gpu, ConvolutionsGiveChannelsLastActivationsWhenOn) {
+  GHOSTNN_REQUIRE_GPU();
+  nn::BuildContext ctx(1);
+  nn::Conv2d conv(ctx, 3, 6, 3, 1, 1, false, "c");
+  conv.to(Device::cuda());
+  const Tensor x = random_tensor({2, 3, 5, 5}, 1).to(Device::cuda());
+  Tensor plain;
+  {
+    ChannelsLastActivations off(false);
+    plain = conv.forward(x);
+    EXPECT_EQ(plain.layout(), Layout::plain);
+  }
+  ChannelsLastActivations on(true);
+  const Tensor y = conv.forward(x);
+  EXPECT_EQ(y.layout(), Layout::nhwc);
+  EXPECT_TRUE(testkit::all_close(y, plain, kGpu, "nhwc convolution"));
+}
+
+// Every norm takes an nhwc activation and gives nhwc back, forward, backward and inference, with
+// the values of the same layer on plain tensors. Those with channel-last kernels (BN, GBN, GNI,
+// the fused BN+GNI block) run without a layout conversion; XBN and LN+GNI are converted around.
+TEST(Gpu, NormsWorkChannelsLast) {
+  GHOSTNN_REQUIRE_GPU();
+  for (const std::int64_t C : {16, 6}) {  // float4 and one-by-one kernels
+    for (const std::string norm : {"bn", "gni:4", "gbn:4", "gni:4:noshift", "xbn:4", "ln+gni:4"}) {
+      SCOPED_TRACE(norm + " C " + std::to_string(C));
+      const Tensor x = normal_tensor({8, C, 3, 3}, 5).to(Device::cuda());
+      const Tensor dy = random_tensor({8, C, 3, 3}, 6).to(Device::cuda());
+      struct Run {
+        Tensor y, dx, yi;
+        int conversions = 0;
+      };
+      auto run = [&](Layout layout) {
+        nn::BuildContext ctx(3);
+        auto layer = nn::make_norm(norm, C, ctx, "n");
+        layer->to(Device::cuda());
+        auto& d = Dispatcher::global();
+        d.set_profiling(true);
+        Run r;
+        r.y = layer->forward(x.to_layout(layout));
+        r.dx = layer->backward(dy.to_layout(layout));
+        layer->eval();
+        r.yi = layer->forward(x.to_layout(layout));
+        for (const auto& row : d.profile())
+          if (row.op == "layout_convert") r.conversions += static_cast<int>(row.calls);
+        d.set_profiling(false);
+        return r;
+      };
+      const Run plain = run(Layout::plain), last = run(Layout::nhwc);
+      for (const auto* t : {&last.y, &last.dx, &last.yi}) EXPECT_EQ(t->layout(), Layout::nhwc);
+      EXPECT_TRUE(testkit::all_close(last.y, plain.y, kGpu, "forward"));
+      EXPECT_TRUE(testkit::all_close(last.dx, plain.dx, kGpu, "backward"));
+      EXPECT_TRUE(testkit::all_close(last.yi, plain.yi, kGpu, "inference"));
+      const bool native = norm.rfind("xbn", 0) != 0 && norm.rfind("ln", 0) != 0;
+      if (native) {
+        EXPECT_EQ(last.conversions, 3) << "only the test's own x and dy to nhwc";
+      }
+      EXPECT_EQ(plain.conversions, 0);
+    }
+  }
+}
+
+// The same net trained with nhwc and with plain GPU activations: the same losses, parameters and
+// evaluation outputs up to fp32 summation order.
+TEST(Gpu, ModelsTrainTheSameChannelsLastAndPlain) {
+  GHOSTNN_REQUIRE_GPU();
+  for (const std::string norm : {"bn", "gni:4", "gbn:4", "xbn:4", "ln+gni:4"}) {
+    SCOPED_TRACE(norm);
+    auto train = [&](bool nhwc) {
+      ChannelsLastActivations layout(nhwc);
+      return testkit::train_small_net(norm, Device::cuda());
+    };
+    const auto last = train(true), plain = train(false);
+    testkit::expect_same_training(last, plain);
+  }
+}
+
 TEST(Gpu, MemoryStatsCountLiveTensorBytes) {
   GHOSTNN_REQUIRE_GPU();
   testkit::expect_memory_accounting(Device::cuda());
@@ -127,26 +265,22 @@ TEST(Gpu, EltwiseMatchesReference) {
   }
 }
 
-// Runs `op` on the given GPU backend and on the reference, and compares every output.
+// Runs `op` on the given GPU backend (in each layout the tensors can take) and on the reference,
+// and compares every output.
 void gpu_backend_matches_reference(std::string_view op, const Kernel& ref, const OpDesc& d,
                                    std::string_view backend, const std::vector<Tensor>& in,
                                    const std::vector<Tensor>& out) {
-  const auto want = testkit::run_reference(ref, d, in, out);
-  std::vector<Tensor> din, dout;
-  for (const auto& t : in) din.push_back(t.to(Device::cuda()));
-  for (const auto& t : out) dout.push_back(t.to(Device::cuda()));
-  EXPECT_EQ(ops::call(op, d, din, dout, backend), backend);
-  for (std::size_t i = 0; i < want.size(); ++i)
-    EXPECT_TRUE(testkit::all_close(
-        dout[i].to(Device::cpu()), want[i], kGpu,
-        std::string(op) + " [" + std::string(backend) + "] output " + std::to_string(i)));
+  testkit::expect_matches_reference(op, ref, d, Device::cuda(), in, out, kGpu, backend);
 }
 
 TEST(Gpu, BatchNormBackendsMatchReference) {
   GHOSTNN_REQUIRE_GPU();
   // From 64 channels, small planes take the channel-resident kernels (one block per channel).
-  for (const Shape& s : {Shape{16, 4, 8, 8}, Shape{32, 6}, Shape{64, 3, 24, 24},
-                         Shape{16, 64, 4, 4}, Shape{12, 72, 3, 3}, Shape{20, 64}}) {
+  // In nhwc (testkit::layouts_to_test), 4100 channels are more than a block's threads take at
+  // once (1,024 float4 columns) and than its shared memory keeps coefficients for (4,096).
+  for (const Shape& s :
+       {Shape{16, 4, 8, 8}, Shape{32, 6}, Shape{64, 3, 24, 24}, Shape{16, 64, 4, 4},
+        Shape{12, 72, 3, 3}, Shape{20, 64}, Shape{3, 4100, 1, 2}}) {
     const auto C = s[1];
     for (bool affine : {true, false}) {
       prim::BatchNormDesc d;
@@ -320,14 +454,26 @@ void gni_gpu_matches_reference_and_cpu(const prim::GhostNoiseDesc& d, const Shap
   Tensor x = normal_tensor(s, seed, 0.3f, 1.2f);
   const std::vector<Tensor> outs{Tensor::zeros(s), Tensor::zeros({v.B, v.C}),
                                  Tensor::zeros({v.B, v.C})};
+  // Channel-last GNI takes plain tensors (its channels are the last dimension, not dimension 1
+  // of an activation, which the nhwc layout puts last); in nhwc it is a clear error.
+  std::vector<Layout> layouts;
+  if (d.channel_last) {
+    layouts = {Layout::plain};
+    if (s.size() == 4) {
+      EXPECT_THROW(testkit::run_dispatched(prim::op::gni_fwd_train, d, Device::cuda(), {x}, outs,
+                                           {}, Layout::nhwc),
+                   Error);
+    }
+  }
   testkit::expect_matches_reference(prim::op::gni_fwd_train, prim::ref::gni_fwd_train, d,
-                                    Device::cuda(), {x}, outs, kGpu);
+                                    Device::cuda(), {x}, outs, kGpu, {}, layouts);
   const auto cpu = testkit::run_dispatched(prim::op::gni_fwd_train, d, Device::cpu(), {x}, outs);
   const auto gpu = testkit::run_dispatched(prim::op::gni_fwd_train, d, Device::cuda(), {x}, outs);
   for (int i = 0; i < 3; ++i)
     EXPECT_TRUE(testkit::all_close(gpu[i], cpu[i], kGpu, "gni gpu vs cpu " + std::to_string(i)));
   testkit::expect_matches_reference(prim::op::gni_bwd, prim::ref::gni_bwd, d, Device::cuda(),
-                                    {random_tensor(s, 6), cpu[2]}, {Tensor::zeros(s)}, kGpu);
+                                    {random_tensor(s, 6), cpu[2]}, {Tensor::zeros(s)}, kGpu, {},
+                                    layouts);
 }
 
 TEST(Gpu, GhostNoiseMatchesReferenceAndCpu) {
@@ -679,28 +825,39 @@ TEST(Gpu, GraphedStepTrainsLikeTheEagerStep) {
         32, "resnet20 " + norm);
 }
 
+// A small net on the GPU: conv, norm, ReLU twice, then pooling and a classifier.
+std::shared_ptr<nn::Module> small_gpu_net(const std::string& norm) {
+  nn::BuildContext ctx(3);
+  auto net = std::make_shared<nn::Sequential>();
+  net->add("conv1", std::make_shared<nn::Conv2d>(ctx, 3, 8, 3, 1, 1, false, "conv1"))
+      .add("norm1", nn::make_norm(norm, 8, ctx, "norm1"))
+      .add("relu1", std::make_shared<nn::ReLU>())
+      .add("conv2", std::make_shared<nn::Conv2d>(ctx, 8, 16, 3, 2, 1, false, "conv2"))
+      .add("norm2", nn::make_norm(norm, 16, ctx, "norm2"))
+      .add("relu2", std::make_shared<nn::ReLU>())
+      .add("pool", std::make_shared<nn::Pool2d>(prim::PoolKind::avg, 0, 0))
+      .add("fc", std::make_shared<nn::Linear>(ctx, 16, 10, "fc"));
+  net->to(Device::cuda());
+  return net;
+}
+
 // Every other norm a graph can record (shuffle sampling cannot: its groups are drawn on the
-// host), on a small net: conv, norm, ReLU twice, then pooling and a classifier.
+// host), on the small net.
 TEST(Gpu, GraphedStepTrainsLikeTheEagerStepWithEveryNorm) {
   GHOSTNN_REQUIRE_GPU();
   for (const std::string norm :
        {"gbn:8", "gbn:8:strided", "xbn:8", "ln+gni:8", "gni:8:noshift", "gni:8:noscale", "none"})
-    expect_graphed_step_trains_like_the_eager_step(
-        [&] {
-          nn::BuildContext ctx(3);
-          auto net = std::make_shared<nn::Sequential>();
-          net->add("conv1", std::make_shared<nn::Conv2d>(ctx, 3, 8, 3, 1, 1, false, "conv1"))
-              .add("norm1", nn::make_norm(norm, 8, ctx, "norm1"))
-              .add("relu1", std::make_shared<nn::ReLU>())
-              .add("conv2", std::make_shared<nn::Conv2d>(ctx, 8, 16, 3, 2, 1, false, "conv2"))
-              .add("norm2", nn::make_norm(norm, 16, ctx, "norm2"))
-              .add("relu2", std::make_shared<nn::ReLU>())
-              .add("pool", std::make_shared<nn::Pool2d>(prim::PoolKind::avg, 0, 0))
-              .add("fc", std::make_shared<nn::Linear>(ctx, 16, 10, "fc"));
-          net->to(Device::cuda());
-          return net;
-        },
-        12, "small net " + norm);
+    expect_graphed_step_trains_like_the_eager_step([&] { return small_gpu_net(norm); }, 12,
+                                                   "small net " + norm);
+}
+
+// A graph records the dispatcher's layout conversions (and their temporary buffers) too.
+TEST(Gpu, GraphedStepTrainsLikeTheEagerStepChannelsLast) {
+  GHOSTNN_REQUIRE_GPU();
+  ChannelsLastActivations on(true);
+  for (const std::string norm : {"bn", "gni:8", "xbn:8"})
+    expect_graphed_step_trains_like_the_eager_step([&] { return small_gpu_net(norm); }, 12,
+                                                   "small net, nhwc, " + norm);
 }
 
 TEST(Gpu, RecordingRefusesHostRoundTripsAndStaleGraphs) {

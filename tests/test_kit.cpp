@@ -5,6 +5,8 @@
 #include <random>
 
 #include "engine/dispatcher.hpp"
+#include "engine/nn.hpp"
+#include "engine/optim.hpp"
 
 namespace ghostnn::testkit {
 
@@ -107,19 +109,22 @@ std::vector<Tensor> run_dispatched(std::string_view op, const OpDesc& desc, Devi
   return host;
 }
 
+std::vector<Layout> layouts_to_test(Device device, const std::vector<Tensor>& in,
+                                    const std::vector<Tensor>& out) {
+  const Layout other = device.type == DeviceType::cpu ? Layout::nchw8c : Layout::nhwc;
+  for (const auto* ts : {&in, &out})
+    for (const auto& t : *ts)
+      if (t.dtype() == DType::f32 && t.rank() == 4 && layout_fits(other, t.shape()))
+        return {Layout::plain, other};
+  return {Layout::plain};
+}
+
 void expect_matches_reference(std::string_view op, const Kernel& ref, const OpDesc& desc,
                               Device device, const std::vector<Tensor>& in,
                               const std::vector<Tensor>& out_init, Tolerance tol,
-                              std::string_view backend) {
+                              std::string_view backend, std::vector<Layout> layouts) {
   const auto want = run_reference(ref, desc, in, out_init);
-  std::vector<Layout> layouts{Layout::plain};
-  if (device.type == DeviceType::cpu) {
-    bool blockable = false;
-    for (const auto* ts : {&in, &out_init})
-      for (const auto& t : *ts)
-        blockable |= t.dtype() == DType::f32 && layout_fits(Layout::nchw8c, t.shape());
-    if (blockable) layouts.push_back(Layout::nchw8c);
-  }
+  if (layouts.empty()) layouts = layouts_to_test(device, in, out_init);
   for (const Layout layout : layouts) {
     const auto got = run_dispatched(op, desc, device, in, out_init, backend, layout);
     for (std::size_t i = 0; i < want.size(); ++i)
@@ -128,6 +133,48 @@ void expect_matches_reference(std::string_view op, const Kernel& ref, const OpDe
                                 device.str() + " (" + std::string(layout_name(layout)) + ")" +
                                 (backend.empty() ? "" : " [" + std::string(backend) + "]")));
   }
+}
+
+TrainedNet train_small_net(const std::string& norm, Device device) {
+  nn::BuildContext ctx(7);
+  auto net = std::make_shared<nn::Sequential>();
+  net->add("conv1", std::make_shared<nn::Conv2d>(ctx, 3, 8, 3, 1, 1, false, "conv1"));
+  net->add("bn1", nn::make_norm(norm, 8, ctx, "bn1"));
+  net->add("relu", std::make_shared<nn::ReLU>());
+  net->add("maxpool", std::make_shared<nn::Pool2d>(prim::PoolKind::max, 2, 2));
+  net->add("block", std::make_shared<nn::BasicBlock>(ctx, 8, 16, 2, norm, "block"));
+  net->add("pool", std::make_shared<nn::Pool2d>(prim::PoolKind::avg, 0, 0));
+  net->add("fc", std::make_shared<nn::Linear>(ctx, 16, 3, "fc"));
+  net->to(device);
+  optim::Sgd opt(*net, {0.1f, 0.9f, 1e-3f, true});
+  Tensor labels =
+      Tensor::from_vector({0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2, 0}, {16}).to(device);
+  TrainedNet t;
+  for (std::uint64_t s = 0; s < 4; ++s) {
+    Tensor x = normal_tensor({16, 3, 8, 8}, 100 + s).to(device);
+    auto out = nn::cross_entropy(net->forward(x), labels);
+    net->backward(out.dlogits);
+    opt.step();
+    t.losses.push_back(out.loss);
+  }
+  net->named_parameters([&](const std::string& name, nn::Parameter& p) {
+    EXPECT_EQ(p.value.layout(), Layout::plain) << name;
+    const auto v = p.value.to_vector();
+    t.params.insert(t.params.end(), v.begin(), v.end());
+  });
+  net->eval();
+  t.eval_logits = net->forward(normal_tensor({16, 3, 8, 8}, 200).to(device)).to_vector();
+  return t;
+}
+
+void expect_same_training(const TrainedNet& a, const TrainedNet& b) {
+  for (std::size_t i = 0; i < b.losses.size(); ++i)
+    EXPECT_NEAR(a.losses[i], b.losses[i], 1e-5 * std::abs(b.losses[i])) << "step " << i;
+  auto vec = [](const std::vector<float>& v) {
+    return Tensor::from_vector(v, {static_cast<std::int64_t>(v.size())});
+  };
+  EXPECT_TRUE(all_close(vec(a.params), vec(b.params), {1e-5, 1e-4}, "parameters"));
+  EXPECT_TRUE(all_close(vec(a.eval_logits), vec(b.eval_logits), {1e-4, 1e-4}, "eval"));
 }
 
 double weighted_sum(const std::vector<float>& y, const std::vector<float>& w) {

@@ -46,14 +46,18 @@ std::vector<Tensor> run_dispatched(std::string_view op, const OpDesc& desc, Devi
                                    const std::vector<Tensor>& in,
                                    const std::vector<Tensor>& out_init,
                                    std::string_view backend = {}, Layout layout = Layout::plain);
-// Both of the above, then all_close on every output: on the CPU once with every tensor plain and,
-// when some rank-4 tensor fits nchw8c (C % 8 == 0), once more with those tensors in nchw8c. So
-// every CPU kernel is checked in every layout the call's tensors can take (the dispatcher
-// converts for kernels that take plain only).
+// The activation layouts a device's tensors of this call can take: plain, and nchw8c on the CPU
+// when some f32 rank-4 tensor has C % 8 == 0, nhwc on the GPU when some f32 tensor is rank 4.
+std::vector<Layout> layouts_to_test(Device device, const std::vector<Tensor>& in,
+                                    const std::vector<Tensor>& out);
+// Both of the above, then all_close on every output, once per layout of layouts_to_test (the
+// tensors that fit it converted to it), or once per layout of `layouts` when given. So every
+// kernel is checked in every layout the call's tensors can take (the dispatcher converts for
+// kernels that take plain only).
 void expect_matches_reference(std::string_view op, const Kernel& ref, const OpDesc& desc,
                               Device device, const std::vector<Tensor>& in,
                               const std::vector<Tensor>& out_init, Tolerance tol = kF32,
-                              std::string_view backend = {});
+                              std::string_view backend = {}, std::vector<Layout> layouts = {});
 
 // Central finite differences of a scalar function of x, at up to `max_points` coordinates
 // (all when x is small), against the analytic gradient: passes when every checked coordinate
@@ -67,6 +71,18 @@ void expect_matches_reference(std::string_view op, const Kernel& ref, const OpDe
 double weighted_sum(const std::vector<float>& y, const std::vector<float>& w);
 
 bool gpu_present();
+
+// conv(3 -> 8) - norm - relu - max pool - BasicBlock(8 -> 16, stride 2) - pool - linear, seeded,
+// trained on `device` for 4 SGD steps on 16 random 8x8 images (3 classes) with the layouts the
+// caller has switched on; then evaluated on 16 more.
+struct TrainedNet {
+  std::vector<double> losses;
+  std::vector<float> params, eval_logits;  // every parameter, row-major; [16, 3]
+};
+TrainedNet train_small_net(const std::string& norm, Device device);
+// The same net trained twice (e.g. in two layouts): the same losses, parameters and evaluation
+// outputs up to fp32 summation order.
+void expect_same_training(const TrainedNet& a, const TrainedNet& b);
 
 // Allocates and frees tensors on `device` and checks memory_stats follows: in_use grows by the
 // bytes of each live tensor and falls back when it is freed, peak keeps the most and

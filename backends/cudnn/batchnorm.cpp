@@ -26,7 +26,7 @@ void bn_fwd_infer(const OpDesc& od, const KernelCall& c) {
   const auto v = bcs_of(c.in[0].desc.shape);
   bn_inference(c.in[0].f32(), c.out[0].f32(), c.in[1].f32(), c.in[2].f32(),
                d.affine ? c.in[3].f32() : nullptr, d.affine ? c.in[4].f32() : nullptr, v.B, v.C,
-               v.S, d.eps, d.layer);
+               v.S, d.eps, c.in[0].desc.layout == Layout::nhwc, d.layer);
 }
 
 void bn_bwd(const OpDesc& od, const KernelCall& c) {

@@ -1,7 +1,8 @@
 // GNI and the fused BN+GNI block on the GPU: our own kernels (norm_kernels.cu). Replacement
 // sampling draws its indices on the device (Philox); shuffle sampling's groups come from the
 // host (prim::shuffle_members, the same table the CPU uses) as a [B, N] device array. GNI takes
-// NCHW, dense and channel-last input; the fused block NCHW and dense.
+// NCHW (plain or nhwc), dense and channel-last input; the fused block NCHW (plain or nhwc) and
+// dense.
 #include "primitives/gni.hpp"
 
 #include "backends/cudnn/cuda_common.hpp"
@@ -56,8 +57,8 @@ void gni_bwd(const OpDesc& od, const KernelCall& c) {
   prim::validate_gni_bwd(d, c);
   use_device(c.ctx->device.index, d.layer);
   const auto v = bcs_of(c.in[0].desc.shape, d.channel_last);
-  scale_planes(c.in[0].f32(), c.out[0].f32(), nullptr, c.in[1].f32(), v.B, v.C, v.S, d.channel_last,
-               d.layer);
+  scale_planes(c.in[0].f32(), c.out[0].f32(), nullptr, c.in[1].f32(), v.B, v.C, v.S,
+               gni_channel_last(d, c.in[0].desc), d.layer);
 }
 
 void bn_gni_fwd_train(const OpDesc& od, const KernelCall& c) {

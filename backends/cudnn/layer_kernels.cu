@@ -165,6 +165,25 @@ __global__ void add_kernel(const float* __restrict__ a, const float* __restrict_
   for (std::int64_t i = done + first; i < n; i += stride) y[i] = fix(a[i] + b[i]);
 }
 
+// out[b][q][r] = in[b][r][q] for B matrices of R x Q: 32 x 32 tiles through shared memory, so
+// that both the reads and the writes of a warp are 32 consecutive floats. Block x covers tile
+// (x / tiles_q, x % tiles_q) of matrix y0 + blockIdx.y; 256 threads, eight rows at a time.
+__global__ void transpose_kernel(const float* __restrict__ in, float* __restrict__ out,
+                                 std::int64_t y0, std::int64_t R, std::int64_t Q,
+                                 std::int64_t tiles_q) {
+  __shared__ float tile[32][33];  // a column of padding: the transposed reads hit 32 banks
+  const std::int64_t b = y0 + blockIdx.y;
+  const std::int64_t r0 = (blockIdx.x / tiles_q) * 32, q0 = (blockIdx.x % tiles_q) * 32;
+  const int tx = static_cast<int>(threadIdx.x % 32), ty = static_cast<int>(threadIdx.x / 32);
+  const float* ib = in + b * R * Q;
+  float* ob = out + b * R * Q;
+  for (int k = ty; k < 32; k += 8)
+    if (r0 + k < R && q0 + tx < Q) tile[k][tx] = ib[(r0 + k) * Q + q0 + tx];
+  __syncthreads();
+  for (int k = ty; k < 32; k += 8)
+    if (q0 + k < Q && r0 + tx < R) ob[(q0 + k) * R + r0 + tx] = tile[tx][k];
+}
+
 __global__ void add_bias_kernel(float* __restrict__ y, const float* __restrict__ bias,
                                 std::int64_t B, std::int64_t O) {
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < B * O;
@@ -291,6 +310,18 @@ void add(const float* a, const float* b, float* y, std::int64_t n, bool relu, st
   const bool vec4 = aligned(a) && aligned(b) && aligned(y);
   GHOSTNN_LAUNCH(add_kernel, blocks_for(vec4 ? (n + 3) / 4 : n), 256, 0)(a, b, y, n, relu, vec4);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+}
+
+void transpose(const float* in, float* out, std::int64_t B, std::int64_t R, std::int64_t Q,
+               std::string_view op) {
+  const std::int64_t tiles_q = (Q + 31) / 32, tiles = ((R + 31) / 32) * tiles_q;
+  constexpr std::int64_t kMaxGridY = 65535;
+  for (std::int64_t y0 = 0; y0 < B; y0 += kMaxGridY) {
+    const dim3 grid(static_cast<unsigned>(tiles),
+                    static_cast<unsigned>(std::min(B - y0, kMaxGridY)));
+    GHOSTNN_LAUNCH(transpose_kernel, grid, 256, 0)(in, out, y0, R, Q, tiles_q);
+    GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+  }
 }
 
 void add_bias(float* y, const float* bias, std::int64_t B, std::int64_t O, std::string_view op) {

@@ -27,6 +27,10 @@ void sgd_update(const float* const* g, float* const* p, float* const* buf, const
                 std::string_view op);
 // y = a + b over n values, then max(., 0) when `relu`.
 void add(const float* a, const float* b, float* y, std::int64_t n, bool relu, std::string_view op);
+// out[b][q][r] = in[b][r][q] for B matrices of R x Q (layout conversion: NCHW [B, C, S] to NHWC
+// [B, S, C] is R = C, Q = S; back is R = S, Q = C).
+void transpose(const float* in, float* out, std::int64_t B, std::int64_t R, std::int64_t Q,
+               std::string_view op);
 void add_bias(float* y, const float* bias, std::int64_t B, std::int64_t O, std::string_view op);
 // Crop + flip + normalize (primitives/augment.hpp): u8 [B, C, H, W] and (dy, dx, flip) per sample
 // to f32; scale/shift hold C <= kAugmentChannels values.

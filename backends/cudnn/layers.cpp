@@ -85,12 +85,16 @@ Perf choose_algorithm(std::string_view op, Find find, Heuristic heuristic) {
   fail("{}: cuDNN proposed no usable convolution algorithm", op);
 }
 
-ConvPlan& plan_for(const prim::ConvDesc& d, const Shape& xs, const Shape& ws, int dev) {
-  using Key = std::tuple<int, Shape, Shape, std::int64_t, std::int64_t, prim::ConvMath>;
+// The plan of a convolution of x (shape xs) with w (ws), every rank-4 operand in `layout` (the
+// dispatcher gives them one: LayoutRule like_output / like_input): plain is cuDNN's NCHW (filter
+// KCRS), nhwc its NHWC (filter KRSC).
+ConvPlan& plan_for(const prim::ConvDesc& d, const Shape& xs, const Shape& ws, Layout layout,
+                   int dev) {
+  using Key = std::tuple<int, Shape, Shape, std::int64_t, std::int64_t, prim::ConvMath, Layout>;
   static std::mutex mu;
   static std::map<Key, std::unique_ptr<ConvPlan>> plans;
   std::lock_guard lock(mu);
-  auto& slot = plans[Key{dev, xs, ws, d.stride, d.pad, d.math}];
+  auto& slot = plans[Key{dev, xs, ws, d.stride, d.pad, d.math, layout}];
   if (slot) return *slot;
   forbid_while_recording(d.layer, "choosing a convolution algorithm for a new shape");
   auto p = std::make_unique<ConvPlan>();
@@ -104,16 +108,17 @@ ConvPlan& plan_for(const prim::ConvDesc& d, const Shape& xs, const Shape& ws, in
   const auto dt = d.math == prim::ConvMath::bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
   GHOSTNN_CUDNN_CHECK(op, cudnnCreateFilterDescriptor(&p->w));
   GHOSTNN_CUDNN_CHECK(op, cudnnCreateConvolutionDescriptor(&p->conv));
-  GHOSTNN_CUDNN_CHECK(op, cudnnSetTensor4dDescriptor(p->x, CUDNN_TENSOR_NCHW, dt, i(xs[0]),
-                                                     i(xs[1]), i(xs[2]), i(xs[3])));
-  GHOSTNN_CUDNN_CHECK(op, cudnnSetTensor4dDescriptor(p->y, CUDNN_TENSOR_NCHW, dt, i(ys[0]),
+  const auto fmt = layout == Layout::nhwc ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
+  GHOSTNN_CUDNN_CHECK(
+      op, cudnnSetTensor4dDescriptor(p->x, fmt, dt, i(xs[0]), i(xs[1]), i(xs[2]), i(xs[3])));
+  GHOSTNN_CUDNN_CHECK(
+      op, cudnnSetTensor4dDescriptor(p->y, fmt, dt, i(ys[0]), i(ys[1]), i(ys[2]), i(ys[3])));
+  GHOSTNN_CUDNN_CHECK(op, cudnnSetTensor4dDescriptor(p->y32, fmt, CUDNN_DATA_FLOAT, i(ys[0]),
                                                      i(ys[1]), i(ys[2]), i(ys[3])));
-  GHOSTNN_CUDNN_CHECK(op, cudnnSetTensor4dDescriptor(p->y32, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
-                                                     i(ys[0]), i(ys[1]), i(ys[2]), i(ys[3])));
-  GHOSTNN_CUDNN_CHECK(op, cudnnSetTensor4dDescriptor(p->bias, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
-                                                     1, i(ys[1]), 1, 1));
-  GHOSTNN_CUDNN_CHECK(op, cudnnSetFilter4dDescriptor(p->w, dt, CUDNN_TENSOR_NCHW, i(ws[0]),
-                                                     i(ws[1]), i(ws[2]), i(ws[3])));
+  GHOSTNN_CUDNN_CHECK(
+      op, cudnnSetTensor4dDescriptor(p->bias, fmt, CUDNN_DATA_FLOAT, 1, i(ys[1]), 1, 1));
+  GHOSTNN_CUDNN_CHECK(
+      op, cudnnSetFilter4dDescriptor(p->w, dt, fmt, i(ws[0]), i(ws[1]), i(ws[2]), i(ws[3])));
   GHOSTNN_CUDNN_CHECK(
       op, cudnnSetConvolution2dDescriptor(p->conv, i(d.pad), i(d.pad), i(d.stride), i(d.stride), 1,
                                           1, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
@@ -217,7 +222,7 @@ void conv_fwd(const OpDesc& od, const KernelCall& c) {
   const auto& d = dynamic_cast<const prim::ConvDesc&>(od);
   prim::validate_conv_fwd(d, c);
   const int dev = c.ctx->device.index;
-  auto& p = plan_for(d, c.in[0].desc.shape, c.in[1].desc.shape, dev);
+  auto& p = plan_for(d, c.in[0].desc.shape, c.in[1].desc.shape, c.in[0].desc.layout, dev);
   const float one = 1.f, zero = 0.f;
   const ConvOperand x(d, c.in[0], true, dev), w(d, c.in[1], true, dev), y(d, c.out[0], false, dev);
   GHOSTNN_CUDNN_CHECK(d.layer, cudnnConvolutionForward(
@@ -233,7 +238,7 @@ void conv_bwd_data(const OpDesc& od, const KernelCall& c) {
   const auto& d = dynamic_cast<const prim::ConvDesc&>(od);
   prim::validate_conv_bwd_data(d, c);
   const int dev = c.ctx->device.index;
-  auto& p = plan_for(d, c.out[0].desc.shape, c.in[1].desc.shape, dev);
+  auto& p = plan_for(d, c.out[0].desc.shape, c.in[1].desc.shape, c.out[0].desc.layout, dev);
   const float one = 1.f, zero = 0.f;
   const ConvOperand dy(d, c.in[0], true, dev), w(d, c.in[1], true, dev),
       dx(d, c.out[0], false, dev);
@@ -248,7 +253,7 @@ void conv_bwd_weights(const OpDesc& od, const KernelCall& c) {
   const auto& d = dynamic_cast<const prim::ConvDesc&>(od);
   prim::validate_conv_bwd_weights(d, c);
   const int dev = c.ctx->device.index;
-  auto& p = plan_for(d, c.in[1].desc.shape, c.out[0].desc.shape, dev);
+  auto& p = plan_for(d, c.in[1].desc.shape, c.out[0].desc.shape, c.in[0].desc.layout, dev);
   const float one = 1.f, zero = 0.f;
   const ConvOperand dy(d, c.in[0], true, dev), x(d, c.in[1], true, dev),
       dw(d, c.out[0], false, dev);

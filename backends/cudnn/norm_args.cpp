@@ -42,6 +42,7 @@ NormFwdArgs normalizing(const TensorRef& x, const float* gamma, const float* bet
   a.B = v.B;
   a.C = v.C;
   a.S = v.S;
+  a.channel_last = x.desc.layout == Layout::nhwc;
   a.normalize = true;
   a.bn_eps = eps;
   a.momentum = momentum;
@@ -65,6 +66,7 @@ NormBwdArgs gradients(const TensorRef& dy, const TensorRef& x, const TensorRef& 
   a.C = v.C;
   a.S = v.S;
   a.bn_eps = eps;
+  a.channel_last = x.desc.layout == Layout::nhwc;
   return a;
 }
 }  // namespace
@@ -97,6 +99,15 @@ NormBwdArgs gbn_bwd_args(const prim::GhostBatchNormDesc& d, const KernelCall& c)
   return a;
 }
 
+// Whether GNI's input is [B, S, C] in memory: channel_last input, or NCHW in the nhwc layout
+// (not both: the layout's channels are dimension 1, channel_last's the last).
+bool gni_channel_last(const prim::GhostNoiseDesc& d, const TensorDesc& x) {
+  const bool nhwc = x.layout == Layout::nhwc;
+  if (d.channel_last && nhwc)
+    fail("{}: channel_last ghost noise takes plain tensors, got {}", d.layer, x.str());
+  return d.channel_last || nhwc;
+}
+
 NormFwdArgs gni_fwd_args(const prim::GhostNoiseDesc& d, const KernelCall& c) {
   const auto v = bcs_of(c.in[0].desc.shape, d.channel_last);
   NormFwdArgs a;
@@ -107,7 +118,7 @@ NormFwdArgs gni_fwd_args(const prim::GhostNoiseDesc& d, const KernelCall& c) {
   a.B = v.B;
   a.C = v.C;
   a.S = v.S;
-  a.channel_last = d.channel_last;
+  a.channel_last = gni_channel_last(d, c.in[0].desc);
   copy_noise_params(d, a);
   return a;
 }

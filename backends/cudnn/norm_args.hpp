@@ -23,6 +23,8 @@ NormBwdArgs gbn_bwd_args(const prim::GhostBatchNormDesc& d, const KernelCall& c)
 // GNI (in {x} out {y, shift, scale}) and the fused block (in {x, gamma, beta} out {y, mean, var,
 // shift, scale, running_mean, running_var}; backward in {dy, x, mean, var, shift, scale, gamma}
 // out {dx, dgamma, dbeta}). Shuffle sampling's member table is the caller's (`members`).
+// Whether GNI's input x lies as [B, S, C] (channel_last, or the nhwc layout); an Error for both.
+bool gni_channel_last(const prim::GhostNoiseDesc& d, const TensorDesc& x);
 NormFwdArgs gni_fwd_args(const prim::GhostNoiseDesc& d, const KernelCall& c);
 NormFwdArgs bn_gni_fwd_args(const prim::BatchNormGhostNoiseDesc& d, const KernelCall& c);
 NormBwdArgs bn_gni_bwd_args(const prim::BatchNormGhostNoiseDesc& d, const KernelCall& c);

@@ -147,6 +147,35 @@ __device__ ApplyCoef apply_coef(float g, float be, float mu, float inv, float sh
   return ApplyCoef{g * inv * rs, be - g * (mu * inv + sh) * rs};
 }
 
+// What an apply pass reads: statistics [G, C] (by the groups), gamma and beta [C], noise [B, C];
+// a null pointer leaves its part out (no normalization, no affine, no noise).
+struct ApplyArgs {
+  const float *mean = nullptr, *var = nullptr, *gamma = nullptr, *beta = nullptr;
+  const float *shift = nullptr, *scale = nullptr;
+  float eps = 0.f;
+  NormGroups groups;
+  // The coefficients of (sample b, channel c) of C channels.
+  __device__ ApplyCoef at(std::int64_t b, std::int64_t c, std::int64_t C) const {
+    const std::int64_t gc = groups.of(b) * C + c, bc = b * C + c;
+    return apply_coef(gamma ? gamma[c] : 1.f, beta ? beta[c] : 0.f, mean ? mean[gc] : 0.f,
+                      var ? rsqrtf(var[gc] + eps) : 1.f, shift ? shift[bc] : 0.f,
+                      scale ? 1.f / scale[bc] : 1.f);
+  }
+};
+
+// The backward coefficients of (sample b, channel c): dx = ca dy + bx x + k0, from the statistics,
+// gamma and noise scale, and coef (the per-(group, channel) bx, then k0) of channel_grads.
+struct BwdCoef {
+  float ca, bx, k0;
+};
+__device__ BwdCoef bwd_coef(const NormBwdArgs& a, const float* coef, std::int64_t b,
+                            std::int64_t c) {
+  const std::int64_t gc = a.groups.of(b) * a.C + c;
+  const float inv = rsqrtf(a.var[gc] + a.bn_eps);
+  return BwdCoef{inv * (a.gamma ? a.gamma[c] : 1.f) / (a.scale ? a.scale[b * a.C + c] : 1.f),
+                 coef[gc], coef[a.groups.count * a.C + gc]};
+}
+
 // m1, m2 = per-plane means of (x - p) and (x - p)^2, p = x[0, c, 0], for the calling lanes' plane.
 __global__ void plane_moments_kernel(const float* __restrict__ x, std::int64_t BC, std::int64_t C,
                                      std::int64_t S, PlaneLanes pl, float* __restrict__ m1,
@@ -164,23 +193,114 @@ __global__ void plane_moments_kernel(const float* __restrict__ x, std::int64_t B
   }
 }
 
-// Channel-last x [B, S, C]: one thread per (b, c), reading along c (coalesced) for each position.
-__global__ void channel_last_moments_kernel(const float* __restrict__ x, std::int64_t B,
-                                            std::int64_t C, std::int64_t S, float* __restrict__ m1,
-                                            float* __restrict__ m2) {
-  const std::int64_t c = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const std::int64_t b = blockIdx.y;
-  if (c >= C || b >= B) return;
-  const float p = x[c];
-  const float* xb = x + b * S * C + c;
-  double s1 = 0, s2 = 0;
-  for (std::int64_t s = 0; s < S; ++s) {
-    const double a = xb[s * C] - p;
-    s1 += a;
-    s2 += a * a;
+std::int64_t pow2_at_least(std::int64_t n) {
+  std::int64_t p = 1;
+  while (p < n) p <<= 1;
+  return p;
+}
+
+// V floats of p (a float4 when V == 4; p then 16-byte aligned).
+template <int V>
+__device__ void load(const float* p, float (&v)[V]) {
+  if constexpr (V == 4) {
+    const float4 q = *reinterpret_cast<const float4*>(p);
+    v[0] = q.x;
+    v[1] = q.y;
+    v[2] = q.z;
+    v[3] = q.w;
+  } else {
+    for (int i = 0; i < V; ++i) v[i] = p[i];
   }
-  m1[b * C + c] = static_cast<float>(s1 / static_cast<double>(S));
-  m2[b * C + c] = static_cast<float>(s2 / static_cast<double>(S));
+}
+template <int V>
+__device__ void store(float* p, const float (&v)[V]) {
+  if constexpr (V == 4) {
+    *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+  } else {
+    for (int i = 0; i < V; ++i) p[i] = v[i];
+  }
+}
+
+// Per (b, c) of channel-last data [B, S, C], two sums over the S positions. Moments (dy null):
+// of (x - p_c) and (x - p_c)^2 about the pivot p_c = x[0, 0, c], divided by S (as plane_moments).
+// Dots: of dy and dy (x - mean[g(b), c]) (mean null: 0), as plane_dots. One block per sample
+// b = blockIdx.x: its threads take `n` columns of V channels (coalesced) and T / n positions at a
+// time, then add up their rows in shared memory (2 T V floats, dynamic), a tree of halvings.
+template <int V>
+__global__ void __launch_bounds__(1024)
+    channel_last_sums_kernel(const float* __restrict__ x, const float* __restrict__ dy,
+                             const float* __restrict__ mean, NormGroups groups, std::int64_t C,
+                             std::int64_t S, float* __restrict__ o1, float* __restrict__ o2) {
+  GHOSTNN_DYNAMIC_SHARED(float, red);
+  const std::int64_t b = blockIdx.x, T = blockDim.x, t = threadIdx.x, cols = C / V;
+  const float* xb = x + b * S * C;
+  const float* gb = dy ? dy + b * S * C : nullptr;
+  float *r1 = red, *r2 = red + T * V;
+  for (std::int64_t col0 = 0; col0 < cols; col0 += T) {
+    const std::int64_t n = cols - col0 < T ? cols - col0 : T, rows = T / n, row = t / n;
+    const std::int64_t c0 = (col0 + t % n) * V;
+    const bool own = row < rows;
+    float s1[V] = {}, s2[V] = {}, p[V] = {};
+    if (own) {
+      for (int v = 0; v < V; ++v)
+        p[v] = !dy ? x[c0 + v] : mean ? mean[groups.of(b) * C + c0 + v] : 0.f;
+      for (std::int64_t s = row; s < S; s += rows) {
+        float xv[V];
+        load<V>(xb + s * C + c0, xv);
+        if (!dy) {
+          for (int v = 0; v < V; ++v) {
+            const float a = xv[v] - p[v];
+            s1[v] += a;
+            s2[v] += a * a;
+          }
+        } else {
+          float g[V];
+          load<V>(gb + s * C + c0, g);
+          for (int v = 0; v < V; ++v) {
+            s1[v] += g[v];
+            s2[v] += g[v] * (xv[v] - p[v]);
+          }
+        }
+      }
+    }
+    for (int v = 0; v < V; ++v) {
+      r1[t * V + v] = s1[v];
+      r2[t * V + v] = s2[v];
+    }
+    __syncthreads();
+    std::int64_t half = 1;
+    while (half * 2 < rows) half <<= 1;
+    for (; half > 0; half >>= 1) {
+      if (own && row < half && row + half < rows)
+        for (int v = 0; v < V; ++v) {
+          r1[t * V + v] += r1[(t + half * n) * V + v];
+          r2[t * V + v] += r2[(t + half * n) * V + v];
+        }
+      __syncthreads();
+    }
+    if (own && row == 0) {
+      const float div = dy ? 1.f : static_cast<float>(S);
+      for (int v = 0; v < V; ++v) {
+        o1[b * C + c0 + v] = r1[t * V + v] / div;
+        o2[b * C + c0 + v] = r2[t * V + v] / div;
+      }
+    }
+    __syncthreads();  // the next columns reuse the shared sums
+  }
+}
+
+void channel_last_sums(const float* x, const float* dy, const float* mean, NormGroups groups,
+                       std::int64_t B, std::int64_t C, std::int64_t S, float* o1, float* o2,
+                       std::string_view op) {
+  const bool v4 = C % 4 == 0;
+  const std::int64_t cols = v4 ? C / 4 : C;
+  const auto T = static_cast<unsigned>(std::clamp<std::int64_t>(pow2_at_least(cols * S), 32, 1024));
+  const std::size_t bytes = std::size_t{2} * T * (v4 ? 4 : 1) * sizeof(float);
+  if (v4) GHOSTNN_LAUNCH(channel_last_sums_kernel<4>, static_cast<unsigned>(B), T, bytes)
+  (x, dy, mean, groups, C, S, o1, o2);
+  else GHOSTNN_LAUNCH(channel_last_sums_kernel<1>, static_cast<unsigned>(B), T, bytes)(
+      x, dy, mean, groups, C, S, o1, o2);
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
 // One channel's per-sample values: sample b at p[b * stride] (a column of a [B, C] array in
@@ -223,7 +343,7 @@ __device__ void channel_stats(const NormFwdArgs& a, std::int64_t c, Column m1, C
     mu_p = s1 / n_g;
     var = fmax(s2 / n_g - mu_p * mu_p, 0.0);
     if (a.normalize && threadIdx.x == 0) {
-      const double mean = mu_p + a.x[c * a.S];
+      const double mean = mu_p + a.x[a.pivot(c)];
       a.mean[g * C + c] = static_cast<float>(mean);
       a.var[g * C + c] = static_cast<float>(var);
       if (out.stats) {
@@ -319,32 +439,79 @@ void launch_channel_stats(const NormFwdArgs& a, float* m1, float* m2, std::strin
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
-// y = a x + o per plane (apply_coef).
-__global__ void plane_apply_kernel(const float* __restrict__ x, float* __restrict__ y,
-                                   const float* __restrict__ mean, const float* __restrict__ var,
-                                   const float* __restrict__ gamma, const float* __restrict__ beta,
-                                   const float* __restrict__ shift, const float* __restrict__ scale,
-                                   std::int64_t BC, std::int64_t C, std::int64_t S, float eps,
-                                   NormGroups groups, PlaneLanes pl) {
+// y = a x + o per plane (ApplyArgs::at).
+__global__ void plane_apply_kernel(const float* __restrict__ x, float* __restrict__ y, ApplyArgs ap,
+                                   std::int64_t BC, std::int64_t C, std::int64_t S, PlaneLanes pl) {
   const std::int64_t plane = pl.plane();
   if (plane >= BC) return;
-  const std::int64_t c = plane % C, gc = groups.of(plane / C) * C + c;
-  const auto k = apply_coef(gamma ? gamma[c] : 1.f, beta ? beta[c] : 0.f, mean ? mean[gc] : 0.f,
-                            var ? rsqrtf(var[gc] + eps) : 1.f, shift ? shift[plane] : 0.f,
-                            scale ? 1.f / scale[plane] : 1.f);
+  const auto k = ap.at(plane / C, plane % C, C);
   plane_affine(x + plane * S, y + plane * S, S, pl.lane(), pl.lanes, k.ca, k.co);
 }
 
-// y = (x - shift) / scale per element, NCHW or channel-last.
-__global__ void scale_elements_kernel(const float* __restrict__ x, float* __restrict__ y,
-                                      const float* __restrict__ shift,
-                                      const float* __restrict__ scale, std::int64_t n,
-                                      std::int64_t C, std::int64_t S, bool channel_last) {
-  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    const std::int64_t bc = channel_last ? (i / (S * C)) * C + i % C : i / S;
-    y[i] = (x[i] - (shift ? shift[bc] : 0.f)) / scale[bc];
+// The channel-last passes over [B, S, C] walk chunks of kChunk floats of one sample: grid
+// (B, chunks), 256 threads. With up to kSharedChannels channels, each block first puts its
+// sample's coefficients in shared memory (dynamic: 2 or 3 C floats); beyond, each thread works
+// them out per element.
+constexpr std::int64_t kChunk = 8192, kSharedChannels = 4096;
+
+dim3 chunk_grid(std::int64_t B, std::int64_t S, std::int64_t C) {
+  return dim3(static_cast<unsigned>(B), static_cast<unsigned>((S * C + kChunk - 1) / kChunk));
+}
+
+// y = ca x + co per element (ApplyArgs::at).
+template <int V>
+__global__ void channel_last_apply_kernel(const float* __restrict__ x, float* __restrict__ y,
+                                          ApplyArgs ap, std::int64_t C, std::int64_t S,
+                                          bool cached) {
+  GHOSTNN_DYNAMIC_SHARED(float, cf);
+  const std::int64_t b = blockIdx.x, T = blockDim.x, t = threadIdx.x;
+  if (cached) {
+    for (std::int64_t c = t; c < C; c += T) {
+      const auto k = ap.at(b, c, C);
+      cf[c] = k.ca;
+      cf[C + c] = k.co;
+    }
+    __syncthreads();
   }
+  const std::int64_t n = S * C, begin = static_cast<std::int64_t>(blockIdx.y) * kChunk;
+  const std::int64_t end = begin + kChunk < n ? begin + kChunk : n;
+  // The channel of element i, stepped along with i (one division per thread, not per float4).
+  const std::int64_t c_step = (T * V) % C;
+  std::int64_t c = (begin + t * V) % C;
+  for (std::int64_t i = begin + t * V; i < end;
+       i += T * V, c = c + c_step < C ? c + c_step : c + c_step - C) {
+    float v[V];
+    load<V>(x + b * n + i, v);
+    for (int j = 0; j < V; ++j) {
+      const ApplyCoef k = cached ? ApplyCoef{cf[c + j], cf[C + c + j]} : ap.at(b, c + j, C);
+      v[j] = fmaf(k.ca, v[j], k.co);
+    }
+    store<V>(y + b * n + i, v);
+  }
+}
+
+void channel_last_apply(const float* x, float* y, const ApplyArgs& ap, std::int64_t B,
+                        std::int64_t C, std::int64_t S, std::string_view op) {
+  const bool cached = C <= kSharedChannels;
+  const std::size_t bytes = cached ? static_cast<std::size_t>(2 * C) * sizeof(float) : 0;
+  if (C % 4 == 0) GHOSTNN_LAUNCH(channel_last_apply_kernel<4>, chunk_grid(B, S, C), 256, bytes)
+  (x, y, ap, C, S, cached);
+  else GHOSTNN_LAUNCH(channel_last_apply_kernel<1>, chunk_grid(B, S, C), 256, bytes)(x, y, ap, C, S,
+                                                                                     cached);
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+}
+
+// y = ca x + co for every (b, c) (ApplyArgs): NCHW planes, or channel-last [B, S, C].
+void apply_pass(const float* x, float* y, const ApplyArgs& ap, std::int64_t B, std::int64_t C,
+                std::int64_t S, bool channel_last, std::string_view op) {
+  if (channel_last) {
+    channel_last_apply(x, y, ap, B, C, S, op);
+    return;
+  }
+  const PlaneLanes pl = plane_lanes(S);
+  GHOSTNN_LAUNCH(plane_apply_kernel, plane_blocks(B * C, pl), kThreads, 0)
+  (x, y, ap, B * C, C, S, pl);
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
 // Per plane: A = sum dy, D = sum dy (x - mean_c), for the calling lanes' plane (mean null: 0).
@@ -420,11 +587,45 @@ __global__ void channel_grads_kernel(NormBwdArgs a, float* __restrict__ A, float
 __global__ void plane_bwd_kernel(NormBwdArgs a, const float* __restrict__ coef, PlaneLanes pl) {
   const std::int64_t plane = pl.plane();
   if (plane >= a.B * a.C) return;
-  const std::int64_t c = plane % a.C, S = a.S, gc = a.groups.of(plane / a.C) * a.C + c;
-  const float inv = rsqrtf(a.var[gc] + a.bn_eps);
-  const float ca = inv * (a.gamma ? a.gamma[c] : 1.f) / (a.scale ? a.scale[plane] : 1.f);
-  plane_grad(a.dy + plane * S, a.x + plane * S, a.dx + plane * S, S, pl.lane(), pl.lanes, ca,
-             coef[gc], coef[a.groups.count * a.C + gc]);
+  const std::int64_t S = a.S;
+  const auto k = bwd_coef(a, coef, plane / a.C, plane % a.C);
+  plane_grad(a.dy + plane * S, a.x + plane * S, a.dx + plane * S, S, pl.lane(), pl.lanes, k.ca,
+             k.bx, k.k0);
+}
+
+// dx = ca dy + bx x + k0 per element of channel-last [B, S, C] (bwd_coef), as
+// channel_last_apply_kernel.
+template <int V>
+__global__ void channel_last_bwd_kernel(NormBwdArgs a, const float* __restrict__ coef,
+                                        bool cached) {
+  GHOSTNN_DYNAMIC_SHARED(float, cf);
+  const std::int64_t b = blockIdx.x, T = blockDim.x, t = threadIdx.x, C = a.C;
+  if (cached) {
+    for (std::int64_t c = t; c < C; c += T) {
+      const auto k = bwd_coef(a, coef, b, c);
+      cf[c] = k.ca;
+      cf[C + c] = k.bx;
+      cf[2 * C + c] = k.k0;
+    }
+    __syncthreads();
+  }
+  const std::int64_t n = a.S * C, begin = static_cast<std::int64_t>(blockIdx.y) * kChunk;
+  const std::int64_t end = begin + kChunk < n ? begin + kChunk : n;
+  // The channel of element i, stepped along with i (one division per thread, not per float4).
+  const std::int64_t c_step = (T * V) % C;
+  std::int64_t c = (begin + t * V) % C;
+  for (std::int64_t i = begin + t * V; i < end;
+       i += T * V, c = c + c_step < C ? c + c_step : c + c_step - C) {
+    float g[V], v[V];
+    load<V>(a.dy + b * n + i, g);
+    load<V>(a.x + b * n + i, v);
+    for (int j = 0; j < V; ++j) {
+      const BwdCoef k = cached ? BwdCoef{cf[c + j], cf[C + c + j], cf[2 * C + c + j]}
+                               : bwd_coef(a, coef, b, c + j);
+      v[j] = k.ca * g[j] + k.bx * v[j] + k.k0;
+    }
+    store<V>(a.dx + b * n + i, v);
+  }
 }
 
 // One block per sample: moments about the sample's first value (in double), then the output.
@@ -500,7 +701,7 @@ __global__ void xbn_stats_kernel(NormFwdArgs a, const float* __restrict__ m1,
   __shared__ double shared[32];
   const std::int64_t c = blockIdx.x, B = a.B, C = a.C;
   const NormGroups& G = a.groups;
-  const double p = a.x[c * a.S];
+  const double p = a.x[a.pivot(c)];
   double all1 = 0, all2 = 0;
   for (std::int64_t g = 0; g < G.count; ++g) {
     double t1 = 0, t2 = 0;
@@ -791,26 +992,22 @@ void norm_forward(const NormFwdArgs& a_in, std::string_view op) {
   float* s = scratch_floats(static_cast<std::size_t>(2 * BC), current_device(op));
   float* m1 = s;
   float* m2 = s + BC;
-  if (a.channel_last) {  // GNI alone: moments, noise, then y = (x - shift) / scale per element
-    const dim3 grid(static_cast<unsigned>((a.C + 255) / 256), static_cast<unsigned>(a.B));
-    GHOSTNN_LAUNCH(channel_last_moments_kernel, grid, 256, 0)(a.x, a.B, a.C, a.S, m1, m2);
+  const ApplyArgs ap{
+      a.normalize ? a.mean : nullptr, a.normalize ? a.var : nullptr, a.gamma,  a.beta,
+      a.noise ? a.shift : nullptr,    a.noise ? a.scale : nullptr,   a.bn_eps, a.groups};
+  if (a.channel_last) {
+    channel_last_sums(a.x, nullptr, nullptr, NormGroups{}, a.B, a.C, a.S, m1, m2, op);
+  } else {
+    GHOSTNN_LAUNCH(plane_moments_kernel, plane_blocks(BC, pl), kThreads, 0)
+    (a.x, BC, a.C, a.S, pl, m1, m2);
     GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
-    launch_channel_stats(a, m1, m2, op);
-    scale_planes(a.x, a.y, a.shift, a.scale, a.B, a.C, a.S, true, op);
-    return;
   }
-  GHOSTNN_LAUNCH(plane_moments_kernel, plane_blocks(BC, pl), kThreads, 0)
-  (a.x, BC, a.C, a.S, pl, m1, m2);
-  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
   launch_channel_stats(a, m1, m2, op);
-  GHOSTNN_LAUNCH(plane_apply_kernel, plane_blocks(BC, pl), kThreads, 0)
-  (a.x, a.y, a.normalize ? a.mean : nullptr, a.normalize ? a.var : nullptr, a.gamma, a.beta,
-   a.noise ? a.shift : nullptr, a.noise ? a.scale : nullptr, BC, a.C, a.S, a.bn_eps, a.groups, pl);
-  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+  apply_pass(a.x, a.y, ap, a.B, a.C, a.S, a.channel_last, op);
 }
 
 void norm_backward(const NormBwdArgs& a, std::string_view op) {
-  if (resident_path(a.B, a.C, a.S)) {
+  if (!a.channel_last && resident_path(a.B, a.C, a.S)) {
     const auto bytes = static_cast<std::size_t>(2 * a.B + 2 * a.groups.count) * sizeof(float);
     GHOSTNN_LAUNCH(resident_bwd_kernel, static_cast<unsigned>(a.C), resident_threads(a.B, a.S),
                    bytes)
@@ -825,28 +1022,35 @@ void norm_backward(const NormBwdArgs& a, std::string_view op) {
   float* D = s + BC;
   float* coef = s + 2 * BC;
   const PlaneLanes pl = plane_lanes(a.S);
-  GHOSTNN_LAUNCH(plane_dots_kernel, plane_blocks(BC, pl), kThreads, 0)
-  (a.dy, a.x, a.mean, BC, a.C, a.S, a.groups, pl, A, D);
-  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+  if (a.channel_last) {
+    channel_last_sums(a.x, a.dy, a.mean, a.groups, a.B, a.C, a.S, A, D, op);
+  } else {
+    GHOSTNN_LAUNCH(plane_dots_kernel, plane_blocks(BC, pl), kThreads, 0)
+    (a.dy, a.x, a.mean, BC, a.C, a.S, a.groups, pl, A, D);
+    GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+  }
   GHOSTNN_LAUNCH(channel_grads_kernel, static_cast<unsigned>(a.C), kThreads, 0)(a, A, D, coef);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
-  GHOSTNN_LAUNCH(plane_bwd_kernel, plane_blocks(BC, pl), kThreads, 0)(a, coef, pl);
+  if (a.channel_last) {
+    const bool cached = a.C <= kSharedChannels;
+    const std::size_t bytes = cached ? static_cast<std::size_t>(3 * a.C) * sizeof(float) : 0;
+    if (a.C % 4 == 0)
+      GHOSTNN_LAUNCH(channel_last_bwd_kernel<4>, chunk_grid(a.B, a.S, a.C), 256, bytes)
+    (a, coef, cached);
+    else GHOSTNN_LAUNCH(channel_last_bwd_kernel<1>, chunk_grid(a.B, a.S, a.C), 256, bytes)(a, coef,
+                                                                                           cached);
+  } else {
+    GHOSTNN_LAUNCH(plane_bwd_kernel, plane_blocks(BC, pl), kThreads, 0)(a, coef, pl);
+  }
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
 void scale_planes(const float* x, float* y, const float* shift, const float* scale, std::int64_t B,
                   std::int64_t C, std::int64_t S, bool channel_last, std::string_view op) {
-  const std::int64_t BC = B * C;
-  if (!channel_last) {
-    const PlaneLanes pl = plane_lanes(S);
-    GHOSTNN_LAUNCH(plane_apply_kernel, plane_blocks(BC, pl), kThreads, 0)
-    (x, y, nullptr, nullptr, nullptr, nullptr, shift, scale, BC, C, S, 0.f, NormGroups{}, pl);
-  } else {
-    const std::int64_t n = BC * S;
-    const auto blocks = static_cast<unsigned>(std::min<std::int64_t>((n + 255) / 256, 65535));
-    GHOSTNN_LAUNCH(scale_elements_kernel, blocks, 256, 0)(x, y, shift, scale, n, C, S, true);
-  }
-  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+  ApplyArgs ap;
+  ap.shift = shift;
+  ap.scale = scale;
+  apply_pass(x, y, ap, B, C, S, channel_last, op);
 }
 
 void xbn_forward(const NormFwdArgs& a, std::string_view op) {
@@ -859,10 +1063,9 @@ void xbn_forward(const NormFwdArgs& a, std::string_view op) {
   GHOSTNN_LAUNCH(xbn_stats_kernel, static_cast<unsigned>(a.C), kThreads, 0)(a, s, s + BC);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
   const NormGroups per_sample{a.B, 1, false};  // statistics indexed by sample
-  GHOSTNN_LAUNCH(plane_apply_kernel, plane_blocks(BC, pl), kThreads, 0)
-  (a.x, a.y, a.mean, a.var, a.gamma, a.beta, nullptr, nullptr, BC, a.C, a.S, a.bn_eps, per_sample,
-   pl);
-  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+  apply_pass(a.x, a.y,
+             ApplyArgs{a.mean, a.var, a.gamma, a.beta, nullptr, nullptr, a.bn_eps, per_sample}, a.B,
+             a.C, a.S, false, op);
 }
 
 void xbn_backward(const NormBwdArgs& a, std::string_view op) {
@@ -914,11 +1117,9 @@ void channel_affine_grads(const float* dy, const float* x, float* dgamma, float*
 
 void bn_inference(const float* x, float* y, const float* m, const float* v, const float* gamma,
                   const float* beta, std::int64_t B, std::int64_t C, std::int64_t S, float eps,
-                  std::string_view op) {
-  const PlaneLanes pl = plane_lanes(S);
-  GHOSTNN_LAUNCH(plane_apply_kernel, plane_blocks(B * C, pl), kThreads, 0)
-  (x, y, m, v, gamma, beta, nullptr, nullptr, B * C, C, S, eps, NormGroups{}, pl);
-  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+                  bool channel_last, std::string_view op) {
+  apply_pass(x, y, ApplyArgs{m, v, gamma, beta, nullptr, nullptr, eps, NormGroups{}}, B, C, S,
+             channel_last, op);
 }
 
 }  // namespace ghostnn::cudnn

@@ -1,10 +1,11 @@
 // Our CUDA norm machinery, shared by BN, GBN, GNI and the fused BN+GNI block (one pipeline,
 // four modes). Activations are NCHW viewed as B*C planes of S contiguous floats; a warp owns a
-// plane (small planes: a power-of-two share of a warp). Normalization statistics are per
-// (group, channel): one group for BN, the ghost groups for GBN (NormGroups).
+// plane (small planes: a power-of-two share of a warp). Channel-last activations ([B, S, C]:
+// the nhwc layout, or GNI's channel_last input) take a block per sample instead, its threads
+// across channels (coalesced) and positions. Normalization statistics are per (group, channel):
+// one group for BN, the ghost groups for GBN (NormGroups).
 //
 // Forward:  plane_moments   per-plane means of (x - p_c) and (x - p_c)^2, p_c = x[0, c, 0]
-//                           (channel-last input: a thread per (b, c) walks the positions)
 //           channel_stats   per channel: each group's mean/var (+ running stats), the moments
 //                           the noise is drawn from (of xhat for BN+GNI, of x for GNI alone; in
 //                           shared memory), and for every sample N Philox-drawn ghost samples
@@ -63,7 +64,9 @@ struct NormFwdArgs {
   bool noise = false;  // GNI (one group only)
   NormGroups groups;
   float bn_eps = 1e-5f, momentum = 0.1f;
-  bool channel_last = false;  // x is [B, S, C] (GNI alone); else NCHW planes
+  bool channel_last = false;  // x is [B, S, C] (nhwc, or GNI's channel_last); else NCHW planes
+  // Offset of the pivot x[0, c, 0] (sample 0, position 0) the moments are taken about.
+  GHOSTNN_HD std::int64_t pivot(std::int64_t c) const { return channel_last ? c : c * S; }
   // GNI parameters
   std::int64_t ghost_batch = 16;
   const std::uint32_t* members = nullptr;  // device [B, N]: shuffle sampling's groups; null:
@@ -91,6 +94,7 @@ struct NormBwdArgs {
   std::int64_t B = 0, C = 0, S = 0;
   float bn_eps = 1e-5f;
   NormGroups groups;
+  bool channel_last = false;  // as in NormFwdArgs
 };
 
 // Runs the forward pipeline on the current device's default stream.
@@ -103,7 +107,7 @@ void scale_planes(const float* x, float* y, const float* shift, const float* sca
 // y = gamma_c (x - m_c) / sqrt(v_c + eps) + beta_c: BN inference.
 void bn_inference(const float* x, float* y, const float* m, const float* v, const float* gamma,
                   const float* beta, std::int64_t B, std::int64_t C, std::int64_t S, float eps,
-                  std::string_view op);
+                  bool channel_last, std::string_view op);
 
 // Exclusive BN (primitives/xbn.hpp): per-plane moments, one block per channel for every sample's
 // leave-one-out statistics within its group (and BN's running statistics), one apply launch;

@@ -10,6 +10,7 @@
 #include "primitives/gbn.hpp"
 #include "primitives/gni.hpp"
 #include "primitives/layernorm.hpp"
+#include "primitives/layout.hpp"
 #include "primitives/linear.hpp"
 #include "primitives/pool.hpp"
 #include "primitives/sgd.hpp"
@@ -22,37 +23,42 @@ void register_backend(Registry& r) {
   namespace op = prim::op;
   r.add_device(DeviceType::cuda, &cuda_device_api());
   const std::string be = "cudnn";
-  auto add = [&](std::string_view name, Kernel k) {
-    r.add_kernel(std::string(name), DeviceType::cuda, be, std::move(k));
+  // Layouts (LayoutRule): kernels that read channel-last (nhwc) activations take every rank-4
+  // tensor in the layout of their activation (like_output; the filter gradient like_input);
+  // the rest see plain tensors, converted around them by the dispatcher.
+  using LR = LayoutRule;
+  auto add = [&](std::string_view name, Kernel k, LR layouts = LR::plain) {
+    r.add_kernel(std::string(name), DeviceType::cuda, be, std::move(k), {}, layouts);
   };
-  add(op::relu_fwd, relu_fwd);
-  add(op::relu_bwd, relu_bwd);
-  add(op::add_fwd, add_fwd);
+  add(op::relu_fwd, relu_fwd, LR::like_output);  // elementwise: any layout
+  add(op::relu_bwd, relu_bwd, LR::like_output);
+  add(op::add_fwd, add_fwd, LR::like_output);
 
   // Our own CUDA kernels (norm_kernels.cu), then cuDNN's batch norm as the alternative.
   const std::string own = "cuda-kernels";
-  auto add_own = [&](std::string_view name, Kernel k, Supports s = {}) {
-    r.add_kernel(std::string(name), DeviceType::cuda, own, std::move(k), std::move(s));
+  auto add_own = [&](std::string_view name, Kernel k, LR layouts = LR::plain) {
+    r.add_kernel(std::string(name), DeviceType::cuda, own, std::move(k), {}, layouts);
   };
-  add_own(op::bn_fwd_train, bn_fwd_train);
-  add_own(op::bn_fwd_infer, bn_fwd_infer);
-  add_own(op::bn_bwd, bn_bwd);
-  add_own(op::gbn_fwd_train, gbn_fwd_train);
-  add_own(op::gbn_bwd, gbn_bwd);
+  add_own(op::layout_convert, layout_convert, LR::any);
+  add_own(op::bn_fwd_train, bn_fwd_train, LR::like_output);
+  add_own(op::bn_fwd_infer, bn_fwd_infer, LR::like_output);
+  add_own(op::bn_bwd, bn_bwd, LR::like_output);
+  add_own(op::gbn_fwd_train, gbn_fwd_train, LR::like_output);
+  add_own(op::gbn_bwd, gbn_bwd, LR::like_output);
   add_own(op::xbn_fwd_train, xbn_fwd_train);
   add_own(op::xbn_bwd, xbn_bwd);
   add_own(op::ln_fwd, ln_fwd);
   add_own(op::ln_bwd, ln_bwd);
   add_own(op::affine_fwd, affine_fwd);
   add_own(op::affine_bwd, affine_bwd);
-  add_own(op::gni_fwd_train, gni_fwd_train);
-  add_own(op::gni_bwd, gni_bwd);
-  add_own(op::bn_gni_fwd_train, bn_gni_fwd_train);
-  add_own(op::bn_gni_bwd, bn_gni_bwd);
-  add(op::conv_fwd, conv_fwd);
-  add(op::conv_bwd_data, conv_bwd_data);
-  add(op::conv_bwd_weights, conv_bwd_weights);
-  add(op::conv_bwd, conv_bwd);
+  add_own(op::gni_fwd_train, gni_fwd_train, LR::like_output);
+  add_own(op::gni_bwd, gni_bwd, LR::like_output);
+  add_own(op::bn_gni_fwd_train, bn_gni_fwd_train, LR::like_output);
+  add_own(op::bn_gni_bwd, bn_gni_bwd, LR::like_output);
+  add(op::conv_fwd, conv_fwd, LR::like_output);
+  add(op::conv_bwd_data, conv_bwd_data, LR::like_output);
+  add(op::conv_bwd_weights, conv_bwd_weights, LR::like_input);
+  add(op::conv_bwd, conv_bwd, LR::like_output);
   add_own(op::linear_fwd, linear_fwd);  // cuBLAS SGEMM plus our bias kernels
   add_own(op::linear_bwd_data, linear_bwd_data);
   add_own(op::linear_bwd_weights, linear_bwd_weights);

@@ -22,12 +22,19 @@ struct cudnnTensorStruct {
   bool set = false;
   cudnnDataType_t type = CUDNN_DATA_FLOAT;
   int n = 0, c = 0, h = 0, w = 0;
+  cudnnTensorFormat_t format = CUDNN_TENSOR_NCHW;
   std::int64_t count() const { return std::int64_t{n} * c * h * w; }
+  // Where element (n, c, h, w) lies in memory: NCHW order, or NHWC (channels last).
+  std::int64_t at(std::int64_t in, std::int64_t ic, std::int64_t ih, std::int64_t iw) const {
+    return format == CUDNN_TENSOR_NHWC ? ((in * h + ih) * w + iw) * c + ic
+                                       : ((in * c + ic) * h + ih) * w + iw;
+  }
 };
 struct cudnnFilterStruct {
   bool set = false;
   cudnnDataType_t type = CUDNN_DATA_FLOAT;
   int k = 0, c = 0, h = 0, w = 0;
+  cudnnTensorFormat_t format = CUDNN_TENSOR_NCHW;  // NHWC: memory order [K, R, S, C]
 };
 struct cudnnConvolutionStruct {
   bool set = false;
@@ -97,8 +104,15 @@ float to_tf32(float f) {
   return f;
 }
 
+// Same dimensions and format: elementwise calls then pair up values by memory offset.
 bool same_dims(const cudnnTensorStruct& a, const cudnnTensorStruct& b) {
-  return a.n == b.n && a.c == b.c && a.h == b.h && a.w == b.w;
+  return a.n == b.n && a.c == b.c && a.h == b.h && a.w == b.w && a.format == b.format;
+}
+
+// Where the element at NCHW-order index i of an [N, C, HW] tensor lies when stored channels last.
+std::int64_t channels_last_offset(std::int64_t i, std::int64_t C, std::int64_t HW) {
+  const std::int64_t n = i / (C * HW), c = i / HW % C, s = i % HW;
+  return (n * HW + s) * C + c;
 }
 
 // The geometry of one convolution, checked: x [N,C,H,W], w [K,C,R,S], y [N,K,P,Q].
@@ -107,12 +121,22 @@ struct ConvShape {
   cudnnConvolutionStruct conv;
   cudnnDataType_t type;
   bool tf32;
+  bool nhwc;  // every operand channels last (the filter [K, R, S, C])
   std::int64_t x_at(int c, int h, int w) const { return (std::int64_t{c} * H + h) * W + w; }
   // A tensor's values as the convolution multiplies them: f32 (bf16 widened; TF32 rounded).
   std::vector<float> operand(const void* p, std::int64_t n) const {
     std::vector<float> v(static_cast<std::size_t>(n));  // n = 0: an operand the pass does not read
     for (std::int64_t i = 0; i < n; ++i) v[i] = tf32 ? to_tf32(load(p, type, i)) : load(p, type, i);
     return v;
+  }
+  // Values of an [N, C, HW] operand in NCHW order: themselves, or gathered from channels last.
+  std::vector<float> nchw(std::vector<float> v, std::int64_t C_, std::int64_t HW) const {
+    if (!nhwc || v.empty()) return v;
+    std::vector<float> out(v.size());
+    for (std::size_t i = 0; i < v.size(); ++i)
+      out[i] =
+          v[static_cast<std::size_t>(channels_last_offset(static_cast<std::int64_t>(i), C_, HW))];
+    return out;
   }
   // The input column of every product for sample 0: col[(c R + r) S + s][p Q + q] is the x
   // (0, c, p u - pad_h + r dil_h, q v - pad_w + s dil_w) that w (k, c, r, s) multiplies for
@@ -142,6 +166,9 @@ cudnnStatus_t conv_shape(const cudnnTensorStruct* x, const cudnnFilterStruct* w,
   if (!x || !w || !conv || !y || !x->set || !w->set || !conv->set || !y->set)
     return CUDNN_STATUS_BAD_PARAM;
   if (x->type != w->type || x->type != y->type) return CUDNN_STATUS_BAD_PARAM;
+  // One format for all three operands (the filter's too): the only combination this backend
+  // asks for, so the only one emulated.
+  if (x->format != w->format || x->format != y->format) return CUDNN_STATUS_NOT_SUPPORTED;
   // bf16 data runs on tensor cores only; FMA math refuses it.
   if (x->type == CUDNN_DATA_BFLOAT16 && conv->math == CUDNN_FMA_MATH)
     return CUDNN_STATUS_NOT_SUPPORTED;
@@ -149,9 +176,19 @@ cudnnStatus_t conv_shape(const cudnnTensorStruct* x, const cudnnFilterStruct* w,
   const int P = (x->h + 2 * conv->pad_h - conv->dil_h * (w->h - 1) - 1) / conv->u + 1;
   const int Q = (x->w + 2 * conv->pad_w - conv->dil_w * (w->w - 1) - 1) / conv->v + 1;
   if (P <= 0 || Q <= 0 || y->h != P || y->w != Q) return CUDNN_STATUS_BAD_PARAM;
-  s = ConvShape{x->n, x->c,  x->h,    x->w,
-                w->k, w->h,  w->w,    P,
-                Q,    *conv, x->type, x->type == CUDNN_DATA_FLOAT && conv->math != CUDNN_FMA_MATH};
+  s = ConvShape{x->n,
+                x->c,
+                x->h,
+                x->w,
+                w->k,
+                w->h,
+                w->w,
+                P,
+                Q,
+                *conv,
+                x->type,
+                x->type == CUDNN_DATA_FLOAT && conv->math != CUDNN_FMA_MATH,
+                x->format == CUDNN_TENSOR_NHWC};
   return CUDNN_STATUS_SUCCESS;
 }
 
@@ -207,18 +244,25 @@ cudnnStatus_t cudnnSetStream(cudnnHandle_t h, cudaStream_t s) {
 
 cudnnStatus_t cudnnCreateTensorDescriptor(cudnnTensorDescriptor_t* d) { return create(d); }
 cudnnStatus_t cudnnDestroyTensorDescriptor(cudnnTensorDescriptor_t d) { return destroy(d); }
-cudnnStatus_t cudnnSetTensor4dDescriptor(cudnnTensorDescriptor_t d, cudnnTensorFormat_t,
+namespace {
+bool known_format(cudnnTensorFormat_t f) {
+  return f == CUDNN_TENSOR_NCHW || f == CUDNN_TENSOR_NHWC;
+}
+}  // namespace
+cudnnStatus_t cudnnSetTensor4dDescriptor(cudnnTensorDescriptor_t d, cudnnTensorFormat_t format,
                                          cudnnDataType_t type, int n, int c, int h, int w) {
-  if (!d || n <= 0 || c <= 0 || h <= 0 || w <= 0) return CUDNN_STATUS_BAD_PARAM;
-  *d = cudnnTensorStruct{true, type, n, c, h, w};
+  if (!d || n <= 0 || c <= 0 || h <= 0 || w <= 0 || !known_format(format))
+    return CUDNN_STATUS_BAD_PARAM;
+  *d = cudnnTensorStruct{true, type, n, c, h, w, format};
   return CUDNN_STATUS_SUCCESS;
 }
 cudnnStatus_t cudnnCreateFilterDescriptor(cudnnFilterDescriptor_t* d) { return create(d); }
 cudnnStatus_t cudnnDestroyFilterDescriptor(cudnnFilterDescriptor_t d) { return destroy(d); }
 cudnnStatus_t cudnnSetFilter4dDescriptor(cudnnFilterDescriptor_t d, cudnnDataType_t type,
-                                         cudnnTensorFormat_t, int k, int c, int h, int w) {
-  if (!d || k <= 0 || c <= 0 || h <= 0 || w <= 0) return CUDNN_STATUS_BAD_PARAM;
-  *d = cudnnFilterStruct{true, type, k, c, h, w};
+                                         cudnnTensorFormat_t format, int k, int c, int h, int w) {
+  if (!d || k <= 0 || c <= 0 || h <= 0 || w <= 0 || !known_format(format))
+    return CUDNN_STATUS_BAD_PARAM;
+  *d = cudnnFilterStruct{true, type, k, c, h, w, format};
   return CUDNN_STATUS_SUCCESS;
 }
 cudnnStatus_t cudnnCreateConvolutionDescriptor(cudnnConvolutionDescriptor_t* d) {
@@ -376,12 +420,18 @@ cudnnStatus_t convolution(ConvPass pass, const void* alpha_p, const cudnnTensorS
     // filter dW += dY X^T (X^T gathered as such). In f32, as cuDNN accumulates.
     const std::int64_t crs = std::int64_t{s.C} * s.R * s.S, pq = std::int64_t{s.P} * s.Q,
                        chw = std::int64_t{s.C} * s.H * s.W;
+    // Operands in NCHW order ([K, C, R, S] for the filter) whatever their format.
+    const std::int64_t x_hw = std::int64_t{s.H} * s.W, w_hw = std::int64_t{s.R} * s.S,
+                       y_hw = std::int64_t{s.P} * s.Q;
     const auto wv =
-        s.operand(pass == ConvPass::filter ? nullptr : w, pass == ConvPass::filter ? 0 : nw);
+        s.nchw(s.operand(pass == ConvPass::filter ? nullptr : w, pass == ConvPass::filter ? 0 : nw),
+               s.C, w_hw);
     const auto xv =
-        s.operand(pass == ConvPass::data ? nullptr : x, pass == ConvPass::data ? 0 : nx);
-    const auto yv =
-        s.operand(pass == ConvPass::forward ? nullptr : y_in, pass == ConvPass::forward ? 0 : ny);
+        s.nchw(s.operand(pass == ConvPass::data ? nullptr : x, pass == ConvPass::data ? 0 : nx),
+               s.C, x_hw);
+    const auto yv = s.nchw(
+        s.operand(pass == ConvPass::forward ? nullptr : y_in, pass == ConvPass::forward ? 0 : ny),
+        s.K, y_hw);
     std::vector<float> sums(static_cast<std::size_t>(pass == ConvPass::forward ? ny
                                                      : pass == ConvPass::data  ? nx
                                                                                : nw),
@@ -402,8 +452,15 @@ cudnnStatus_t convolution(ConvPass pass, const void* alpha_p, const cudnnTensorS
         multiply_add(sums.data(), yv.data() + y0, pq, 1, cols.data(), s.K, pq, crs);
       }
     }
-    for (std::size_t i = 0; i < sums.size(); ++i)
-      blend(out, s.type, static_cast<std::int64_t>(i), alpha, sums[i], beta);
+    // sums is in NCHW order: the output's channels and plane size.
+    const std::int64_t out_c = pass == ConvPass::forward ? s.K : s.C,
+                       out_hw = pass == ConvPass::forward ? y_hw
+                                : pass == ConvPass::data  ? x_hw
+                                                          : w_hw;
+    for (std::size_t i = 0; i < sums.size(); ++i) {
+      const auto k = static_cast<std::int64_t>(i);
+      blend(out, s.type, s.nhwc ? channels_last_offset(k, out_c, out_hw) : k, alpha, sums[i], beta);
+    }
   });
   return CUDNN_STATUS_SUCCESS;
 }
@@ -417,14 +474,24 @@ struct Broadcast {
     auto ok = [](int d, int f) { return d == 1 || d == f; };
     return ok(a.n, full.n) && ok(a.c, full.c) && ok(a.h, full.h) && ok(a.w, full.w);
   }
+  // For the element at NCHW-order index i of `full`: its offset in full's memory and the offset
+  // of the element of `a` broadcast to it (each in its own format).
+  std::int64_t full_at(std::int64_t i) const {
+    const Coords k = coords(i);
+    return full.at(k.n, k.c, k.h, k.w);
+  }
   std::int64_t at(std::int64_t i) const {
-    const int w = static_cast<int>(i % full.w), h = static_cast<int>(i / full.w % full.h),
-              c = static_cast<int>(i / full.w / full.h % full.c),
-              n = static_cast<int>(i / full.w / full.h / full.c);
-    return ((std::int64_t{a.n == 1 ? 0 : n} * a.c + (a.c == 1 ? 0 : c)) * a.h +
-            (a.h == 1 ? 0 : h)) *
-               a.w +
-           (a.w == 1 ? 0 : w);
+    const Coords k = coords(i);
+    return a.at(a.n == 1 ? 0 : k.n, a.c == 1 ? 0 : k.c, a.h == 1 ? 0 : k.h, a.w == 1 ? 0 : k.w);
+  }
+
+ private:
+  struct Coords {
+    std::int64_t n, c, h, w;
+  };
+  Coords coords(std::int64_t i) const {
+    return Coords{i / full.w / full.h / full.c, i / full.w / full.h % full.c, i / full.w % full.h,
+                  i % full.w};
   }
 };
 }  // namespace
@@ -474,11 +541,11 @@ cudnnStatus_t cudnnConvolutionBackwardBias(cudnnHandle_t h, const void* alpha_p,
   const float alpha = scalar(alpha_p), beta = scalar(beta_p);
   ghostnn_emu::enqueue([=] {
     const auto* g = static_cast<const float*>(dy);
-    const std::int64_t S = std::int64_t{t.h} * t.w;
     for (int c = 0; c < t.c; ++c) {
       double sum = 0;
       for (int n = 0; n < t.n; ++n)
-        for (std::int64_t i = 0; i < S; ++i) sum += g[(std::int64_t{n} * t.c + c) * S + i];
+        for (int h = 0; h < t.h; ++h)
+          for (int w = 0; w < t.w; ++w) sum += g[t.at(n, c, h, w)];
       blend(db, CUDNN_DATA_FLOAT, c, alpha, static_cast<float>(sum), beta);
     }
   });
@@ -495,7 +562,7 @@ cudnnStatus_t cudnnAddTensor(cudnnHandle_t h, const void* alpha_p, cudnnTensorDe
   const float alpha = scalar(alpha_p), beta = scalar(beta_p);
   ghostnn_emu::enqueue([=] {
     for (std::int64_t i = 0; i < b.full.count(); ++i)
-      blend(c, CUDNN_DATA_FLOAT, i, alpha, static_cast<const float*>(a)[b.at(i)], beta);
+      blend(c, CUDNN_DATA_FLOAT, b.full_at(i), alpha, static_cast<const float*>(a)[b.at(i)], beta);
   });
   return CUDNN_STATUS_SUCCESS;
 }
@@ -540,9 +607,10 @@ cudnnStatus_t cudnnActivationBackward(cudnnHandle_t h, cudnnActivationDescriptor
 }
 
 namespace {
+// (Batch norm is emulated for NCHW tensors only: the backend gives it no other format.)
 bool bn_descs_ok(const cudnnTensorStruct* x, const cudnnTensorStruct* param) {
   return is_f32(x) && is_f32(param) && param->n == 1 && param->h == 1 && param->w == 1 &&
-         param->c == x->c;
+         param->c == x->c && x->format == CUDNN_TENSOR_NCHW;
 }
 }  // namespace
 
