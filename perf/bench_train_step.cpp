@@ -8,7 +8,8 @@
 //   bench_train_step [--batch=256] [--models=resnet20,resnet18] [--norms=bn,gbn:16,gni:16]
 //                    [--devices=cpu,cuda] [--threads=N] [--steps=N] [--warmup=N]
 //                    [--conv-math=fp32|tf32|bf16] [--tf32] [--graph] [--profile=N]
-//                    [--cpu-layouts=nchw8c,plain] [--interleave=N] [Google Benchmark flags]
+//                    [--cpu-layouts=nchw8c,plain] [--gpu-layouts=plain,nhwc] [--interleave=N]
+//                    [Google Benchmark flags]
 // --profile=N replaces the benchmarks by a per-op breakdown of N steps per configuration (the
 // dispatcher's profiling: device synchronized around every op), next to N unsynchronized steps.
 // --interleave=N replaces them by N rounds of one step of every configuration in turn (all
@@ -18,7 +19,9 @@
 // names end in /graph); the SGD update stays eager. Either way each timed step ends with the
 // device synchronized and the loss read back, as a training loop does. --cpu-layouts runs each
 // CPU configuration with activations kept in those layouts (engine's set_cpu_blocked_activations;
-// default nchw8c; names end in /plain for the plain one), to measure the blocked layout's gain.
+// default nchw8c; names end in /plain for the plain one), to measure the blocked layout's gain;
+// --gpu-layouts likewise for GPU activations (set_gpu_nhwc_activations; default plain; names end
+// in /nhwc for channels last).
 #include <benchmark/benchmark.h>
 #include <omp.h>
 
@@ -51,6 +54,7 @@ struct Options {
   prim::ConvMath math = prim::ConvMath::fp32;  // GPU convolutions (names end in /tf32, /bf16)
   bool graph = false;  // GPU steps replayed from a CUDA graph (names end in /graph)
   std::vector<Layout> cpu_layouts{Layout::nchw8c};  // CPU activations (plain: names end in /plain)
+  std::vector<Layout> gpu_layouts{Layout::plain};   // GPU activations (nhwc: names end in /nhwc)
 };
 
 const char* kHelp =
@@ -68,6 +72,8 @@ const char* kHelp =
     "  --graph             GPU: replay forward, loss and backward from a CUDA graph (cuda only)\n"
     "  --cpu-layouts=A,B   CPU activations in these layouts, each its own benchmark: nchw8c\n"
     "                      (blocked, the default) and/or plain (NCHW; names end in /plain)\n"
+    "  --gpu-layouts=A,B   GPU activations in these layouts, each its own benchmark: plain\n"
+    "                      (NCHW, the default) and/or nhwc (channels last; names end in /nhwc)\n"
     "  --profile=N         instead of the benchmarks: where N steps go, op by op (each op timed\n"
     "                      with the device synchronized around it), per model x norm x device\n"
     "  --interleave=N      instead of the benchmarks: N rounds of one step of every configuration\n"
@@ -92,6 +98,36 @@ std::int64_t parse_int(const std::string& flag, const std::string& v) {
   } catch (const std::exception&) {
   }
   fail("{}: expected a non-negative integer, got '{}'", flag, v);
+}
+
+// A list of layouts: plain and/or `other` (the device's own).
+std::vector<Layout> parse_layouts(const std::string& flag, const std::string& v, Layout other) {
+  std::vector<Layout> out;
+  for (const auto& l : split(v)) {
+    if (l == layout_name(other))
+      out.push_back(other);
+    else if (l == "plain")
+      out.push_back(Layout::plain);
+    else
+      fail("{}: '{}' is not a layout (expected {} or plain)", flag, l, layout_name(other));
+  }
+  if (out.empty()) fail("{}: give at least one of {}, plain", flag, layout_name(other));
+  return out;
+}
+
+// What a configuration's name adds for its activation layout: /plain for plain CPU activations,
+// /nhwc for channels-last GPU ones (each device's default layout adds nothing).
+std::string layout_suffix(Device dev, Layout l) {
+  if (dev.type == DeviceType::cpu) return l == Layout::plain ? "/plain" : "";
+  return l == Layout::nhwc ? "/nhwc" : "";
+}
+
+// Switches the activation layout of `dev`'s device type to `l`.
+void use_layout(Device dev, Layout l) {
+  if (dev.type == DeviceType::cpu)
+    set_cpu_blocked_activations(l == Layout::nchw8c);
+  else
+    set_gpu_nhwc_activations(l == Layout::nhwc);
 }
 
 Options parse(int argc, char** argv) {
@@ -124,18 +160,11 @@ Options parse(int argc, char** argv) {
       o.profile = parse_int(key, val);
     else if (key == "--interleave")
       o.interleave = parse_int(key, val);
-    else if (key == "--cpu-layouts") {
-      o.cpu_layouts.clear();
-      for (const auto& l : split(val)) {
-        if (l == "nchw8c")
-          o.cpu_layouts.push_back(Layout::nchw8c);
-        else if (l == "plain")
-          o.cpu_layouts.push_back(Layout::plain);
-        else
-          fail("--cpu-layouts: '{}' is not a layout (expected nchw8c or plain)", l);
-      }
-      if (o.cpu_layouts.empty()) fail("--cpu-layouts: give at least one of nchw8c, plain");
-    } else
+    else if (key == "--cpu-layouts")
+      o.cpu_layouts = parse_layouts(key, val, Layout::nchw8c);
+    else if (key == "--gpu-layouts")
+      o.gpu_layouts = parse_layouts(key, val, Layout::nhwc);
+    else
       fail("unknown argument '{}' (see --help)", a);
   }
   if (o.batch < 1) fail("--batch: must be at least 1, got {}", o.batch);
@@ -290,8 +319,7 @@ struct Config {
   Device dev;
   Layout layout;
   std::string name() const {
-    return fmt::format("{}/{}/{}{}", model, norm, dev.str(),
-                       dev.type == DeviceType::cpu && layout == Layout::plain ? "/plain" : "");
+    return fmt::format("{}/{}/{}{}", model, norm, dev.str(), layout_suffix(dev, layout));
   }
 };
 
@@ -301,7 +329,7 @@ void interleave_steps(const std::vector<Config>& configs, std::int64_t batch, st
   if (configs.empty()) fail("--interleave: no configuration to run (no GPU for cuda?)");
   std::vector<std::unique_ptr<Stepper>> steppers;
   for (const auto& c : configs) {
-    set_cpu_blocked_activations(c.layout == Layout::nchw8c);
+    use_layout(c.dev, c.layout);
     steppers.push_back(std::make_unique<Stepper>(c.model, c.norm, c.dev, batch, math,
                                                  graph && c.dev.type == DeviceType::cuda));
     for (std::int64_t i = 0; i < std::max<std::int64_t>(warmup, graph ? 2 : 1); ++i)
@@ -310,7 +338,7 @@ void interleave_steps(const std::vector<Config>& configs, std::int64_t batch, st
   std::vector<std::vector<double>> ms(configs.size());
   for (std::int64_t r = 0; r < rounds; ++r)
     for (std::size_t i = 0; i < configs.size(); ++i) {
-      set_cpu_blocked_activations(configs[i].layout == Layout::nchw8c);
+      use_layout(configs[i].dev, configs[i].layout);
       const auto t0 = std::chrono::steady_clock::now();
       steppers[i]->step();
       ms[i].push_back(
@@ -341,11 +369,10 @@ int main(int argc, char** argv) {
   try {
     const Options o = parse(argc, argv);
     if (o.threads > 0) omp_set_num_threads(o.threads);
-    // The layouts a device's activations are measured in (only the CPU has a choice).
+    // The layouts a device's activations are measured in.
     auto layouts_for = [&](Device dev) {
-      return dev.type == DeviceType::cpu ? o.cpu_layouts : std::vector<Layout>{Layout::plain};
+      return dev.type == DeviceType::cpu ? o.cpu_layouts : o.gpu_layouts;
     };
-    auto use_layout = [](Layout l) { set_cpu_blocked_activations(l == Layout::nchw8c); };
     if (o.interleave > 0) {
       std::vector<Config> configs;
       for (const auto& m : o.models)
@@ -365,8 +392,9 @@ int main(int argc, char** argv) {
             const Device dev = Device::parse(d);
             if (dev.type == DeviceType::cuda && !cuda_available()) continue;
             for (const Layout l : layouts_for(dev)) {
-              use_layout(l);
-              if (dev.type == DeviceType::cpu) fmt::print("\nCPU activations: {}", layout_name(l));
+              use_layout(dev, l);
+              fmt::print("\n{} activations: {}", dev.type == DeviceType::cpu ? "CPU" : "GPU",
+                         layout_name(l));
               profile_steps(m, n, dev, o.batch, o.warmup, o.profile, o.math);
             }
           }
@@ -383,11 +411,10 @@ int main(int argc, char** argv) {
                             o.math == prim::ConvMath::fp32
                                 ? std::string()
                                 : fmt::format("/{}", prim::conv_math_name(o.math)),
-                            o.graph ? "/graph" : "",
-                            dev.type == DeviceType::cpu && l == Layout::plain ? "/plain" : "")
+                            o.graph ? "/graph" : "", layout_suffix(dev, l))
                     .c_str(),
                 [=](benchmark::State& s) {
-                  use_layout(l);
+                  use_layout(dev, l);
                   train_step(s, m, n, dev, o.batch, o.warmup, o.math, o.graph);
                 });
             b->Unit(benchmark::kMillisecond)->UseManualTime();

@@ -50,6 +50,10 @@ def parse_args():
                         "(PyTorch's own default, torch.backends.cudnn.allow_tf32; ghostnn --tf32), "
                         "or bf16 mixed precision (PyTorch: torch.autocast to bfloat16 around the "
                         "forward and loss; ghostnn --conv-math=bf16: bf16 at each convolution)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="GPU activations channels last in both engines (PyTorch: the model and "
+                        "batch in torch.channels_last; ghostnn: --gpu-layouts=nhwc), the layout "
+                        "cuDNN's tensor-core convolutions compute in")
     p.add_argument("--rounds", type=int, default=1,
                    help="repeat the engine-by-engine alternation this many times; report medians")
     p.add_argument("--json", metavar="FILE", help="also write the results to FILE as a JSON list")
@@ -71,6 +75,8 @@ def parse_args():
     gpu = a.device == "cuda"
     if a.conv_math == "bf16" and not gpu:
         p.error("--conv-math bf16 compares GPU mixed precision; use it with --device cuda")
+    if a.channels_last and not gpu:
+        p.error("--channels-last sets the GPU activation layout; use it with --device cuda")
     a.steps = a.steps if a.steps is not None else (50 if gpu else 7)
     a.warmup = a.warmup if a.warmup is not None else (10 if gpu else 2)
     if a.steps < 1 or a.warmup < 0:
@@ -225,9 +231,12 @@ def pytorch_step(args, spec):
     torch.manual_seed(0)
     dev = torch.device(args.device)
     model = torch_modules()(spec).to(dev).train()
+    x = torch.randn(args.batch, 3, 32, 32, device=dev)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True,
                           weight_decay=2e-4)
-    x = torch.randn(args.batch, 3, 32, 32, device=dev)
     y = torch.randint(0, 10, (args.batch,), device=dev)
     loss_fn = torch.nn.CrossEntropyLoss()
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
@@ -264,6 +273,8 @@ def ghostnn_step(args, spec):
            f"--warmup={args.warmup}", "--benchmark_format=json"]
     if args.conv_math != "fp32":
         cmd.append(f"--conv-math={args.conv_math}")
+    if args.channels_last:
+        cmd.append("--gpu-layouts=nhwc")
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(f"compare_pytorch: {' '.join(cmd)} failed:\n{r.stderr}")
@@ -280,7 +291,8 @@ def main():
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("compare_pytorch: --device cuda, but PyTorch sees no CUDA device")
     print(f"ResNet-20 training step, batch {args.batch}, {args.device}, {args.threads} threads, "
-          f"{args.conv_math} convolutions, median of {args.steps} steps"
+          f"{args.conv_math} convolutions{', channels last' if args.channels_last else ''}, "
+          f"median of {args.steps} steps"
           f"{f', median of {args.rounds} rounds' if args.rounds > 1 else ''}; "
           f"PyTorch {torch.__version__}", file=sys.stderr)
     runs = {}  # (engine, norm) -> [(img/s, peak MiB)] per round
@@ -298,6 +310,7 @@ def main():
         results.append({"engine": engine, "norm": spec, "device": args.device,
                         "threads": args.threads, "batch": args.batch,
                         "images_per_s": statistics.median(rates), "conv_math": args.conv_math,
+                        "channels_last": args.channels_last,
                         "peak_memory_mib": max(peaks) if peaks else None, "model": "resnet20",
                         "steps": args.steps, "rounds": args.rounds,
                         "images_per_s_per_round": rates})

@@ -2,16 +2,19 @@
 # Runs on the GPU machine from the repository root, over what scripts/pack-gpu-run.sh packed into
 # .devrun/. Steps in order of importance, each under its own time limit, so a run cut short still
 # returns what matters most: every test binary (GPU tests included), compare_devices, the step
-# eager against replayed from a CUDA graph, a ResNet-20 gni:16 training of $EPOCHS epochs (when
+# eager against replayed from a CUDA graph, the step with plain against channels-last (nhwc)
+# activations per convolution math (and PyTorch likewise), a ResNet-20 gni:16 training of
+# $EPOCHS epochs (when
 # EPOCHS is set; TRAIN_ARGS adds flags, e.g. --tf32 or --cuda-graph), the
 # per-op profile of a ResNet-20 step, the CUDA training-step benchmark, the PyTorch comparison
 # (fp32, TF32 and bf16 convolutions), the norm and layer suites. The device tool returns at most 8
 # files, so the text of every step goes to one log ($OUT/log.txt) and the JSON to a few files.
-# STEPS=tests,devices,graph,train,profile,step,pytorch,norms,layers picks steps (default: all).
+# STEPS=tests,devices,graph,layouts,train,profile,step,pytorch,norms,layers picks steps (default:
+# all).
 set -uo pipefail
 R=.devrun
 OUT=${OUT:-$R/out}
-STEPS=${STEPS:-tests,devices,graph,train,profile,step,pytorch,norms,layers}
+STEPS=${STEPS:-tests,devices,graph,layouts,train,profile,step,pytorch,norms,layers}
 LOG="$OUT/log.txt"
 mkdir -p "$OUT" /tmp/ghostnn-deps
 [ -f "$R"/bin.tar.gz ] && [ ! -d "$R"/bin ] && tar xzf "$R"/bin.tar.gz -C "$R"
@@ -50,6 +53,32 @@ if want graph; then
       summary+=("bench_train_step graph=$mode tf32=$tf rc=$?")
     done
   done
+fi
+if want layouts; then
+  # Plain (NCHW) against channels-last GPU activations, each convolution math, graphed steps.
+  for math in fp32 tf32 bf16; do
+    say "bench_train_step --gpu-layouts=plain,nhwc --conv-math=$math --graph"
+    timeout 150 "$R"/bin/bench_train_step --devices=cuda --models=resnet20,resnet18 \
+      --norms=bn,gni:16 --gpu-layouts=plain,nhwc --conv-math=$math --graph --steps=30 \
+      --warmup=5 --benchmark_out="/tmp/layouts_$math.json" --benchmark_out_format=json 2>&1 |
+      tee -a "$LOG"
+    summary+=("bench_train_step layouts conv-math=$math rc=$?")
+  done
+  python3 -c 'import json,sys; print(json.dumps([b for f in sys.argv[1:] for b in json.load(open(f))["benchmarks"]]))' \
+    /tmp/layouts_*.json > "$OUT/layouts_cuda.json"
+  say "bench_train_step --profile nhwc bf16"
+  timeout 90 "$R"/bin/bench_train_step --devices=cuda --models=resnet20 --norms=gni:16 \
+    --gpu-layouts=nhwc --conv-math=bf16 --warmup=5 --profile=20 2>&1 | tee -a "$LOG"
+  summary+=("profile nhwc bf16 rc=$?")
+  for math in tf32 bf16; do
+    say "compare_pytorch --channels-last --conv-math $math"
+    PYTHONUNBUFFERED=1 timeout 240 python3 "$R"/bin/compare_pytorch.py --device cuda \
+      --channels-last --conv-math $math --ghostnn-bench "$R"/bin/bench_train_step \
+      --json "/tmp/compare_nhwc_$math.json" 2>&1 | tee -a "$LOG"
+    summary+=("compare_pytorch channels-last $math rc=$?")
+  done
+  python3 -c 'import json,sys; print(json.dumps([r for f in sys.argv[1:] for r in json.load(open(f))], indent=1))' \
+    /tmp/compare_nhwc_*.json > "$OUT/compare_pytorch_nhwc.json"
 fi
 if want train && [ -n "${EPOCHS:-}" ] && [ -f "$R"/data/cifar10-jpeg.tar.gz ]; then
   say "train_cifar $EPOCHS epochs gni:16"

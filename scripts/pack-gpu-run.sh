@@ -4,6 +4,7 @@
 # lacks (oneDNN, OpenCL loader, fmt, Google Benchmark, TurboJPEG), the CIFAR-10 archive, and
 # scripts/gpu-run.sh as .devrun/run.sh. Then run it there (device tool, carry [".devrun"]):
 #     bash .devrun/run.sh            # tests, compare_devices, the step eager vs CUDA graph,
+#                                    # plain vs channels-last activations (and PyTorch),
 #                                    # profile, step benchmarks (fp32, TF32, bf16),
 #                                    # compare_pytorch (all three), norm and layer suites
 #     EPOCHS=30 bash .devrun/run.sh  # ... plus a 30-epoch ResNet-20 gni:16 training
@@ -11,7 +12,7 @@
 # Results land in $OUT (or .devrun/out when OUT is unset): log.txt and a few JSON files. The
 # whole default run took ~4 minutes on an H100 before the graph and bf16 steps were added (plus
 # ~30 s to start the machine); with them, split it over two calls to stay under the device's
-# 10-minute limit per call, e.g. STEPS=tests,devices,graph then STEPS=step,pytorch,profile.
+# 10-minute limit per call, e.g. STEPS=tests,devices,layouts then STEPS=graph,step,pytorch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
