@@ -86,8 +86,14 @@ Device pick_device(const std::string& name) {
                    "training on the CPU\n";
     return Device::cpu();
   }
-  if (name == "cuda" || name.starts_with("cuda:") || name == "cpu") return Device::parse(name);
-  fail("--device: '{}' is not cpu, cuda, cuda:N or auto", name);
+  if (name != "cuda" && !name.starts_with("cuda:") && name != "cpu")
+    fail("--device: '{}' is not cpu, cuda, cuda:N or auto", name);
+  const Device d = Device::parse(name);
+  const int n = device_count(d.type);
+  if (d.index >= n)  // before the data is read (seconds), not at the first step
+    fail("--device {}: not present ({} GPU(s) found{})", name, n,
+         n == 0 ? "; --device auto trains on the CPU when there is none" : "");
+  return d;
 }
 
 class Progress {
