@@ -249,6 +249,7 @@ Tensor RunningNorm2d::train_forward(std::string_view op, const OpDesc& d, const 
   var_ = Tensor::empty(stats, x.device());
   ops::call(op, d, {x, gamma(), beta()}, {y, mean_, var_, running_mean(), running_var()});
   x_ = x;
+  keep_output(y);
   return y;
 }
 
@@ -256,13 +257,27 @@ Tensor RunningNorm2d::train_backward(std::string_view op, const OpDesc& d, std::
                                      const Tensor& dy) {
   if (!x_.defined()) fail("{}: backward without a training forward", layer);
   Tensor dx = Tensor::empty_like(x_);
-  ops::call(op, d, {dy, x_, mean_, var_, gamma()}, {dx, gamma_param().grad, beta_param().grad});
+  ops::call(op, d, {masked(dy), x_, mean_, var_, gamma()},
+            {dx, gamma_param().grad, beta_param().grad});
   x_ = mean_ = var_ = Tensor();
   return dx;
 }
 
+Tensor RunningNorm2d::masked(const Tensor& dy) {
+  if (!relu()) return dy;
+  Tensor g = ops::relu_backward(dy, y_);
+  y_ = Tensor();
+  return g;
+}
+
 BatchNorm2d::BatchNorm2d(std::int64_t channels, std::string name) : RunningNorm2d(channels, name) {
   desc_.layer = std::move(name);
+}
+
+bool BatchNorm2d::fuse_relu() {
+  desc_.relu = true;
+  set_relu(true);
+  return true;
 }
 
 Tensor BatchNorm2d::forward(const Tensor& x) {
@@ -280,6 +295,12 @@ GhostBatchNorm2d::GhostBatchNorm2d(std::int64_t channels, std::int64_t ghost_bat
   desc_.ghost_batch = ghost_batch;
   desc_.grouping = grouping;
   desc_.layer = std::move(name);
+}
+
+bool GhostBatchNorm2d::fuse_relu() {
+  desc_.relu = true;
+  set_relu(true);
+  return true;
 }
 
 Tensor GhostBatchNorm2d::forward(const Tensor& x) {
@@ -304,6 +325,12 @@ GhostNoiseNorm2d::GhostNoiseNorm2d(BuildContext& ctx, std::int64_t channels,
 
 void GhostNoiseNorm2d::set_noise_step(std::uint64_t step) { desc_.noise.step = step; }
 
+bool GhostNoiseNorm2d::fuse_relu() {
+  desc_.relu = true;
+  set_relu(true);
+  return true;
+}
+
 Tensor GhostNoiseNorm2d::forward(const Tensor& x) {
   if (!training_) return infer(x);
   if (x.rank() < 2)
@@ -318,13 +345,14 @@ Tensor GhostNoiseNorm2d::forward(const Tensor& x) {
             {y, mean_, var_, shift_, scale_, running_mean(), running_var()});
   ++desc_.noise.step;
   x_ = x;
+  keep_output(y);
   return y;
 }
 
 Tensor GhostNoiseNorm2d::backward(const Tensor& dy) {
   if (!x_.defined()) fail("{}: backward without a training forward", desc_.noise.layer);
   Tensor dx = Tensor::empty_like(x_);
-  ops::call(prim::op::bn_gni_bwd, desc_, {dy, x_, mean_, var_, shift_, scale_, gamma()},
+  ops::call(prim::op::bn_gni_bwd, desc_, {masked(dy), x_, mean_, var_, shift_, scale_, gamma()},
             {dx, gamma_param().grad, beta_param().grad});
   x_ = mean_ = var_ = shift_ = scale_ = Tensor();
   return dx;
@@ -385,6 +413,12 @@ ExclusiveBatchNorm2d::ExclusiveBatchNorm2d(std::int64_t channels, std::int64_t g
     : RunningNorm2d(channels, name) {
   desc_.ghost_batch = ghost_batch;
   desc_.layer = std::move(name);
+}
+
+bool ExclusiveBatchNorm2d::fuse_relu() {
+  desc_.relu = true;
+  set_relu(true);
+  return true;
 }
 
 Tensor ExclusiveBatchNorm2d::forward(const Tensor& x) {
@@ -496,12 +530,18 @@ ModulePtr make_norm(const std::string& spec, std::int64_t channels, BuildContext
 
 // --- blocks and models --------------------------------------------------------------------------
 
+void add_norm_relu(Sequential& s, const std::string& name, ModulePtr norm,
+                   const std::string& relu_name) {
+  const bool fused = norm->fuse_relu();
+  s.add(name, std::move(norm));
+  if (!fused) s.add(relu_name, std::make_shared<ReLU>());
+}
+
 BasicBlock::BasicBlock(BuildContext& ctx, std::int64_t in, std::int64_t out, std::int64_t stride,
                        const std::string& norm, const std::string& name) {
   auto main = std::make_shared<Sequential>();
   main->add("conv1", std::make_shared<Conv2d>(ctx, in, out, 3, stride, 1, false, name + ".conv1"));
-  main->add("bn1", make_norm(norm, out, ctx, name + ".bn1"));
-  main->add("relu", std::make_shared<ReLU>());
+  add_norm_relu(*main, "bn1", make_norm(norm, out, ctx, name + ".bn1"), "relu");
   main->add("conv2", std::make_shared<Conv2d>(ctx, out, out, 3, 1, 1, false, name + ".conv2"));
   main->add("bn2", make_norm(norm, out, ctx, name + ".bn2"));
   main_ = add_child("main", main);
@@ -543,8 +583,7 @@ std::shared_ptr<Sequential> make_model(const std::string& name, const std::strin
     auto stem = std::make_shared<Conv2d>(ctx, 3, widths[0], 3, 1, 1, false, "conv1");
     stem->set_input_grad(false);  // its input is the data
     net->add("conv1", stem);
-    net->add("bn1", make_norm(norm, widths[0], ctx, "bn1"));
-    net->add("relu", std::make_shared<ReLU>());
+    add_norm_relu(*net, "bn1", make_norm(norm, widths[0], ctx, "bn1"), "relu");
     std::int64_t in = widths[0];
     for (std::size_t s = 0; s < widths.size(); ++s) {
       auto stage = std::make_shared<Sequential>();
@@ -583,8 +622,7 @@ std::shared_ptr<Sequential> make_model(const std::string& name, const std::strin
       auto conv = std::make_shared<Conv2d>(ctx, in, c, 3, 1, 1, false, n + ".conv");
       conv->set_input_grad(n != "features.0");  // the first convolution's input is the data
       blk->add("conv", conv);
-      blk->add("norm", make_norm(norm, c, ctx, n + ".norm"));
-      blk->add("relu", std::make_shared<ReLU>());
+      add_norm_relu(*blk, "norm", make_norm(norm, c, ctx, n + ".norm"), "relu");
       net->add(n, blk);
       in = c;
     }

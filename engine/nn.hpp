@@ -56,6 +56,10 @@ class Module {
   // The GPU arithmetic of every convolution (prim::ConvDesc::math): fp32 (the default), tf32 or
   // bf16 mixed precision.
   virtual void set_conv_math(prim::ConvMath m);
+  // Asks the module to end its forward with a ReLU, y = max(y, 0), in the same pass; true when it
+  // will from now on (the norms of BN, GBN, XBN and the fused BN+GNI block: a ReLU module after
+  // them is then not needed), false when it cannot (then nothing changes).
+  virtual bool fuse_relu() { return false; }
 
  protected:
   Parameter& add_parameter(std::string name, Tensor value, bool weight_decay = true);
@@ -190,10 +194,17 @@ class RunningNorm2d : public Module {
   Tensor train_forward(std::string_view op, const OpDesc& d, const Tensor& x, const Shape& stats);
   Tensor train_backward(std::string_view op, const OpDesc& d, std::string_view layer,
                         const Tensor& dy);
+  // With a fused ReLU (set_relu): the forward keeps its output y (the next layer keeps it anyway)
+  // and the backward first masks dy with it (relu_bwd), then runs the norm's own backward.
+  void set_relu(bool on) { infer_.relu = on; }
+  bool relu() const { return infer_.relu; }
+  void keep_output(const Tensor& y) { y_ = relu() ? y : Tensor(); }
+  Tensor masked(const Tensor& dy);
 
  private:
   prim::BatchNormDesc infer_;
   Tensor x_, mean_, var_;  // what train_forward keeps for train_backward
+  Tensor y_;               // the output, with a fused ReLU
 };
 
 // BN (PyTorch conventions) with gamma/beta.
@@ -203,6 +214,7 @@ class BatchNorm2d final : public RunningNorm2d {
   Tensor forward(const Tensor& x) override;
   Tensor backward(const Tensor& dy) override;
   std::string kind() const override { return "BatchNorm2d"; }
+  bool fuse_relu() override;
 
  private:
   prim::BatchNormDesc desc_;
@@ -215,6 +227,7 @@ class GhostBatchNorm2d final : public RunningNorm2d {
   Tensor forward(const Tensor& x) override;
   Tensor backward(const Tensor& dy) override;
   std::string kind() const override { return "GhostBatchNorm2d"; }
+  bool fuse_relu() override;
 
  private:
   prim::GhostBatchNormDesc desc_;
@@ -229,6 +242,7 @@ class GhostNoiseNorm2d final : public RunningNorm2d {
   Tensor forward(const Tensor& x) override;
   Tensor backward(const Tensor& dy) override;
   std::string kind() const override { return "GhostNoiseNorm2d"; }
+  bool fuse_relu() override;
   void set_noise_step(std::uint64_t step) override;
 
  private:
@@ -262,6 +276,7 @@ class ExclusiveBatchNorm2d final : public RunningNorm2d {
   Tensor forward(const Tensor& x) override;
   Tensor backward(const Tensor& dy) override;
   std::string kind() const override { return "ExclusiveBatchNorm2d"; }
+  bool fuse_relu() override;
 
  private:
   prim::ExclusiveBatchNormDesc desc_;
@@ -284,9 +299,14 @@ ModulePtr make_norm(const std::string& spec, std::int64_t channels, BuildContext
                     const std::string& name);
 // Checks a spec without building anything (for command-line validation).
 void validate_norm_spec(const std::string& spec);
+// Adds `norm` as `name` followed by a ReLU: fused into the norm's own pass when it can
+// (Module::fuse_relu), else a ReLU module named `relu_name`. The models' norm-ReLU pairs.
+void add_norm_relu(Sequential& s, const std::string& name, ModulePtr norm,
+                   const std::string& relu_name);
 
 // CIFAR ResNet basic block: conv3x3-norm-relu-conv3x3-norm (+ shortcut: identity, or 1x1 conv
-// with a norm when the shape changes), add and relu (one op: ops::add_relu).
+// with a norm when the shape changes), add and relu (one op: ops::add_relu). The first ReLU is
+// fused into its norm when the norm can (add_norm_relu).
 class BasicBlock final : public Module {
  public:
   BasicBlock(BuildContext& ctx, std::int64_t in, std::int64_t out, std::int64_t stride,

@@ -6,6 +6,9 @@
 //   running_mean = (1 - m) running_mean + m mu_c
 //   running_var  = (1 - m) running_var  + m var_c * n / (n - 1)       (unbiased; n >= 2 required)
 // Inference: y = gamma_c (x - running_mean_c) / sqrt(running_var_c + eps) + beta_c.
+// BatchNormDesc::relu (and the same flag of GBN, XBN and the fused block) ends the forward with
+// y = max(y, 0) in the same pass, saving a ReLU's pass over the activation; the backward ops are
+// those of the norm alone, given dy already masked by the output (relu_bwd with the fused y).
 // Backward (gradients through mu and var), with g = dy * gamma_c:
 //   dx = (g - mean(g) - xhat * mean(g * xhat)) / sqrt(var_c + eps)
 //   dgamma_c = sum(dy * xhat),  dbeta_c = sum(dy)
@@ -31,6 +34,7 @@ struct BatchNormDesc : OpDesc {
   float eps = 1e-5f;
   float momentum = 0.1f;
   bool affine = true;
+  bool relu = false;  // y = max(BN(x), 0) in the same pass (training and inference; relu_if)
   std::string layer = "BatchNorm";
 };
 

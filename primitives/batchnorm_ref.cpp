@@ -98,7 +98,7 @@ void bn_fwd_train(const OpDesc& od, const KernelCall& c) {
     for (std::int64_t b = 0; b < B; ++b)
       for (std::int64_t i = 0; i < S; ++i) {
         const auto k = (b * C + ch) * S + i;
-        y[k] = static_cast<float>(g * (x[k] - mu) * inv + be);
+        y[k] = relu_if(d.relu, static_cast<float>(g * (x[k] - mu) * inv + be));
       }
     c.out[1].f32()[ch] = static_cast<float>(mu);
     c.out[2].f32()[ch] = static_cast<float>(var[ch]);
@@ -121,7 +121,7 @@ void bn_fwd_infer(const OpDesc& od, const KernelCall& c) {
     for (std::int64_t b = 0; b < B; ++b)
       for (std::int64_t i = 0; i < S; ++i) {
         const auto k = (b * C + ch) * S + i;
-        y[k] = static_cast<float>(g * (x[k] - mu) * inv + be);
+        y[k] = relu_if(d.relu, static_cast<float>(g * (x[k] - mu) * inv + be));
       }
   }
 }

@@ -28,6 +28,7 @@ inline constexpr std::string_view bn_gni_bwd = "bn_gni_bwd";
 struct BatchNormGhostNoiseDesc : OpDesc {
   float bn_eps = 1e-5f;
   float momentum = 0.1f;
+  bool relu = false;     // y = max(block(x), 0) in the same pass (see batchnorm.hpp)
   GhostNoiseDesc noise;  // its layer name is used in errors; channel_last is not supported here
 };
 

@@ -134,8 +134,9 @@ void bn_gni_fwd_train(const OpDesc& od, const KernelCall& c) {
     for (std::int64_t ch = 0; ch < C; ++ch)
       for (std::int64_t i = 0; i < S; ++i) {
         const auto k = (b * C + ch) * S + i;
-        y[k] = static_cast<float>(gamma[ch] * (xhat[k] - shift[b * C + ch]) / scale[b * C + ch] +
-                                  beta[ch]);
+        y[k] = relu_if(
+            d.relu, static_cast<float>(
+                        gamma[ch] * (xhat[k] - shift[b * C + ch]) / scale[b * C + ch] + beta[ch]));
       }
   update_running(c.out[5].f32(), mean.data(), C, d.momentum);
   update_running(c.out[6].f32(), unbiased.data(), C, d.momentum);

@@ -70,6 +70,10 @@ bool layout_fits(Layout l, const Shape& s);
 // Why a layout does not fit ("[B, C, H, W] with C a multiple of 8"): for error messages.
 std::string_view layout_needs(Layout l);
 
+// The ReLU a norm can apply to its output in the same pass (the `relu` flag of BN, GBN, XBN and
+// the fused BN+GNI block; ops::relu's max(v, 0), NaN to 0): v when off.
+inline float relu_if(bool on, float v) { return on && !(v > 0.f) ? 0.f : v; }
+
 struct TensorDesc {
   Shape shape;
   DType dtype = DType::f32;

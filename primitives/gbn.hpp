@@ -29,6 +29,7 @@ struct GhostBatchNormDesc : OpDesc {
   float eps = 1e-5f;
   float momentum = 0.1f;
   bool affine = true;
+  bool relu = false;  // y = max(GBN(x), 0) in the same pass (see batchnorm.hpp)
   std::string layer = "GhostBatchNorm";
 };
 

@@ -100,7 +100,7 @@ void gbn_fwd_train(const OpDesc& od, const KernelCall& c) {
         if (g.group_of[b] == grp)
           for (std::int64_t i = 0; i < S; ++i) {
             const auto k = (b * C + ch) * S + i;
-            y[k] = static_cast<float>(ga * (x[k] - mu) * inv + be);
+            y[k] = relu_if(d.relu, static_cast<float>(ga * (x[k] - mu) * inv + be));
           }
       c.out[1].f32()[grp * C + ch] = static_cast<float>(mu);
       c.out[2].f32()[grp * C + ch] = static_cast<float>(var);

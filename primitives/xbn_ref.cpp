@@ -87,7 +87,7 @@ void xbn_fwd_train(const OpDesc& od, const KernelCall& c) {
       const double be = d.affine ? c.in[2].f32()[ch] : 0.0;
       for (std::int64_t i = 0; i < S; ++i) {
         const auto k = (b * C + ch) * S + i;
-        y[k] = static_cast<float>(ga * (x[k] - mu) * inv + be);
+        y[k] = relu_if(d.relu, static_cast<float>(ga * (x[k] - mu) * inv + be));
       }
     }
     double s = 0, q = 0;

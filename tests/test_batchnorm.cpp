@@ -155,5 +155,11 @@ TEST(BatchNorm, BadInputIsAClearError) {
                Error);
 }
 
+// BN, GBN, XBN and the fused block with their ReLU fused (the `relu` flag): the reference's is
+// max(., 0) of its plain output, and the CPU kernels match it in both layouts.
+TEST(NormRelu, CpuKernelsMatchTheReference) {
+  testkit::expect_norm_ops_fuse_relu(Device::cpu(), testkit::kF32);
+}
+
 }  // namespace
 }  // namespace ghostnn

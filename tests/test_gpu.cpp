@@ -887,5 +887,11 @@ TEST(Gpu, RecordingRefusesHostRoundTripsAndStaleGraphs) {
   second.replay(0);
 }
 
+TEST(Gpu, NormsWithAFusedReluMatchReferenceAndNormThenRelu) {
+  GHOSTNN_REQUIRE_GPU();
+  testkit::expect_norm_ops_fuse_relu(Device::cuda(), kGpu);
+  testkit::expect_norm_modules_fuse_relu(Device::cuda());
+}
+
 }  // namespace
 }  // namespace ghostnn

@@ -7,6 +7,10 @@
 #include "engine/dispatcher.hpp"
 #include "engine/nn.hpp"
 #include "engine/optim.hpp"
+#include "primitives/batchnorm.hpp"
+#include "primitives/bn_gni.hpp"
+#include "primitives/gbn.hpp"
+#include "primitives/xbn.hpp"
 
 namespace ghostnn::testkit {
 
@@ -165,6 +169,113 @@ TrainedNet train_small_net(const std::string& norm, Device device) {
   net->eval();
   t.eval_logits = net->forward(normal_tensor({16, 3, 8, 8}, 200).to(device)).to_vector();
   return t;
+}
+
+void expect_norm_ops_fuse_relu(Device device, Tolerance tol) {
+  // C 16: nchw8c on the CPU, float4 channel-last kernels on the GPU; C 6: neither; 64 channels of
+  // 4x4 planes: the GPU's channel-resident kernels.
+  for (const Shape& s : {Shape{8, 16, 3, 3}, Shape{12, 6, 4, 4}, Shape{16, 64, 4, 4}}) {
+    const std::int64_t B = s[0], C = s[1];
+    SCOPED_TRACE(shape_str(s));
+    const Tensor x = normal_tensor(s, 11, 0.2f, 1.5f), gamma = random_tensor({C}, 12, 0.5f, 1.5f),
+                 beta = random_tensor({C}, 13, -0.5f, 0.5f);
+    const std::vector<Tensor> in{x, gamma, beta};
+    auto stats = [&](const Shape& st) {  // {y, mean, var, running_mean, running_var}
+      return std::vector<Tensor>{Tensor::zeros(s), Tensor::zeros(st), Tensor::zeros(st),
+                                 Tensor::zeros({C}), Tensor::full({C}, 1.f)};
+    };
+    // Runs one op both ways on the reference and on the device, given a descriptor maker.
+    auto check = [&](std::string_view op, const Kernel& ref, auto make,
+                     const std::vector<Tensor>& ins, const std::vector<Tensor>& outs) {
+      SCOPED_TRACE(std::string(op));
+      const auto plain = run_reference(ref, make(false), ins, outs);
+      const auto fused = run_reference(ref, make(true), ins, outs);
+      auto yp = plain[0].to_vector();
+      for (auto& v : yp) v = relu_if(true, v);
+      EXPECT_EQ(fused[0].to_vector(), yp) << "y: the reference's fused ReLU";
+      for (std::size_t i = 1; i < plain.size(); ++i)
+        EXPECT_EQ(fused[i].to_vector(), plain[i].to_vector()) << "output " << i;
+      expect_matches_reference(op, ref, make(true), device, ins, outs, tol);
+    };
+    check(
+        prim::op::bn_fwd_train, prim::ref::bn_fwd_train,
+        [](bool relu) {
+          prim::BatchNormDesc d;
+          d.relu = relu;
+          return d;
+        },
+        in, stats({C}));
+    check(prim::op::bn_fwd_infer, prim::ref::bn_fwd_infer,
+          [](bool relu) {
+            prim::BatchNormDesc d;
+            d.relu = relu;
+            return d;
+          },
+          {x, random_tensor({C}, 14), random_tensor({C}, 15, 0.5f, 2.f), gamma, beta},
+          {Tensor::zeros(s)});
+    check(
+        prim::op::gbn_fwd_train, prim::ref::gbn_fwd_train,
+        [](bool relu) {
+          prim::GhostBatchNormDesc d;
+          d.ghost_batch = 4;
+          d.relu = relu;
+          return d;
+        },
+        in, stats({B / 4, C}));
+    check(
+        prim::op::xbn_fwd_train, prim::ref::xbn_fwd_train,
+        [](bool relu) {
+          prim::ExclusiveBatchNormDesc d;
+          d.ghost_batch = 4;
+          d.relu = relu;
+          return d;
+        },
+        in, stats({B, C}));
+    check(prim::op::bn_gni_fwd_train, prim::ref::bn_gni_fwd_train,
+          [](bool relu) {
+            prim::BatchNormGhostNoiseDesc d;
+            d.noise.ghost_batch = 4;
+            d.noise.seed = 7;
+            d.noise.step = 3;
+            d.relu = relu;
+            return d;
+          },
+          in,
+          {Tensor::zeros(s), Tensor::zeros({C}), Tensor::zeros({C}), Tensor::zeros({B, C}),
+           Tensor::zeros({B, C}), Tensor::zeros({C}), Tensor::full({C}, 1.f)});
+  }
+}
+
+void expect_norm_modules_fuse_relu(Device device) {
+  for (const std::string norm : {"bn", "gbn:4", "xbn:4", "gni:4"}) {
+    SCOPED_TRACE(norm);
+    nn::BuildContext ca(3), cb(3);
+    auto fused = nn::make_norm(norm, 16, ca, "n"), plain = nn::make_norm(norm, 16, cb, "n");
+    ASSERT_TRUE(fused->fuse_relu());
+    auto relu = std::make_shared<nn::ReLU>();
+    fused->to(device);
+    plain->to(device);
+    const Tensor x = normal_tensor({8, 16, 3, 3}, 5, 0.1f, 1.f).to(device);
+    const Tensor dy = random_tensor({8, 16, 3, 3}, 6).to(device);
+    for (int step = 0; step < 2; ++step) {  // the noise step advances alike
+      EXPECT_EQ(fused->forward(x).to_vector(), relu->forward(plain->forward(x)).to_vector());
+      EXPECT_EQ(fused->backward(dy).to_vector(), plain->backward(relu->backward(dy)).to_vector());
+    }
+    std::vector<std::vector<float>> grads[2];
+    for (int m = 0; m < 2; ++m)
+      (m ? plain : fused)->named_parameters([&](const std::string&, nn::Parameter& p) {
+        grads[m].push_back(p.grad.to_vector());
+      });
+    EXPECT_EQ(grads[0], grads[1]) << "parameter gradients";
+    fused->eval();
+    plain->eval();
+    EXPECT_EQ(fused->forward(x).to_vector(), relu->forward(plain->forward(x)).to_vector())
+        << "inference";
+  }
+  // Norms without a fused ReLU say so and stay as they are.
+  nn::BuildContext ctx(1);
+  for (const std::string norm : {"ln+gni:4", "none"})
+    EXPECT_FALSE(nn::make_norm(norm, 16, ctx, "n")->fuse_relu()) << norm;
 }
 
 void expect_same_training(const TrainedNet& a, const TrainedNet& b) {

@@ -428,5 +428,11 @@ TEST(Checkpoint, CorruptedFilesLoadOrFailCleanly) {
   std::filesystem::remove_all(dir);
 }
 
+// A norm with its ReLU fused (what the models build) computes exactly what the norm and a ReLU
+// module compute, forward, backward and in evaluation.
+TEST(Model, NormsWithAFusedReluComputeWhatNormThenReluDoes) {
+  testkit::expect_norm_modules_fuse_relu(Device::cpu());
+}
+
 }  // namespace
 }  // namespace ghostnn

@@ -90,6 +90,7 @@ NormFwdArgs gbn_fwd_args(const prim::GhostBatchNormDesc& d, const KernelCall& c)
 NormFwdArgs xbn_fwd_args(const prim::GhostBatchNormDesc& d, const KernelCall& c) {
   NormFwdArgs a = bn_fwd_args(c, d.affine, d.eps, d.momentum);
   a.groups = norm_groups(d, a.B);
+  a.relu = d.relu;
   return a;
 }
 
@@ -128,6 +129,7 @@ NormFwdArgs bn_gni_fwd_args(const prim::BatchNormGhostNoiseDesc& d, const Kernel
                               c.out[5], c.out[6], d.bn_eps, d.momentum);
   a.shift = c.out[3].f32();
   a.scale = c.out[4].f32();
+  a.relu = d.relu;
   copy_noise_params(d.noise, a);
   return a;
 }

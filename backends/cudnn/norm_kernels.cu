@@ -104,19 +104,22 @@ __device__ void plane_dot_sums(const float* __restrict__ gp, const float* __rest
   }
 }
 
-// yp = ca xp + co.
+// max(v, 0) when `relu` (NaN to 0, as relu_fwd), else v.
+__device__ float relu_if(bool relu, float v) { return relu && !(v > 0.f) ? 0.f : v; }
+
+// yp = ca xp + co (then max(., 0) when `relu`).
 __device__ void plane_affine(const float* __restrict__ xp, float* __restrict__ yp, std::int64_t S,
-                             int lane, int lanes, float ca, float co) {
+                             int lane, int lanes, float ca, float co, bool relu) {
   if (S % 4 == 0) {
     const float4* x4 = reinterpret_cast<const float4*>(xp);
     float4* y4 = reinterpret_cast<float4*>(yp);
     for (std::int64_t i = lane; i < S / 4; i += lanes) {
       const float4 v = x4[i];
-      y4[i] =
-          make_float4(fmaf(ca, v.x, co), fmaf(ca, v.y, co), fmaf(ca, v.z, co), fmaf(ca, v.w, co));
+      y4[i] = make_float4(relu_if(relu, fmaf(ca, v.x, co)), relu_if(relu, fmaf(ca, v.y, co)),
+                          relu_if(relu, fmaf(ca, v.z, co)), relu_if(relu, fmaf(ca, v.w, co)));
     }
   } else {
-    for (std::int64_t i = lane; i < S; i += lanes) yp[i] = fmaf(ca, xp[i], co);
+    for (std::int64_t i = lane; i < S; i += lanes) yp[i] = relu_if(relu, fmaf(ca, xp[i], co));
   }
 }
 
@@ -154,6 +157,7 @@ struct ApplyArgs {
   const float *shift = nullptr, *scale = nullptr;
   float eps = 0.f;
   NormGroups groups;
+  bool relu = false;  // y = max(ca x + co, 0)
   // The coefficients of (sample b, channel c) of C channels.
   __device__ ApplyCoef at(std::int64_t b, std::int64_t c, std::int64_t C) const {
     const std::int64_t gc = groups.of(b) * C + c, bc = b * C + c;
@@ -445,7 +449,7 @@ __global__ void plane_apply_kernel(const float* __restrict__ x, float* __restric
   const std::int64_t plane = pl.plane();
   if (plane >= BC) return;
   const auto k = ap.at(plane / C, plane % C, C);
-  plane_affine(x + plane * S, y + plane * S, S, pl.lane(), pl.lanes, k.ca, k.co);
+  plane_affine(x + plane * S, y + plane * S, S, pl.lane(), pl.lanes, k.ca, k.co, ap.relu);
 }
 
 // The channel-last passes over [B, S, C] walk chunks of kChunk floats of one sample: grid
@@ -484,7 +488,7 @@ __global__ void channel_last_apply_kernel(const float* __restrict__ x, float* __
     load<V>(x + b * n + i, v);
     for (int j = 0; j < V; ++j) {
       const ApplyCoef k = cached ? ApplyCoef{cf[c + j], cf[C + c + j]} : ap.at(b, c + j, C);
-      v[j] = fmaf(k.ca, v[j], k.co);
+      v[j] = relu_if(ap.relu, fmaf(k.ca, v[j], k.co));
     }
     store<V>(y + b * n + i, v);
   }
@@ -855,7 +859,7 @@ __global__ void __launch_bounds__(1024) resident_fwd_kernel(NormFwdArgs a, Plane
     const float mu = a.normalize ? st[0] : 0.f, inv = a.normalize ? rsqrtf(st[1] + a.bn_eps) : 1.f;
     const auto k = apply_coef(g, be, mu, inv, a.noise ? sh[b] : 0.f, a.noise ? 1.f / sc[b] : 1.f);
     const std::int64_t off = (b * C + c) * S;
-    plane_affine(a.x + off, a.y + off, S, lane, pl.lanes, k.ca, k.co);
+    plane_affine(a.x + off, a.y + off, S, lane, pl.lanes, k.ca, k.co, a.relu);
   }
 }
 
@@ -992,9 +996,15 @@ void norm_forward(const NormFwdArgs& a_in, std::string_view op) {
   float* s = scratch_floats(static_cast<std::size_t>(2 * BC), current_device(op));
   float* m1 = s;
   float* m2 = s + BC;
-  const ApplyArgs ap{
-      a.normalize ? a.mean : nullptr, a.normalize ? a.var : nullptr, a.gamma,  a.beta,
-      a.noise ? a.shift : nullptr,    a.noise ? a.scale : nullptr,   a.bn_eps, a.groups};
+  const ApplyArgs ap{a.normalize ? a.mean : nullptr,
+                     a.normalize ? a.var : nullptr,
+                     a.gamma,
+                     a.beta,
+                     a.noise ? a.shift : nullptr,
+                     a.noise ? a.scale : nullptr,
+                     a.bn_eps,
+                     a.groups,
+                     a.relu};
   if (a.channel_last) {
     channel_last_sums(a.x, nullptr, nullptr, NormGroups{}, a.B, a.C, a.S, m1, m2, op);
   } else {
@@ -1063,9 +1073,10 @@ void xbn_forward(const NormFwdArgs& a, std::string_view op) {
   GHOSTNN_LAUNCH(xbn_stats_kernel, static_cast<unsigned>(a.C), kThreads, 0)(a, s, s + BC);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
   const NormGroups per_sample{a.B, 1, false};  // statistics indexed by sample
-  apply_pass(a.x, a.y,
-             ApplyArgs{a.mean, a.var, a.gamma, a.beta, nullptr, nullptr, a.bn_eps, per_sample}, a.B,
-             a.C, a.S, false, op);
+  apply_pass(
+      a.x, a.y,
+      ApplyArgs{a.mean, a.var, a.gamma, a.beta, nullptr, nullptr, a.bn_eps, per_sample, a.relu},
+      a.B, a.C, a.S, false, op);
 }
 
 void xbn_backward(const NormBwdArgs& a, std::string_view op) {
@@ -1117,8 +1128,8 @@ void channel_affine_grads(const float* dy, const float* x, float* dgamma, float*
 
 void bn_inference(const float* x, float* y, const float* m, const float* v, const float* gamma,
                   const float* beta, std::int64_t B, std::int64_t C, std::int64_t S, float eps,
-                  bool channel_last, std::string_view op) {
-  apply_pass(x, y, ApplyArgs{m, v, gamma, beta, nullptr, nullptr, eps, NormGroups{}}, B, C, S,
+                  bool channel_last, bool relu, std::string_view op) {
+  apply_pass(x, y, ApplyArgs{m, v, gamma, beta, nullptr, nullptr, eps, NormGroups{}, relu}, B, C, S,
              channel_last, op);
 }
 

@@ -28,12 +28,15 @@ void bn_gni_fwd_train(const OpDesc& od, const KernelCall& c) {
                                   var.data(), shift, scale);
   std::vector<double> inv(C);
   for (std::int64_t ch = 0; ch < C; ++ch) inv[ch] = 1.0 / std::sqrt(var[ch] + d.bn_eps);
-  all_affine(x, y, p, [&](std::int64_t k) {
-    const auto ch = k % C;
-    const double a = gamma[ch] * inv[ch] / scale[k];
-    const double o = beta[ch] - gamma[ch] * (mean[ch] * inv[ch] + shift[k]) / scale[k];
-    return std::array<float, 2>{static_cast<float>(a), static_cast<float>(o)};
-  });
+  all_affine(
+      x, y, p,
+      [&](std::int64_t k) {
+        const auto ch = k % C;
+        const double a = gamma[ch] * inv[ch] / scale[k];
+        const double o = beta[ch] - gamma[ch] * (mean[ch] * inv[ch] + shift[k]) / scale[k];
+        return std::array<float, 2>{static_cast<float>(a), static_cast<float>(o)};
+      },
+      d.relu);
   const double n = static_cast<double>(B * S);
   std::vector<double> unbiased(C);
   for (std::int64_t ch = 0; ch < C; ++ch) {

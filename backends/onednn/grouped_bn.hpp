@@ -17,12 +17,13 @@ struct Groups {
   std::int64_t of(std::int64_t b) const { return group_of ? group_of[b] : 0; }
 };
 
-// Writes y and returns, per (group, channel), the mean and the biased variance ([count * C]).
+// Writes y (max(y, 0) when `relu`) and returns, per (group, channel), the mean and the biased
+// variance ([count * C]).
 struct GroupStats {
   std::vector<double> mean, var;
 };
 GroupStats grouped_bn_forward(const float* x, float* y, const Planes& p, const Groups& g,
-                              const float* gamma, const float* beta, float eps);
+                              const float* gamma, const float* beta, float eps, bool relu);
 
 // dx (and dgamma, dbeta when not null) from the saved per-(group, channel) mean and variance.
 void grouped_bn_backward(const float* dy, const float* x, float* dx, const Planes& p,

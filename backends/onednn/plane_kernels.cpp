@@ -28,7 +28,13 @@ GHOSTNN_CLONES PlaneDots plane_grad_dots(const float* dy, const float* x, std::i
   return {a, b};
 }
 
-GHOSTNN_CLONES void plane_affine(const float* x, float* y, std::int64_t S, float a, float b) {
+GHOSTNN_CLONES void plane_affine(const float* x, float* y, std::int64_t S, float a, float b,
+                                 bool relu) {
+  if (relu) {
+#pragma omp simd
+    for (std::int64_t i = 0; i < S; ++i) y[i] = relu_if(true, a * x[i] + b);
+    return;
+  }
 #pragma omp simd
   for (std::int64_t i = 0; i < S; ++i) y[i] = a * x[i] + b;
 }
@@ -78,7 +84,14 @@ GHOSTNN_CLONES void block_grad_dots(const float* dy, const float* x, std::int64_
 }
 
 GHOSTNN_CLONES void block_affine(const float* x, float* y, std::int64_t S, const float* a,
-                                 const float* b) {
+                                 const float* b, bool relu) {
+  if (relu) {
+    for (std::int64_t i = 0; i < S; ++i)
+#pragma omp simd
+      for (std::int64_t l = 0; l < kBlock; ++l)
+        y[i * kBlock + l] = relu_if(true, a[l] * x[i * kBlock + l] + b[l]);
+    return;
+  }
   for (std::int64_t i = 0; i < S; ++i)
 #pragma omp simd
     for (std::int64_t l = 0; l < kBlock; ++l) y[i * kBlock + l] = a[l] * x[i * kBlock + l] + b[l];

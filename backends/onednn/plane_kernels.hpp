@@ -25,8 +25,8 @@ struct PlaneDots {
 };
 PlaneDots plane_grad_dots(const float* dy, const float* x, std::int64_t S, float pivot);
 
-// y = a * x + b
-void plane_affine(const float* x, float* y, std::int64_t S, float a, float b);
+// y = a * x + b, then max(y, 0) when `relu` (relu_if)
+void plane_affine(const float* x, float* y, std::int64_t S, float a, float b, bool relu = false);
 // dx = a * dy + bx * x + c
 void plane_bwd(const float* dy, const float* x, float* dx, std::int64_t S, float a, float bx,
                float c);
@@ -36,7 +36,8 @@ void plane_bwd(const float* dy, const float* x, float* dx, std::int64_t S, float
 void block_moments(const float* x, std::int64_t S, const float* pivot, double* s1, double* s2);
 void block_grad_dots(const float* dy, const float* x, std::int64_t S, const float* pivot,
                      double* sdy, double* sdyx);
-void block_affine(const float* x, float* y, std::int64_t S, const float* a, const float* b);
+void block_affine(const float* x, float* y, std::int64_t S, const float* a, const float* b,
+                  bool relu = false);
 void block_bwd(const float* dy, const float* x, float* dx, std::int64_t S, const float* a,
                const float* bx, const float* c);
 
@@ -96,13 +97,13 @@ void all_grad_dots(const float* dy, const float* x, const Planes& p, Pivot pivot
                     sdyx + u * kBlock);
   });
 }
-// y = a x + o per plane, coef(k) -> std::array<float, 2>{a, o}.
+// y = a x + o per plane, coef(k) -> std::array<float, 2>{a, o}; then max(y, 0) when `relu`.
 template <typename Coef>
-void all_affine(const float* x, float* y, const Planes& p, Coef coef) {
+void all_affine(const float* x, float* y, const Planes& p, Coef coef, bool relu = false) {
   parallel_for(p.units(), [&](std::int64_t u) {
     if (p.lanes == 1) {
       const std::array<float, 2> c = coef(u);
-      plane_affine(x + u * p.S, y + u * p.S, p.S, c[0], c[1]);
+      plane_affine(x + u * p.S, y + u * p.S, p.S, c[0], c[1], relu);
       return;
     }
     float a[kBlock], o[kBlock];
@@ -111,7 +112,7 @@ void all_affine(const float* x, float* y, const Planes& p, Coef coef) {
       a[l] = c[0];
       o[l] = c[1];
     }
-    block_affine(x + u * p.run(), y + u * p.run(), p.S, a, o);
+    block_affine(x + u * p.run(), y + u * p.run(), p.S, a, o, relu);
   });
 }
 // dx = a dy + bx x + c per plane, coef(k) -> std::array<float, 3>{a, bx, c}.

@@ -39,8 +39,12 @@ void register_backend(Registry& r) {
   own(op::bn_fwd_train, own_bn_fwd_train, LR::like_output);
   own(op::bn_fwd_infer, own_bn_fwd_infer, LR::like_output);
   own(op::bn_bwd, own_bn_bwd, LR::like_output);
-  add(op::bn_fwd_train, bn_fwd_train);
-  add(op::bn_fwd_infer, bn_fwd_infer);
+  // oneDNN's BN has no ReLU for our op contract (its fused ReLU needs a workspace): ours only.
+  const Supports no_relu = [](const OpDesc& d, const KernelCall&) {
+    return !dynamic_cast<const prim::BatchNormDesc&>(d).relu;
+  };
+  r.add_kernel(std::string(op::bn_fwd_train), DeviceType::cpu, be, bn_fwd_train, no_relu);
+  r.add_kernel(std::string(op::bn_fwd_infer), DeviceType::cpu, be, bn_fwd_infer, no_relu);
   add(op::bn_bwd, bn_bwd);
   own(op::gbn_fwd_train, gbn_fwd_train, LR::like_output);
   own(op::gbn_bwd, gbn_bwd, LR::like_output);

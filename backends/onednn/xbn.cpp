@@ -27,19 +27,22 @@ void xbn_fwd_train(const OpDesc& od, const KernelCall& c) {
       all1[ch] += m.m1[b * C + ch];
       all2[ch] += m.m2[b * C + ch];
     }
-  all_affine(x, y, p, [&](std::int64_t k) {
-    const auto b = k / C, ch = k % C, gk = g.group_of[b] * C + ch;
-    const double n = static_cast<double>((g.size[g.group_of[b]] - 1) * S);
-    const double mp = (t1[gk] - m.m1[k]) / n;
-    const double var = std::max((t2[gk] - m.m2[k]) / n - mp * mp, 0.0);
-    const double inv = 1.0 / std::sqrt(var + d.eps);
-    c.out[1].f32()[k] = static_cast<float>(mp + m.pivot[ch]);
-    c.out[2].f32()[k] = static_cast<float>(var);
-    const double ga = d.affine ? c.in[1].f32()[ch] : 1.0;
-    const double be = d.affine ? c.in[2].f32()[ch] : 0.0;
-    return std::array<float, 2>{static_cast<float>(ga * inv),
-                                static_cast<float>(be - ga * inv * (mp + m.pivot[ch]))};
-  });
+  all_affine(
+      x, y, p,
+      [&](std::int64_t k) {
+        const auto b = k / C, ch = k % C, gk = g.group_of[b] * C + ch;
+        const double n = static_cast<double>((g.size[g.group_of[b]] - 1) * S);
+        const double mp = (t1[gk] - m.m1[k]) / n;
+        const double var = std::max((t2[gk] - m.m2[k]) / n - mp * mp, 0.0);
+        const double inv = 1.0 / std::sqrt(var + d.eps);
+        c.out[1].f32()[k] = static_cast<float>(mp + m.pivot[ch]);
+        c.out[2].f32()[k] = static_cast<float>(var);
+        const double ga = d.affine ? c.in[1].f32()[ch] : 1.0;
+        const double be = d.affine ? c.in[2].f32()[ch] : 0.0;
+        return std::array<float, 2>{static_cast<float>(ga * inv),
+                                    static_cast<float>(be - ga * inv * (mp + m.pivot[ch]))};
+      },
+      d.relu);
   const double n = static_cast<double>(B * S);
   std::vector<double> mean(C), unbiased(C);
   for (std::int64_t ch = 0; ch < C; ++ch) {
