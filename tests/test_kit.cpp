@@ -184,63 +184,37 @@ void expect_norm_ops_fuse_relu(Device device, Tolerance tol) {
       return std::vector<Tensor>{Tensor::zeros(s), Tensor::zeros(st), Tensor::zeros(st),
                                  Tensor::zeros({C}), Tensor::full({C}, 1.f)};
     };
-    // Runs one op both ways on the reference and on the device, given a descriptor maker.
-    auto check = [&](std::string_view op, const Kernel& ref, auto make,
-                     const std::vector<Tensor>& ins, const std::vector<Tensor>& outs) {
+    // Runs one op with and without the flag of descriptor `d` on the reference, and with it on
+    // the device.
+    auto check = [&](std::string_view op, const Kernel& ref, auto d, const std::vector<Tensor>& ins,
+                     const std::vector<Tensor>& outs) {
       SCOPED_TRACE(std::string(op));
-      const auto plain = run_reference(ref, make(false), ins, outs);
-      const auto fused = run_reference(ref, make(true), ins, outs);
+      d.relu = false;
+      const auto plain = run_reference(ref, d, ins, outs);
+      d.relu = true;
+      const auto fused = run_reference(ref, d, ins, outs);
       auto yp = plain[0].to_vector();
       for (auto& v : yp) v = relu_if(true, v);
       EXPECT_EQ(fused[0].to_vector(), yp) << "y: the reference's fused ReLU";
       for (std::size_t i = 1; i < plain.size(); ++i)
         EXPECT_EQ(fused[i].to_vector(), plain[i].to_vector()) << "output " << i;
-      expect_matches_reference(op, ref, make(true), device, ins, outs, tol);
+      expect_matches_reference(op, ref, d, device, ins, outs, tol);
     };
-    check(
-        prim::op::bn_fwd_train, prim::ref::bn_fwd_train,
-        [](bool relu) {
-          prim::BatchNormDesc d;
-          d.relu = relu;
-          return d;
-        },
-        in, stats({C}));
-    check(prim::op::bn_fwd_infer, prim::ref::bn_fwd_infer,
-          [](bool relu) {
-            prim::BatchNormDesc d;
-            d.relu = relu;
-            return d;
-          },
+    prim::GhostBatchNormDesc gbn;
+    gbn.ghost_batch = 4;
+    prim::ExclusiveBatchNormDesc xbn;
+    xbn.ghost_batch = 4;
+    prim::BatchNormGhostNoiseDesc block;
+    block.noise.ghost_batch = 4;
+    block.noise.seed = 7;
+    block.noise.step = 3;
+    check(prim::op::bn_fwd_train, prim::ref::bn_fwd_train, prim::BatchNormDesc{}, in, stats({C}));
+    check(prim::op::bn_fwd_infer, prim::ref::bn_fwd_infer, prim::BatchNormDesc{},
           {x, random_tensor({C}, 14), random_tensor({C}, 15, 0.5f, 2.f), gamma, beta},
           {Tensor::zeros(s)});
-    check(
-        prim::op::gbn_fwd_train, prim::ref::gbn_fwd_train,
-        [](bool relu) {
-          prim::GhostBatchNormDesc d;
-          d.ghost_batch = 4;
-          d.relu = relu;
-          return d;
-        },
-        in, stats({B / 4, C}));
-    check(
-        prim::op::xbn_fwd_train, prim::ref::xbn_fwd_train,
-        [](bool relu) {
-          prim::ExclusiveBatchNormDesc d;
-          d.ghost_batch = 4;
-          d.relu = relu;
-          return d;
-        },
-        in, stats({B, C}));
-    check(prim::op::bn_gni_fwd_train, prim::ref::bn_gni_fwd_train,
-          [](bool relu) {
-            prim::BatchNormGhostNoiseDesc d;
-            d.noise.ghost_batch = 4;
-            d.noise.seed = 7;
-            d.noise.step = 3;
-            d.relu = relu;
-            return d;
-          },
-          in,
+    check(prim::op::gbn_fwd_train, prim::ref::gbn_fwd_train, gbn, in, stats({B / 4, C}));
+    check(prim::op::xbn_fwd_train, prim::ref::xbn_fwd_train, xbn, in, stats({B, C}));
+    check(prim::op::bn_gni_fwd_train, prim::ref::bn_gni_fwd_train, block, in,
           {Tensor::zeros(s), Tensor::zeros({C}), Tensor::zeros({C}), Tensor::zeros({B, C}),
            Tensor::zeros({B, C}), Tensor::zeros({C}), Tensor::full({C}, 1.f)});
   }

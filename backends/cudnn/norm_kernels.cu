@@ -300,10 +300,13 @@ void channel_last_sums(const float* x, const float* dy, const float* mean, NormG
   const std::int64_t cols = v4 ? C / 4 : C;
   const auto T = static_cast<unsigned>(std::clamp<std::int64_t>(pow2_at_least(cols * S), 32, 1024));
   const std::size_t bytes = std::size_t{2} * T * (v4 ? 4 : 1) * sizeof(float);
-  if (v4) GHOSTNN_LAUNCH(channel_last_sums_kernel<4>, static_cast<unsigned>(B), T, bytes)
-  (x, dy, mean, groups, C, S, o1, o2);
-  else GHOSTNN_LAUNCH(channel_last_sums_kernel<1>, static_cast<unsigned>(B), T, bytes)(
-      x, dy, mean, groups, C, S, o1, o2);
+  if (v4) {
+    GHOSTNN_LAUNCH(channel_last_sums_kernel<4>, static_cast<unsigned>(B), T, bytes)
+    (x, dy, mean, groups, C, S, o1, o2);
+  } else {
+    GHOSTNN_LAUNCH(channel_last_sums_kernel<1>, static_cast<unsigned>(B), T, bytes)
+    (x, dy, mean, groups, C, S, o1, o2);
+  }
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
@@ -498,10 +501,13 @@ void channel_last_apply(const float* x, float* y, const ApplyArgs& ap, std::int6
                         std::int64_t C, std::int64_t S, std::string_view op) {
   const bool cached = C <= kSharedChannels;
   const std::size_t bytes = cached ? static_cast<std::size_t>(2 * C) * sizeof(float) : 0;
-  if (C % 4 == 0) GHOSTNN_LAUNCH(channel_last_apply_kernel<4>, chunk_grid(B, S, C), 256, bytes)
-  (x, y, ap, C, S, cached);
-  else GHOSTNN_LAUNCH(channel_last_apply_kernel<1>, chunk_grid(B, S, C), 256, bytes)(x, y, ap, C, S,
-                                                                                     cached);
+  if (C % 4 == 0) {
+    GHOSTNN_LAUNCH(channel_last_apply_kernel<4>, chunk_grid(B, S, C), 256, bytes)
+    (x, y, ap, C, S, cached);
+  } else {
+    GHOSTNN_LAUNCH(channel_last_apply_kernel<1>, chunk_grid(B, S, C), 256, bytes)
+    (x, y, ap, C, S, cached);
+  }
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
@@ -1044,11 +1050,13 @@ void norm_backward(const NormBwdArgs& a, std::string_view op) {
   if (a.channel_last) {
     const bool cached = a.C <= kSharedChannels;
     const std::size_t bytes = cached ? static_cast<std::size_t>(3 * a.C) * sizeof(float) : 0;
-    if (a.C % 4 == 0)
+    if (a.C % 4 == 0) {
       GHOSTNN_LAUNCH(channel_last_bwd_kernel<4>, chunk_grid(a.B, a.S, a.C), 256, bytes)
-    (a, coef, cached);
-    else GHOSTNN_LAUNCH(channel_last_bwd_kernel<1>, chunk_grid(a.B, a.S, a.C), 256, bytes)(a, coef,
-                                                                                           cached);
+      (a, coef, cached);
+    } else {
+      GHOSTNN_LAUNCH(channel_last_bwd_kernel<1>, chunk_grid(a.B, a.S, a.C), 256, bytes)
+      (a, coef, cached);
+    }
   } else {
     GHOSTNN_LAUNCH(plane_bwd_kernel, plane_blocks(BC, pl), kThreads, 0)(a, coef, pl);
   }
