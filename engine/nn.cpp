@@ -70,6 +70,10 @@ void Module::set_noise_step(std::uint64_t step) {
   for (auto& [n, c] : children_) c->set_noise_step(step);
 }
 
+void Module::set_residual(const Tensor&) {
+  fail("{}: set_residual without a fused residual add (fuse_residual_relu)", kind());
+}
+
 // --- initialization -----------------------------------------------------------------------------
 
 std::uint64_t InitRng::next() {  // splitmix64
@@ -237,9 +241,25 @@ RunningNorm2d::RunningNorm2d(std::int64_t channels, const std::string& name) {
 
 Tensor RunningNorm2d::infer(const Tensor& x) {
   Tensor y = Tensor::empty_like(x);
-  ops::call(prim::op::bn_fwd_infer, infer_, {x, running_mean(), running_var(), gamma(), beta()},
-            {y});
+  ops::call(prim::op::bn_fwd_infer, infer_,
+            with_residual({x, running_mean(), running_var(), gamma(), beta()}, infer_.layer), {y});
   return y;
+}
+
+void RunningNorm2d::set_residual(const Tensor& r) {
+  if (!infer_.residual)
+    fail("{}: set_residual without a fused residual add (fuse_residual_relu)", infer_.layer);
+  residual_ = r;
+}
+
+std::vector<Tensor> RunningNorm2d::with_residual(std::vector<Tensor> in, std::string_view layer) {
+  if (!infer_.residual) return in;
+  if (!residual_.defined())
+    fail("{}: its forward adds a residual (fuse_residual_relu), but none was given (set_residual)",
+         layer);
+  in.push_back(std::move(residual_));
+  residual_ = Tensor();
+  return in;
 }
 
 Tensor RunningNorm2d::train_forward(std::string_view op, const OpDesc& d, const Tensor& x,
@@ -247,7 +267,8 @@ Tensor RunningNorm2d::train_forward(std::string_view op, const OpDesc& d, const 
   Tensor y = Tensor::empty_like(x);
   mean_ = Tensor::empty(stats, x.device());
   var_ = Tensor::empty(stats, x.device());
-  ops::call(op, d, {x, gamma(), beta()}, {y, mean_, var_, running_mean(), running_var()});
+  ops::call(op, d, with_residual({x, gamma(), beta()}, infer_.layer),
+            {y, mean_, var_, running_mean(), running_var()});
   x_ = x;
   keep_output(y);
   return y;
@@ -264,7 +285,7 @@ Tensor RunningNorm2d::train_backward(std::string_view op, const OpDesc& d, std::
 }
 
 Tensor RunningNorm2d::masked(const Tensor& dy) {
-  if (!relu()) return dy;
+  if (!masks()) return dy;
   Tensor g = ops::relu_backward(dy, y_);
   y_ = Tensor();
   return g;
@@ -277,6 +298,12 @@ BatchNorm2d::BatchNorm2d(std::int64_t channels, std::string name) : RunningNorm2
 bool BatchNorm2d::fuse_relu() {
   desc_.relu = true;
   set_relu(true);
+  return true;
+}
+
+bool BatchNorm2d::fuse_residual_relu() {
+  desc_.relu = desc_.residual = true;
+  set_residual_relu();
   return true;
 }
 
@@ -300,6 +327,12 @@ GhostBatchNorm2d::GhostBatchNorm2d(std::int64_t channels, std::int64_t ghost_bat
 bool GhostBatchNorm2d::fuse_relu() {
   desc_.relu = true;
   set_relu(true);
+  return true;
+}
+
+bool GhostBatchNorm2d::fuse_residual_relu() {
+  desc_.relu = desc_.residual = true;
+  set_residual_relu();
   return true;
 }
 
@@ -331,6 +364,12 @@ bool GhostNoiseNorm2d::fuse_relu() {
   return true;
 }
 
+bool GhostNoiseNorm2d::fuse_residual_relu() {
+  desc_.relu = desc_.residual = true;
+  set_residual_relu();
+  return true;
+}
+
 Tensor GhostNoiseNorm2d::forward(const Tensor& x) {
   if (!training_) return infer(x);
   if (x.rank() < 2)
@@ -341,7 +380,8 @@ Tensor GhostNoiseNorm2d::forward(const Tensor& x) {
   var_ = Tensor::empty({C}, x.device());
   shift_ = Tensor::empty({B, C}, x.device());
   scale_ = Tensor::empty({B, C}, x.device());
-  ops::call(prim::op::bn_gni_fwd_train, desc_, {x, gamma(), beta()},
+  ops::call(prim::op::bn_gni_fwd_train, desc_,
+            with_residual({x, gamma(), beta()}, desc_.noise.layer),
             {y, mean_, var_, shift_, scale_, running_mean(), running_var()});
   ++desc_.noise.step;
   x_ = x;
@@ -421,6 +461,12 @@ bool ExclusiveBatchNorm2d::fuse_relu() {
   return true;
 }
 
+bool ExclusiveBatchNorm2d::fuse_residual_relu() {
+  desc_.relu = desc_.residual = true;
+  set_residual_relu();
+  return true;
+}
+
 Tensor ExclusiveBatchNorm2d::forward(const Tensor& x) {
   if (!training_) return infer(x);
   if (x.rank() < 2) fail("{}: x must be [B, C, ...], got {}", desc_.layer, shape_str(x.shape()));
@@ -440,6 +486,15 @@ Tensor Sequential::forward(const Tensor& x) {
   Tensor h = x;
   for (auto& [n, c] : children_) h = c->forward(h);
   return h;
+}
+
+bool Sequential::fuse_residual_relu() {
+  return !children_.empty() && children_.back().second->fuse_residual_relu();
+}
+
+void Sequential::set_residual(const Tensor& r) {
+  if (children_.empty()) fail("Sequential: set_residual on an empty Sequential");
+  children_.back().second->set_residual(r);
 }
 
 Tensor Sequential::backward(const Tensor& dy) {
@@ -544,6 +599,7 @@ BasicBlock::BasicBlock(BuildContext& ctx, std::int64_t in, std::int64_t out, std
   add_norm_relu(*main, "bn1", make_norm(norm, out, ctx, name + ".bn1"), "relu");
   main->add("conv2", std::make_shared<Conv2d>(ctx, out, out, 3, 1, 1, false, name + ".conv2"));
   main->add("bn2", make_norm(norm, out, ctx, name + ".bn2"));
+  fused_ = main->fuse_residual_relu();
   main_ = add_child("main", main);
   if (stride != 1 || in != out) {
     auto sc = std::make_shared<Sequential>();
@@ -557,7 +613,13 @@ BasicBlock::BasicBlock(BuildContext& ctx, std::int64_t in, std::int64_t out, std
 }
 
 Tensor BasicBlock::forward(const Tensor& x) {
-  Tensor y = ops::add_relu(main_->forward(x), shortcut_->forward(x));
+  Tensor y;
+  if (fused_) {
+    main_->set_residual(shortcut_->forward(x));
+    y = main_->forward(x);
+  } else {
+    y = ops::add_relu(main_->forward(x), shortcut_->forward(x));
+  }
   if (training_) y_ = y;
   return y;
 }

@@ -60,6 +60,14 @@ class Module {
   // will from now on (the norms of BN, GBN, XBN and the fused BN+GNI block: a ReLU module after
   // them is then not needed), false when it cannot (then nothing changes).
   virtual bool fuse_relu() { return false; }
+  // Asks the module to end its forward with y = max(y + r, 0), in the same pass, where r (x's
+  // shape) is given by set_residual() before each forward: a ResNet block's add and ReLU taken
+  // into its last norm. True when it will from now on (the same norms as fuse_relu; a Sequential
+  // asks its last layer), false when it cannot. The caller keeps the output: the backward takes
+  // dy already masked by it (relu_bwd), and that masked dy is also the residual's gradient.
+  virtual bool fuse_residual_relu() { return false; }
+  // The residual of the next forward (fuse_residual_relu): an Error when that is off.
+  virtual void set_residual(const Tensor& r);
 
  protected:
   Parameter& add_parameter(std::string name, Tensor value, bool weight_decay = true);
@@ -197,14 +205,22 @@ class RunningNorm2d : public Module {
   // With a fused ReLU (set_relu): the forward keeps its output y (the next layer keeps it anyway)
   // and the backward first masks dy with it (relu_bwd), then runs the norm's own backward.
   void set_relu(bool on) { infer_.relu = on; }
-  bool relu() const { return infer_.relu; }
-  void keep_output(const Tensor& y) { y_ = relu() ? y : Tensor(); }
+  void keep_output(const Tensor& y) { y_ = masks() ? y : Tensor(); }
   Tensor masked(const Tensor& dy);
+  // With a fused residual and ReLU (set_residual_relu; the descriptors' `residual` and `relu`):
+  // the forward ops take the residual last (with_residual), and the caller masks dy.
+  void set_residual_relu() { infer_.relu = infer_.residual = true; }
+  std::vector<Tensor> with_residual(std::vector<Tensor> in, std::string_view layer);
+
+ public:
+  void set_residual(const Tensor& r) override;
 
  private:
+  bool masks() const { return infer_.relu && !infer_.residual; }  // the norm masks its own dy
   prim::BatchNormDesc infer_;
   Tensor x_, mean_, var_;  // what train_forward keeps for train_backward
   Tensor y_;               // the output, with a fused ReLU
+  Tensor residual_;        // the next forward's residual
 };
 
 // BN (PyTorch conventions) with gamma/beta.
@@ -215,6 +231,7 @@ class BatchNorm2d final : public RunningNorm2d {
   Tensor backward(const Tensor& dy) override;
   std::string kind() const override { return "BatchNorm2d"; }
   bool fuse_relu() override;
+  bool fuse_residual_relu() override;
 
  private:
   prim::BatchNormDesc desc_;
@@ -228,6 +245,7 @@ class GhostBatchNorm2d final : public RunningNorm2d {
   Tensor backward(const Tensor& dy) override;
   std::string kind() const override { return "GhostBatchNorm2d"; }
   bool fuse_relu() override;
+  bool fuse_residual_relu() override;
 
  private:
   prim::GhostBatchNormDesc desc_;
@@ -243,6 +261,7 @@ class GhostNoiseNorm2d final : public RunningNorm2d {
   Tensor backward(const Tensor& dy) override;
   std::string kind() const override { return "GhostNoiseNorm2d"; }
   bool fuse_relu() override;
+  bool fuse_residual_relu() override;
   void set_noise_step(std::uint64_t step) override;
 
  private:
@@ -277,6 +296,7 @@ class ExclusiveBatchNorm2d final : public RunningNorm2d {
   Tensor backward(const Tensor& dy) override;
   std::string kind() const override { return "ExclusiveBatchNorm2d"; }
   bool fuse_relu() override;
+  bool fuse_residual_relu() override;
 
  private:
   prim::ExclusiveBatchNormDesc desc_;
@@ -290,6 +310,8 @@ class Sequential : public Module {
   Tensor backward(const Tensor& dy) override;
   std::string kind() const override { return "Sequential"; }
   std::size_t size() const { return children_.size(); }
+  bool fuse_residual_relu() override;  // its last layer's
+  void set_residual(const Tensor& r) override;
 };
 
 // Norm layers from a spec: "bn", "gbn:N[:strided]", "gni:N[:shuffle][:noshift][:noscale]",
@@ -305,8 +327,10 @@ void add_norm_relu(Sequential& s, const std::string& name, ModulePtr norm,
                    const std::string& relu_name);
 
 // CIFAR ResNet basic block: conv3x3-norm-relu-conv3x3-norm (+ shortcut: identity, or 1x1 conv
-// with a norm when the shape changes), add and relu (one op: ops::add_relu). The first ReLU is
-// fused into its norm when the norm can (add_norm_relu).
+// with a norm when the shape changes), add and relu. The first ReLU is fused into its norm when
+// the norm can (add_norm_relu); the add and the last ReLU into the second norm when it can
+// (fuse_residual_relu: the shortcut runs first and its output is the norm's residual), else
+// they are one op (ops::add_relu).
 class BasicBlock final : public Module {
  public:
   BasicBlock(BuildContext& ctx, std::int64_t in, std::int64_t out, std::int64_t stride,
@@ -317,7 +341,8 @@ class BasicBlock final : public Module {
 
  private:
   ModulePtr main_, shortcut_;
-  Tensor y_;  // the output, for the ReLU's backward
+  bool fused_ = false;  // main_'s last norm adds the shortcut and applies the ReLU
+  Tensor y_;            // the output, for the ReLU's backward
 };
 
 // Models: "resnet20", "resnet32", "resnet56" (CIFAR ResNets, 16-32-64 channels), "resnet18"

@@ -9,15 +9,21 @@
 // BatchNormDesc::relu (and the same flag of GBN, XBN and the fused block) ends the forward with
 // y = max(y, 0) in the same pass, saving a ReLU's pass over the activation; the backward ops are
 // those of the norm alone, given dy already masked by the output (relu_bwd with the fused y).
+// BatchNormDesc::residual (and the same flag of the others) adds a residual r, one more input of
+// x's shape after the others, before the ReLU: y = max(BN(x) + r, 0), a ResNet block's norm, add
+// and ReLU in one pass (core.hpp norm_out). Its backward is again the norm's alone: the block
+// masks dy with y and gives the same masked dy to r.
 // Backward (gradients through mu and var), with g = dy * gamma_c:
 //   dx = (g - mean(g) - xhat * mean(g * xhat)) / sqrt(var_c + eps)
 //   dgamma_c = sum(dy * xhat),  dbeta_c = sum(dy)
 //
-//   bn_fwd_train: in {x, [gamma, beta]}               out {y, mean[C], var[C], running_mean,
-//   running_var} bn_fwd_infer: in {x, running_mean, running_var, [gamma, beta]}   out {y} bn_bwd:
-//   in {dy, x, mean, var, [gamma]}      out {dx, [dgamma, dbeta]}
-// ([...] present exactly when affine; `var` is the saved biased batch variance; the running
-// statistics in bn_fwd_train are read and updated in place.)
+//   bn_fwd_train: in {x, [gamma, beta], [residual]}
+//                 out {y, mean[C], var[C], running_mean, running_var}
+//   bn_fwd_infer: in {x, running_mean, running_var, [gamma, beta], [residual]}   out {y}
+//   bn_bwd:       in {dy, x, mean, var, [gamma]}      out {dx, [dgamma, dbeta]}
+// ([gamma, beta] present exactly when affine, [residual] when `residual`; `var` is the saved
+// biased batch variance; the running statistics in bn_fwd_train are read and updated
+// in place.)
 #pragma once
 
 #include "primitives/core.hpp"
@@ -34,7 +40,8 @@ struct BatchNormDesc : OpDesc {
   float eps = 1e-5f;
   float momentum = 0.1f;
   bool affine = true;
-  bool relu = false;  // y = max(BN(x), 0) in the same pass (training and inference; relu_if)
+  bool relu = false;      // y = max(BN(x), 0) in the same pass (training and inference; relu_if)
+  bool residual = false;  // y = BN(x) + r (before the ReLU), r the forward's last input
   std::string layer = "BatchNorm";
 };
 

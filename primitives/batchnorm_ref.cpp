@@ -29,9 +29,10 @@ void update_running(float* running, const double* batch, std::int64_t C, float m
 }
 
 void validate_bn_fwd_train(const BatchNormDesc& d, const KernelCall& c) {
-  expect_count(d.layer, "inputs", c.in.size(), d.affine ? 3 : 1);
+  expect_count(d.layer, "inputs", c.in.size(), (d.affine ? 3 : 1) + d.residual);
   expect_count(d.layer, "outputs", c.out.size(), 5);
   auto v = validate_activation(d.layer, "x", c.in[0].desc);
+  residual_input(d.layer, c, d.residual);
   if (v.B * v.S < 2)
     fail("{}: training needs at least 2 values per channel, got B={} S={}", d.layer, v.B, v.S);
   if (d.affine) {
@@ -44,11 +45,12 @@ void validate_bn_fwd_train(const BatchNormDesc& d, const KernelCall& c) {
 }
 
 void validate_bn_fwd_infer(const BatchNormDesc& d, const KernelCall& c) {
-  expect_count(d.layer, "inputs", c.in.size(), d.affine ? 5 : 3);
+  expect_count(d.layer, "inputs", c.in.size(), (d.affine ? 5 : 3) + d.residual);
   expect_count(d.layer, "outputs", c.out.size(), 1);
   auto v = validate_activation(d.layer, "x", c.in[0].desc);
+  residual_input(d.layer, c, d.residual);
   const char* names[] = {"", "running_mean", "running_var", "gamma", "beta"};
-  for (std::size_t i = 1; i < c.in.size(); ++i)
+  for (std::size_t i = 1; i < c.in.size() - d.residual; ++i)
     validate_channel_vector(d.layer, names[i], c.in[i].desc, v.C);
   expect_shape(d.layer, "y", c.out[0].desc, c.in[0].desc.shape);
 }
@@ -75,6 +77,7 @@ void bn_fwd_train(const OpDesc& od, const KernelCall& c) {
   validate_bn_fwd_train(d, c);
   const auto [B, C, S] = bcs_of(c.in[0].desc.shape);
   const float* x = c.in[0].f32();
+  const float* r = residual_input(d.layer, c, d.residual);
   float* y = c.out[0].f32();
   const double n = static_cast<double>(B * S);
   std::vector<double> mean(C), var(C), unbiased(C);
@@ -98,7 +101,7 @@ void bn_fwd_train(const OpDesc& od, const KernelCall& c) {
     for (std::int64_t b = 0; b < B; ++b)
       for (std::int64_t i = 0; i < S; ++i) {
         const auto k = (b * C + ch) * S + i;
-        y[k] = relu_if(d.relu, static_cast<float>(g * (x[k] - mu) * inv + be));
+        y[k] = norm_out(static_cast<float>(g * (x[k] - mu) * inv + be), r, k, d.relu);
       }
     c.out[1].f32()[ch] = static_cast<float>(mu);
     c.out[2].f32()[ch] = static_cast<float>(var[ch]);
@@ -112,6 +115,7 @@ void bn_fwd_infer(const OpDesc& od, const KernelCall& c) {
   validate_bn_fwd_infer(d, c);
   const auto [B, C, S] = bcs_of(c.in[0].desc.shape);
   const float* x = c.in[0].f32();
+  const float* r = residual_input(d.layer, c, d.residual);
   float* y = c.out[0].f32();
   for (std::int64_t ch = 0; ch < C; ++ch) {
     const double mu = c.in[1].f32()[ch];
@@ -121,7 +125,7 @@ void bn_fwd_infer(const OpDesc& od, const KernelCall& c) {
     for (std::int64_t b = 0; b < B; ++b)
       for (std::int64_t i = 0; i < S; ++i) {
         const auto k = (b * C + ch) * S + i;
-        y[k] = relu_if(d.relu, static_cast<float>(g * (x[k] - mu) * inv + be));
+        y[k] = norm_out(static_cast<float>(g * (x[k] - mu) * inv + be), r, k, d.relu);
       }
   }
 }

@@ -10,7 +10,7 @@
 // Inference: GNI is the identity, so the block is bn_fwd_infer with gamma/beta.
 // One reading pass (per-(b,c) sums of x and x^2) and one read-write pass: BN's memory traffic.
 //
-//   bn_gni_fwd_train: in {x, gamma, beta}
+//   bn_gni_fwd_train: in {x, gamma, beta, [residual] (when `residual`: batchnorm.hpp)}
 //                     out {y, mean[C], var[C], shift[B,C], scale[B,C], running_mean, running_var}
 //   bn_gni_bwd:       in {dy, x, mean, var, shift, scale, gamma}   out {dx, dgamma, dbeta}
 #pragma once
@@ -28,8 +28,9 @@ inline constexpr std::string_view bn_gni_bwd = "bn_gni_bwd";
 struct BatchNormGhostNoiseDesc : OpDesc {
   float bn_eps = 1e-5f;
   float momentum = 0.1f;
-  bool relu = false;     // y = max(block(x), 0) in the same pass (see batchnorm.hpp)
-  GhostNoiseDesc noise;  // its layer name is used in errors; channel_last is not supported here
+  bool relu = false;      // y = max(block(x), 0) in the same pass (see batchnorm.hpp)
+  bool residual = false;  // y = block(x) + r before the ReLU, r the forward's last input (ditto)
+  GhostNoiseDesc noise;   // its layer name is used in errors; channel_last is not supported here
 };
 
 BcsView validate_bn_gni_fwd_train(const BatchNormGhostNoiseDesc& d, const KernelCall& c);

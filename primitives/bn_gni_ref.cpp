@@ -10,10 +10,11 @@ namespace ghostnn::prim {
 
 BcsView validate_bn_gni_fwd_train(const BatchNormGhostNoiseDesc& d, const KernelCall& c) {
   const auto& layer = d.noise.layer;
-  expect_count(layer, "inputs", c.in.size(), 3);
+  expect_count(layer, "inputs", c.in.size(), 3 + d.residual);
   expect_count(layer, "outputs", c.out.size(), 7);
   if (d.noise.channel_last) fail("{}: the fused BN+GNI block takes NCHW input only", layer);
   auto v = validate_activation(layer, "x", c.in[0].desc);
+  residual_input(layer, c, d.residual);
   if (v.B * v.S < 2)
     fail("{}: training needs at least 2 values per channel, got B={} S={}", layer, v.B, v.S);
   validate_ghost_noise_params(d.noise, v.B);
@@ -91,6 +92,7 @@ void bn_gni_fwd_train(const OpDesc& od, const KernelCall& c) {
   const float* x = c.in[0].f32();
   const float* gamma = c.in[1].f32();
   const float* beta = c.in[2].f32();
+  const float* r = residual_input(d.noise.layer, c, d.residual);
   float* y = c.out[0].f32();
   const double n = static_cast<double>(B * S);
   // BN(affine=False), two-pass statistics.
@@ -134,9 +136,10 @@ void bn_gni_fwd_train(const OpDesc& od, const KernelCall& c) {
     for (std::int64_t ch = 0; ch < C; ++ch)
       for (std::int64_t i = 0; i < S; ++i) {
         const auto k = (b * C + ch) * S + i;
-        y[k] = relu_if(
-            d.relu, static_cast<float>(
-                        gamma[ch] * (xhat[k] - shift[b * C + ch]) / scale[b * C + ch] + beta[ch]));
+        y[k] =
+            norm_out(static_cast<float>(
+                         gamma[ch] * (xhat[k] - shift[b * C + ch]) / scale[b * C + ch] + beta[ch]),
+                     r, k, d.relu);
       }
   update_running(c.out[5].f32(), mean.data(), C, d.momentum);
   update_running(c.out[6].f32(), unbiased.data(), C, d.momentum);

@@ -156,6 +156,14 @@ void expect_shape(std::string_view op, std::string_view arg, const TensorDesc& t
     fail("{}: {} must have shape {}, got {}", op, arg, shape_str(s), shape_str(t.shape));
 }
 
+const float* residual_input(std::string_view op, const KernelCall& c, bool residual) {
+  if (!residual) return nullptr;
+  const auto& r = c.in.back();
+  expect_f32(op, "residual", r.desc);
+  expect_shape(op, "residual", r.desc, c.in[0].desc.shape);
+  return r.f32();
+}
+
 void expect_f32(std::string_view op, std::string_view arg, const TensorDesc& t) {
   expect_dtype(op, arg, t, DType::f32);
 }

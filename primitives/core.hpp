@@ -73,6 +73,12 @@ std::string_view layout_needs(Layout l);
 // The ReLU a norm can apply to its output in the same pass (the `relu` flag of BN, GBN, XBN and
 // the fused BN+GNI block; ops::relu's max(v, 0), NaN to 0): v when off.
 inline float relu_if(bool on, float v) { return on && !(v > 0.f) ? 0.f : v; }
+// A norm's output with its epilogue: v, plus r[k] when the op adds a residual (the `residual`
+// flag of the same norms: r non-null), then the ReLU when `relu`. The add is one float add, as
+// ops::add's, so a fused norm computes exactly what the norm, then add_relu, computes.
+inline float norm_out(float v, const float* r, std::int64_t k, bool relu) {
+  return relu_if(relu, r ? v + r[k] : v);
+}
 
 struct TensorDesc {
   Shape shape;
@@ -200,6 +206,9 @@ void expect_shape(std::string_view op, std::string_view arg, const TensorDesc& t
 void expect_f32(std::string_view op, std::string_view arg, const TensorDesc& t);
 void expect_dtype(std::string_view op, std::string_view arg, const TensorDesc& t, DType want);
 void expect_count(std::string_view op, std::string_view what, std::size_t got, std::size_t want);
+// The residual a norm's forward adds to its output (the `residual` flag): its last input, of x's
+// (in[0]'s) shape and f32; null when `residual` is off. Call after expect_count.
+const float* residual_input(std::string_view op, const KernelCall& c, bool residual);
 
 // The [B, C, S] view of an activation: NCHW (rank >= 2, C = shape[1], S = product of the rest)
 // or channel-last ([B, ..., C], S = product of the middle dims).

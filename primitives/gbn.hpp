@@ -8,8 +8,9 @@
 // Every group must hold at least 2 values per channel (group_size * S >= 2), else an Error naming
 // the layer, B, N and S. N == B gives exactly BN's training output.
 //
-//   gbn_fwd_train: in {x, [gamma, beta]}             out {y, mean[G,C], var[G,C], running_mean,
-//   running_var} gbn_bwd:       in {dy, x, mean, var, [gamma]}    out {dx, [dgamma, dbeta]}
+//   gbn_fwd_train: in {x, [gamma, beta], [residual]}
+//                  out {y, mean[G,C], var[G,C], running_mean, running_var}
+//   gbn_bwd:       in {dy, x, mean, var, [gamma]}    out {dx, [dgamma, dbeta]}
 #pragma once
 
 #include "primitives/core.hpp"
@@ -29,7 +30,8 @@ struct GhostBatchNormDesc : OpDesc {
   float eps = 1e-5f;
   float momentum = 0.1f;
   bool affine = true;
-  bool relu = false;  // y = max(GBN(x), 0) in the same pass (see batchnorm.hpp)
+  bool relu = false;      // y = max(GBN(x), 0) in the same pass (see batchnorm.hpp)
+  bool residual = false;  // y = GBN(x) + r before the ReLU, r the forward's last input (ditto)
   std::string layer = "GhostBatchNorm";
 };
 

@@ -37,9 +37,10 @@ GhostGroups validate_gbn_groups(const GhostBatchNormDesc& d, const TensorDesc& x
 }
 
 void validate_gbn_fwd_train(const GhostBatchNormDesc& d, const KernelCall& c) {
-  expect_count(d.layer, "inputs", c.in.size(), d.affine ? 3 : 1);
+  expect_count(d.layer, "inputs", c.in.size(), (d.affine ? 3 : 1) + d.residual);
   expect_count(d.layer, "outputs", c.out.size(), 5);
   auto g = validate_gbn_groups(d, c.in[0].desc);
+  residual_input(d.layer, c, d.residual);
   const auto C = c.in[0].desc.shape[1];
   if (d.affine) {
     validate_channel_vector(d.layer, "gamma", c.in[1].desc, C);
@@ -76,6 +77,7 @@ void gbn_fwd_train(const OpDesc& od, const KernelCall& c) {
   const auto g = ghost_groups(d, c.in[0].desc.shape[0]);
   const auto [B, C, S] = bcs_of(c.in[0].desc.shape);
   const float* x = c.in[0].f32();
+  const float* r = residual_input(d.layer, c, d.residual);
   float* y = c.out[0].f32();
   std::vector<double> avg_mean(C, 0.0), avg_var(C, 0.0);
   for (std::int64_t grp = 0; grp < g.count; ++grp) {
@@ -100,7 +102,7 @@ void gbn_fwd_train(const OpDesc& od, const KernelCall& c) {
         if (g.group_of[b] == grp)
           for (std::int64_t i = 0; i < S; ++i) {
             const auto k = (b * C + ch) * S + i;
-            y[k] = relu_if(d.relu, static_cast<float>(ga * (x[k] - mu) * inv + be));
+            y[k] = norm_out(static_cast<float>(ga * (x[k] - mu) * inv + be), r, k, d.relu);
           }
       c.out[1].f32()[grp * C + ch] = static_cast<float>(mu);
       c.out[2].f32()[grp * C + ch] = static_cast<float>(var);

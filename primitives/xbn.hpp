@@ -14,7 +14,7 @@
 //   dx[o,s] = g r_o + (sum_{b != o in group} gm_b) / M + 2 x[o,s] (sum_{b != o in group} ge_b) / M
 //   dgamma = sum dy xhat,  dbeta = sum dy
 //
-//   xbn_fwd_train: in {x, [gamma, beta]}            out {y, mean[B,C], var[B,C], running_mean,
+//   xbn_fwd_train: in {x, [gamma, beta], [residual]} out {y, mean[B,C], var[B,C], running_mean,
 //                                                         running_var}  (mean, var: leave-one-out)
 //   xbn_bwd:       in {dy, x, mean, var, [gamma]}   out {dx, [dgamma, dbeta]}
 #pragma once

@@ -23,9 +23,10 @@ GhostGroups xbn_groups(const ExclusiveBatchNormDesc& d, std::int64_t B) {
 }  // namespace
 
 GhostGroups validate_xbn_fwd_train(const ExclusiveBatchNormDesc& d, const KernelCall& c) {
-  expect_count(d.layer, "inputs", c.in.size(), d.affine ? 3 : 1);
+  expect_count(d.layer, "inputs", c.in.size(), (d.affine ? 3 : 1) + d.residual);
   expect_count(d.layer, "outputs", c.out.size(), 5);
   auto v = validate_activation(d.layer, "x", c.in[0].desc);
+  residual_input(d.layer, c, d.residual);
   auto g = xbn_groups(d, v.B);
   if (d.affine) {
     validate_channel_vector(d.layer, "gamma", c.in[1].desc, v.C);
@@ -63,6 +64,7 @@ void xbn_fwd_train(const OpDesc& od, const KernelCall& c) {
   const auto g = validate_xbn_fwd_train(d, c);
   const auto [B, C, S] = bcs_of(c.in[0].desc.shape);
   const float* x = c.in[0].f32();
+  const float* r = residual_input(d.layer, c, d.residual);
   float* y = c.out[0].f32();
   std::vector<double> mean(C), unbiased(C);
   for (std::int64_t ch = 0; ch < C; ++ch) {
@@ -87,7 +89,7 @@ void xbn_fwd_train(const OpDesc& od, const KernelCall& c) {
       const double be = d.affine ? c.in[2].f32()[ch] : 0.0;
       for (std::int64_t i = 0; i < S; ++i) {
         const auto k = (b * C + ch) * S + i;
-        y[k] = relu_if(d.relu, static_cast<float>(ga * (x[k] - mu) * inv + be));
+        y[k] = norm_out(static_cast<float>(ga * (x[k] - mu) * inv + be), r, k, d.relu);
       }
     }
     double s = 0, q = 0;

@@ -155,10 +155,11 @@ TEST(BatchNorm, BadInputIsAClearError) {
                Error);
 }
 
-// BN, GBN, XBN and the fused block with their ReLU fused (the `relu` flag): the reference's is
-// max(., 0) of its plain output, and the CPU kernels match it in both layouts.
-TEST(NormRelu, CpuKernelsMatchTheReference) {
-  testkit::expect_norm_ops_fuse_relu(Device::cpu(), testkit::kF32);
+// BN, GBN, XBN and the fused block with their ReLU and/or a residual add fused (the `relu` and
+// `residual` flags): the reference's is max(., 0) of its plain output (+ the residual), and the
+// CPU kernels match it in both layouts.
+TEST(NormEpilogue, CpuKernelsMatchTheReference) {
+  testkit::expect_norm_ops_fuse_epilogues(Device::cpu(), testkit::kF32);
 }
 
 }  // namespace

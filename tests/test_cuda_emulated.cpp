@@ -294,7 +294,8 @@ TEST(CudaEmulated, LayerNormAndChannelAffineMatchReference) {
         prim::ref::affine_fwd, af, {x.ref(), gamma.ref(), beta.ref()}, y, kAtol, kRtol,
         [&](const KernelCall& c) {
           cudnn::bn_inference(c.in[0].f32(), c.out[0].f32(), nullptr, nullptr, c.in[1].f32(),
-                              c.in[2].f32(), B, C, S, 0.f, false, false, "emulated affine forward");
+                              c.in[2].f32(), B, C, S, 0.f, false, nullptr, false,
+                              "emulated affine forward");
         },
         "affine forward");
     std::vector<Buf> grads{Buf(s), Buf({C}), Buf({C})};
@@ -302,7 +303,8 @@ TEST(CudaEmulated, LayerNormAndChannelAffineMatchReference) {
         prim::ref::affine_bwd, af, {dy.ref(), x.ref(), gamma.ref()}, grads, kBwdAtol, kBwdRtol,
         [&](const KernelCall& c) {
           cudnn::bn_inference(c.in[0].f32(), c.out[0].f32(), nullptr, nullptr, c.in[2].f32(),
-                              nullptr, B, C, S, 0.f, false, false, "emulated affine backward");
+                              nullptr, B, C, S, 0.f, false, nullptr, false,
+                              "emulated affine backward");
           cudnn::channel_affine_grads(c.in[0].f32(), c.in[1].f32(), c.out[1].f32(), c.out[2].f32(),
                                       B, C, S, "emulated affine backward");
         },

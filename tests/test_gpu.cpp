@@ -887,10 +887,10 @@ TEST(Gpu, RecordingRefusesHostRoundTripsAndStaleGraphs) {
   second.replay(0);
 }
 
-TEST(Gpu, NormsWithAFusedReluMatchReferenceAndNormThenRelu) {
+TEST(Gpu, NormsWithFusedEpiloguesMatchReferenceAndTheUnfusedLayers) {
   GHOSTNN_REQUIRE_GPU();
-  testkit::expect_norm_ops_fuse_relu(Device::cuda(), kGpu);
-  testkit::expect_norm_modules_fuse_relu(Device::cuda());
+  testkit::expect_norm_ops_fuse_epilogues(Device::cuda(), kGpu);
+  testkit::expect_norm_modules_fuse_epilogues(Device::cuda());
 }
 
 }  // namespace

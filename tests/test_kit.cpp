@@ -171,7 +171,7 @@ TrainedNet train_small_net(const std::string& norm, Device device) {
   return t;
 }
 
-void expect_norm_ops_fuse_relu(Device device, Tolerance tol) {
+void expect_norm_ops_fuse_epilogues(Device device, Tolerance tol) {
   // C 16: nchw8c on the CPU, float4 channel-last kernels on the GPU; C 6: neither; 64 channels of
   // 4x4 planes: the GPU's channel-resident kernels.
   for (const Shape& s : {Shape{8, 16, 3, 3}, Shape{12, 6, 4, 4}, Shape{16, 64, 4, 4}}) {
@@ -179,26 +179,36 @@ void expect_norm_ops_fuse_relu(Device device, Tolerance tol) {
     SCOPED_TRACE(shape_str(s));
     const Tensor x = normal_tensor(s, 11, 0.2f, 1.5f), gamma = random_tensor({C}, 12, 0.5f, 1.5f),
                  beta = random_tensor({C}, 13, -0.5f, 0.5f);
+    // about as large as the norm's output, so that the sum's sign varies
+    const Tensor residual = normal_tensor(s, 16, 0.f, 1.f);
     const std::vector<Tensor> in{x, gamma, beta};
     auto stats = [&](const Shape& st) {  // {y, mean, var, running_mean, running_var}
       return std::vector<Tensor>{Tensor::zeros(s), Tensor::zeros(st), Tensor::zeros(st),
                                  Tensor::zeros({C}), Tensor::full({C}, 1.f)};
     };
-    // Runs one op with and without the flag of descriptor `d` on the reference, and with it on
-    // the device.
+    // Runs one op without its epilogue flags on the reference, then with each epilogue (ReLU,
+    // residual, both) on the reference and on the device.
     auto check = [&](std::string_view op, const Kernel& ref, auto d, const std::vector<Tensor>& ins,
                      const std::vector<Tensor>& outs) {
       SCOPED_TRACE(std::string(op));
-      d.relu = false;
+      d.relu = d.residual = false;
       const auto plain = run_reference(ref, d, ins, outs);
-      d.relu = true;
-      const auto fused = run_reference(ref, d, ins, outs);
-      auto yp = plain[0].to_vector();
-      for (auto& v : yp) v = relu_if(true, v);
-      EXPECT_EQ(fused[0].to_vector(), yp) << "y: the reference's fused ReLU";
-      for (std::size_t i = 1; i < plain.size(); ++i)
-        EXPECT_EQ(fused[i].to_vector(), plain[i].to_vector()) << "output " << i;
-      expect_matches_reference(op, ref, d, device, ins, outs, tol);
+      const auto y = plain[0].to_vector(), r = residual.to_vector();
+      for (const auto& [relu, res] : {std::pair{true, false}, {false, true}, {true, true}}) {
+        SCOPED_TRACE(std::string(relu ? "relu " : "") + (res ? "residual" : ""));
+        d.relu = relu;
+        d.residual = res;
+        auto with = ins;
+        if (res) with.push_back(residual);
+        const auto fused = run_reference(ref, d, with, outs);
+        auto want = y;
+        for (std::size_t k = 0; k < want.size(); ++k)
+          want[k] = relu_if(relu, res ? want[k] + r[k] : want[k]);
+        EXPECT_EQ(fused[0].to_vector(), want) << "y: the reference's fused epilogue";
+        for (std::size_t i = 1; i < plain.size(); ++i)
+          EXPECT_EQ(fused[i].to_vector(), plain[i].to_vector()) << "output " << i;
+        expect_matches_reference(op, ref, d, device, with, outs, tol);
+      }
     };
     prim::GhostBatchNormDesc gbn;
     gbn.ghost_batch = 4;
@@ -220,7 +230,7 @@ void expect_norm_ops_fuse_relu(Device device, Tolerance tol) {
   }
 }
 
-void expect_norm_modules_fuse_relu(Device device) {
+void expect_norm_modules_fuse_epilogues(Device device) {
   for (const std::string norm : {"bn", "gbn:4", "xbn:4", "gni:4"}) {
     SCOPED_TRACE(norm);
     nn::BuildContext ca(3), cb(3);
@@ -246,10 +256,45 @@ void expect_norm_modules_fuse_relu(Device device) {
     EXPECT_EQ(fused->forward(x).to_vector(), relu->forward(plain->forward(x)).to_vector())
         << "inference";
   }
-  // Norms without a fused ReLU say so and stay as they are.
+  // The residual add and ReLU of a ResNet block (fuse_residual_relu): exactly the norm, then
+  // ops::add_relu; the caller masks dy with the output.
+  for (const std::string norm : {"bn", "gbn:4", "xbn:4", "gni:4"}) {
+    SCOPED_TRACE(norm + " with a residual");
+    nn::BuildContext ca(3), cb(3);
+    auto fused = nn::make_norm(norm, 16, ca, "n"), plain = nn::make_norm(norm, 16, cb, "n");
+    ASSERT_TRUE(fused->fuse_residual_relu());
+    fused->to(device);
+    plain->to(device);
+    const Tensor x = normal_tensor({8, 16, 3, 3}, 5, 0.1f, 1.f).to(device);
+    const Tensor r = normal_tensor({8, 16, 3, 3}, 7, 0.f, 1.f).to(device);
+    const Tensor dy = random_tensor({8, 16, 3, 3}, 6).to(device);
+    EXPECT_THROW(fused->forward(x), Error) << "no residual given";
+    for (int step = 0; step < 2; ++step) {
+      fused->set_residual(r);
+      const Tensor y = fused->forward(x);
+      EXPECT_EQ(y.to_vector(), ops::add_relu(plain->forward(x), r).to_vector());
+      const Tensor g = ops::relu_backward(dy, y);
+      EXPECT_EQ(fused->backward(g).to_vector(), plain->backward(g).to_vector());
+    }
+    std::vector<std::vector<float>> grads[2];
+    for (int m = 0; m < 2; ++m)
+      (m ? plain : fused)->named_parameters([&](const std::string&, nn::Parameter& p) {
+        grads[m].push_back(p.grad.to_vector());
+      });
+    EXPECT_EQ(grads[0], grads[1]) << "parameter gradients";
+    fused->eval();
+    plain->eval();
+    fused->set_residual(r);
+    EXPECT_EQ(fused->forward(x).to_vector(), ops::add_relu(plain->forward(x), r).to_vector())
+        << "inference";
+    EXPECT_THROW(plain->set_residual(r), Error) << "a norm that does not add one";
+  }
+  // Norms without these fusions say so and stay as they are.
   nn::BuildContext ctx(1);
-  for (const std::string norm : {"ln+gni:4", "none"})
+  for (const std::string norm : {"ln+gni:4", "none"}) {
     EXPECT_FALSE(nn::make_norm(norm, 16, ctx, "n")->fuse_relu()) << norm;
+    EXPECT_FALSE(nn::make_norm(norm, 16, ctx, "n")->fuse_residual_relu()) << norm;
+  }
 }
 
 void expect_same_training(const TrainedNet& a, const TrainedNet& b) {

@@ -81,13 +81,16 @@ struct TrainedNet {
 };
 TrainedNet train_small_net(const std::string& norm, Device device);
 
-// The norms' fused ReLU (BatchNormDesc::relu and the same flag of GBN, XBN and the fused block)
-// on `device`, in every layout: the reference with the flag is exactly max(., 0) of the reference
-// without it (outputs other than y unchanged), and the device's kernels match the reference.
-void expect_norm_ops_fuse_relu(Device device, Tolerance tol);
+// The norms' fused epilogues (BatchNormDesc::relu and ::residual, and the same flags of GBN, XBN
+// and the fused block) on `device`, in every layout: the reference with them is exactly max(., 0)
+// and/or + residual of the reference without them (outputs other than y unchanged), and the
+// device's kernels match the reference.
+void expect_norm_ops_fuse_epilogues(Device device, Tolerance tol);
 // Each norm module that fuses a ReLU (Module::fuse_relu) trains and evaluates exactly as the same
-// module followed by a ReLU module: outputs, input gradients and parameter gradients.
-void expect_norm_modules_fuse_relu(Device device);
+// module followed by a ReLU module; one that fuses a block's residual add and ReLU
+// (fuse_residual_relu) exactly as the module followed by ops::add_relu: outputs, input gradients
+// and parameter gradients. Norms that cannot fuse say so.
+void expect_norm_modules_fuse_epilogues(Device device);
 // The same net trained twice (e.g. in two layouts): the same losses, parameters and evaluation
 // outputs up to fp32 summation order.
 void expect_same_training(const TrainedNet& a, const TrainedNet& b);

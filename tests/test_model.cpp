@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <tuple>
 
 #include "engine/checkpoint.hpp"
 #include "engine/nn.hpp"
@@ -428,10 +429,50 @@ TEST(Checkpoint, CorruptedFilesLoadOrFailCleanly) {
   std::filesystem::remove_all(dir);
 }
 
-// A norm with its ReLU fused (what the models build) computes exactly what the norm and a ReLU
-// module compute, forward, backward and in evaluation.
-TEST(Model, NormsWithAFusedReluComputeWhatNormThenReluDoes) {
-  testkit::expect_norm_modules_fuse_relu(Device::cpu());
+// A norm with its ReLU fused, or its block's residual add and ReLU (what the models build),
+// computes exactly what the norm and a ReLU module (or ops::add_relu) compute, forward, backward
+// and in evaluation.
+TEST(Model, NormsWithFusedEpiloguesComputeWhatTheUnfusedLayersDo) {
+  testkit::expect_norm_modules_fuse_epilogues(Device::cpu());
+}
+
+// A ResNet block (which fuses its add and last ReLU into its second norm where it can) computes,
+// bit for bit, conv-norm-ReLU-conv-norm plus the shortcut, then a ReLU, built from separate layers
+// with the same initialization: forward, input gradient and parameter gradients. With an identity
+// shortcut and with a convolution one; "ln+gni" cannot fuse and takes ops::add_relu.
+TEST(Model, BasicBlockAddsItsShortcutBeforeItsLastRelu) {
+  for (const std::string norm : {"bn", "gni:4", "gbn:4", "xbn:4", "ln+gni:4"}) {
+    for (const auto& [in, out, stride] : {std::tuple<int, int, int>{8, 8, 1}, {8, 16, 2}}) {
+      SCOPED_TRACE(norm + " " + std::to_string(in) + "->" + std::to_string(out));
+      nn::BuildContext ca(5), cb(5);
+      nn::BasicBlock block(ca, in, out, stride, norm, "b");
+      // The block's construction order: conv1, bn1, conv2, bn2, then the shortcut's conv and norm.
+      nn::Sequential main, shortcut;
+      main.add("conv1", std::make_shared<nn::Conv2d>(cb, in, out, 3, stride, 1));
+      main.add("bn1", nn::make_norm(norm, out, cb, "b.bn1"));
+      main.add("relu", std::make_shared<nn::ReLU>());
+      main.add("conv2", std::make_shared<nn::Conv2d>(cb, out, out, 3, 1, 1));
+      main.add("bn2", nn::make_norm(norm, out, cb, "b.bn2"));
+      if (stride != 1 || in != out) {
+        shortcut.add("0", std::make_shared<nn::Conv2d>(cb, in, out, 1, stride, 0));
+        shortcut.add("1", nn::make_norm(norm, out, cb, "b.shortcut.1"));
+      }
+      const Tensor x = normal_tensor({8, in, 6, 6}, 3);
+      const Tensor dy = random_tensor({8, out, 6 / stride, 6 / stride}, 4);
+      const Tensor y = ops::add_relu(main.forward(x), shortcut.forward(x));
+      EXPECT_EQ(block.forward(x).to_vector(), y.to_vector());
+      const Tensor g = ops::relu_backward(dy, y);
+      const Tensor dx = ops::add(main.backward(g), shortcut.backward(g));
+      EXPECT_EQ(block.backward(dy).to_vector(), dx.to_vector());
+      std::vector<std::vector<float>> grads[2];
+      block.named_parameters(
+          [&](const std::string&, nn::Parameter& p) { grads[0].push_back(p.grad.to_vector()); });
+      for (auto* m : {&main, &shortcut})
+        m->named_parameters(
+            [&](const std::string&, nn::Parameter& p) { grads[1].push_back(p.grad.to_vector()); });
+      EXPECT_EQ(grads[0], grads[1]) << "parameter gradients";
+    }
+  }
 }
 
 }  // namespace

@@ -18,6 +18,7 @@ void bn_fwd_train(const OpDesc& od, const KernelCall& c) {
   use_device(c.ctx->device.index, d.layer);
   NormFwdArgs a = bn_fwd_args(c, d.affine, d.eps, d.momentum);
   a.relu = d.relu;
+  a.residual = residual_input(d.layer, c, d.residual);
   norm_forward(a, d.layer);
 }
 
@@ -28,7 +29,8 @@ void bn_fwd_infer(const OpDesc& od, const KernelCall& c) {
   const auto v = bcs_of(c.in[0].desc.shape);
   bn_inference(c.in[0].f32(), c.out[0].f32(), c.in[1].f32(), c.in[2].f32(),
                d.affine ? c.in[3].f32() : nullptr, d.affine ? c.in[4].f32() : nullptr, v.B, v.C,
-               v.S, d.eps, c.in[0].desc.layout == Layout::nhwc, d.relu, d.layer);
+               v.S, d.eps, c.in[0].desc.layout == Layout::nhwc,
+               residual_input(d.layer, c, d.residual), d.relu, d.layer);
 }
 
 void bn_bwd(const OpDesc& od, const KernelCall& c) {
@@ -38,13 +40,13 @@ void bn_bwd(const OpDesc& od, const KernelCall& c) {
   norm_backward(bn_bwd_args(c, d.affine, d.eps), d.layer);
 }
 
-// --- cuDNN's batch norm: affine only (it always takes scale and bias), without a fused ReLU (the
-// legacy API has none); it saves the inverse standard deviation, which our op contract turns
-// into the biased variance.
+// --- cuDNN's batch norm: affine only (it always takes scale and bias), without a fused ReLU or
+// residual (the legacy API has neither); it saves the inverse standard deviation, which our op
+// contract turns into the biased variance.
 bool cudnn_bn_supported(const OpDesc& od, const KernelCall& c) {
   const auto* d = dynamic_cast<const prim::BatchNormDesc*>(&od);
-  return d && d->affine && !d->relu && !c.in.empty() && c.in[0].desc.numel() < INT_MAX &&
-         d->eps >= CUDNN_BN_MIN_EPSILON;
+  return d && d->affine && !d->relu && !d->residual && !c.in.empty() &&
+         c.in[0].desc.numel() < INT_MAX && d->eps >= CUDNN_BN_MIN_EPSILON;
 }
 
 namespace {

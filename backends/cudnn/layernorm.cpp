@@ -30,7 +30,7 @@ void affine_fwd(const OpDesc& od, const KernelCall& c) {
   const auto [B, C, S] = prim::validate_affine_fwd(d, c);
   use_device(c.ctx->device.index, d.layer);
   bn_inference(c.in[0].f32(), c.out[0].f32(), nullptr, nullptr, c.in[1].f32(), c.in[2].f32(), B, C,
-               S, 0.f, false, false, d.layer);
+               S, 0.f, false, nullptr, false, d.layer);
 }
 
 void affine_bwd(const OpDesc& od, const KernelCall& c) {
@@ -38,7 +38,7 @@ void affine_bwd(const OpDesc& od, const KernelCall& c) {
   const auto [B, C, S] = prim::validate_affine_bwd(d, c);
   use_device(c.ctx->device.index, d.layer);
   bn_inference(c.in[0].f32(), c.out[0].f32(), nullptr, nullptr, c.in[2].f32(), nullptr, B, C, S,
-               0.f, false, false, d.layer);
+               0.f, false, nullptr, false, d.layer);
   channel_affine_grads(c.in[0].f32(), c.in[1].f32(), c.out[1].f32(), c.out[2].f32(), B, C, S,
                        d.layer);
 }

@@ -91,6 +91,7 @@ NormFwdArgs xbn_fwd_args(const prim::GhostBatchNormDesc& d, const KernelCall& c)
   NormFwdArgs a = bn_fwd_args(c, d.affine, d.eps, d.momentum);
   a.groups = norm_groups(d, a.B);
   a.relu = d.relu;
+  a.residual = residual_input(d.layer, c, d.residual);
   return a;
 }
 
@@ -130,6 +131,7 @@ NormFwdArgs bn_gni_fwd_args(const prim::BatchNormGhostNoiseDesc& d, const Kernel
   a.shift = c.out[3].f32();
   a.scale = c.out[4].f32();
   a.relu = d.relu;
+  a.residual = residual_input(d.noise.layer, c, d.residual);
   copy_noise_params(d.noise, a);
   return a;
 }

@@ -107,19 +107,30 @@ __device__ void plane_dot_sums(const float* __restrict__ gp, const float* __rest
 // max(v, 0) when `relu` (NaN to 0, as relu_fwd), else v.
 __device__ float relu_if(bool relu, float v) { return relu && !(v > 0.f) ? 0.f : v; }
 
-// yp = ca xp + co (then max(., 0) when `relu`).
-__device__ void plane_affine(const float* __restrict__ xp, float* __restrict__ yp, std::int64_t S,
-                             int lane, int lanes, float ca, float co, bool relu) {
+// A norm's output with its epilogue (primitives/core.hpp norm_out): v, plus the residual value r
+// when the pass adds one (`res`), then max(., 0) when `relu`.
+__device__ float norm_out(float v, bool res, float r, bool relu) {
+  return relu_if(relu, res ? v + r : v);
+}
+
+// yp = ca xp + co, plus rp (the plane's residual; null: none), then max(., 0) when `relu`.
+__device__ void plane_affine(const float* __restrict__ xp, float* __restrict__ yp,
+                             const float* __restrict__ rp, std::int64_t S, int lane, int lanes,
+                             float ca, float co, bool relu) {
+  const bool res = rp != nullptr;
   if (S % 4 == 0) {
     const float4* x4 = reinterpret_cast<const float4*>(xp);
+    const float4* r4 = reinterpret_cast<const float4*>(rp);
     float4* y4 = reinterpret_cast<float4*>(yp);
     for (std::int64_t i = lane; i < S / 4; i += lanes) {
-      const float4 v = x4[i];
-      y4[i] = make_float4(relu_if(relu, fmaf(ca, v.x, co)), relu_if(relu, fmaf(ca, v.y, co)),
-                          relu_if(relu, fmaf(ca, v.z, co)), relu_if(relu, fmaf(ca, v.w, co)));
+      const float4 v = x4[i], r = res ? r4[i] : make_float4(0.f, 0.f, 0.f, 0.f);
+      y4[i] = make_float4(
+          norm_out(fmaf(ca, v.x, co), res, r.x, relu), norm_out(fmaf(ca, v.y, co), res, r.y, relu),
+          norm_out(fmaf(ca, v.z, co), res, r.z, relu), norm_out(fmaf(ca, v.w, co), res, r.w, relu));
     }
   } else {
-    for (std::int64_t i = lane; i < S; i += lanes) yp[i] = relu_if(relu, fmaf(ca, xp[i], co));
+    for (std::int64_t i = lane; i < S; i += lanes)
+      yp[i] = norm_out(fmaf(ca, xp[i], co), res, res ? rp[i] : 0.f, relu);
   }
 }
 
@@ -157,7 +168,8 @@ struct ApplyArgs {
   const float *shift = nullptr, *scale = nullptr;
   float eps = 0.f;
   NormGroups groups;
-  bool relu = false;  // y = max(ca x + co, 0)
+  bool relu = false;                // y = max(ca x + co (+ r), 0)
+  const float* residual = nullptr;  // r, like x: added before the ReLU; null: none
   // The coefficients of (sample b, channel c) of C channels.
   __device__ ApplyCoef at(std::int64_t b, std::int64_t c, std::int64_t C) const {
     const std::int64_t gc = groups.of(b) * C + c, bc = b * C + c;
@@ -452,7 +464,8 @@ __global__ void plane_apply_kernel(const float* __restrict__ x, float* __restric
   const std::int64_t plane = pl.plane();
   if (plane >= BC) return;
   const auto k = ap.at(plane / C, plane % C, C);
-  plane_affine(x + plane * S, y + plane * S, S, pl.lane(), pl.lanes, k.ca, k.co, ap.relu);
+  plane_affine(x + plane * S, y + plane * S, ap.residual ? ap.residual + plane * S : nullptr, S,
+               pl.lane(), pl.lanes, k.ca, k.co, ap.relu);
 }
 
 // The channel-last passes over [B, S, C] walk chunks of kChunk floats of one sample: grid
@@ -487,11 +500,13 @@ __global__ void channel_last_apply_kernel(const float* __restrict__ x, float* __
   std::int64_t c = (begin + t * V) % C;
   for (std::int64_t i = begin + t * V; i < end;
        i += T * V, c = c + c_step < C ? c + c_step : c + c_step - C) {
-    float v[V];
+    float v[V], r[V] = {};
     load<V>(x + b * n + i, v);
+    const bool res = ap.residual != nullptr;
+    if (res) load<V>(ap.residual + b * n + i, r);
     for (int j = 0; j < V; ++j) {
       const ApplyCoef k = cached ? ApplyCoef{cf[c + j], cf[C + c + j]} : ap.at(b, c + j, C);
-      v[j] = relu_if(ap.relu, fmaf(k.ca, v[j], k.co));
+      v[j] = norm_out(fmaf(k.ca, v[j], k.co), res, r[j], ap.relu);
     }
     store<V>(y + b * n + i, v);
   }
@@ -865,7 +880,8 @@ __global__ void __launch_bounds__(1024) resident_fwd_kernel(NormFwdArgs a, Plane
     const float mu = a.normalize ? st[0] : 0.f, inv = a.normalize ? rsqrtf(st[1] + a.bn_eps) : 1.f;
     const auto k = apply_coef(g, be, mu, inv, a.noise ? sh[b] : 0.f, a.noise ? 1.f / sc[b] : 1.f);
     const std::int64_t off = (b * C + c) * S;
-    plane_affine(a.x + off, a.y + off, S, lane, pl.lanes, k.ca, k.co, a.relu);
+    plane_affine(a.x + off, a.y + off, a.residual ? a.residual + off : nullptr, S, lane, pl.lanes,
+                 k.ca, k.co, a.relu);
   }
 }
 
@@ -1010,7 +1026,8 @@ void norm_forward(const NormFwdArgs& a_in, std::string_view op) {
                      a.noise ? a.scale : nullptr,
                      a.bn_eps,
                      a.groups,
-                     a.relu};
+                     a.relu,
+                     a.residual};
   if (a.channel_last) {
     channel_last_sums(a.x, nullptr, nullptr, NormGroups{}, a.B, a.C, a.S, m1, m2, op);
   } else {
@@ -1081,10 +1098,10 @@ void xbn_forward(const NormFwdArgs& a, std::string_view op) {
   GHOSTNN_LAUNCH(xbn_stats_kernel, static_cast<unsigned>(a.C), kThreads, 0)(a, s, s + BC);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
   const NormGroups per_sample{a.B, 1, false};  // statistics indexed by sample
-  apply_pass(
-      a.x, a.y,
-      ApplyArgs{a.mean, a.var, a.gamma, a.beta, nullptr, nullptr, a.bn_eps, per_sample, a.relu},
-      a.B, a.C, a.S, false, op);
+  apply_pass(a.x, a.y,
+             ApplyArgs{a.mean, a.var, a.gamma, a.beta, nullptr, nullptr, a.bn_eps, per_sample,
+                       a.relu, a.residual},
+             a.B, a.C, a.S, false, op);
 }
 
 void xbn_backward(const NormBwdArgs& a, std::string_view op) {
@@ -1136,9 +1153,10 @@ void channel_affine_grads(const float* dy, const float* x, float* dgamma, float*
 
 void bn_inference(const float* x, float* y, const float* m, const float* v, const float* gamma,
                   const float* beta, std::int64_t B, std::int64_t C, std::int64_t S, float eps,
-                  bool channel_last, bool relu, std::string_view op) {
-  apply_pass(x, y, ApplyArgs{m, v, gamma, beta, nullptr, nullptr, eps, NormGroups{}, relu}, B, C, S,
-             channel_last, op);
+                  bool channel_last, const float* residual, bool relu, std::string_view op) {
+  apply_pass(x, y,
+             ApplyArgs{m, v, gamma, beta, nullptr, nullptr, eps, NormGroups{}, relu, residual}, B,
+             C, S, channel_last, op);
 }
 
 }  // namespace ghostnn::cudnn

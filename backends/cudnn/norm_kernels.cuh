@@ -66,6 +66,7 @@ struct NormFwdArgs {
   float bn_eps = 1e-5f, momentum = 0.1f;
   bool channel_last = false;  // x is [B, S, C] (nhwc, or GNI's channel_last); else NCHW planes
   bool relu = false;          // y = max(y, 0) in the apply pass
+  const float* residual = nullptr;  // like x: y = norm(x) + residual (before the ReLU); null: none
   // Offset of the pivot x[0, c, 0] (sample 0, position 0) the moments are taken about.
   GHOSTNN_HD std::int64_t pivot(std::int64_t c) const { return channel_last ? c : c * S; }
   // GNI parameters
@@ -105,10 +106,11 @@ void norm_backward(const NormBwdArgs& a, std::string_view op);
 // y = (x - shift[b,c]) / scale[b,c] (shift may be null): GNI's apply and backward.
 void scale_planes(const float* x, float* y, const float* shift, const float* scale, std::int64_t B,
                   std::int64_t C, std::int64_t S, bool channel_last, std::string_view op);
-// y = gamma_c (x - m_c) / sqrt(v_c + eps) + beta_c (then max(y, 0) when `relu`): BN inference.
+// y = gamma_c (x - m_c) / sqrt(v_c + eps) + beta_c (plus residual when not null, then max(y, 0)
+// when `relu`): BN inference.
 void bn_inference(const float* x, float* y, const float* m, const float* v, const float* gamma,
                   const float* beta, std::int64_t B, std::int64_t C, std::int64_t S, float eps,
-                  bool channel_last, bool relu, std::string_view op);
+                  bool channel_last, const float* residual, bool relu, std::string_view op);
 
 // Exclusive BN (primitives/xbn.hpp): per-plane moments, one block per channel for every sample's
 // leave-one-out statistics within its group (and BN's running statistics), one apply launch;

@@ -137,9 +137,10 @@ void own_bn_fwd_train(const OpDesc& od, const KernelCall& c) {
   prim::validate_bn_fwd_train(d, c);
   const auto p = planes_of(c.in[0].desc);
   const auto [B, C, S, lanes] = p;
-  const auto st = grouped_bn_forward(c.in[0].f32(), c.out[0].f32(), p, Groups{},
-                                     d.affine ? c.in[1].f32() : nullptr,
-                                     d.affine ? c.in[2].f32() : nullptr, d.eps, d.relu);
+  const auto st =
+      grouped_bn_forward(c.in[0].f32(), c.out[0].f32(), p, Groups{},
+                         d.affine ? c.in[1].f32() : nullptr, d.affine ? c.in[2].f32() : nullptr,
+                         d.eps, Epilogue{residual_input(d.layer, c, d.residual), d.relu});
   const double n = static_cast<double>(B * S);
   std::vector<double> unbiased(C);
   for (std::int64_t ch = 0; ch < C; ++ch) {
@@ -170,7 +171,7 @@ void own_bn_fwd_infer(const OpDesc& od, const KernelCall& c) {
       [&](std::int64_t k) {
         return std::array<float, 2>{a[k % C], o[k % C]};
       },
-      d.relu);
+      Epilogue{residual_input(d.layer, c, d.residual), d.relu});
 }
 
 void own_bn_bwd(const OpDesc& od, const KernelCall& c) {

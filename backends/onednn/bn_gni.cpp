@@ -36,7 +36,7 @@ void bn_gni_fwd_train(const OpDesc& od, const KernelCall& c) {
         const double o = beta[ch] - gamma[ch] * (mean[ch] * inv[ch] + shift[k]) / scale[k];
         return std::array<float, 2>{static_cast<float>(a), static_cast<float>(o)};
       },
-      d.relu);
+      Epilogue{residual_input(d.noise.layer, c, d.residual), d.relu});
   const double n = static_cast<double>(B * S);
   std::vector<double> unbiased(C);
   for (std::int64_t ch = 0; ch < C; ++ch) {

@@ -15,9 +15,10 @@ void gbn_fwd_train(const OpDesc& od, const KernelCall& c) {
   const auto C = p.C;
   const auto g = prim::ghost_groups(d, p.B);
   const Groups groups{g.count, g.group_of.data(), g.size.data()};
-  const auto st = grouped_bn_forward(c.in[0].f32(), c.out[0].f32(), p, groups,
-                                     d.affine ? c.in[1].f32() : nullptr,
-                                     d.affine ? c.in[2].f32() : nullptr, d.eps, d.relu);
+  const auto st =
+      grouped_bn_forward(c.in[0].f32(), c.out[0].f32(), p, groups,
+                         d.affine ? c.in[1].f32() : nullptr, d.affine ? c.in[2].f32() : nullptr,
+                         d.eps, Epilogue{residual_input(d.layer, c, d.residual), d.relu});
   std::vector<double> avg_mean(C, 0.0), avg_var(C, 0.0);
   for (std::int64_t k = 0; k < g.count * C; ++k) {
     c.out[1].f32()[k] = static_cast<float>(st.mean[k]);

@@ -8,7 +8,7 @@
 namespace ghostnn::onednn {
 
 GroupStats grouped_bn_forward(const float* x, float* y, const Planes& p, const Groups& g,
-                              const float* gamma, const float* beta, float eps, bool relu) {
+                              const float* gamma, const float* beta, float eps, Epilogue e) {
   const auto [B, C, S, lanes] = p;
   const auto m = channel_pivot_moments(x, p, false);
   std::vector<double> s1(g.count * C, 0.0), s2(g.count * C, 0.0);
@@ -38,7 +38,7 @@ GroupStats grouped_bn_forward(const float* x, float* y, const Planes& p, const G
         const auto gk = g.of(k / C) * C + k % C;
         return std::array<float, 2>{scale[gk], offset[gk]};
       },
-      relu);
+      e);
   return st;
 }
 

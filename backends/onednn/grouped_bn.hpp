@@ -17,13 +17,13 @@ struct Groups {
   std::int64_t of(std::int64_t b) const { return group_of ? group_of[b] : 0; }
 };
 
-// Writes y (max(y, 0) when `relu`) and returns, per (group, channel), the mean and the biased
-// variance ([count * C]).
+// Writes y (then the epilogue: residual, ReLU) and returns, per (group, channel), the mean and the
+// biased variance ([count * C]).
 struct GroupStats {
   std::vector<double> mean, var;
 };
 GroupStats grouped_bn_forward(const float* x, float* y, const Planes& p, const Groups& g,
-                              const float* gamma, const float* beta, float eps, bool relu);
+                              const float* gamma, const float* beta, float eps, Epilogue e);
 
 // dx (and dgamma, dbeta when not null) from the saved per-(group, channel) mean and variance.
 void grouped_bn_backward(const float* dy, const float* x, float* dx, const Planes& p,

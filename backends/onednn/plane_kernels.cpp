@@ -28,15 +28,23 @@ GHOSTNN_CLONES PlaneDots plane_grad_dots(const float* dy, const float* x, std::i
   return {a, b};
 }
 
+// One loop per epilogue, so that each vectorizes without branches.
 GHOSTNN_CLONES void plane_affine(const float* x, float* y, std::int64_t S, float a, float b,
-                                 bool relu) {
-  if (relu) {
+                                 Epilogue e) {
+  const float* r = e.r;
+  if (r && e.relu) {
+#pragma omp simd
+    for (std::int64_t i = 0; i < S; ++i) y[i] = relu_if(true, (a * x[i] + b) + r[i]);
+  } else if (r) {
+#pragma omp simd
+    for (std::int64_t i = 0; i < S; ++i) y[i] = (a * x[i] + b) + r[i];
+  } else if (e.relu) {
 #pragma omp simd
     for (std::int64_t i = 0; i < S; ++i) y[i] = relu_if(true, a * x[i] + b);
-    return;
-  }
+  } else {
 #pragma omp simd
-  for (std::int64_t i = 0; i < S; ++i) y[i] = a * x[i] + b;
+    for (std::int64_t i = 0; i < S; ++i) y[i] = a * x[i] + b;
+  }
 }
 
 GHOSTNN_CLONES void plane_bwd(const float* dy, const float* x, float* dx, std::int64_t S, float a,
@@ -84,17 +92,32 @@ GHOSTNN_CLONES void block_grad_dots(const float* dy, const float* x, std::int64_
 }
 
 GHOSTNN_CLONES void block_affine(const float* x, float* y, std::int64_t S, const float* a,
-                                 const float* b, bool relu) {
-  if (relu) {
+                                 const float* b, Epilogue e) {
+  const float* r = e.r;
+  if (r && e.relu) {
+    for (std::int64_t i = 0; i < S; ++i)
+#pragma omp simd
+      for (std::int64_t l = 0; l < kBlock; ++l) {
+        const auto k = i * kBlock + l;
+        y[k] = relu_if(true, (a[l] * x[k] + b[l]) + r[k]);
+      }
+  } else if (r) {
+    for (std::int64_t i = 0; i < S; ++i)
+#pragma omp simd
+      for (std::int64_t l = 0; l < kBlock; ++l) {
+        const auto k = i * kBlock + l;
+        y[k] = (a[l] * x[k] + b[l]) + r[k];
+      }
+  } else if (e.relu) {
     for (std::int64_t i = 0; i < S; ++i)
 #pragma omp simd
       for (std::int64_t l = 0; l < kBlock; ++l)
         y[i * kBlock + l] = relu_if(true, a[l] * x[i * kBlock + l] + b[l]);
-    return;
-  }
-  for (std::int64_t i = 0; i < S; ++i)
+  } else {
+    for (std::int64_t i = 0; i < S; ++i)
 #pragma omp simd
-    for (std::int64_t l = 0; l < kBlock; ++l) y[i * kBlock + l] = a[l] * x[i * kBlock + l] + b[l];
+      for (std::int64_t l = 0; l < kBlock; ++l) y[i * kBlock + l] = a[l] * x[i * kBlock + l] + b[l];
+  }
 }
 
 GHOSTNN_CLONES void block_bwd(const float* dy, const float* x, float* dx, std::int64_t S,

@@ -25,8 +25,16 @@ struct PlaneDots {
 };
 PlaneDots plane_grad_dots(const float* dy, const float* x, std::int64_t S, float pivot);
 
-// y = a * x + b, then max(y, 0) when `relu` (relu_if)
-void plane_affine(const float* x, float* y, std::int64_t S, float a, float b, bool relu = false);
+// What a norm's apply pass does after y = a x + b (core.hpp norm_out): add the residual r (the
+// same run of floats as x, in x's layout; none when null), then max(., 0) when `relu`.
+struct Epilogue {
+  const float* r = nullptr;
+  bool relu = false;
+  Epilogue at(std::int64_t offset) const { return {r ? r + offset : nullptr, relu}; }
+};
+
+// y = a * x + b, then the epilogue
+void plane_affine(const float* x, float* y, std::int64_t S, float a, float b, Epilogue e = {});
 // dx = a * dy + bx * x + c
 void plane_bwd(const float* dy, const float* x, float* dx, std::int64_t S, float a, float bx,
                float c);
@@ -37,7 +45,7 @@ void block_moments(const float* x, std::int64_t S, const float* pivot, double* s
 void block_grad_dots(const float* dy, const float* x, std::int64_t S, const float* pivot,
                      double* sdy, double* sdyx);
 void block_affine(const float* x, float* y, std::int64_t S, const float* a, const float* b,
-                  bool relu = false);
+                  Epilogue e = {});
 void block_bwd(const float* dy, const float* x, float* dx, std::int64_t S, const float* a,
                const float* bx, const float* c);
 
@@ -97,13 +105,14 @@ void all_grad_dots(const float* dy, const float* x, const Planes& p, Pivot pivot
                     sdyx + u * kBlock);
   });
 }
-// y = a x + o per plane, coef(k) -> std::array<float, 2>{a, o}; then max(y, 0) when `relu`.
+// y = a x + o per plane, coef(k) -> std::array<float, 2>{a, o}; then the epilogue (e.r: the whole
+// residual, like x).
 template <typename Coef>
-void all_affine(const float* x, float* y, const Planes& p, Coef coef, bool relu = false) {
+void all_affine(const float* x, float* y, const Planes& p, Coef coef, Epilogue e = {}) {
   parallel_for(p.units(), [&](std::int64_t u) {
     if (p.lanes == 1) {
       const std::array<float, 2> c = coef(u);
-      plane_affine(x + u * p.S, y + u * p.S, p.S, c[0], c[1], relu);
+      plane_affine(x + u * p.S, y + u * p.S, p.S, c[0], c[1], e.at(u * p.S));
       return;
     }
     float a[kBlock], o[kBlock];
@@ -112,7 +121,7 @@ void all_affine(const float* x, float* y, const Planes& p, Coef coef, bool relu 
       a[l] = c[0];
       o[l] = c[1];
     }
-    block_affine(x + u * p.run(), y + u * p.run(), p.S, a, o, relu);
+    block_affine(x + u * p.run(), y + u * p.run(), p.S, a, o, e.at(u * p.run()));
   });
 }
 // dx = a dy + bx x + c per plane, coef(k) -> std::array<float, 3>{a, bx, c}.

@@ -39,12 +39,14 @@ void register_backend(Registry& r) {
   own(op::bn_fwd_train, own_bn_fwd_train, LR::like_output);
   own(op::bn_fwd_infer, own_bn_fwd_infer, LR::like_output);
   own(op::bn_bwd, own_bn_bwd, LR::like_output);
-  // oneDNN's BN has no ReLU for our op contract (its fused ReLU needs a workspace): ours only.
-  const Supports no_relu = [](const OpDesc& d, const KernelCall&) {
-    return !dynamic_cast<const prim::BatchNormDesc&>(d).relu;
+  // oneDNN's BN has no ReLU for our op contract (its fused ReLU needs a workspace) and no
+  // residual: ours only.
+  const Supports plain_bn = [](const OpDesc& d, const KernelCall&) {
+    const auto& bn = dynamic_cast<const prim::BatchNormDesc&>(d);
+    return !bn.relu && !bn.residual;
   };
-  r.add_kernel(std::string(op::bn_fwd_train), DeviceType::cpu, be, bn_fwd_train, no_relu);
-  r.add_kernel(std::string(op::bn_fwd_infer), DeviceType::cpu, be, bn_fwd_infer, no_relu);
+  r.add_kernel(std::string(op::bn_fwd_train), DeviceType::cpu, be, bn_fwd_train, plain_bn);
+  r.add_kernel(std::string(op::bn_fwd_infer), DeviceType::cpu, be, bn_fwd_infer, plain_bn);
   add(op::bn_bwd, bn_bwd);
   own(op::gbn_fwd_train, gbn_fwd_train, LR::like_output);
   own(op::gbn_bwd, gbn_bwd, LR::like_output);

@@ -42,7 +42,7 @@ void xbn_fwd_train(const OpDesc& od, const KernelCall& c) {
         return std::array<float, 2>{static_cast<float>(ga * inv),
                                     static_cast<float>(be - ga * inv * (mp + m.pivot[ch]))};
       },
-      d.relu);
+      Epilogue{residual_input(d.layer, c, d.residual), d.relu});
   const double n = static_cast<double>(B * S);
   std::vector<double> mean(C), unbiased(C);
   for (std::int64_t ch = 0; ch < C; ++ch) {
