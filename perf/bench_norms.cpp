@@ -1,7 +1,10 @@
 // Norm primitives on the CPU (and the GPU when present): BatchNorm (oneDNN), GhostBatchNorm,
 // GhostNoise alone, the fused BatchNormGhostNoise block and the same block unfused
 // (BN without affine -> GNI -> gain/bias, the gain/bias as a BN inference with mean 0, var 1-eps),
-// ExclusiveBatchNorm (N=16) and LayerNormAffine (layer norm, then gain/bias).
+// ExclusiveBatchNorm (N=16) and LayerNormAffine (layer norm, then gain/bias); and, forward only,
+// a ResNet block's last norm, add and ReLU: the fused block with the residual and ReLU in its
+// apply pass (BatchNormGhostNoiseAddRelu) against the fused block, then ops::add_relu
+// (BatchNormGhostNoiseThenAddRelu).
 // BatchNorm is the default kernel (ours on both devices); BatchNorm_onednn and BatchNorm_cudnn
 // are the vendor libraries' BN, the baselines the targets name.
 // Each benchmark reports bytes moved (GB/s) and `vs_copy`: its time over that of a plain copy of
@@ -20,6 +23,7 @@
 #include "engine/ops.hpp"
 #include "primitives/batchnorm.hpp"
 #include "primitives/bn_gni.hpp"
+#include "primitives/eltwise.hpp"
 #include "primitives/gbn.hpp"
 #include "primitives/gni.hpp"
 #include "primitives/layernorm.hpp"
@@ -39,7 +43,18 @@ using bench::copy_seconds;
 using bench::shape_name;
 
 // bn_library: the vendor library's BN (oneDNN on the CPU, cuDNN on the GPU); bn: the default.
-enum class Op { bn, bn_library, gbn, gni, fused, unfused, xbn, layer_norm };
+enum class Op {
+  bn,
+  bn_library,
+  gbn,
+  gni,
+  fused,
+  unfused,
+  xbn,
+  layer_norm,
+  add_relu,
+  then_add_relu
+};
 const char* library_backend(Device d) { return d.type == DeviceType::cpu ? "onednn" : "cudnn"; }
 
 std::string op_name(Op op, Device d) {
@@ -60,6 +75,10 @@ std::string op_name(Op op, Device d) {
       return "ExclusiveBatchNorm";
     case Op::layer_norm:
       return "LayerNormAffine";
+    case Op::add_relu:
+      return "BatchNormGhostNoiseAddRelu";
+    case Op::then_add_relu:
+      return "BatchNormGhostNoiseThenAddRelu";
   }
   return "?";
 }
@@ -68,12 +87,13 @@ struct Fixture {
   Shape s;
   Device dev;
   std::int64_t B, C;
-  Tensor x, y, dy, dx, t1, t2, gamma, beta, mean, var, rmean, rvar, shift, scale, gmean, gvar,
+  Tensor x, y, dy, dx, t1, t2, r, gamma, beta, mean, var, rmean, rvar, shift, scale, gmean, gvar,
       dgamma, dbeta, zeros, ones, smean, svar, lmean, lvar;
   prim::BatchNormDesc bn, bn_plain, gain_bias;
   prim::GhostBatchNormDesc gbn;
   prim::GhostNoiseDesc gni;
-  prim::BatchNormGhostNoiseDesc fused;
+  prim::BatchNormGhostNoiseDesc fused, fused_add_relu;
+  prim::AddDesc add_relu_desc;
   prim::ExclusiveBatchNormDesc xbn;
   prim::LayerNormDesc ln;
   prim::ChannelAffineDesc affine;
@@ -91,6 +111,7 @@ struct Fixture {
     };
     x = rnd(s, -1, 2).to_layout(layout);
     dy = rnd(s, -1, 1).to_layout(layout);
+    r = rnd(s, -1, 1).to_layout(layout);
     y = Tensor::empty(s, dev, DType::f32, layout);
     dx = Tensor::empty(s, dev, DType::f32, layout);
     t1 = Tensor::empty(s, dev, DType::f32, layout);
@@ -113,6 +134,9 @@ struct Fixture {
     gvar = Tensor::zeros({B / 16, C}, dev);
     gni.ghost_batch = 16;
     fused.noise.ghost_batch = 16;
+    fused_add_relu = fused;
+    fused_add_relu.residual = fused_add_relu.relu = true;
+    add_relu_desc.relu = true;
     xbn.ghost_batch = 16;
     smean = Tensor::zeros({B, C}, dev);
     svar = Tensor::zeros({B, C}, dev);
@@ -151,6 +175,15 @@ struct Fixture {
         ops::call(prim::op::ln_fwd, ln, {x}, {t1, lmean, lvar});
         ops::call(prim::op::affine_fwd, affine, {t1, gamma, beta}, {y});
         break;
+      case Op::add_relu:
+        ops::call(prim::op::bn_gni_fwd_train, fused_add_relu, {x, gamma, beta, r},
+                  {y, mean, var, shift, scale, rmean, rvar});
+        break;
+      case Op::then_add_relu:
+        ops::call(prim::op::bn_gni_fwd_train, fused, {x, gamma, beta},
+                  {t1, mean, var, shift, scale, rmean, rvar});
+        ops::call(prim::op::add_fwd, add_relu_desc, {t1, r}, {y});
+        break;
     }
   }
   void backward(Op op) {
@@ -184,15 +217,18 @@ struct Fixture {
         ops::call(prim::op::affine_bwd, affine, {dy, t1, gamma}, {t2, dgamma, dbeta});
         ops::call(prim::op::ln_bwd, ln, {t2, x, lmean, lvar}, {dx});
         break;
+      case Op::add_relu:
+      case Op::then_add_relu:
+        break;  // forward only: the backward is the fused block's
     }
   }
 };
 
-// Bytes a pass must move at the least: forward reads x and writes y; the backward also reads
-// x and dy and writes dx (GNI's backward reads only dy).
+// Bytes a pass must move at the least: forward reads x (and the residual) and writes y; the
+// backward also reads x and dy and writes dx (GNI's backward reads only dy).
 double min_bytes(Op op, bool with_backward, const Shape& s) {
   const double t = static_cast<double>(shape_numel(s)) * 4;
-  double b = 2 * t;
+  double b = op == Op::add_relu || op == Op::then_add_relu ? 3 * t : 2 * t;
   if (with_backward) b += op == Op::gni ? 2 * t : 3 * t;
   return b;
 }
@@ -234,10 +270,12 @@ int register_all() {
   for (auto dev : devices)
     for (const auto& s : kShapes)
       for (Op op : {Op::bn, Op::bn_library, Op::gbn, Op::gni, Op::fused, Op::unfused, Op::xbn,
-                    Op::layer_norm})
+                    Op::layer_norm, Op::add_relu, Op::then_add_relu})
         for (bool bwd : {false, true}) {
+          const bool forward_only = op == Op::add_relu || op == Op::then_add_relu;
+          if (bwd && forward_only) continue;
           const bool blocked_kernel =
-              op == Op::bn || op == Op::gbn || op == Op::fused || op == Op::xbn;
+              op == Op::bn || op == Op::gbn || op == Op::fused || op == Op::xbn || forward_only;
           std::vector<Layout> layouts{Layout::plain};
           if (dev.type == DeviceType::cpu && blocked_kernel) layouts.push_back(Layout::nchw8c);
           for (const Layout layout : layouts)
