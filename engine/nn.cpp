@@ -110,10 +110,18 @@ Conv2d::Conv2d(BuildContext& ctx, std::int64_t in, std::int64_t out, std::int64_
 }
 
 Tensor Conv2d::forward(const Tensor& x) {
-  const auto& w = params_[0].second.value;
-  const Shape ys = prim::conv_output_shape(desc_, x.shape(), w.shape());
+  auto& wp = params_[0].second;
+  const Shape ys = prim::conv_output_shape(desc_, x.shape(), wp.value.shape());
   Tensor y = Tensor::empty(ys, x.device(), DType::f32, activation_layout(x.device(), ys));
-  std::vector<Tensor> in{x, w};
+  // On the GPU the weight (and its gradient) take the output's layout, the one the convolution
+  // kernels compute in (their LayoutRule), once, so that cuDNN's channels-last convolutions need
+  // no filter conversions at each call (the optimizer's buffer follows: optim::Sgd). On the CPU,
+  // oneDNN takes plain weights in every layout.
+  if (x.device().type == DeviceType::cuda && wp.value.layout() != y.layout()) {
+    wp.value = wp.value.to_layout(y.layout());
+    wp.grad = wp.grad.to_layout(y.layout());
+  }
+  std::vector<Tensor> in{x, wp.value};
   if (desc_.bias) in.push_back(params_[1].second.value);
   ops::call(prim::op::conv_fwd, desc_, in, {y});
   if (training_) x_ = x;

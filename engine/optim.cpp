@@ -30,6 +30,9 @@ void Sgd::step() {
     if (it == buffers_.end() || it->second.device() != p.value.device() ||
         it->second.shape() != p.value.shape())
       it = buffers_.insert_or_assign(name, Tensor::zeros(p.value.shape(), p.value.device())).first;
+    // A GPU convolution's weight follows its activations' layout (Conv2d): so does its buffer.
+    if (it->second.layout() != p.value.layout())
+      it->second = it->second.to_layout(p.value.layout());
     auto& g = groups[p.value.device().str()];
     g.grads.push_back(p.grad);
     g.outs.push_back(p.value);

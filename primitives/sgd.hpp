@@ -7,7 +7,8 @@
 // One call updates a whole model (one launch per few dozen tensors on the GPU).
 //
 //   sgd_step: in {grad_0 .. grad_n-1}   out {param_0 .. param_n-1, buf_0 .. buf_n-1}
-//             (params and buffers read and updated in place)
+//             (params and buffers read and updated in place; each param, its gradient and its
+//             buffer in one layout, any: the update is elementwise)
 #pragma once
 
 #include "primitives/core.hpp"

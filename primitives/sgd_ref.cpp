@@ -24,6 +24,15 @@ std::size_t validate_sgd(const SgdDesc& d, const KernelCall& c) {
     expect_shape(op::sgd_step, fmt::format("param {}", t), c.out[t].desc, c.in[t].desc.shape);
     expect_shape(op::sgd_step, fmt::format("momentum buffer {}", t), c.out[n + t].desc,
                  c.in[t].desc.shape);
+    // The update is elementwise in memory order: a kernel that takes any layout (the GPU's, for
+    // channels-last weights) needs the three in one.
+    const Layout l = c.out[t].desc.layout;
+    if (c.in[t].desc.layout != l || c.out[n + t].desc.layout != l)
+      fail(
+          "{}: param {} is {}, but its gradient is {} and its momentum buffer {}: all three must "
+          "share one layout",
+          op::sgd_step, t, layout_name(l), layout_name(c.in[t].desc.layout),
+          layout_name(c.out[n + t].desc.layout));
   }
   return n;
 }

@@ -157,6 +157,86 @@ TEST(Gpu, ConvolutionsGiveChannelsLastActivationsWhenOn) {
   EXPECT_TRUE(testkit::all_close(y, plain, kGpu, "nhwc convolution"));
 }
 
+// With channels-last activations a convolution's weight and gradient become channels last at its
+// first forward, and so does the optimizer's momentum buffer at its first step: a training step
+// converts no parameter-shaped tensor after that (only the data batch and around the pooling),
+// and the weights give the values and checkpoint bytes of plain ones. Off again, they return.
+TEST(Gpu, ConvolutionWeightsFollowTheirActivationsLayout) {
+  GHOSTNN_REQUIRE_GPU();
+  const Device gpu = Device::cuda();
+  auto net = nn::make_model("resnet20", "gni:4", 10, 3);
+  net->to(gpu);
+  std::vector<std::vector<float>> before;
+  std::vector<Shape> shapes;
+  net->named_parameters([&](const std::string&, nn::Parameter& p) {
+    before.push_back(p.value.to_vector());
+    shapes.push_back(p.value.shape());
+  });
+  optim::Sgd opt(*net, {0.1f, 0.9f, 1e-3f, true});
+  const Tensor x = normal_tensor({8, 3, 8, 8}, 1).to(gpu);
+  const Tensor labels = Tensor::from_vector({0, 1, 2, 3, 4, 5, 6, 7}, {8}).to(gpu);
+  auto step = [&] {
+    auto out = nn::cross_entropy(net->forward(x), labels);
+    net->backward(out.dlogits);
+    opt.step();
+  };
+  ChannelsLastActivations on(true);
+  net->eval();            // (an evaluation forward: the noise step and running statistics stay)
+  (void)net->forward(x);  // the first forward converts the weights: same values
+  net->train();
+  std::size_t i = 0;
+  net->named_parameters([&](const std::string& name, nn::Parameter& p) {
+    EXPECT_EQ(p.value.layout(), p.value.rank() == 4 ? Layout::nhwc : Layout::plain) << name;
+    EXPECT_EQ(p.grad.layout(), p.value.layout()) << name;
+    EXPECT_EQ(p.value.to_vector(), before[i++]) << name;
+  });
+  net->zero_grad();
+  step();
+  auto& d = Dispatcher::global();
+  d.set_profiling(true);
+  step();
+  const auto rows = d.profile();
+  d.set_profiling(false);
+  for (const auto& r : rows) {
+    if (r.op != "layout_convert") continue;
+    for (const auto& s : shapes) EXPECT_NE(r.shape, shape_str(s)) << "a parameter converted";
+  }
+  // The same training on plain weights (a fresh model, the same two steps) gives the same values.
+  auto ref = nn::make_model("resnet20", "gni:4", 10, 3);
+  ref->to(gpu);
+  optim::Sgd ref_opt(*ref, {0.1f, 0.9f, 1e-3f, true});
+  {
+    ChannelsLastActivations off(false);
+    for (int s = 0; s < 2; ++s) {
+      auto out = nn::cross_entropy(ref->forward(x), labels);
+      ref->backward(out.dlogits);
+      ref_opt.step();
+    }
+  }
+  std::vector<Tensor> trained;
+  net->named_parameters([&](const std::string&, nn::Parameter& p) { trained.push_back(p.value); });
+  i = 0;
+  ref->named_parameters([&](const std::string& name, nn::Parameter& p) {
+    EXPECT_EQ(p.value.layout(), Layout::plain) << name;
+    EXPECT_TRUE(testkit::all_close(trained[i++], p.value, kGpu, name));
+  });
+  ChannelsLastActivations off(false);
+  (void)net->forward(x);
+  net->named_parameters([&](const std::string& name, nn::Parameter& p) {
+    EXPECT_EQ(p.value.layout(), Layout::plain) << name << ": back to plain with its input";
+  });
+  step();  // the momentum buffers follow back
+  // The GPU's SGD takes any layout, so it refuses a param, gradient and buffer in different ones.
+  const Tensor w = random_tensor({4, 3, 3, 3}, 2).to(gpu);
+  try {
+    ops::call(prim::op::sgd_step, prim::SgdDesc{}, {w},
+              {w.to_layout(Layout::nhwc), Tensor::zeros(w.shape(), gpu).to_layout(Layout::nhwc)});
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("param 0 is nhwc, but its gradient is plain"));
+  }
+}
+
 // Every norm takes an nhwc activation and gives nhwc back, forward, backward and inference, with
 // the values of the same layer on plain tensors. Those with channel-last kernels (BN, GBN, GNI,
 // the fused BN+GNI block) run without a layout conversion; XBN and LN+GNI are converted around.

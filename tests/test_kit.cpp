@@ -162,7 +162,12 @@ TrainedNet train_small_net(const std::string& norm, Device device) {
     t.losses.push_back(out.loss);
   }
   net->named_parameters([&](const std::string& name, nn::Parameter& p) {
-    EXPECT_EQ(p.value.layout(), Layout::plain) << name;
+    // Plain, but for GPU convolution weights, which take their activations' layout (Conv2d).
+    const Layout want = device.type == DeviceType::cuda && p.value.rank() == 4
+                            ? activation_layout(device, p.value.shape())
+                            : Layout::plain;
+    EXPECT_EQ(p.value.layout(), want) << name;
+    EXPECT_EQ(p.grad.layout(), want) << name;
     const auto v = p.value.to_vector();
     t.params.insert(t.params.end(), v.begin(), v.end());
   });

@@ -65,7 +65,7 @@ void register_backend(Registry& r) {
   add_own(op::pool_fwd, pool_fwd);
   add_own(op::pool_bwd, pool_bwd);
   add_own(op::xent_fwd_bwd, xent_fwd_bwd);
-  add_own(op::sgd_step, sgd_step);
+  add_own(op::sgd_step, sgd_step, LR::any);  // elementwise: conv weights may be channels last
   add_own(op::augment_fwd, augment_fwd);
   r.add_kernel(std::string(op::bn_fwd_train), DeviceType::cuda, be, cudnn_bn_fwd_train,
                cudnn_bn_supported);
