@@ -117,14 +117,21 @@ Tensor Conv2d::forward(const Tensor& x) {
   // kernels compute in (their LayoutRule), once, so that cuDNN's channels-last convolutions need
   // no filter conversions at each call (the optimizer's buffer follows: optim::Sgd). On the CPU,
   // oneDNN takes plain weights in every layout.
-  if (x.device().type == DeviceType::cuda && wp.value.layout() != y.layout()) {
-    wp.value = wp.value.to_layout(y.layout());
-    wp.grad = wp.grad.to_layout(y.layout());
+  // Likewise an input in another layout (the data, into the first convolution) is converted here
+  // once and kept so for the backward, not by the dispatcher in both passes.
+  Tensor xin = x;
+  if (x.device().type == DeviceType::cuda) {
+    if (wp.value.layout() != y.layout()) {
+      wp.value = wp.value.to_layout(y.layout());
+      wp.grad = wp.grad.to_layout(y.layout());
+    }
+    if (x.layout() != y.layout() && layout_fits(y.layout(), x.shape()))
+      xin = x.to_layout(y.layout());
   }
-  std::vector<Tensor> in{x, wp.value};
+  std::vector<Tensor> in{xin, wp.value};
   if (desc_.bias) in.push_back(params_[1].second.value);
   ops::call(prim::op::conv_fwd, desc_, in, {y});
-  if (training_) x_ = x;
+  if (training_) x_ = xin;
   return y;
 }
 
