@@ -1,6 +1,8 @@
 #include "engine/nn.hpp"
 
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
 
 #include "engine/ops.hpp"
 #include "primitives/batchnorm.hpp"
@@ -184,15 +186,21 @@ Tensor Linear::backward(const Tensor& dy) {
 // norm's or an add's result) is freed as soon as the ReLU has run.
 Tensor ReLU::forward(const Tensor& x) {
   Tensor y = ops::relu(x);
-  if (training_) y_ = y;
+  if (training_ && !skip_) y_ = y;
   return y;
 }
 
 Tensor ReLU::backward(const Tensor& dy) {
+  if (skip_) return dy;
   if (!y_.defined()) fail("ReLU: backward without a training forward");
   Tensor dx = ops::relu_backward(dy, y_);
   y_ = Tensor();
   return dx;
+}
+
+bool ReLU::skip_output_mask() {
+  skip_ = true;
+  return true;
 }
 
 Pool2d::Pool2d(prim::PoolKind kind, std::int64_t kernel, std::int64_t stride)
@@ -299,8 +307,14 @@ Tensor RunningNorm2d::train_backward(std::string_view op, const OpDesc& d, std::
   return dx;
 }
 
+bool RunningNorm2d::skip_output_mask() {
+  if (!masks()) return false;
+  premasked_ = true;
+  return true;
+}
+
 Tensor RunningNorm2d::masked(const Tensor& dy) {
-  if (!masks()) return dy;
+  if (!masks() || premasked_) return dy;
   Tensor g = ops::relu_backward(dy, y_);
   y_ = Tensor();
   return g;
@@ -507,6 +521,14 @@ bool Sequential::fuse_residual_relu() {
   return !children_.empty() && children_.back().second->fuse_residual_relu();
 }
 
+bool Sequential::mask_input_grad() {
+  return !children_.empty() && children_.front().second->mask_input_grad();
+}
+
+bool Sequential::skip_output_mask() {
+  return !children_.empty() && children_.back().second->skip_output_mask();
+}
+
 void Sequential::set_residual(const Tensor& r) {
   if (children_.empty()) fail("Sequential: set_residual on an empty Sequential");
   children_.back().second->set_residual(r);
@@ -600,9 +622,25 @@ ModulePtr make_norm(const std::string& spec, std::int64_t channels, BuildContext
 
 // --- blocks and models --------------------------------------------------------------------------
 
+namespace {
+std::atomic<bool>& fusion_flag() {
+  static std::atomic<bool> flag{[] {
+    const char* e = std::getenv("GHOSTNN_FUSION");
+    const std::string_view v = e ? e : "";
+    if (v.empty() || v == "on") return true;
+    if (v == "off") return false;
+    fail("GHOSTNN_FUSION: expected 'on' or 'off', got '{}'", v);
+  }()};
+  return flag;
+}
+}  // namespace
+
+void set_layer_fusion(bool on) { fusion_flag().store(on); }
+bool layer_fusion() { return fusion_flag().load(); }
+
 void add_norm_relu(Sequential& s, const std::string& name, ModulePtr norm,
                    const std::string& relu_name) {
-  const bool fused = norm->fuse_relu();
+  const bool fused = layer_fusion() && norm->fuse_relu();
   s.add(name, std::move(norm));
   if (!fused) s.add(relu_name, std::make_shared<ReLU>());
 }
@@ -614,7 +652,7 @@ BasicBlock::BasicBlock(BuildContext& ctx, std::int64_t in, std::int64_t out, std
   add_norm_relu(*main, "bn1", make_norm(norm, out, ctx, name + ".bn1"), "relu");
   main->add("conv2", std::make_shared<Conv2d>(ctx, out, out, 3, 1, 1, false, name + ".conv2"));
   main->add("bn2", make_norm(norm, out, ctx, name + ".bn2"));
-  fused_ = main->fuse_residual_relu();
+  fused_ = layer_fusion() && main->fuse_residual_relu();
   main_ = add_child("main", main);
   if (stride != 1 || in != out) {
     auto sc = std::make_shared<Sequential>();
@@ -627,6 +665,16 @@ BasicBlock::BasicBlock(BuildContext& ctx, std::int64_t in, std::int64_t out, std
   }
 }
 
+bool BasicBlock::mask_input_grad() {
+  mask_input_ = true;
+  return true;
+}
+
+bool BasicBlock::skip_output_mask() {
+  premasked_ = true;
+  return true;
+}
+
 Tensor BasicBlock::forward(const Tensor& x) {
   Tensor y;
   if (fused_) {
@@ -635,15 +683,24 @@ Tensor BasicBlock::forward(const Tensor& x) {
   } else {
     y = ops::add_relu(main_->forward(x), shortcut_->forward(x));
   }
-  if (training_) y_ = y;
+  if (training_) {
+    if (!premasked_) y_ = y;
+    if (mask_input_) x_ = x;
+    trained_ = true;
+  }
   return y;
 }
 
 Tensor BasicBlock::backward(const Tensor& dy) {
-  if (!y_.defined()) fail("BasicBlock: backward without a training forward");
-  Tensor g = ops::relu_backward(dy, y_);
+  if (!trained_) fail("BasicBlock: backward without a training forward");
+  trained_ = false;
+  Tensor g = premasked_ ? dy : ops::relu_backward(dy, y_);
   y_ = Tensor();
-  return ops::add(main_->backward(g), shortcut_->backward(g));
+  Tensor a = main_->backward(g), b = shortcut_->backward(g);
+  if (!mask_input_) return ops::add(a, b);
+  Tensor dx = ops::add_relu_backward(a, b, x_);
+  x_ = Tensor();
+  return dx;
 }
 
 std::vector<std::string> model_names() {
@@ -661,15 +718,21 @@ std::shared_ptr<Sequential> make_model(const std::string& name, const std::strin
     stem->set_input_grad(false);  // its input is the data
     net->add("conv1", stem);
     add_norm_relu(*net, "bn1", make_norm(norm, widths[0], ctx, "bn1"), "relu");
+    // Each block's input is the output of a ReLU (the stem's, or the block before's): with
+    // fusion on, the block masks its input gradient as it sums its branches', and that ReLU skips
+    // its own mask (Module::mask_input_grad).
+    Module* relu_before = net->last();
     std::int64_t in = widths[0];
     for (std::size_t s = 0; s < widths.size(); ++s) {
       auto stage = std::make_shared<Sequential>();
       const std::string sname = "layer" + std::to_string(s + 1);
       for (std::int64_t b = 0; b < blocks; ++b) {
         const std::int64_t stride = (s > 0 && b == 0) ? 2 : 1;
-        stage->add(std::to_string(b),
-                   std::make_shared<BasicBlock>(ctx, in, widths[s], stride, norm,
-                                                sname + "." + std::to_string(b)));
+        auto block = std::make_shared<BasicBlock>(ctx, in, widths[s], stride, norm,
+                                                  sname + "." + std::to_string(b));
+        if (layer_fusion() && block->mask_input_grad()) relu_before->skip_output_mask();
+        relu_before = block.get();
+        stage->add(std::to_string(b), block);
         in = widths[s];
       }
       net->add(sname, stage);

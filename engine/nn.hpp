@@ -68,6 +68,17 @@ class Module {
   virtual bool fuse_residual_relu() { return false; }
   // The residual of the next forward (fuse_residual_relu): an Error when that is off.
   virtual void set_residual(const Tensor& r);
+  // Asks the module, whose input is the output of a ReLU, to return its input gradient already
+  // masked by that ReLU ([x > 0], x being the ReLU's output), so that the ReLU's own backward pass
+  // can go (skip_output_mask, on the module that ends in it). True when it will from now on
+  // (BasicBlock: its two branches' gradients summed and masked in one op, add_relu_bwd; a
+  // Sequential asks its first layer). Masking twice is harmless, skipping unmasked is wrong: ask
+  // this first, then skip_output_mask.
+  virtual bool mask_input_grad() { return false; }
+  // Tells a module that ends in a ReLU (ReLU, a norm with its ReLU fused, BasicBlock; a
+  // Sequential tells its last layer) that its backward's dy is already masked (the next layer's
+  // mask_input_grad): true when it then skips its own mask.
+  virtual bool skip_output_mask() { return false; }
 
  protected:
   Parameter& add_parameter(std::string name, Tensor value, bool weight_decay = true);
@@ -145,9 +156,11 @@ class ReLU final : public Module {
   Tensor forward(const Tensor& x) override;
   Tensor backward(const Tensor& dy) override;
   std::string kind() const override { return "ReLU"; }
+  bool skip_output_mask() override;
 
  private:
-  Tensor y_;  // the output: its mask y > 0 is the input's x > 0
+  Tensor y_;           // the output: its mask y > 0 is the input's x > 0
+  bool skip_ = false;  // dy comes masked: the backward is the identity
 };
 
 class Pool2d final : public Module {
@@ -205,7 +218,7 @@ class RunningNorm2d : public Module {
   // With a fused ReLU (set_relu): the forward keeps its output y (the next layer keeps it anyway)
   // and the backward first masks dy with it (relu_bwd), then runs the norm's own backward.
   void set_relu(bool on) { infer_.relu = on; }
-  void keep_output(const Tensor& y) { y_ = masks() ? y : Tensor(); }
+  void keep_output(const Tensor& y) { y_ = masks() && !premasked_ ? y : Tensor(); }
   Tensor masked(const Tensor& dy);
   // With a fused residual and ReLU (set_residual_relu; the descriptors' `residual` and `relu`):
   // the forward ops take the residual last (with_residual), and the caller masks dy.
@@ -214,9 +227,11 @@ class RunningNorm2d : public Module {
 
  public:
   void set_residual(const Tensor& r) override;
+  bool skip_output_mask() override;  // with a fused ReLU (not a fused residual add)
 
  private:
   bool masks() const { return infer_.relu && !infer_.residual; }  // the norm masks its own dy
+  bool premasked_ = false;  // skip_output_mask: dy comes masked
   prim::BatchNormDesc infer_;
   Tensor x_, mean_, var_;  // what train_forward keeps for train_backward
   Tensor y_;               // the output, with a fused ReLU
@@ -310,9 +325,19 @@ class Sequential : public Module {
   Tensor backward(const Tensor& dy) override;
   std::string kind() const override { return "Sequential"; }
   std::size_t size() const { return children_.size(); }
+  Module* last() const { return children_.empty() ? nullptr : children_.back().second.get(); }
   bool fuse_residual_relu() override;  // its last layer's
   void set_residual(const Tensor& r) override;
+  bool mask_input_grad() override;   // its first layer's
+  bool skip_output_mask() override;  // its last layer's
 };
+
+// Whether models fuse layers where they can (default on; GHOSTNN_FUSION=off or
+// set_layer_fusion(false) before building a model turns it off, for comparisons): a norm's ReLU
+// (fuse_relu), a block's residual add and ReLU (fuse_residual_relu), a ReLU's backward into the
+// next block's (mask_input_grad). Results are the same bit for bit either way.
+void set_layer_fusion(bool on);
+bool layer_fusion();
 
 // Norm layers from a spec: "bn", "gbn:N[:strided]", "gni:N[:shuffle][:noshift][:noscale]",
 // "ln+gni:N[...]" (same options as gni), "xbn:N", "none". An unknown or malformed spec is an Error
@@ -338,11 +363,17 @@ class BasicBlock final : public Module {
   Tensor forward(const Tensor& x) override;
   Tensor backward(const Tensor& dy) override;
   std::string kind() const override { return "BasicBlock"; }
+  bool mask_input_grad() override;
+  bool skip_output_mask() override;
 
  private:
   ModulePtr main_, shortcut_;
-  bool fused_ = false;  // main_'s last norm adds the shortcut and applies the ReLU
-  Tensor y_;            // the output, for the ReLU's backward
+  bool fused_ = false;       // main_'s last norm adds the shortcut and applies the ReLU
+  bool mask_input_ = false;  // mask_input_grad: dx = add_relu_bwd(main, shortcut, x)
+  bool premasked_ = false;   // skip_output_mask: dy comes masked
+  Tensor x_;                 // the input, with mask_input_
+  Tensor y_;                 // the output, for the ReLU's backward
+  bool trained_ = false;     // a training forward awaits its backward
 };
 
 // Models: "resnet20", "resnet32", "resnet56" (CIFAR ResNets, 16-32-64 channels), "resnet18"

@@ -44,6 +44,12 @@ Tensor add_with(const Tensor& a, const Tensor& b, bool relu) {
 }  // namespace
 
 Tensor add(const Tensor& a, const Tensor& b) { return add_with(a, b, false); }
+
+Tensor add_relu_backward(const Tensor& a, const Tensor& b, const Tensor& y) {
+  Tensor dx = Tensor::empty_like(y);
+  call(prim::op::add_relu_bwd, prim::ReluDesc{}, {a, b, y}, {dx});
+  return dx;
+}
 Tensor add_relu(const Tensor& a, const Tensor& b) { return add_with(a, b, true); }
 
 GhostNoiseOut ghost_noise(const Tensor& x, const prim::GhostNoiseDesc& d, bool training) {

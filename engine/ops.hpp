@@ -21,6 +21,9 @@ Tensor relu_backward(const Tensor& dy, const Tensor& y);
 Tensor add(const Tensor& a, const Tensor& b);
 // max(a + b, 0) in one pass (a residual block's add and ReLU); backward: relu_backward with it.
 Tensor add_relu(const Tensor& a, const Tensor& b);
+// (a + b) * [y > 0] in one pass: the backward of a ReLU with output y that feeds two layers, given
+// their gradients a and b (add_relu_bwd).
+Tensor add_relu_backward(const Tensor& a, const Tensor& b, const Tensor& y);
 
 // Ghost noise injection. Training: y, and the noise saved for the backward. Inference: y is x
 // itself (the same storage: no copy, no kernel) and shift/scale are undefined.

@@ -34,6 +34,14 @@ void validate_add_fwd(const KernelCall& c) {
   same_desc(op::add_fwd, "a", c.in[0].desc, "y", c.out[0].desc);
 }
 
+void validate_add_relu_bwd(const KernelCall& c) {
+  expect_count(op::add_relu_bwd, "inputs", c.in.size(), 3);
+  expect_count(op::add_relu_bwd, "outputs", c.out.size(), 1);
+  same_desc(op::add_relu_bwd, "a", c.in[0].desc, "b", c.in[1].desc);
+  same_desc(op::add_relu_bwd, "a", c.in[0].desc, "y", c.in[2].desc);
+  same_desc(op::add_relu_bwd, "a", c.in[0].desc, "dx", c.out[0].desc);
+}
+
 namespace ref {
 
 void relu_fwd(const OpDesc&, const KernelCall& c) {
@@ -61,6 +69,16 @@ void add_fwd(const OpDesc& d, const KernelCall& c) {
     const auto s = static_cast<float>(static_cast<double>(a[i]) + b[i]);
     y[i] = relu && !(s > 0.f) ? 0.f : s;
   }
+}
+
+void add_relu_bwd(const OpDesc&, const KernelCall& c) {
+  validate_add_relu_bwd(c);
+  const float* a = c.in[0].f32();
+  const float* b = c.in[1].f32();
+  const float* y = c.in[2].f32();
+  float* dx = c.out[0].f32();
+  for (std::int64_t i = 0, n = c.in[0].desc.numel(); i < n; ++i)
+    dx[i] = y[i] > 0.f ? static_cast<float>(static_cast<double>(a[i]) + b[i]) : 0.f;
 }
 
 }  // namespace ref

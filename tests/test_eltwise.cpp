@@ -1,5 +1,7 @@
 // ReLU and Add (with and without its fused ReLU): the reference's defining properties, the CPU
 // backend against the reference, and the backwards by finite differences.
+#include <algorithm>
+
 #include "primitives/eltwise.hpp"
 #include "test_kit.hpp"
 
@@ -36,6 +38,29 @@ TEST(EltwiseReference, AddReluIsMaxOfTheSumWithZero) {
   }
 }
 
+// The backward of a ReLU feeding two layers is the ReLU's backward of their gradients' sum:
+// exactly relu_bwd(add(a, b), y).
+TEST(EltwiseReference, AddReluBackwardIsTheMaskedSum) {
+  Tensor a = random_tensor({1000}, 1), b = random_tensor({1000}, 2), x = random_tensor({1000}, 3);
+  const Tensor y = ops::relu(x);
+  const auto dx = testkit::run_reference(prim::ref::add_relu_bwd, prim::ReluDesc{}, {a, b, y},
+                                         {Tensor::zeros({1000})})[0]
+                      .to_vector();
+  const auto sum = testkit::run_reference(prim::ref::add_fwd, prim::AddDesc{}, {a, b},
+                                          {Tensor::zeros({1000})})[0];
+  const auto want = testkit::run_reference(prim::ref::relu_bwd, prim::ReluDesc{}, {sum, y},
+                                           {Tensor::zeros({1000})})[0]
+                        .to_vector();
+  EXPECT_EQ(dx, want);
+  EXPECT_GT(std::count(dx.begin(), dx.end(), 0.f), 300);  // both sides of the mask
+  EXPECT_THROW(testkit::run_reference(prim::ref::add_relu_bwd, prim::ReluDesc{}, {a, b},
+                                      {Tensor::zeros({1000})}),
+               Error);
+  EXPECT_THROW(testkit::run_reference(prim::ref::add_relu_bwd, prim::ReluDesc{},
+                                      {a, b, Tensor::zeros({999})}, {Tensor::zeros({1000})}),
+               Error);
+}
+
 TEST(EltwiseOnednn, MatchesReference) {
   for (const Shape& s : {Shape{4, 3, 5, 7}, Shape{3, 16, 5, 3}}) {
     Tensor x = random_tensor(s, 2), dy = random_tensor(s, 3), b = random_tensor(s, 4);
@@ -51,7 +76,16 @@ TEST(EltwiseOnednn, MatchesReference) {
       testkit::expect_matches_reference(prim::op::add_fwd, prim::ref::add_fwd, add, Device::cpu(),
                                         {x, b}, {Tensor::zeros(s)}, {0, 1e-7});
     }
+    testkit::expect_matches_reference(prim::op::add_relu_bwd, prim::ref::add_relu_bwd,
+                                      prim::ReluDesc{}, Device::cpu(), {dy, b, ops::relu(x)},
+                                      {Tensor::zeros(s)}, {0, 1e-7});
   }
+  // More values than one thread's run (4096), and a tail.
+  const Shape big{3, 8, 41, 53};
+  testkit::expect_matches_reference(
+      prim::op::add_relu_bwd, prim::ref::add_relu_bwd, prim::ReluDesc{}, Device::cpu(),
+      {random_tensor(big, 5), random_tensor(big, 6), ops::relu(random_tensor(big, 7))},
+      {Tensor::zeros(big)}, {0, 1e-7});
 }
 
 TEST(EltwiseOnednn, ReluBackwardMatchesFiniteDifferences) {

@@ -320,6 +320,14 @@ TEST(Gpu, EltwiseMatchesReference) {
                                     Device::cuda(), {x}, {Tensor::zeros(s)}, {0, 0});
   testkit::expect_matches_reference(prim::op::relu_bwd, prim::ref::relu_bwd, prim::ReluDesc{},
                                     Device::cuda(), {dy, ops::relu(x)}, {Tensor::zeros(s)}, {0, 0});
+  // 420 values: float4s only; 105: a tail of one.
+  for (const Shape& m : {s, Shape{105}}) {
+    const Tensor a = random_tensor(m, 5), c = random_tensor(m, 6),
+                 y = ops::relu(random_tensor(m, 7));
+    testkit::expect_matches_reference(prim::op::add_relu_bwd, prim::ref::add_relu_bwd,
+                                      prim::ReluDesc{}, Device::cuda(), {a, c, y},
+                                      {Tensor::zeros(m)}, {0, 1e-7});
+  }
   prim::AddDesc add;
   for (const bool relu : {false, true}) {
     add.relu = relu;
@@ -971,6 +979,13 @@ TEST(Gpu, NormsWithFusedEpiloguesMatchReferenceAndTheUnfusedLayers) {
   GHOSTNN_REQUIRE_GPU();
   testkit::expect_norm_ops_fuse_epilogues(Device::cuda(), kGpu);
   testkit::expect_norm_modules_fuse_epilogues(Device::cuda());
+}
+
+TEST(Gpu, LayerFusionChangesNoResult) {
+  GHOSTNN_REQUIRE_GPU();
+  testkit::expect_fusion_changes_no_result(Device::cuda());
+  ChannelsLastActivations on(true);
+  testkit::expect_fusion_changes_no_result(Device::cuda());
 }
 
 }  // namespace

@@ -91,6 +91,10 @@ void expect_norm_ops_fuse_epilogues(Device device, Tolerance tol);
 // (fuse_residual_relu) exactly as the module followed by ops::add_relu: outputs, input gradients
 // and parameter gradients. Norms that cannot fuse say so.
 void expect_norm_modules_fuse_epilogues(Device device);
+// ResNet-20 built with layer fusion (nn::layer_fusion) and without, for bn, gni, gbn and ln+gni,
+// trains two steps on `device` with the same losses, gradients, parameters and evaluation
+// outputs, bit for bit, while the fused one runs fewer ops (counted by the dispatcher's profile).
+void expect_fusion_changes_no_result(Device device);
 // The same net trained twice (e.g. in two layouts): the same losses, parameters and evaluation
 // outputs up to fp32 summation order.
 void expect_same_training(const TrainedNet& a, const TrainedNet& b);

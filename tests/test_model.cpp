@@ -440,6 +440,10 @@ TEST(Model, NormsWithFusedEpiloguesComputeWhatTheUnfusedLayersDo) {
 // bit for bit, conv-norm-ReLU-conv-norm plus the shortcut, then a ReLU, built from separate layers
 // with the same initialization: forward, input gradient and parameter gradients. With an identity
 // shortcut and with a convolution one; "ln+gni" cannot fuse and takes ops::add_relu.
+// The models' layer fusions (a norm's ReLU, a block's residual add and ReLU, a ReLU's backward
+// into the next block's) change no number: two training steps of ResNet-20 with and without them.
+TEST(Model, LayerFusionChangesNoResult) { testkit::expect_fusion_changes_no_result(Device::cpu()); }
+
 TEST(Model, BasicBlockAddsItsShortcutBeforeItsLastRelu) {
   for (const std::string norm : {"bn", "gni:4", "gbn:4", "xbn:4", "ln+gni:4"}) {
     for (const auto& [in, out, stride] : {std::tuple<int, int, int>{8, 8, 1}, {8, 16, 2}}) {

@@ -58,4 +58,10 @@ void add_fwd(const OpDesc& od, const KernelCall& c) {
       dynamic_cast<const prim::AddDesc&>(od).relu, prim::op::add_fwd);
 }
 
+void add_relu_bwd(const OpDesc&, const KernelCall& c) {
+  prim::validate_add_relu_bwd(c);
+  add_relu_bwd(c.in[0].f32(), c.in[1].f32(), c.in[2].f32(), c.out[0].f32(), c.in[0].desc.numel(),
+               prim::op::add_relu_bwd);
+}
+
 }  // namespace ghostnn::cudnn

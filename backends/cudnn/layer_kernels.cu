@@ -312,6 +312,38 @@ void add(const float* a, const float* b, float* y, std::int64_t n, bool relu, st
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
+// As add_kernel, with the mask of a third tensor.
+__global__ void add_relu_bwd_kernel(const float* __restrict__ a, const float* __restrict__ b,
+                                    const float* __restrict__ y, float* __restrict__ dx,
+                                    std::int64_t n, bool vec4) {
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  const std::int64_t first = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  const auto masked = [](float s, float m) { return m > 0.f ? s : 0.f; };
+  std::int64_t done = 0;
+  if (vec4) {
+    const std::int64_t n4 = n / 4;
+    for (std::int64_t i = first; i < n4; i += stride) {
+      const float4 u = reinterpret_cast<const float4*>(a)[i];
+      const float4 v = reinterpret_cast<const float4*>(b)[i];
+      const float4 m = reinterpret_cast<const float4*>(y)[i];
+      reinterpret_cast<float4*>(dx)[i] =
+          make_float4(masked(u.x + v.x, m.x), masked(u.y + v.y, m.y), masked(u.z + v.z, m.z),
+                      masked(u.w + v.w, m.w));
+    }
+    done = n4 * 4;
+  }
+  for (std::int64_t i = done + first; i < n; i += stride) dx[i] = masked(a[i] + b[i], y[i]);
+}
+
+void add_relu_bwd(const float* a, const float* b, const float* y, float* dx, std::int64_t n,
+                  std::string_view op) {
+  const auto aligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
+  const bool vec4 = aligned(a) && aligned(b) && aligned(y) && aligned(dx);
+  GHOSTNN_LAUNCH(add_relu_bwd_kernel, blocks_for(vec4 ? (n + 3) / 4 : n), 256, 0)
+  (a, b, y, dx, n, vec4);
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+}
+
 void transpose(const float* in, float* out, std::int64_t B, std::int64_t R, std::int64_t Q,
                std::string_view op) {
   const std::int64_t tiles_q = (Q + 31) / 32, tiles = ((R + 31) / 32) * tiles_q;

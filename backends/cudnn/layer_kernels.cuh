@@ -27,6 +27,9 @@ void sgd_update(const float* const* g, float* const* p, float* const* buf, const
                 std::string_view op);
 // y = a + b over n values, then max(., 0) when `relu`.
 void add(const float* a, const float* b, float* y, std::int64_t n, bool relu, std::string_view op);
+// dx = (a + b) * [y > 0] over n values.
+void add_relu_bwd(const float* a, const float* b, const float* y, float* dx, std::int64_t n,
+                  std::string_view op);
 // out[b][q][r] = in[b][r][q] for B matrices of R x Q (layout conversion: NCHW [B, C, S] to NHWC
 // [B, S, C] is R = C, Q = S; back is R = S, Q = C).
 void transpose(const float* in, float* out, std::int64_t B, std::int64_t R, std::int64_t Q,

@@ -8,6 +8,7 @@ namespace ghostnn::cudnn {
 void relu_fwd(const OpDesc& d, const KernelCall& c);
 void relu_bwd(const OpDesc& d, const KernelCall& c);
 void add_fwd(const OpDesc& d, const KernelCall& c);
+void add_relu_bwd(const OpDesc& d, const KernelCall& c);
 void layout_convert(const OpDesc& d, const KernelCall& c);
 
 void bn_fwd_train(const OpDesc& d, const KernelCall& c);

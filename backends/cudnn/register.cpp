@@ -40,6 +40,7 @@ void register_backend(Registry& r) {
     r.add_kernel(std::string(name), DeviceType::cuda, own, std::move(k), {}, layouts);
   };
   add_own(op::layout_convert, layout_convert, LR::any);
+  add_own(op::add_relu_bwd, add_relu_bwd, LR::like_output);  // elementwise: any layout
   add_own(op::bn_fwd_train, bn_fwd_train, LR::like_output);
   add_own(op::bn_fwd_infer, bn_fwd_infer, LR::like_output);
   add_own(op::bn_bwd, bn_bwd, LR::like_output);

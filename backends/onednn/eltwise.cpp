@@ -3,6 +3,7 @@
 
 #include "backends/onednn/dnnl_common.hpp"
 #include "backends/onednn/ops.hpp"
+#include "backends/onednn/plane_kernels.hpp"
 
 namespace ghostnn::onednn {
 
@@ -50,6 +51,19 @@ void relu_bwd(const OpDesc&, const KernelCall& c) {
                               {DNNL_ARG_DST, flat_memory(c.in[1])},
                               {DNNL_ARG_DIFF_SRC, flat_memory(c.out[0])}});
     cpu_stream().wait();
+  });
+}
+
+// Ours (oneDNN has no binary op masked by a third tensor): runs of 16 KiB over the threads, in
+// memory order (any layout: every tensor is in the same one).
+void add_relu_bwd(const OpDesc&, const KernelCall& c) {
+  prim::validate_add_relu_bwd(c);
+  const float *a = c.in[0].f32(), *b = c.in[1].f32(), *y = c.in[2].f32();
+  float* dx = c.out[0].f32();
+  const std::int64_t n = c.in[0].desc.numel(), run = 4096;
+  parallel_for((n + run - 1) / run, [&](std::int64_t k) {
+    const std::int64_t i = k * run;
+    add_relu_bwd_run(a + i, b + i, y + i, dx + i, std::min(run, n - i));
   });
 }
 

@@ -8,6 +8,7 @@ namespace ghostnn::onednn {
 void relu_fwd(const OpDesc& d, const KernelCall& c);
 void relu_bwd(const OpDesc& d, const KernelCall& c);
 void add_fwd(const OpDesc& d, const KernelCall& c);
+void add_relu_bwd(const OpDesc& d, const KernelCall& c);
 
 void bn_fwd_train(const OpDesc& d, const KernelCall& c);
 void bn_fwd_infer(const OpDesc& d, const KernelCall& c);

@@ -47,6 +47,12 @@ GHOSTNN_CLONES void plane_affine(const float* x, float* y, std::int64_t S, float
   }
 }
 
+GHOSTNN_CLONES void add_relu_bwd_run(const float* a, const float* b, const float* y, float* dx,
+                                     std::int64_t n) {
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) dx[i] = y[i] > 0.f ? a[i] + b[i] : 0.f;
+}
+
 GHOSTNN_CLONES void plane_bwd(const float* dy, const float* x, float* dx, std::int64_t S, float a,
                               float bx, float c) {
 #pragma omp simd

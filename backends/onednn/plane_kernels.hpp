@@ -49,6 +49,9 @@ void block_affine(const float* x, float* y, std::int64_t S, const float* a, cons
 void block_bwd(const float* dy, const float* x, float* dx, std::int64_t S, const float* a,
                const float* bx, const float* c);
 
+// dx = (a + b) * [y > 0] over n values (primitives/eltwise.hpp add_relu_bwd), on one thread.
+void add_relu_bwd_run(const float* a, const float* b, const float* y, float* dx, std::int64_t n);
+
 // Number of OpenMP threads our kernels use (follows omp_get_max_threads()).
 int cpu_threads();
 

@@ -31,6 +31,8 @@ void register_backend(Registry& r) {
   add(op::relu_fwd, relu_fwd, LR::like_output);
   add(op::relu_bwd, relu_bwd, LR::like_output);
   add(op::add_fwd, add_fwd, LR::like_output);
+  r.add_kernel(std::string(op::add_relu_bwd), DeviceType::cpu, "cpu-kernels", add_relu_bwd, {},
+               LR::like_output);
   // Our own OpenMP kernels: the norms oneDNN lacks, and BN, where ours measured 2.6x to 8x faster
   // than oneDNN 2.6's NCHW implementation (perf/README.md); oneDNN's BN stays selectable.
   auto own = [&](std::string_view name, Kernel k, LR layouts = LR::plain) {
