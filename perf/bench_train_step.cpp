@@ -8,8 +8,8 @@
 //   bench_train_step [--batch=256] [--models=resnet20,resnet18] [--norms=bn,gbn:16,gni:16]
 //                    [--devices=cpu,cuda] [--threads=N] [--steps=N] [--warmup=N]
 //                    [--conv-math=fp32|tf32|bf16] [--tf32] [--graph] [--profile=N]
-//                    [--cpu-layouts=nchw8c,plain] [--gpu-layouts=plain,nhwc] [--interleave=N]
-//                    [Google Benchmark flags]
+//                    [--cpu-layouts=nchw8c,plain] [--gpu-layouts=plain,nhwc] [--fusion=on,off]
+//                    [--interleave=N] [Google Benchmark flags]
 // --profile=N replaces the benchmarks by a per-op breakdown of N steps per configuration (the
 // dispatcher's profiling: device synchronized around every op), next to N unsynchronized steps.
 // --interleave=N replaces them by N rounds of one step of every configuration in turn (all
@@ -21,7 +21,9 @@
 // CPU configuration with activations kept in those layouts (engine's set_cpu_blocked_activations;
 // default nchw8c; names end in /plain for the plain one), to measure the blocked layout's gain;
 // --gpu-layouts likewise for GPU activations (set_gpu_nhwc_activations; default plain; names end
-// in /nhwc for channels last).
+// in /nhwc for channels last). --fusion=on,off builds each model with and without its layer
+// fusions (nn::set_layer_fusion; default on; names end in /unfused without), the same numbers
+// by fewer ops.
 #include <benchmark/benchmark.h>
 #include <omp.h>
 
@@ -55,6 +57,7 @@ struct Options {
   bool graph = false;  // GPU steps replayed from a CUDA graph (names end in /graph)
   std::vector<Layout> cpu_layouts{Layout::nchw8c};  // CPU activations (plain: names end in /plain)
   std::vector<Layout> gpu_layouts{Layout::plain};   // GPU activations (nhwc: names end in /nhwc)
+  std::vector<bool> fusion{true};  // models built with layer fusion (off: names end in /unfused)
 };
 
 const char* kHelp =
@@ -74,6 +77,8 @@ const char* kHelp =
     "                      (blocked, the default) and/or plain (NCHW; names end in /plain)\n"
     "  --gpu-layouts=A,B   GPU activations in these layouts, each its own benchmark: plain\n"
     "                      (NCHW, the default) and/or nhwc (channels last; names end in /nhwc)\n"
+    "  --fusion=A,B        models built with their layer fusions (on, the default) and/or\n"
+    "                      without (off; names end in /unfused): the same numbers, more ops\n"
     "  --profile=N         instead of the benchmarks: where N steps go, op by op (each op timed\n"
     "                      with the device synchronized around it), per model x norm x device\n"
     "  --interleave=N      instead of the benchmarks: N rounds of one step of every configuration\n"
@@ -114,6 +119,18 @@ std::vector<Layout> parse_layouts(const std::string& flag, const std::string& v,
   if (out.empty()) fail("{}: give at least one of {}, plain", flag, layout_name(other));
   return out;
 }
+
+std::vector<bool> parse_fusion(const std::string& flag, const std::string& v) {
+  std::vector<bool> out;
+  for (const auto& f : split(v)) {
+    if (f != "on" && f != "off") fail("{}: expected on and/or off, got '{}'", flag, f);
+    out.push_back(f == "on");
+  }
+  if (out.empty()) fail("{}: give at least one of on, off", flag);
+  return out;
+}
+
+std::string fusion_suffix(bool fused) { return fused ? "" : "/unfused"; }
 
 // What a configuration's name adds for its activation layout: /plain for plain CPU activations,
 // /nhwc for channels-last GPU ones (each device's default layout adds nothing).
@@ -164,6 +181,8 @@ Options parse(int argc, char** argv) {
       o.cpu_layouts = parse_layouts(key, val, Layout::nchw8c);
     else if (key == "--gpu-layouts")
       o.gpu_layouts = parse_layouts(key, val, Layout::nhwc);
+    else if (key == "--fusion")
+      o.fusion = parse_fusion(key, val);
     else
       fail("unknown argument '{}' (see --help)", a);
   }
@@ -192,7 +211,8 @@ Tensor synthetic(const Shape& s, Device dev, std::uint32_t seed, float lo, float
 
 // One configuration's model, optimizer and synthetic batch on the device.
 std::shared_ptr<nn::Sequential> model_on(const std::string& name, const std::string& norm,
-                                         Device dev, prim::ConvMath math) {
+                                         Device dev, prim::ConvMath math, bool fused) {
+  nn::set_layer_fusion(fused);
   auto m = nn::make_model(name, norm, 10, 0);
   m->set_conv_math(math);
   m->to(dev);
@@ -209,8 +229,8 @@ struct Stepper {
   std::uint64_t steps = 0;
 
   Stepper(const std::string& model_name, const std::string& norm, Device d, std::int64_t batch,
-          prim::ConvMath math, bool graph = false)
-      : model(model_on(model_name, norm, d, math)),
+          prim::ConvMath math, bool fused, bool graph = false)
+      : model(model_on(model_name, norm, d, math, fused)),
         opt(*model, {0.1f, 0.9f, 2e-4f, true}),
         x(synthetic({batch, 3, 32, 32}, d, 1, -2.f, 2.f, false)),
         y(synthetic({batch}, d, 2, 0.f, 10.f, true)),
@@ -243,8 +263,8 @@ double median(std::vector<double> v) {
 
 void train_step(benchmark::State& state, const std::string& model_name, const std::string& norm,
                 Device dev, std::int64_t batch, std::int64_t warmup, prim::ConvMath math,
-                bool graph) {
-  Stepper s(model_name, norm, dev, batch, math, graph);
+                bool fused, bool graph) {
+  Stepper s(model_name, norm, dev, batch, math, fused, graph);
   // a graphed step runs eagerly once, then records: both before the timed steps
   for (std::int64_t i = 0; i < std::max<std::int64_t>(warmup, graph ? 2 : 0); ++i) s.step();
   reset_peak_memory(dev);
@@ -265,9 +285,9 @@ void train_step(benchmark::State& state, const std::string& model_name, const st
 
 // Where `steps` steps go, op by op, printed as a table (ms per step, largest first).
 void profile_steps(const std::string& model_name, const std::string& norm, Device dev,
-                   std::int64_t batch, std::int64_t warmup, std::int64_t steps,
-                   prim::ConvMath math) {
-  Stepper s(model_name, norm, dev, batch, math);
+                   std::int64_t batch, std::int64_t warmup, std::int64_t steps, prim::ConvMath math,
+                   bool fused) {
+  Stepper s(model_name, norm, dev, batch, math, fused);
   for (std::int64_t i = 0; i < std::max<std::int64_t>(warmup, 1); ++i) s.step();
   const auto t0 = std::chrono::steady_clock::now();
   for (std::int64_t i = 0; i < steps; ++i) s.step();
@@ -287,9 +307,9 @@ void profile_steps(const std::string& model_name, const std::string& norm, Devic
   for (const auto& r : rows) total += r.seconds;
   total = total * 1e3 / static_cast<double>(steps);
   fmt::print(
-      "\n{} {} on {}{}, batch {}: {:.3f} ms/step ({:.0f} img/s); op by op, synchronized: "
+      "\n{} {} on {}{}{}, batch {}: {:.3f} ms/step ({:.0f} img/s); op by op, synchronized: "
       "{:.3f} ms/step, of which ops {:.3f} ms\n",
-      model_name, norm, dev.str(),
+      model_name, norm, dev.str(), fused ? "" : " (unfused)",
       math == prim::ConvMath::fp32 ? "" : fmt::format(" ({} convs)", prim::conv_math_name(math)),
       batch, free_ms, 1e3 * static_cast<double>(batch) / free_ms, synced_ms, total);
   fmt::print("{:>9} {:>6} {:>7} {:>6}  {:<16} {}\n", "ms/step", "%", "calls", "us/call", "op",
@@ -318,8 +338,10 @@ struct Config {
   std::string model, norm;
   Device dev;
   Layout layout;
+  bool fused = true;
   std::string name() const {
-    return fmt::format("{}/{}/{}{}", model, norm, dev.str(), layout_suffix(dev, layout));
+    return fmt::format("{}/{}/{}{}{}", model, norm, dev.str(), layout_suffix(dev, layout),
+                       fusion_suffix(fused));
   }
 };
 
@@ -330,7 +352,7 @@ void interleave_steps(const std::vector<Config>& configs, std::int64_t batch, st
   std::vector<std::unique_ptr<Stepper>> steppers;
   for (const auto& c : configs) {
     use_layout(c.dev, c.layout);
-    steppers.push_back(std::make_unique<Stepper>(c.model, c.norm, c.dev, batch, math,
+    steppers.push_back(std::make_unique<Stepper>(c.model, c.norm, c.dev, batch, math, c.fused,
                                                  graph && c.dev.type == DeviceType::cuda));
     for (std::int64_t i = 0; i < std::max<std::int64_t>(warmup, graph ? 2 : 1); ++i)
       steppers.back()->step();
@@ -380,7 +402,8 @@ int main(int argc, char** argv) {
           for (const auto& d : o.devices) {
             const Device dev = Device::parse(d);
             if (dev.type == DeviceType::cuda && !cuda_available()) continue;
-            for (const Layout l : layouts_for(dev)) configs.push_back({m, n, dev, l});
+            for (const Layout l : layouts_for(dev))
+              for (const bool f : o.fusion) configs.push_back({m, n, dev, l, f});
           }
       interleave_steps(configs, o.batch, o.warmup, o.interleave, o.math, o.graph);
       return 0;
@@ -391,12 +414,13 @@ int main(int argc, char** argv) {
           for (const auto& d : o.devices) {
             const Device dev = Device::parse(d);
             if (dev.type == DeviceType::cuda && !cuda_available()) continue;
-            for (const Layout l : layouts_for(dev)) {
-              use_layout(dev, l);
-              fmt::print("\n{} activations: {}", dev.type == DeviceType::cpu ? "CPU" : "GPU",
-                         layout_name(l));
-              profile_steps(m, n, dev, o.batch, o.warmup, o.profile, o.math);
-            }
+            for (const Layout l : layouts_for(dev))
+              for (const bool f : o.fusion) {
+                use_layout(dev, l);
+                fmt::print("\n{} activations: {}", dev.type == DeviceType::cpu ? "CPU" : "GPU",
+                           layout_name(l));
+                profile_steps(m, n, dev, o.batch, o.warmup, o.profile, o.math, f);
+              }
           }
       return 0;
     }
@@ -405,21 +429,22 @@ int main(int argc, char** argv) {
         for (const auto& d : o.devices) {
           const Device dev = Device::parse(d);
           if (dev.type == DeviceType::cuda && !cuda_available()) continue;
-          for (const Layout l : layouts_for(dev)) {
-            auto* b = benchmark::RegisterBenchmark(
-                fmt::format("TrainStep/{}/{}/{}{}{}{}", m, n, dev.str(),
-                            o.math == prim::ConvMath::fp32
-                                ? std::string()
-                                : fmt::format("/{}", prim::conv_math_name(o.math)),
-                            o.graph ? "/graph" : "", layout_suffix(dev, l))
-                    .c_str(),
-                [=](benchmark::State& s) {
-                  use_layout(dev, l);
-                  train_step(s, m, n, dev, o.batch, o.warmup, o.math, o.graph);
-                });
-            b->Unit(benchmark::kMillisecond)->UseManualTime();
-            if (o.steps > 0) b->Iterations(o.steps);
-          }
+          for (const Layout l : layouts_for(dev))
+            for (const bool f : o.fusion) {
+              auto* b = benchmark::RegisterBenchmark(
+                  fmt::format("TrainStep/{}/{}/{}{}{}{}{}", m, n, dev.str(),
+                              o.math == prim::ConvMath::fp32
+                                  ? std::string()
+                                  : fmt::format("/{}", prim::conv_math_name(o.math)),
+                              o.graph ? "/graph" : "", layout_suffix(dev, l), fusion_suffix(f))
+                      .c_str(),
+                  [=](benchmark::State& s) {
+                    use_layout(dev, l);
+                    train_step(s, m, n, dev, o.batch, o.warmup, o.math, f, o.graph);
+                  });
+              b->Unit(benchmark::kMillisecond)->UseManualTime();
+              if (o.steps > 0) b->Iterations(o.steps);
+            }
         }
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();

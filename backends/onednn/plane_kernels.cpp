@@ -2,6 +2,9 @@
 
 #include <omp.h>
 
+#include <bit>
+#include <cstdint>
+
 #include "primitives/simd.hpp"
 
 namespace ghostnn::onednn {
@@ -49,8 +52,13 @@ GHOSTNN_CLONES void plane_affine(const float* x, float* y, std::int64_t S, float
 
 GHOSTNN_CLONES void add_relu_bwd_run(const float* a, const float* b, const float* y, float* dx,
                                      std::int64_t n) {
+  // The mask as bits: GCC keeps `y > 0 ? a + b : 0` a scalar branch (it will not add for lanes
+  // that do not use the sum: a float add may trap), which measured ~4x slower than relu_bwd.
 #pragma omp simd
-  for (std::int64_t i = 0; i < n; ++i) dx[i] = y[i] > 0.f ? a[i] + b[i] : 0.f;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::uint32_t keep = y[i] > 0.f ? 0xffffffffu : 0u;
+    dx[i] = std::bit_cast<float>(std::bit_cast<std::uint32_t>(a[i] + b[i]) & keep);
+  }
 }
 
 GHOSTNN_CLONES void plane_bwd(const float* dy, const float* x, float* dx, std::int64_t S, float a,
