@@ -3,18 +3,19 @@
 # .devrun/. Steps in order of importance, each under its own time limit, so a run cut short still
 # returns what matters most: every test binary (GPU tests included), compare_devices, the step
 # eager against replayed from a CUDA graph, the step with plain against channels-last (nhwc)
-# activations per convolution math (and PyTorch likewise), a ResNet-20 gni:16 training of
+# activations per convolution math (and PyTorch likewise), the step with and without its layer
+# fusions (interleaved), a ResNet-20 gni:16 training of
 # $EPOCHS epochs (when
 # EPOCHS is set; TRAIN_ARGS adds flags, e.g. --tf32 or --cuda-graph), the
 # per-op profile of a ResNet-20 step, the CUDA training-step benchmark, the PyTorch comparison
 # (fp32, TF32 and bf16 convolutions), the norm and layer suites. The device tool returns at most 8
 # files, so the text of every step goes to one log ($OUT/log.txt) and the JSON to a few files.
-# STEPS=tests,devices,graph,layouts,train,profile,step,pytorch,norms,layers picks steps (default:
-# all).
+# STEPS=tests,devices,graph,layouts,fusion,train,profile,step,pytorch,norms,layers picks steps
+# (default: all).
 set -uo pipefail
 R=.devrun
 OUT=${OUT:-$R/out}
-STEPS=${STEPS:-tests,devices,graph,layouts,train,profile,step,pytorch,norms,layers}
+STEPS=${STEPS:-tests,devices,graph,layouts,fusion,train,profile,step,pytorch,norms,layers}
 LOG="$OUT/log.txt"
 mkdir -p "$OUT" /tmp/ghostnn-deps
 [ -f "$R"/bin.tar.gz ] && [ ! -d "$R"/bin ] && tar xzf "$R"/bin.tar.gz -C "$R"
@@ -79,6 +80,17 @@ if want layouts; then
   done
   python3 -c 'import json,sys; print(json.dumps([r for f in sys.argv[1:] for r in json.load(open(f))], indent=1))' \
     /tmp/compare_nhwc_*.json > "$OUT/compare_pytorch_nhwc.json"
+fi
+if want fusion; then
+  # Layer fusion on against off (the same numbers, fewer ops), one step of each in turn, graphed,
+  # plain and channels-last activations, fp32 and TF32.
+  for math in fp32 tf32; do
+    say "bench_train_step --fusion=on,off --interleave --conv-math=$math"
+    timeout 120 "$R"/bin/bench_train_step --devices=cuda --models=resnet20 --norms=bn,gni:16 \
+      --gpu-layouts=plain,nhwc --fusion=on,off --conv-math=$math --graph --interleave=50 \
+      --warmup=5 2>&1 | tee -a "$LOG"
+    summary+=("bench_train_step fusion conv-math=$math rc=$?")
+  done
 fi
 if want train && [ -n "${EPOCHS:-}" ] && [ -f "$R"/data/cifar10-jpeg.tar.gz ]; then
   say "train_cifar $EPOCHS epochs gni:16"
