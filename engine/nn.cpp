@@ -521,14 +521,6 @@ bool Sequential::fuse_residual_relu() {
   return !children_.empty() && children_.back().second->fuse_residual_relu();
 }
 
-bool Sequential::mask_input_grad() {
-  return !children_.empty() && children_.front().second->mask_input_grad();
-}
-
-bool Sequential::skip_output_mask() {
-  return !children_.empty() && children_.back().second->skip_output_mask();
-}
-
 void Sequential::set_residual(const Tensor& r) {
   if (children_.empty()) fail("Sequential: set_residual on an empty Sequential");
   children_.back().second->set_residual(r);

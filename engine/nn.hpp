@@ -71,13 +71,13 @@ class Module {
   // Asks the module, whose input is the output of a ReLU, to return its input gradient already
   // masked by that ReLU ([x > 0], x being the ReLU's output), so that the ReLU's own backward pass
   // can go (skip_output_mask, on the module that ends in it). True when it will from now on
-  // (BasicBlock: its two branches' gradients summed and masked in one op, add_relu_bwd; a
-  // Sequential asks its first layer). Masking twice is harmless, skipping unmasked is wrong: ask
-  // this first, then skip_output_mask.
+  // (BasicBlock: its two branches' gradients summed and masked in one op, add_relu_bwd).
+  // Masking twice is harmless, skipping unmasked is wrong: ask this first, then
+  // skip_output_mask.
   virtual bool mask_input_grad() { return false; }
-  // Tells a module that ends in a ReLU (ReLU, a norm with its ReLU fused, BasicBlock; a
-  // Sequential tells its last layer) that its backward's dy is already masked (the next layer's
-  // mask_input_grad): true when it then skips its own mask.
+  // Tells a module that ends in a ReLU (ReLU, a norm with its ReLU fused, BasicBlock) that its
+  // backward's dy is already masked (the next layer's mask_input_grad): true when it then skips
+  // its own mask.
   virtual bool skip_output_mask() { return false; }
 
  protected:
@@ -328,8 +328,6 @@ class Sequential : public Module {
   Module* last() const { return children_.empty() ? nullptr : children_.back().second.get(); }
   bool fuse_residual_relu() override;  // its last layer's
   void set_residual(const Tensor& r) override;
-  bool mask_input_grad() override;   // its first layer's
-  bool skip_output_mask() override;  // its last layer's
 };
 
 // Whether models fuse layers where they can (default on; GHOSTNN_FUSION=off or

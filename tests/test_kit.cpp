@@ -238,6 +238,12 @@ void expect_norm_ops_fuse_epilogues(Device device, Tolerance tol) {
 }
 
 void expect_norm_modules_fuse_epilogues(Device device) {
+  auto grads_of = [](nn::Module& m) {
+    std::vector<std::vector<float>> g;
+    m.named_parameters(
+        [&](const std::string&, nn::Parameter& p) { g.push_back(p.grad.to_vector()); });
+    return g;
+  };
   for (const std::string norm : {"bn", "gbn:4", "xbn:4", "gni:4"}) {
     SCOPED_TRACE(norm);
     nn::BuildContext ca(3), cb(3);
@@ -252,12 +258,7 @@ void expect_norm_modules_fuse_epilogues(Device device) {
       EXPECT_EQ(fused->forward(x).to_vector(), relu->forward(plain->forward(x)).to_vector());
       EXPECT_EQ(fused->backward(dy).to_vector(), plain->backward(relu->backward(dy)).to_vector());
     }
-    std::vector<std::vector<float>> grads[2];
-    for (int m = 0; m < 2; ++m)
-      (m ? plain : fused)->named_parameters([&](const std::string&, nn::Parameter& p) {
-        grads[m].push_back(p.grad.to_vector());
-      });
-    EXPECT_EQ(grads[0], grads[1]) << "parameter gradients";
+    EXPECT_EQ(grads_of(*fused), grads_of(*plain)) << "parameter gradients";
     fused->eval();
     plain->eval();
     EXPECT_EQ(fused->forward(x).to_vector(), relu->forward(plain->forward(x)).to_vector())
@@ -283,12 +284,7 @@ void expect_norm_modules_fuse_epilogues(Device device) {
       const Tensor g = ops::relu_backward(dy, y);
       EXPECT_EQ(fused->backward(g).to_vector(), plain->backward(g).to_vector());
     }
-    std::vector<std::vector<float>> grads[2];
-    for (int m = 0; m < 2; ++m)
-      (m ? plain : fused)->named_parameters([&](const std::string&, nn::Parameter& p) {
-        grads[m].push_back(p.grad.to_vector());
-      });
-    EXPECT_EQ(grads[0], grads[1]) << "parameter gradients";
+    EXPECT_EQ(grads_of(*fused), grads_of(*plain)) << "parameter gradients";
     fused->eval();
     plain->eval();
     fused->set_residual(r);
