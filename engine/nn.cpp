@@ -313,6 +313,18 @@ bool RunningNorm2d::skip_output_mask() {
   return true;
 }
 
+bool RunningNorm2d::fuse_relu() {
+  infer_.relu = true;
+  set_epilogue(infer_.relu, infer_.residual);
+  return true;
+}
+
+bool RunningNorm2d::fuse_residual_relu() {
+  infer_.relu = infer_.residual = true;
+  set_epilogue(infer_.relu, infer_.residual);
+  return true;
+}
+
 Tensor RunningNorm2d::masked(const Tensor& dy) {
   if (!masks() || premasked_) return dy;
   Tensor g = ops::relu_backward(dy, y_);
@@ -322,18 +334,6 @@ Tensor RunningNorm2d::masked(const Tensor& dy) {
 
 BatchNorm2d::BatchNorm2d(std::int64_t channels, std::string name) : RunningNorm2d(channels, name) {
   desc_.layer = std::move(name);
-}
-
-bool BatchNorm2d::fuse_relu() {
-  desc_.relu = true;
-  set_relu(true);
-  return true;
-}
-
-bool BatchNorm2d::fuse_residual_relu() {
-  desc_.relu = desc_.residual = true;
-  set_residual_relu();
-  return true;
 }
 
 Tensor BatchNorm2d::forward(const Tensor& x) {
@@ -351,18 +351,6 @@ GhostBatchNorm2d::GhostBatchNorm2d(std::int64_t channels, std::int64_t ghost_bat
   desc_.ghost_batch = ghost_batch;
   desc_.grouping = grouping;
   desc_.layer = std::move(name);
-}
-
-bool GhostBatchNorm2d::fuse_relu() {
-  desc_.relu = true;
-  set_relu(true);
-  return true;
-}
-
-bool GhostBatchNorm2d::fuse_residual_relu() {
-  desc_.relu = desc_.residual = true;
-  set_residual_relu();
-  return true;
 }
 
 Tensor GhostBatchNorm2d::forward(const Tensor& x) {
@@ -386,18 +374,6 @@ GhostNoiseNorm2d::GhostNoiseNorm2d(BuildContext& ctx, std::int64_t channels,
 }
 
 void GhostNoiseNorm2d::set_noise_step(std::uint64_t step) { desc_.noise.step = step; }
-
-bool GhostNoiseNorm2d::fuse_relu() {
-  desc_.relu = true;
-  set_relu(true);
-  return true;
-}
-
-bool GhostNoiseNorm2d::fuse_residual_relu() {
-  desc_.relu = desc_.residual = true;
-  set_residual_relu();
-  return true;
-}
 
 Tensor GhostNoiseNorm2d::forward(const Tensor& x) {
   if (!training_) return infer(x);
@@ -482,18 +458,6 @@ ExclusiveBatchNorm2d::ExclusiveBatchNorm2d(std::int64_t channels, std::int64_t g
     : RunningNorm2d(channels, name) {
   desc_.ghost_batch = ghost_batch;
   desc_.layer = std::move(name);
-}
-
-bool ExclusiveBatchNorm2d::fuse_relu() {
-  desc_.relu = true;
-  set_relu(true);
-  return true;
-}
-
-bool ExclusiveBatchNorm2d::fuse_residual_relu() {
-  desc_.relu = desc_.residual = true;
-  set_residual_relu();
-  return true;
 }
 
 Tensor ExclusiveBatchNorm2d::forward(const Tensor& x) {

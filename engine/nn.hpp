@@ -215,17 +215,20 @@ class RunningNorm2d : public Module {
   Tensor train_forward(std::string_view op, const OpDesc& d, const Tensor& x, const Shape& stats);
   Tensor train_backward(std::string_view op, const OpDesc& d, std::string_view layer,
                         const Tensor& dy);
-  // With a fused ReLU (set_relu): the forward keeps its output y (the next layer keeps it anyway)
-  // and the backward first masks dy with it (relu_bwd), then runs the norm's own backward.
-  void set_relu(bool on) { infer_.relu = on; }
+  // With a fused ReLU (fuse_relu): the forward keeps its output y (the next layer keeps it
+  // anyway) and the backward first masks dy with it (relu_bwd), then runs the norm's own backward.
   void keep_output(const Tensor& y) { y_ = masks() && !premasked_ ? y : Tensor(); }
   Tensor masked(const Tensor& dy);
-  // With a fused residual and ReLU (set_residual_relu; the descriptors' `residual` and `relu`):
-  // the forward ops take the residual last (with_residual), and the caller masks dy.
-  void set_residual_relu() { infer_.relu = infer_.residual = true; }
+  // With a fused residual and ReLU (fuse_residual_relu): the forward ops take the residual last
+  // (with_residual), and the caller masks dy.
   std::vector<Tensor> with_residual(std::vector<Tensor> in, std::string_view layer);
+  // Each norm copies the epilogue flags into its own training descriptor.
+  virtual void set_epilogue(bool relu, bool residual) = 0;
 
  public:
+  // The flags of the inference descriptor and, through set_epilogue, of the norm's own.
+  bool fuse_relu() final;
+  bool fuse_residual_relu() final;
   void set_residual(const Tensor& r) override;
   bool skip_output_mask() override;  // with a fused ReLU (not a fused residual add)
 
@@ -245,10 +248,12 @@ class BatchNorm2d final : public RunningNorm2d {
   Tensor forward(const Tensor& x) override;
   Tensor backward(const Tensor& dy) override;
   std::string kind() const override { return "BatchNorm2d"; }
-  bool fuse_relu() override;
-  bool fuse_residual_relu() override;
 
  private:
+  void set_epilogue(bool relu, bool residual) override {
+    desc_.relu = relu;
+    desc_.residual = residual;
+  }
   prim::BatchNormDesc desc_;
 };
 
@@ -259,10 +264,12 @@ class GhostBatchNorm2d final : public RunningNorm2d {
   Tensor forward(const Tensor& x) override;
   Tensor backward(const Tensor& dy) override;
   std::string kind() const override { return "GhostBatchNorm2d"; }
-  bool fuse_relu() override;
-  bool fuse_residual_relu() override;
 
  private:
+  void set_epilogue(bool relu, bool residual) override {
+    desc_.relu = relu;
+    desc_.residual = residual;
+  }
   prim::GhostBatchNormDesc desc_;
 };
 
@@ -275,11 +282,13 @@ class GhostNoiseNorm2d final : public RunningNorm2d {
   Tensor forward(const Tensor& x) override;
   Tensor backward(const Tensor& dy) override;
   std::string kind() const override { return "GhostNoiseNorm2d"; }
-  bool fuse_relu() override;
-  bool fuse_residual_relu() override;
   void set_noise_step(std::uint64_t step) override;
 
  private:
+  void set_epilogue(bool relu, bool residual) override {
+    desc_.relu = relu;
+    desc_.residual = residual;
+  }
   prim::BatchNormGhostNoiseDesc desc_;
   Tensor x_, mean_, var_, shift_, scale_;
 };
@@ -310,10 +319,12 @@ class ExclusiveBatchNorm2d final : public RunningNorm2d {
   Tensor forward(const Tensor& x) override;
   Tensor backward(const Tensor& dy) override;
   std::string kind() const override { return "ExclusiveBatchNorm2d"; }
-  bool fuse_relu() override;
-  bool fuse_residual_relu() override;
 
  private:
+  void set_epilogue(bool relu, bool residual) override {
+    desc_.relu = relu;
+    desc_.residual = residual;
+  }
   prim::ExclusiveBatchNormDesc desc_;
 };
 
