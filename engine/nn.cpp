@@ -301,7 +301,7 @@ Tensor RunningNorm2d::train_backward(std::string_view op, const OpDesc& d, std::
                                      const Tensor& dy) {
   if (!x_.defined()) fail("{}: backward without a training forward", layer);
   Tensor dx = Tensor::empty_like(x_);
-  ops::call(op, d, {masked(dy), x_, mean_, var_, gamma()},
+  ops::call(op, d, with_mask({dy, x_, mean_, var_, gamma()}, layer),
             {dx, gamma_param().grad, beta_param().grad});
   x_ = mean_ = var_ = Tensor();
   return dx;
@@ -310,26 +310,28 @@ Tensor RunningNorm2d::train_backward(std::string_view op, const OpDesc& d, std::
 bool RunningNorm2d::skip_output_mask() {
   if (!masks()) return false;
   premasked_ = true;
+  update_epilogue();
   return true;
 }
 
 bool RunningNorm2d::fuse_relu() {
   infer_.relu = true;
-  set_epilogue(infer_.relu, infer_.residual);
+  update_epilogue();
   return true;
 }
 
 bool RunningNorm2d::fuse_residual_relu() {
   infer_.relu = infer_.residual = true;
-  set_epilogue(infer_.relu, infer_.residual);
+  update_epilogue();
   return true;
 }
 
-Tensor RunningNorm2d::masked(const Tensor& dy) {
-  if (!masks() || premasked_) return dy;
-  Tensor g = ops::relu_backward(dy, y_);
+std::vector<Tensor> RunningNorm2d::with_mask(std::vector<Tensor> in, std::string_view layer) {
+  if (!mask_dy()) return in;
+  if (!y_.defined()) fail("{}: backward without a training forward", layer);
+  in.push_back(std::move(y_));
   y_ = Tensor();
-  return g;
+  return in;
 }
 
 BatchNorm2d::BatchNorm2d(std::int64_t channels, std::string name) : RunningNorm2d(channels, name) {
@@ -397,7 +399,8 @@ Tensor GhostNoiseNorm2d::forward(const Tensor& x) {
 Tensor GhostNoiseNorm2d::backward(const Tensor& dy) {
   if (!x_.defined()) fail("{}: backward without a training forward", desc_.noise.layer);
   Tensor dx = Tensor::empty_like(x_);
-  ops::call(prim::op::bn_gni_bwd, desc_, {masked(dy), x_, mean_, var_, shift_, scale_, gamma()},
+  ops::call(prim::op::bn_gni_bwd, desc_,
+            with_mask({dy, x_, mean_, var_, shift_, scale_, gamma()}, desc_.noise.layer),
             {dx, gamma_param().grad, beta_param().grad});
   x_ = mean_ = var_ = shift_ = scale_ = Tensor();
   return dx;

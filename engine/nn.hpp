@@ -58,7 +58,8 @@ class Module {
   virtual void set_conv_math(prim::ConvMath m);
   // Asks the module to end its forward with a ReLU, y = max(y, 0), in the same pass; true when it
   // will from now on (the norms of BN, GBN, XBN and the fused BN+GNI block: a ReLU module after
-  // them is then not needed), false when it cannot (then nothing changes).
+  // them is then not needed; their backward op masks dy with y itself, `mask_dy`), false when it
+  // cannot (then nothing changes).
   virtual bool fuse_relu() { return false; }
   // Asks the module to end its forward with y = max(y + r, 0), in the same pass, where r (x's
   // shape) is given by set_residual() before each forward: a ResNet block's add and ReLU taken
@@ -211,19 +212,20 @@ class RunningNorm2d : public Module {
   Tensor infer(const Tensor& x);
   // The training ops of BN, GBN and XBN, which share one signature: forward {x, gamma, beta} ->
   // {y, mean, var, running_mean, running_var} with statistics of shape `stats`, kept with x for
-  // backward {dy, x, mean, var, gamma} -> {dx, dgamma, dbeta}.
+  // backward {dy, x, mean, var, gamma, [y] (with_mask)} -> {dx, dgamma, dbeta}.
   Tensor train_forward(std::string_view op, const OpDesc& d, const Tensor& x, const Shape& stats);
   Tensor train_backward(std::string_view op, const OpDesc& d, std::string_view layer,
                         const Tensor& dy);
   // With a fused ReLU (fuse_relu): the forward keeps its output y (the next layer keeps it
-  // anyway) and the backward first masks dy with it (relu_bwd), then runs the norm's own backward.
-  void keep_output(const Tensor& y) { y_ = masks() && !premasked_ ? y : Tensor(); }
-  Tensor masked(const Tensor& dy);
+  // anyway), and the backward op masks dy with it in its own passes (the `mask_dy` flag: y its
+  // last input, with_mask).
+  void keep_output(const Tensor& y) { y_ = mask_dy() ? y : Tensor(); }
+  std::vector<Tensor> with_mask(std::vector<Tensor> in, std::string_view layer);
   // With a fused residual and ReLU (fuse_residual_relu): the forward ops take the residual last
   // (with_residual), and the caller masks dy.
   std::vector<Tensor> with_residual(std::vector<Tensor> in, std::string_view layer);
   // Each norm copies the epilogue flags into its own training descriptor.
-  virtual void set_epilogue(bool relu, bool residual) = 0;
+  virtual void set_epilogue(bool relu, bool residual, bool mask_dy) = 0;
 
  public:
   // The flags of the inference descriptor and, through set_epilogue, of the norm's own.
@@ -234,6 +236,8 @@ class RunningNorm2d : public Module {
 
  private:
   bool masks() const { return infer_.relu && !infer_.residual; }  // the norm masks its own dy
+  bool mask_dy() const { return masks() && !premasked_; }         // ... in its backward op
+  void update_epilogue() { set_epilogue(infer_.relu, infer_.residual, mask_dy()); }
   bool premasked_ = false;  // skip_output_mask: dy comes masked
   prim::BatchNormDesc infer_;
   Tensor x_, mean_, var_;  // what train_forward keeps for train_backward
@@ -250,9 +254,10 @@ class BatchNorm2d final : public RunningNorm2d {
   std::string kind() const override { return "BatchNorm2d"; }
 
  private:
-  void set_epilogue(bool relu, bool residual) override {
+  void set_epilogue(bool relu, bool residual, bool mask_dy) override {
     desc_.relu = relu;
     desc_.residual = residual;
+    desc_.mask_dy = mask_dy;
   }
   prim::BatchNormDesc desc_;
 };
@@ -266,9 +271,10 @@ class GhostBatchNorm2d final : public RunningNorm2d {
   std::string kind() const override { return "GhostBatchNorm2d"; }
 
  private:
-  void set_epilogue(bool relu, bool residual) override {
+  void set_epilogue(bool relu, bool residual, bool mask_dy) override {
     desc_.relu = relu;
     desc_.residual = residual;
+    desc_.mask_dy = mask_dy;
   }
   prim::GhostBatchNormDesc desc_;
 };
@@ -285,9 +291,10 @@ class GhostNoiseNorm2d final : public RunningNorm2d {
   void set_noise_step(std::uint64_t step) override;
 
  private:
-  void set_epilogue(bool relu, bool residual) override {
+  void set_epilogue(bool relu, bool residual, bool mask_dy) override {
     desc_.relu = relu;
     desc_.residual = residual;
+    desc_.mask_dy = mask_dy;
   }
   prim::BatchNormGhostNoiseDesc desc_;
   Tensor x_, mean_, var_, shift_, scale_;
@@ -321,9 +328,10 @@ class ExclusiveBatchNorm2d final : public RunningNorm2d {
   std::string kind() const override { return "ExclusiveBatchNorm2d"; }
 
  private:
-  void set_epilogue(bool relu, bool residual) override {
+  void set_epilogue(bool relu, bool residual, bool mask_dy) override {
     desc_.relu = relu;
     desc_.residual = residual;
+    desc_.mask_dy = mask_dy;
   }
   prim::ExclusiveBatchNormDesc desc_;
 };

@@ -4,7 +4,10 @@
 // ExclusiveBatchNorm (N=16) and LayerNormAffine (layer norm, then gain/bias); and, forward only,
 // a ResNet block's last norm, add and ReLU: the fused block with the residual and ReLU in its
 // apply pass (BatchNormGhostNoiseAddRelu) against the fused block, then ops::add_relu
-// (BatchNormGhostNoiseThenAddRelu).
+// (BatchNormGhostNoiseThenAddRelu); forward and backward only, a block's first norm and ReLU:
+// the fused block with its ReLU, its backward masking dy with y in its own passes
+// (BatchNormGhostNoiseRelu, the `mask_dy` flag) against relu_bwd, then the block's backward
+// (BatchNormGhostNoiseReluThenBwd).
 // BatchNorm is the default kernel (ours on both devices); BatchNorm_onednn and BatchNorm_cudnn
 // are the vendor libraries' BN, the baselines the targets name.
 // Each benchmark reports bytes moved (GB/s) and `vs_copy`: its time over that of a plain copy of
@@ -53,7 +56,9 @@ enum class Op {
   xbn,
   layer_norm,
   add_relu,
-  then_add_relu
+  then_add_relu,
+  relu_masked,
+  relu_then_bwd
 };
 const char* library_backend(Device d) { return d.type == DeviceType::cpu ? "onednn" : "cudnn"; }
 
@@ -79,6 +84,10 @@ std::string op_name(Op op, Device d) {
       return "BatchNormGhostNoiseAddRelu";
     case Op::then_add_relu:
       return "BatchNormGhostNoiseThenAddRelu";
+    case Op::relu_masked:
+      return "BatchNormGhostNoiseRelu";
+    case Op::relu_then_bwd:
+      return "BatchNormGhostNoiseReluThenBwd";
   }
   return "?";
 }
@@ -92,7 +101,7 @@ struct Fixture {
   prim::BatchNormDesc bn, bn_plain, gain_bias;
   prim::GhostBatchNormDesc gbn;
   prim::GhostNoiseDesc gni;
-  prim::BatchNormGhostNoiseDesc fused, fused_add_relu;
+  prim::BatchNormGhostNoiseDesc fused, fused_add_relu, fused_relu, fused_relu_masked;
   prim::AddDesc add_relu_desc;
   prim::ExclusiveBatchNormDesc xbn;
   prim::LayerNormDesc ln;
@@ -136,6 +145,10 @@ struct Fixture {
     fused.noise.ghost_batch = 16;
     fused_add_relu = fused;
     fused_add_relu.residual = fused_add_relu.relu = true;
+    fused_relu = fused;
+    fused_relu.relu = true;
+    fused_relu_masked = fused_relu;
+    fused_relu_masked.mask_dy = true;
     add_relu_desc.relu = true;
     xbn.ghost_batch = 16;
     smean = Tensor::zeros({B, C}, dev);
@@ -184,6 +197,11 @@ struct Fixture {
                   {t1, mean, var, shift, scale, rmean, rvar});
         ops::call(prim::op::add_fwd, add_relu_desc, {t1, r}, {y});
         break;
+      case Op::relu_masked:
+      case Op::relu_then_bwd:
+        ops::call(prim::op::bn_gni_fwd_train, fused_relu, {x, gamma, beta},
+                  {y, mean, var, shift, scale, rmean, rvar});
+        break;
     }
   }
   void backward(Op op) {
@@ -220,16 +238,26 @@ struct Fixture {
       case Op::add_relu:
       case Op::then_add_relu:
         break;  // forward only: the backward is the fused block's
+      case Op::relu_masked:
+        ops::call(prim::op::bn_gni_bwd, fused_relu_masked,
+                  {dy, x, mean, var, shift, scale, gamma, y}, {dx, dgamma, dbeta});
+        break;
+      case Op::relu_then_bwd:
+        ops::call(prim::op::relu_bwd, prim::ReluDesc{}, {dy, y}, {t1});
+        ops::call(prim::op::bn_gni_bwd, fused, {t1, x, mean, var, shift, scale, gamma},
+                  {dx, dgamma, dbeta});
+        break;
     }
   }
 };
 
 // Bytes a pass must move at the least: forward reads x (and the residual) and writes y; the
-// backward also reads x and dy and writes dx (GNI's backward reads only dy).
+// backward also reads x and dy (and the ReLU's y) and writes dx (GNI's backward reads only dy).
 double min_bytes(Op op, bool with_backward, const Shape& s) {
   const double t = static_cast<double>(shape_numel(s)) * 4;
   double b = op == Op::add_relu || op == Op::then_add_relu ? 3 * t : 2 * t;
-  if (with_backward) b += op == Op::gni ? 2 * t : 3 * t;
+  if (with_backward)
+    b += op == Op::gni ? 2 * t : op == Op::relu_masked || op == Op::relu_then_bwd ? 4 * t : 3 * t;
   return b;
 }
 
@@ -269,13 +297,15 @@ int register_all() {
   if (cuda_available()) devices.push_back(Device::cuda());
   for (auto dev : devices)
     for (const auto& s : kShapes)
-      for (Op op : {Op::bn, Op::bn_library, Op::gbn, Op::gni, Op::fused, Op::unfused, Op::xbn,
-                    Op::layer_norm, Op::add_relu, Op::then_add_relu})
+      for (Op op :
+           {Op::bn, Op::bn_library, Op::gbn, Op::gni, Op::fused, Op::unfused, Op::xbn,
+            Op::layer_norm, Op::add_relu, Op::then_add_relu, Op::relu_masked, Op::relu_then_bwd})
         for (bool bwd : {false, true}) {
           const bool forward_only = op == Op::add_relu || op == Op::then_add_relu;
-          if (bwd && forward_only) continue;
-          const bool blocked_kernel =
-              op == Op::bn || op == Op::gbn || op == Op::fused || op == Op::xbn || forward_only;
+          const bool backward_pair = op == Op::relu_masked || op == Op::relu_then_bwd;
+          if ((bwd && forward_only) || (!bwd && backward_pair)) continue;
+          const bool blocked_kernel = op == Op::bn || op == Op::gbn || op == Op::fused ||
+                                      op == Op::xbn || forward_only || backward_pair;
           std::vector<Layout> layouts{Layout::plain};
           if (dev.type == DeviceType::cpu && blocked_kernel) layouts.push_back(Layout::nchw8c);
           for (const Layout layout : layouts)

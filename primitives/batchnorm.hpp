@@ -7,8 +7,11 @@
 //   running_var  = (1 - m) running_var  + m var_c * n / (n - 1)       (unbiased; n >= 2 required)
 // Inference: y = gamma_c (x - running_mean_c) / sqrt(running_var_c + eps) + beta_c.
 // BatchNormDesc::relu (and the same flag of GBN, XBN and the fused block) ends the forward with
-// y = max(y, 0) in the same pass, saving a ReLU's pass over the activation; the backward ops are
-// those of the norm alone, given dy already masked by the output (relu_bwd with the fused y).
+// y = max(y, 0) in the same pass, saving a ReLU's pass over the activation. The backward ops are
+// those of the norm alone; BatchNormDesc::mask_dy (and the same flag of the others) has them
+// first mask dy by that output y, one more input after the others: dy where y > 0, else 0
+// (relu_bwd's mask, core.hpp masked_dy), read in the backward's own passes instead of a relu_bwd
+// pass of its own. Without it, dy comes masked (relu_bwd with the fused y, or the block's).
 // BatchNormDesc::residual (and the same flag of the others) adds a residual r, one more input of
 // x's shape after the others, before the ReLU: y = max(BN(x) + r, 0), a ResNet block's norm, add
 // and ReLU in one pass (core.hpp norm_out). Its backward is again the norm's alone: the block
@@ -20,8 +23,9 @@
 //   bn_fwd_train: in {x, [gamma, beta], [residual]}
 //                 out {y, mean[C], var[C], running_mean, running_var}
 //   bn_fwd_infer: in {x, running_mean, running_var, [gamma, beta], [residual]}   out {y}
-//   bn_bwd:       in {dy, x, mean, var, [gamma]}      out {dx, [dgamma, dbeta]}
-// ([gamma, beta] present exactly when affine, [residual] when `residual`; `var` is the saved
+//   bn_bwd:       in {dy, x, mean, var, [gamma], [y]} out {dx, [dgamma, dbeta]}
+// ([gamma, beta] present exactly when affine, [residual] when `residual`, [y] when `mask_dy`;
+// `var` is the saved
 // biased batch variance; the running statistics in bn_fwd_train are read and updated
 // in place.)
 #pragma once
@@ -42,6 +46,7 @@ struct BatchNormDesc : OpDesc {
   bool affine = true;
   bool relu = false;      // y = max(BN(x), 0) in the same pass (training and inference; relu_if)
   bool residual = false;  // y = BN(x) + r (before the ReLU), r the forward's last input
+  bool mask_dy = false;   // backward: dy masked by the forward's output y, its last input
   std::string layer = "BatchNorm";
 };
 

@@ -56,7 +56,7 @@ void validate_bn_fwd_infer(const BatchNormDesc& d, const KernelCall& c) {
 }
 
 void validate_bn_bwd(const BatchNormDesc& d, const KernelCall& c) {
-  expect_count(d.layer, "inputs", c.in.size(), d.affine ? 5 : 4);
+  expect_count(d.layer, "inputs", c.in.size(), (d.affine ? 5 : 4) + d.mask_dy);
   expect_count(d.layer, "outputs", c.out.size(), d.affine ? 3 : 1);
   auto v = validate_activation(d.layer, "dy", c.in[0].desc);
   expect_shape(d.layer, "x", c.in[1].desc, c.in[0].desc.shape);
@@ -68,6 +68,7 @@ void validate_bn_bwd(const BatchNormDesc& d, const KernelCall& c) {
     validate_channel_vector(d.layer, "dbeta", c.out[2].desc, v.C);
   }
   expect_shape(d.layer, "dx", c.out[0].desc, c.in[0].desc.shape);
+  mask_input(d.layer, c, d.mask_dy);
 }
 
 namespace ref {
@@ -134,7 +135,8 @@ void bn_bwd(const OpDesc& od, const KernelCall& c) {
   const auto& d = dynamic_cast<const BatchNormDesc&>(od);
   validate_bn_bwd(d, c);
   const auto [B, C, S] = bcs_of(c.in[0].desc.shape);
-  const float* dy = c.in[0].f32();
+  const auto dyv = masked_grad(c, mask_input(d.layer, c, d.mask_dy));
+  const float* dy = dyv.data();
   const float* x = c.in[1].f32();
   float* dx = c.out[0].f32();
   const double n = static_cast<double>(B * S);

@@ -12,7 +12,8 @@
 //
 //   bn_gni_fwd_train: in {x, gamma, beta, [residual] (when `residual`: batchnorm.hpp)}
 //                     out {y, mean[C], var[C], shift[B,C], scale[B,C], running_mean, running_var}
-//   bn_gni_bwd:       in {dy, x, mean, var, shift, scale, gamma}   out {dx, dgamma, dbeta}
+//   bn_gni_bwd:       in {dy, x, mean, var, shift, scale, gamma, [y] (when `mask_dy`)}
+//                     out {dx, dgamma, dbeta}
 #pragma once
 
 #include "primitives/core.hpp"
@@ -30,6 +31,7 @@ struct BatchNormGhostNoiseDesc : OpDesc {
   float momentum = 0.1f;
   bool relu = false;      // y = max(block(x), 0) in the same pass (see batchnorm.hpp)
   bool residual = false;  // y = block(x) + r before the ReLU, r the forward's last input (ditto)
+  bool mask_dy = false;   // backward: dy masked by the forward's output y, its last input (ditto)
   GhostNoiseDesc noise;   // its layer name is used in errors; channel_last is not supported here
 };
 

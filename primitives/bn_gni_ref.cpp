@@ -32,7 +32,7 @@ BcsView validate_bn_gni_fwd_train(const BatchNormGhostNoiseDesc& d, const Kernel
 
 BcsView validate_bn_gni_bwd(const BatchNormGhostNoiseDesc& d, const KernelCall& c) {
   const auto& layer = d.noise.layer;
-  expect_count(layer, "inputs", c.in.size(), 7);
+  expect_count(layer, "inputs", c.in.size(), 7 + d.mask_dy);
   expect_count(layer, "outputs", c.out.size(), 3);
   auto v = validate_activation(layer, "dy", c.in[0].desc);
   expect_shape(layer, "x", c.in[1].desc, c.in[0].desc.shape);
@@ -44,6 +44,7 @@ BcsView validate_bn_gni_bwd(const BatchNormGhostNoiseDesc& d, const KernelCall& 
   expect_shape(layer, "dx", c.out[0].desc, c.in[0].desc.shape);
   validate_channel_vector(layer, "dgamma", c.out[1].desc, v.C);
   validate_channel_vector(layer, "dbeta", c.out[2].desc, v.C);
+  mask_input(layer, c, d.mask_dy);
   return v;
 }
 
@@ -148,7 +149,8 @@ void bn_gni_fwd_train(const OpDesc& od, const KernelCall& c) {
 void bn_gni_bwd(const OpDesc& od, const KernelCall& c) {
   const auto& d = dynamic_cast<const BatchNormGhostNoiseDesc&>(od);
   const auto [B, C, S] = validate_bn_gni_bwd(d, c);
-  const float* dy = c.in[0].f32();
+  const auto dyv = masked_grad(c, mask_input(d.noise.layer, c, d.mask_dy));
+  const float* dy = dyv.data();
   const float* x = c.in[1].f32();
   const float* shift = c.in[4].f32();
   const float* scale = c.in[5].f32();

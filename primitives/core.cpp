@@ -156,12 +156,29 @@ void expect_shape(std::string_view op, std::string_view arg, const TensorDesc& t
     fail("{}: {} must have shape {}, got {}", op, arg, shape_str(s), shape_str(t.shape));
 }
 
+namespace {
+// An op's last input, named `arg` in errors: f32, of in[0]'s shape.
+const float* last_input_like_first(std::string_view op, std::string_view arg, const KernelCall& c) {
+  const auto& t = c.in.back();
+  expect_f32(op, arg, t.desc);
+  expect_shape(op, arg, t.desc, c.in[0].desc.shape);
+  return t.f32();
+}
+}  // namespace
+
 const float* residual_input(std::string_view op, const KernelCall& c, bool residual) {
-  if (!residual) return nullptr;
-  const auto& r = c.in.back();
-  expect_f32(op, "residual", r.desc);
-  expect_shape(op, "residual", r.desc, c.in[0].desc.shape);
-  return r.f32();
+  return residual ? last_input_like_first(op, "residual", c) : nullptr;
+}
+
+const float* mask_input(std::string_view op, const KernelCall& c, bool mask_dy) {
+  return mask_dy ? last_input_like_first(op, "y (the mask of mask_dy)", c) : nullptr;
+}
+
+std::vector<float> masked_grad(const KernelCall& c, const float* y) {
+  std::vector<float> g(static_cast<std::size_t>(c.in[0].desc.numel()));
+  for (std::size_t k = 0; k < g.size(); ++k)
+    g[k] = masked_dy(c.in[0].f32(), y, static_cast<std::int64_t>(k));
+  return g;
 }
 
 void expect_f32(std::string_view op, std::string_view arg, const TensorDesc& t) {

@@ -79,6 +79,11 @@ inline float relu_if(bool on, float v) { return on && !(v > 0.f) ? 0.f : v; }
 inline float norm_out(float v, const float* r, std::int64_t k, bool relu) {
   return relu_if(relu, r ? v + r[k] : v);
 }
+// The gradient a norm's backward with the `mask_dy` flag takes for dy[k]: relu_bwd's, dy where
+// y > 0, else 0 (NaN y: 0); y null: dy unchanged.
+inline float masked_dy(const float* dy, const float* y, std::int64_t k) {
+  return !y || y[k] > 0.f ? dy[k] : 0.f;
+}
 
 struct TensorDesc {
   Shape shape;
@@ -209,6 +214,12 @@ void expect_count(std::string_view op, std::string_view what, std::size_t got, s
 // The residual a norm's forward adds to its output (the `residual` flag): its last input, of x's
 // (in[0]'s) shape and f32; null when `residual` is off. Call after expect_count.
 const float* residual_input(std::string_view op, const KernelCall& c, bool residual);
+// The mask a norm's backward applies to dy first (the `mask_dy` flag): its last input y, the
+// forward's output (relu_bwd's mask: dy where y > 0, else 0), of dy's (in[0]'s) shape and f32;
+// null when `mask_dy` is off. Call after expect_count.
+const float* mask_input(std::string_view op, const KernelCall& c, bool mask_dy);
+// A copy of dy (in[0]) as such a backward uses it: masked by y (masked_dy); y null: unchanged.
+std::vector<float> masked_grad(const KernelCall& c, const float* y);
 
 // The [B, C, S] view of an activation: NCHW (rank >= 2, C = shape[1], S = product of the rest)
 // or channel-last ([B, ..., C], S = product of the middle dims).

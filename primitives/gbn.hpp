@@ -10,7 +10,8 @@
 //
 //   gbn_fwd_train: in {x, [gamma, beta], [residual]}
 //                  out {y, mean[G,C], var[G,C], running_mean, running_var}
-//   gbn_bwd:       in {dy, x, mean, var, [gamma]}    out {dx, [dgamma, dbeta]}
+//   gbn_bwd:       in {dy, x, mean, var, [gamma], [y]}    out {dx, [dgamma, dbeta]}
+// ([y] when `mask_dy`: batchnorm.hpp)
 #pragma once
 
 #include "primitives/core.hpp"
@@ -32,6 +33,7 @@ struct GhostBatchNormDesc : OpDesc {
   bool affine = true;
   bool relu = false;      // y = max(GBN(x), 0) in the same pass (see batchnorm.hpp)
   bool residual = false;  // y = GBN(x) + r before the ReLU, r the forward's last input (ditto)
+  bool mask_dy = false;   // backward: dy masked by the forward's output y, its last input (ditto)
   std::string layer = "GhostBatchNorm";
 };
 

@@ -54,7 +54,7 @@ void validate_gbn_fwd_train(const GhostBatchNormDesc& d, const KernelCall& c) {
 }
 
 void validate_gbn_bwd(const GhostBatchNormDesc& d, const KernelCall& c) {
-  expect_count(d.layer, "inputs", c.in.size(), d.affine ? 5 : 4);
+  expect_count(d.layer, "inputs", c.in.size(), (d.affine ? 5 : 4) + d.mask_dy);
   expect_count(d.layer, "outputs", c.out.size(), d.affine ? 3 : 1);
   auto g = validate_gbn_groups(d, c.in[0].desc);
   const auto C = c.in[0].desc.shape[1];
@@ -67,6 +67,7 @@ void validate_gbn_bwd(const GhostBatchNormDesc& d, const KernelCall& c) {
     validate_channel_vector(d.layer, "dgamma", c.out[1].desc, C);
     validate_channel_vector(d.layer, "dbeta", c.out[2].desc, C);
   }
+  mask_input(d.layer, c, d.mask_dy);
 }
 
 namespace ref {
@@ -119,7 +120,8 @@ void gbn_bwd(const OpDesc& od, const KernelCall& c) {
   validate_gbn_bwd(d, c);
   const auto g = ghost_groups(d, c.in[0].desc.shape[0]);
   const auto [B, C, S] = bcs_of(c.in[0].desc.shape);
-  const float* dy = c.in[0].f32();
+  const auto dyv = masked_grad(c, mask_input(d.layer, c, d.mask_dy));
+  const float* dy = dyv.data();
   const float* x = c.in[1].f32();
   float* dx = c.out[0].f32();
   std::vector<double> dgamma(C, 0.0), dbeta(C, 0.0);

@@ -16,7 +16,7 @@
 //
 //   xbn_fwd_train: in {x, [gamma, beta], [residual]} out {y, mean[B,C], var[B,C], running_mean,
 //                                                         running_var}  (mean, var: leave-one-out)
-//   xbn_bwd:       in {dy, x, mean, var, [gamma]}   out {dx, [dgamma, dbeta]}
+//   xbn_bwd:       in {dy, x, mean, var, [gamma], [y] (when `mask_dy`)}   out {dx, [dgamma, dbeta]}
 #pragma once
 
 #include "primitives/gbn.hpp"

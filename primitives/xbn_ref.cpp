@@ -41,7 +41,7 @@ GhostGroups validate_xbn_fwd_train(const ExclusiveBatchNormDesc& d, const Kernel
 }
 
 GhostGroups validate_xbn_bwd(const ExclusiveBatchNormDesc& d, const KernelCall& c) {
-  expect_count(d.layer, "inputs", c.in.size(), d.affine ? 5 : 4);
+  expect_count(d.layer, "inputs", c.in.size(), (d.affine ? 5 : 4) + d.mask_dy);
   expect_count(d.layer, "outputs", c.out.size(), d.affine ? 3 : 1);
   auto v = validate_activation(d.layer, "dy", c.in[0].desc);
   auto g = xbn_groups(d, v.B);
@@ -54,6 +54,7 @@ GhostGroups validate_xbn_bwd(const ExclusiveBatchNormDesc& d, const KernelCall& 
     validate_channel_vector(d.layer, "dgamma", c.out[1].desc, v.C);
     validate_channel_vector(d.layer, "dbeta", c.out[2].desc, v.C);
   }
+  mask_input(d.layer, c, d.mask_dy);
   return g;
 }
 
@@ -113,7 +114,8 @@ void xbn_bwd(const OpDesc& od, const KernelCall& c) {
   const auto& d = dynamic_cast<const ExclusiveBatchNormDesc&>(od);
   const auto g = validate_xbn_bwd(d, c);
   const auto [B, C, S] = bcs_of(c.in[0].desc.shape);
-  const float *dy = c.in[0].f32(), *x = c.in[1].f32();
+  const auto dyv = masked_grad(c, mask_input(d.layer, c, d.mask_dy));
+  const float *dy = dyv.data(), *x = c.in[1].f32();
   const float *mean = c.in[2].f32(), *var = c.in[3].f32();
   std::vector<double> dx(static_cast<std::size_t>(B * C * S), 0.0);
   for (std::int64_t ch = 0; ch < C; ++ch) {

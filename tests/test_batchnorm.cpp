@@ -162,5 +162,11 @@ TEST(NormEpilogue, CpuKernelsMatchTheReference) {
   testkit::expect_norm_ops_fuse_epilogues(Device::cpu(), testkit::kF32);
 }
 
+// The same norms' backward ops masking dy with their output (the `mask_dy` flag): exactly the
+// backward of relu_bwd(dy, y) on the reference and on the CPU kernels, in both layouts.
+TEST(NormEpilogue, CpuBackwardsMaskTheirGradientLikeReluBackward) {
+  testkit::expect_norm_backwards_mask_dy(Device::cpu(), testkit::kF32);
+}
+
 }  // namespace
 }  // namespace ghostnn

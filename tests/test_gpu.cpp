@@ -981,6 +981,11 @@ TEST(Gpu, NormsWithFusedEpiloguesMatchReferenceAndTheUnfusedLayers) {
   testkit::expect_norm_modules_fuse_epilogues(Device::cuda());
 }
 
+TEST(Gpu, NormBackwardsMaskTheirGradientLikeReluBackward) {
+  GHOSTNN_REQUIRE_GPU();
+  testkit::expect_norm_backwards_mask_dy(Device::cuda(), kGpu);
+}
+
 TEST(Gpu, LayerFusionChangesNoResult) {
   GHOSTNN_REQUIRE_GPU();
   testkit::expect_fusion_changes_no_result(Device::cuda());

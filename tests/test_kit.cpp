@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <random>
 
@@ -11,6 +12,7 @@
 #include "engine/optim.hpp"
 #include "primitives/batchnorm.hpp"
 #include "primitives/bn_gni.hpp"
+#include "primitives/eltwise.hpp"
 #include "primitives/gbn.hpp"
 #include "primitives/xbn.hpp"
 
@@ -237,6 +239,84 @@ void expect_norm_ops_fuse_epilogues(Device device, Tolerance tol) {
   }
 }
 
+void expect_norm_backwards_mask_dy(Device device, Tolerance tol) {
+  // As expect_norm_ops_fuse_epilogues, and 4x4 planes for the GPU's float4 plane loops.
+  for (const Shape& s :
+       {Shape{8, 16, 3, 3}, Shape{12, 6, 4, 4}, Shape{16, 64, 4, 4}, Shape{8, 16, 4, 4}}) {
+    const std::int64_t B = s[0], C = s[1];
+    SCOPED_TRACE(shape_str(s));
+    const Tensor x = normal_tensor(s, 21, 0.2f, 1.5f), gamma = random_tensor({C}, 22, 0.5f, 1.5f),
+                 beta = random_tensor({C}, 23, -0.5f, 0.5f), dy = random_tensor(s, 24);
+    // The mask: a ReLU's output (about half zeros) with one NaN, which masks as relu_bwd's does.
+    auto yv = run_reference(prim::ref::relu_fwd, prim::ReluDesc{}, {normal_tensor(s, 25)},
+                            {Tensor::zeros(s)})[0]
+                  .to_vector();
+    yv[5] = std::numeric_limits<float>::quiet_NaN();
+    const Tensor y = Tensor::from_vector(yv, s);
+    const Tensor dy_masked =
+        run_reference(prim::ref::relu_bwd, prim::ReluDesc{}, {dy, y}, {Tensor::zeros(s)})[0];
+    // The backward with mask_dy against the same backward without it given relu_bwd(dy, y):
+    // equal on the reference; on the device, close to the reference and equal to the device's
+    // own unmasked kernel in every layout (so a layer fusion changes no bit).
+    auto check = [&](std::string_view op, const Kernel& ref, auto d, std::vector<Tensor> ins,
+                     const std::vector<Tensor>& outs) {
+      SCOPED_TRACE(std::string(op));
+      d.mask_dy = false;
+      ins[0] = dy_masked;
+      const auto want = run_reference(ref, d, ins, outs);
+      d.mask_dy = true;
+      auto with = ins;
+      with[0] = dy;
+      with.push_back(y);
+      const auto got = run_reference(ref, d, with, outs);
+      for (std::size_t i = 0; i < want.size(); ++i)
+        EXPECT_EQ(got[i].to_vector(), want[i].to_vector()) << "reference output " << i;
+      expect_matches_reference(op, ref, d, device, with, outs, tol);
+      for (const Layout layout : layouts_to_test(device, with, outs)) {
+        SCOPED_TRACE(std::string(layout_name(layout)));
+        const auto fused = run_dispatched(op, d, device, with, outs, {}, layout);
+        d.mask_dy = false;
+        const auto plain = run_dispatched(op, d, device, ins, outs, {}, layout);
+        d.mask_dy = true;
+        for (std::size_t i = 0; i < plain.size(); ++i)
+          EXPECT_EQ(fused[i].to_vector(), plain[i].to_vector()) << "device output " << i;
+      }
+      with.pop_back();
+      EXPECT_THROW(run_reference(ref, d, with, outs), Error) << "no mask given";
+      with.push_back(Tensor::zeros({B, C}));
+      EXPECT_THROW(run_reference(ref, d, with, outs), Error) << "a mask of the wrong shape";
+    };
+    // Each backward's saved statistics from its forward.
+    const auto grads =
+        std::vector<Tensor>{Tensor::zeros(s), Tensor::zeros({C}), Tensor::zeros({C})};
+    auto forward = [&](const Kernel& ref, const OpDesc& d, const Shape& st) {
+      return run_reference(ref, d, {x, gamma, beta},
+                           {Tensor::zeros(s), Tensor::zeros(st), Tensor::zeros(st),
+                            Tensor::zeros({C}), Tensor::full({C}, 1.f)});
+    };
+    const prim::BatchNormDesc bn;
+    const auto fb = forward(prim::ref::bn_fwd_train, bn, {C});
+    check(prim::op::bn_bwd, prim::ref::bn_bwd, bn, {dy, x, fb[1], fb[2], gamma}, grads);
+    prim::GhostBatchNormDesc gbn;
+    gbn.ghost_batch = 4;
+    const auto fg = forward(prim::ref::gbn_fwd_train, gbn, {B / 4, C});
+    check(prim::op::gbn_bwd, prim::ref::gbn_bwd, gbn, {dy, x, fg[1], fg[2], gamma}, grads);
+    prim::ExclusiveBatchNormDesc xbn;
+    xbn.ghost_batch = 4;
+    const auto fx = forward(prim::ref::xbn_fwd_train, xbn, {B, C});
+    check(prim::op::xbn_bwd, prim::ref::xbn_bwd, xbn, {dy, x, fx[1], fx[2], gamma}, grads);
+    prim::BatchNormGhostNoiseDesc block;
+    block.noise.ghost_batch = 4;
+    block.noise.seed = 7;
+    const auto fn = run_reference(
+        prim::ref::bn_gni_fwd_train, block, {x, gamma, beta},
+        {Tensor::zeros(s), Tensor::zeros({C}), Tensor::zeros({C}), Tensor::zeros({B, C}),
+         Tensor::zeros({B, C}), Tensor::zeros({C}), Tensor::full({C}, 1.f)});
+    check(prim::op::bn_gni_bwd, prim::ref::bn_gni_bwd, block,
+          {dy, x, fn[1], fn[2], fn[3], fn[4], gamma}, grads);
+  }
+}
+
 void expect_norm_modules_fuse_epilogues(Device device) {
   auto grads_of = [](nn::Module& m) {
     std::vector<std::vector<float>> g;
@@ -367,6 +447,11 @@ void expect_fusion_changes_no_result(Device device) {
     EXPECT_LT(total[0], total[1]) << "ops per step";
     EXPECT_EQ(calls(fused, "add_relu_bwd"), 9) << "one per block";
     EXPECT_EQ(calls(plain, "add_relu_bwd"), 0);
+    // One ReLU backward left: the last block's output mask (the others' come with the next
+    // block's add_relu_bwd); each block's first norm masks its own dy (mask_dy), where ln+gni
+    // keeps a ReLU layer.
+    EXPECT_EQ(calls(fused, "relu_bwd"), norm == "ln+gni:4" ? 10 : 1);
+    EXPECT_EQ(calls(plain, "relu_bwd"), 19) << "one per ReLU layer";
   }
 }
 

@@ -86,6 +86,12 @@ TrainedNet train_small_net(const std::string& norm, Device device);
 // and/or + residual of the reference without them (outputs other than y unchanged), and the
 // device's kernels match the reference.
 void expect_norm_ops_fuse_epilogues(Device device, Tolerance tol);
+// The norms' backward ops with the `mask_dy` flag (BN, GBN, XBN and the fused block) on `device`:
+// the reference's outputs equal those of the backward without it given relu_bwd(dy, y); the
+// device's kernels match the reference, and equal the device's own backward without the flag
+// given that masked dy, in every layout. Without the mask input, or with one of another shape,
+// the reference is an Error.
+void expect_norm_backwards_mask_dy(Device device, Tolerance tol);
 // Each norm module that fuses a ReLU (Module::fuse_relu) trains and evaluates exactly as the same
 // module followed by a ReLU module; one that fuses a block's residual add and ReLU
 // (fuse_residual_relu) exactly as the module followed by ops::add_relu: outputs, input gradients

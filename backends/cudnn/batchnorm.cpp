@@ -37,15 +37,17 @@ void bn_bwd(const OpDesc& od, const KernelCall& c) {
   const auto& d = dynamic_cast<const prim::BatchNormDesc&>(od);
   prim::validate_bn_bwd(d, c);
   use_device(c.ctx->device.index, d.layer);
-  norm_backward(bn_bwd_args(c, d.affine, d.eps), d.layer);
+  NormBwdArgs a = bn_bwd_args(c, d.affine, d.eps);
+  a.mask = mask_input(d.layer, c, d.mask_dy);
+  norm_backward(a, d.layer);
 }
 
 // --- cuDNN's batch norm: affine only (it always takes scale and bias), without a fused ReLU or
 // residual (the legacy API has neither); it saves the inverse standard deviation, which our op
-// contract turns into the biased variance.
+// contract turns into the biased variance. No masked dy either (mask_dy).
 bool cudnn_bn_supported(const OpDesc& od, const KernelCall& c) {
   const auto* d = dynamic_cast<const prim::BatchNormDesc*>(&od);
-  return d && d->affine && !d->relu && !d->residual && !c.in.empty() &&
+  return d && d->affine && !d->relu && !d->residual && !d->mask_dy && !c.in.empty() &&
          c.in[0].desc.numel() < INT_MAX && d->eps >= CUDNN_BN_MIN_EPSILON;
 }
 

@@ -98,6 +98,7 @@ NormFwdArgs xbn_fwd_args(const prim::GhostBatchNormDesc& d, const KernelCall& c)
 NormBwdArgs gbn_bwd_args(const prim::GhostBatchNormDesc& d, const KernelCall& c) {
   NormBwdArgs a = bn_bwd_args(c, d.affine, d.eps);
   a.groups = norm_groups(d, a.B);
+  a.mask = mask_input(d.layer, c, d.mask_dy);
   return a;
 }
 
@@ -141,6 +142,7 @@ NormBwdArgs bn_gni_bwd_args(const prim::BatchNormGhostNoiseDesc& d, const Kernel
                             c.out[1].f32(), c.out[2].f32(), d.bn_eps);
   a.shift = c.in[4].f32();
   a.scale = c.in[5].f32();
+  a.mask = mask_input(d.noise.layer, c, d.mask_dy);
   return a;
 }
 

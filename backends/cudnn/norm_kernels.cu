@@ -85,21 +85,37 @@ __device__ void plane_moment_sums(const float* __restrict__ xp, std::int64_t S, 
   }
 }
 
-// Partial sums of dy and dy (x - mu) over planes gp (dy) and xp (x).
-__device__ void plane_dot_sums(const float* __restrict__ gp, const float* __restrict__ xp, float mu,
-                               std::int64_t S, int lane, int lanes, float& sa, float& sd) {
+// dy as a norm's backward takes it: masked by the forward's output y when the pass has a mask
+// (relu_bwd's mask: g where y > 0, else 0; NaN y: 0).
+__device__ float kept(float g, float y) { return y > 0.f ? g : 0.f; }
+// Element i (of V) of dy at gp, masked by mp (the same elements of the mask) when not null.
+__device__ float4 kept4(float4 g, const float4* mp, std::int64_t i) {
+  if (!mp) return g;
+  const float4 y = mp[i];
+  return make_float4(kept(g.x, y.x), kept(g.y, y.y), kept(g.z, y.z), kept(g.w, y.w));
+}
+__device__ float kept1(const float* gp, const float* mp, std::int64_t i) {
+  return mp ? kept(gp[i], mp[i]) : gp[i];
+}
+
+// Partial sums of dy and dy (x - mu) over planes gp (dy, masked by mp when not null) and xp (x).
+__device__ void plane_dot_sums(const float* __restrict__ gp, const float* __restrict__ mp,
+                               const float* __restrict__ xp, float mu, std::int64_t S, int lane,
+                               int lanes, float& sa, float& sd) {
   if (S % 4 == 0) {
     const float4* x4 = reinterpret_cast<const float4*>(xp);
     const float4* g4 = reinterpret_cast<const float4*>(gp);
+    const float4* m4 = reinterpret_cast<const float4*>(mp);
     for (std::int64_t i = lane; i < S / 4; i += lanes) {
-      const float4 v = x4[i], g = g4[i];
+      const float4 v = x4[i], g = kept4(g4[i], m4, i);
       sa += (g.x + g.y) + (g.z + g.w);
       sd += (g.x * (v.x - mu) + g.y * (v.y - mu)) + (g.z * (v.z - mu) + g.w * (v.w - mu));
     }
   } else {
     for (std::int64_t i = lane; i < S; i += lanes) {
-      sa += gp[i];
-      sd += gp[i] * (xp[i] - mu);
+      const float g = kept1(gp, mp, i);
+      sa += g;
+      sd += g * (xp[i] - mu);
     }
   }
 }
@@ -134,21 +150,22 @@ __device__ void plane_affine(const float* __restrict__ xp, float* __restrict__ y
   }
 }
 
-// dp = ca gp + bx xp + k0.
-__device__ void plane_grad(const float* __restrict__ gp, const float* __restrict__ xp,
-                           float* __restrict__ dp, std::int64_t S, int lane, int lanes, float ca,
-                           float bx, float k0) {
+// dp = ca gp + bx xp + k0 (gp masked by mp when not null).
+__device__ void plane_grad(const float* __restrict__ gp, const float* __restrict__ mp,
+                           const float* __restrict__ xp, float* __restrict__ dp, std::int64_t S,
+                           int lane, int lanes, float ca, float bx, float k0) {
   if (S % 4 == 0) {
     const float4* x4 = reinterpret_cast<const float4*>(xp);
     const float4* g4 = reinterpret_cast<const float4*>(gp);
+    const float4* m4 = reinterpret_cast<const float4*>(mp);
     float4* d4 = reinterpret_cast<float4*>(dp);
     for (std::int64_t i = lane; i < S / 4; i += lanes) {
-      const float4 v = x4[i], g = g4[i];
+      const float4 v = x4[i], g = kept4(g4[i], m4, i);
       d4[i] = make_float4(ca * g.x + bx * v.x + k0, ca * g.y + bx * v.y + k0,
                           ca * g.z + bx * v.z + k0, ca * g.w + bx * v.w + k0);
     }
   } else {
-    for (std::int64_t i = lane; i < S; i += lanes) dp[i] = ca * gp[i] + bx * xp[i] + k0;
+    for (std::int64_t i = lane; i < S; i += lanes) dp[i] = ca * kept1(gp, mp, i) + bx * xp[i] + k0;
   }
 }
 
@@ -228,6 +245,14 @@ __device__ void load(const float* p, float (&v)[V]) {
     for (int i = 0; i < V; ++i) v[i] = p[i];
   }
 }
+// g = V values of dy from element i on, masked by mp's (kept) when mp is not null.
+template <int V>
+__device__ void masked(const float* mp, std::int64_t i, float (&g)[V]) {
+  if (!mp) return;
+  float y[V];
+  load<V>(mp + i, y);
+  for (int j = 0; j < V; ++j) g[j] = kept(g[j], y[j]);
+}
 template <int V>
 __device__ void store(float* p, const float (&v)[V]) {
   if constexpr (V == 4) {
@@ -239,18 +264,21 @@ __device__ void store(float* p, const float (&v)[V]) {
 
 // Per (b, c) of channel-last data [B, S, C], two sums over the S positions. Moments (dy null):
 // of (x - p_c) and (x - p_c)^2 about the pivot p_c = x[0, 0, c], divided by S (as plane_moments).
-// Dots: of dy and dy (x - mean[g(b), c]) (mean null: 0), as plane_dots. One block per sample
+// Dots: of dy (masked by `mask` when not null) and dy (x - mean[g(b), c]) (mean null: 0), as
+// plane_dots. One block per sample
 // b = blockIdx.x: its threads take `n` columns of V channels (coalesced) and T / n positions at a
 // time, then add up their rows in shared memory (2 T V floats, dynamic), a tree of halvings.
 template <int V>
 __global__ void __launch_bounds__(1024)
     channel_last_sums_kernel(const float* __restrict__ x, const float* __restrict__ dy,
-                             const float* __restrict__ mean, NormGroups groups, std::int64_t C,
-                             std::int64_t S, float* __restrict__ o1, float* __restrict__ o2) {
+                             const float* __restrict__ mask, const float* __restrict__ mean,
+                             NormGroups groups, std::int64_t C, std::int64_t S,
+                             float* __restrict__ o1, float* __restrict__ o2) {
   GHOSTNN_DYNAMIC_SHARED(float, red);
   const std::int64_t b = blockIdx.x, T = blockDim.x, t = threadIdx.x, cols = C / V;
   const float* xb = x + b * S * C;
   const float* gb = dy ? dy + b * S * C : nullptr;
+  const float* mb = mask ? mask + b * S * C : nullptr;
   float *r1 = red, *r2 = red + T * V;
   for (std::int64_t col0 = 0; col0 < cols; col0 += T) {
     const std::int64_t n = cols - col0 < T ? cols - col0 : T, rows = T / n, row = t / n;
@@ -272,6 +300,7 @@ __global__ void __launch_bounds__(1024)
         } else {
           float g[V];
           load<V>(gb + s * C + c0, g);
+          masked<V>(mb, s * C + c0, g);
           for (int v = 0; v < V; ++v) {
             s1[v] += g[v];
             s2[v] += g[v] * (xv[v] - p[v]);
@@ -305,19 +334,19 @@ __global__ void __launch_bounds__(1024)
   }
 }
 
-void channel_last_sums(const float* x, const float* dy, const float* mean, NormGroups groups,
-                       std::int64_t B, std::int64_t C, std::int64_t S, float* o1, float* o2,
-                       std::string_view op) {
+void channel_last_sums(const float* x, const float* dy, const float* mask, const float* mean,
+                       NormGroups groups, std::int64_t B, std::int64_t C, std::int64_t S, float* o1,
+                       float* o2, std::string_view op) {
   const bool v4 = C % 4 == 0;
   const std::int64_t cols = v4 ? C / 4 : C;
   const auto T = static_cast<unsigned>(std::clamp<std::int64_t>(pow2_at_least(cols * S), 32, 1024));
   const std::size_t bytes = std::size_t{2} * T * (v4 ? 4 : 1) * sizeof(float);
   if (v4) {
     GHOSTNN_LAUNCH(channel_last_sums_kernel<4>, static_cast<unsigned>(B), T, bytes)
-    (x, dy, mean, groups, C, S, o1, o2);
+    (x, dy, mask, mean, groups, C, S, o1, o2);
   } else {
     GHOSTNN_LAUNCH(channel_last_sums_kernel<1>, static_cast<unsigned>(B), T, bytes)
-    (x, dy, mean, groups, C, S, o1, o2);
+    (x, dy, mask, mean, groups, C, S, o1, o2);
   }
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
@@ -539,18 +568,21 @@ void apply_pass(const float* x, float* y, const ApplyArgs& ap, std::int64_t B, s
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
-// Per plane: A = sum dy, D = sum dy (x - mean_c), for the calling lanes' plane (mean null: 0).
-__global__ void plane_dots_kernel(const float* __restrict__ dy, const float* __restrict__ x,
-                                  const float* __restrict__ mean, std::int64_t BC, std::int64_t C,
-                                  std::int64_t S, NormGroups groups, PlaneLanes pl,
-                                  float* __restrict__ A, float* __restrict__ D) {
+// Per plane: A = sum dy, D = sum dy (x - mean_c), for the calling lanes' plane (mean null: 0; dy
+// masked by `mask` when not null).
+__global__ void plane_dots_kernel(const float* __restrict__ dy, const float* __restrict__ mask,
+                                  const float* __restrict__ x, const float* __restrict__ mean,
+                                  std::int64_t BC, std::int64_t C, std::int64_t S,
+                                  NormGroups groups, PlaneLanes pl, float* __restrict__ A,
+                                  float* __restrict__ D) {
   const std::int64_t plane = pl.plane();
   const int lane = pl.lane();
   const bool own = plane < BC;
   float sa = 0.f, sd = 0.f;
   if (own) {
     const float mu = mean ? mean[groups.of(plane / C) * C + plane % C] : 0.f;
-    plane_dot_sums(dy + plane * S, x + plane * S, mu, S, lane, pl.lanes, sa, sd);
+    plane_dot_sums(dy + plane * S, mask ? mask + plane * S : nullptr, x + plane * S, mu, S, lane,
+                   pl.lanes, sa, sd);
   }
   sa = pl.sum(sa);
   sd = pl.sum(sd);
@@ -614,8 +646,8 @@ __global__ void plane_bwd_kernel(NormBwdArgs a, const float* __restrict__ coef, 
   if (plane >= a.B * a.C) return;
   const std::int64_t S = a.S;
   const auto k = bwd_coef(a, coef, plane / a.C, plane % a.C);
-  plane_grad(a.dy + plane * S, a.x + plane * S, a.dx + plane * S, S, pl.lane(), pl.lanes, k.ca,
-             k.bx, k.k0);
+  plane_grad(a.dy + plane * S, a.mask ? a.mask + plane * S : nullptr, a.x + plane * S,
+             a.dx + plane * S, S, pl.lane(), pl.lanes, k.ca, k.bx, k.k0);
 }
 
 // dx = ca dy + bx x + k0 per element of channel-last [B, S, C] (bwd_coef), as
@@ -643,6 +675,7 @@ __global__ void channel_last_bwd_kernel(NormBwdArgs a, const float* __restrict__
        i += T * V, c = c + c_step < C ? c + c_step : c + c_step - C) {
     float g[V], v[V];
     load<V>(a.dy + b * n + i, g);
+    masked<V>(a.mask, b * n + i, g);
     load<V>(a.x + b * n + i, v);
     for (int j = 0; j < V; ++j) {
       const BwdCoef k = cached ? BwdCoef{cf[c + j], cf[C + c + j], cf[2 * C + c + j]}
@@ -804,17 +837,20 @@ __global__ void xbn_grads_kernel(const float* __restrict__ A, const float* __res
   }
 }
 
-// dx = ca[k] dy + cb[k] x + cc[k] for plane k of the calling warp.
-__global__ void plane_coef_bwd_kernel(const float* __restrict__ dy, const float* __restrict__ x,
-                                      float* __restrict__ dx, const float* __restrict__ ca,
-                                      const float* __restrict__ cb, const float* __restrict__ cc,
-                                      std::int64_t BC, std::int64_t S, PlaneLanes pl) {
+// dx = ca[k] dy + cb[k] x + cc[k] for plane k of the calling warp (dy masked by `mask` when not
+// null).
+__global__ void plane_coef_bwd_kernel(const float* __restrict__ dy, const float* __restrict__ mask,
+                                      const float* __restrict__ x, float* __restrict__ dx,
+                                      const float* __restrict__ ca, const float* __restrict__ cb,
+                                      const float* __restrict__ cc, std::int64_t BC, std::int64_t S,
+                                      PlaneLanes pl) {
   const std::int64_t plane = pl.plane();
   if (plane >= BC) return;
   const float a = ca[plane], b = cb[plane], k0 = cc[plane];
-  const float *gp = dy + plane * S, *xp = x + plane * S;
+  const float *gp = dy + plane * S, *xp = x + plane * S, *mp = mask ? mask + plane * S : nullptr;
   float* dp = dx + plane * S;
-  for (std::int64_t i = pl.lane(); i < S; i += pl.lanes) dp[i] = a * gp[i] + b * xp[i] + k0;
+  for (std::int64_t i = pl.lane(); i < S; i += pl.lanes)
+    dp[i] = a * kept1(gp, mp, i) + b * xp[i] + k0;
 }
 
 // The channel-resident path, for small planes and many channels (ResNet-18's 8x8 and 4x4 stages,
@@ -897,8 +933,8 @@ __global__ void __launch_bounds__(1024) resident_bwd_kernel(NormBwdArgs a, Plane
     float sa = 0.f, sd = 0.f;
     if (own) {
       const std::int64_t off = (b * C + c) * S;
-      plane_dot_sums(a.dy + off, a.x + off, a.mean[a.groups.of(b) * C + c], S, lane, pl.lanes, sa,
-                     sd);
+      plane_dot_sums(a.dy + off, a.mask ? a.mask + off : nullptr, a.x + off,
+                     a.mean[a.groups.of(b) * C + c], S, lane, pl.lanes, sa, sd);
     }
     sa = pl.sum(sa);
     sd = pl.sum(sd);
@@ -916,7 +952,8 @@ __global__ void __launch_bounds__(1024) resident_bwd_kernel(NormBwdArgs a, Plane
     const float inv = rsqrtf(a.var[grp * C + c] + a.bn_eps);
     const float ca = inv * g / (a.scale ? a.scale[b * C + c] : 1.f);
     const std::int64_t off = (b * C + c) * S;
-    plane_grad(a.dy + off, a.x + off, a.dx + off, S, lane, pl.lanes, ca, bx[grp], k0[grp]);
+    plane_grad(a.dy + off, a.mask ? a.mask + off : nullptr, a.x + off, a.dx + off, S, lane,
+               pl.lanes, ca, bx[grp], k0[grp]);
   }
 }
 
@@ -1029,7 +1066,7 @@ void norm_forward(const NormFwdArgs& a_in, std::string_view op) {
                      a.relu,
                      a.residual};
   if (a.channel_last) {
-    channel_last_sums(a.x, nullptr, nullptr, NormGroups{}, a.B, a.C, a.S, m1, m2, op);
+    channel_last_sums(a.x, nullptr, nullptr, nullptr, NormGroups{}, a.B, a.C, a.S, m1, m2, op);
   } else {
     GHOSTNN_LAUNCH(plane_moments_kernel, plane_blocks(BC, pl), kThreads, 0)
     (a.x, BC, a.C, a.S, pl, m1, m2);
@@ -1056,10 +1093,10 @@ void norm_backward(const NormBwdArgs& a, std::string_view op) {
   float* coef = s + 2 * BC;
   const PlaneLanes pl = plane_lanes(a.S);
   if (a.channel_last) {
-    channel_last_sums(a.x, a.dy, a.mean, a.groups, a.B, a.C, a.S, A, D, op);
+    channel_last_sums(a.x, a.dy, a.mask, a.mean, a.groups, a.B, a.C, a.S, A, D, op);
   } else {
     GHOSTNN_LAUNCH(plane_dots_kernel, plane_blocks(BC, pl), kThreads, 0)
-    (a.dy, a.x, a.mean, BC, a.C, a.S, a.groups, pl, A, D);
+    (a.dy, a.mask, a.x, a.mean, BC, a.C, a.S, a.groups, pl, A, D);
     GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
   }
   GHOSTNN_LAUNCH(channel_grads_kernel, static_cast<unsigned>(a.C), kThreads, 0)(a, A, D, coef);
@@ -1113,13 +1150,13 @@ void xbn_backward(const NormBwdArgs& a, std::string_view op) {
   const NormGroups per_sample{B, 1, false};
   const PlaneLanes pl = plane_lanes(S);
   GHOSTNN_LAUNCH(plane_dots_kernel, plane_blocks(BC, pl), kThreads, 0)
-  (dy, x, mean, BC, C, S, per_sample, pl, A, D);
+  (dy, a.mask, x, mean, BC, C, S, per_sample, pl, A, D);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
   GHOSTNN_LAUNCH(xbn_grads_kernel, static_cast<unsigned>(C), kThreads, 0)
   (A, D, mean, var, a.gamma, ca, cb, cc, a.dgamma, a.dbeta, B, C, S, a.groups, a.bn_eps);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
   GHOSTNN_LAUNCH(plane_coef_bwd_kernel, plane_blocks(BC, pl), kThreads, 0)
-  (dy, x, a.dx, ca, cb, cc, BC, S, pl);
+  (dy, a.mask, x, a.dx, ca, cb, cc, BC, S, pl);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
@@ -1144,7 +1181,7 @@ void channel_affine_grads(const float* dy, const float* x, float* dgamma, float*
   float* s = scratch_floats(static_cast<std::size_t>(2 * BC), current_device(op));
   const PlaneLanes pl = plane_lanes(S);
   GHOSTNN_LAUNCH(plane_dots_kernel, plane_blocks(BC, pl), kThreads, 0)
-  (dy, x, nullptr, BC, C, S, NormGroups{}, pl, s, s + BC);
+  (dy, nullptr, x, nullptr, BC, C, S, NormGroups{}, pl, s, s + BC);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
   GHOSTNN_LAUNCH(channel_totals_kernel, static_cast<unsigned>(C), kThreads, 0)
   (s, s + BC, dgamma, dbeta, B, C);

@@ -11,7 +11,8 @@
 //                           shared memory), and for every sample N Philox-drawn ghost samples
 //                           (primitives/philox.hpp) gathered from them -> shift, scale
 //           plane_apply     y = a[b,c] x + o[b,c]
-// Backward: plane_dots      per-plane sums of dy and dy * (x - mean_c)
+// Backward: plane_dots      per-plane sums of dy and dy * (x - mean_c) (dy masked by the
+//                           forward's output first with NormBwdArgs::mask, in every pass)
 //           channel_grads   per channel: the BN-backward reductions, dgamma, dbeta
 //           plane_bwd       dx = ca[b,c] dy + bx[c] x + cc[b,c]
 #pragma once
@@ -96,7 +97,8 @@ struct NormBwdArgs {
   std::int64_t B = 0, C = 0, S = 0;
   float bn_eps = 1e-5f;
   NormGroups groups;
-  bool channel_last = false;  // as in NormFwdArgs
+  bool channel_last = false;    // as in NormFwdArgs
+  const float* mask = nullptr;  // like dy: dy masked by it (dy where mask > 0, else 0); null: none
 };
 
 // Runs the forward pipeline on the current device's default stream.

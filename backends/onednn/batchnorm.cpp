@@ -180,7 +180,7 @@ void own_bn_bwd(const OpDesc& od, const KernelCall& c) {
   grouped_bn_backward(c.in[0].f32(), c.in[1].f32(), c.out[0].f32(), planes_of(c.in[0].desc),
                       Groups{}, c.in[2].f32(), c.in[3].f32(), d.affine ? c.in[4].f32() : nullptr,
                       d.eps, d.affine ? c.out[1].f32() : nullptr,
-                      d.affine ? c.out[2].f32() : nullptr);
+                      d.affine ? c.out[2].f32() : nullptr, mask_input(d.layer, c, d.mask_dy));
 }
 
 }  // namespace ghostnn::onednn

@@ -60,9 +60,10 @@ void bn_gni_bwd(const OpDesc& od, const KernelCall& c) {
   const float* scale = c.in[5].f32();
   const float* gamma = c.in[6].f32();
   float* dx = c.out[0].f32();
+  const float* m = mask_input(d.noise.layer, c, d.mask_dy);
   std::vector<double> a(B * C), bs(B * C);
   all_grad_dots(
-      dy, x, p, [&](std::int64_t k) { return mean[k % C]; }, a.data(), bs.data());
+      dy, x, p, [&](std::int64_t k) { return mean[k % C]; }, a.data(), bs.data(), m);
   const double n = static_cast<double>(B * S);
   std::vector<double> inv(C), bx(C), sg(C, 0.0), sgx(C, 0.0), dgamma(C, 0.0), dbeta(C, 0.0);
   for (std::int64_t ch = 0; ch < C; ++ch)
@@ -77,13 +78,16 @@ void bn_gni_bwd(const OpDesc& od, const KernelCall& c) {
       dbeta[ch] += a[k];
     }
   for (std::int64_t ch = 0; ch < C; ++ch) bx[ch] = -inv[ch] * inv[ch] * sgx[ch] / n;
-  all_bwd(dy, x, dx, p, [&](std::int64_t k) {
-    const auto ch = k % C;
-    const double ca = inv[ch] * gamma[ch] / scale[k];
-    const double cc = -inv[ch] * sg[ch] / n - bx[ch] * mean[ch];
-    return std::array<float, 3>{static_cast<float>(ca), static_cast<float>(bx[ch]),
-                                static_cast<float>(cc)};
-  });
+  all_bwd(
+      dy, x, dx, p,
+      [&](std::int64_t k) {
+        const auto ch = k % C;
+        const double ca = inv[ch] * gamma[ch] / scale[k];
+        const double cc = -inv[ch] * sg[ch] / n - bx[ch] * mean[ch];
+        return std::array<float, 3>{static_cast<float>(ca), static_cast<float>(bx[ch]),
+                                    static_cast<float>(cc)};
+      },
+      m);
   for (std::int64_t ch = 0; ch < C; ++ch) {
     c.out[1].f32()[ch] = static_cast<float>(dgamma[ch]);
     c.out[2].f32()[ch] = static_cast<float>(dbeta[ch]);

@@ -38,7 +38,8 @@ void gbn_bwd(const OpDesc& od, const KernelCall& c) {
   const Groups groups{g.count, g.group_of.data(), g.size.data()};
   grouped_bn_backward(c.in[0].f32(), c.in[1].f32(), c.out[0].f32(), p, groups, c.in[2].f32(),
                       c.in[3].f32(), d.affine ? c.in[4].f32() : nullptr, d.eps,
-                      d.affine ? c.out[1].f32() : nullptr, d.affine ? c.out[2].f32() : nullptr);
+                      d.affine ? c.out[1].f32() : nullptr, d.affine ? c.out[2].f32() : nullptr,
+                      mask_input(d.layer, c, d.mask_dy));
 }
 
 }  // namespace ghostnn::onednn

@@ -44,12 +44,12 @@ GroupStats grouped_bn_forward(const float* x, float* y, const Planes& p, const G
 
 void grouped_bn_backward(const float* dy, const float* x, float* dx, const Planes& p,
                          const Groups& g, const float* mean, const float* var, const float* gamma,
-                         float eps, float* dgamma, float* dbeta) {
+                         float eps, float* dgamma, float* dbeta, const float* m) {
   const auto [B, C, S, lanes] = p;
   std::vector<double> a(B * C), bsum(B * C);
   all_grad_dots(
       dy, x, p, [&](std::int64_t k) { return mean[g.of(k / C) * C + k % C]; }, a.data(),
-      bsum.data());
+      bsum.data(), m);
   std::vector<double> sdy(g.count * C, 0.0), sdyx(g.count * C, 0.0);
   for (std::int64_t b = 0; b < B; ++b)
     for (std::int64_t ch = 0; ch < C; ++ch) {
@@ -71,10 +71,13 @@ void grouped_bn_backward(const float* dy, const float* x, float* dx, const Plane
       dg[ch] += sx;
       db[ch] += sdy[k];
     }
-  all_bwd(dy, x, dx, p, [&](std::int64_t k) {
-    const auto gk = g.of(k / C) * C + k % C;
-    return std::array<float, 3>{ca[gk], cx[gk], cc[gk]};
-  });
+  all_bwd(
+      dy, x, dx, p,
+      [&](std::int64_t k) {
+        const auto gk = g.of(k / C) * C + k % C;
+        return std::array<float, 3>{ca[gk], cx[gk], cc[gk]};
+      },
+      m);
   for (std::int64_t ch = 0; ch < C; ++ch) {
     if (dgamma) dgamma[ch] = static_cast<float>(dg[ch]);
     if (dbeta) dbeta[ch] = static_cast<float>(db[ch]);

@@ -25,9 +25,10 @@ struct GroupStats {
 GroupStats grouped_bn_forward(const float* x, float* y, const Planes& p, const Groups& g,
                               const float* gamma, const float* beta, float eps, Epilogue e);
 
-// dx (and dgamma, dbeta when not null) from the saved per-(group, channel) mean and variance.
+// dx (and dgamma, dbeta when not null) from the saved per-(group, channel) mean and variance;
+// dy masked by m (like dy; plane_kernels.hpp) when not null.
 void grouped_bn_backward(const float* dy, const float* x, float* dx, const Planes& p,
                          const Groups& g, const float* mean, const float* var, const float* gamma,
-                         float eps, float* dgamma, float* dbeta);
+                         float eps, float* dgamma, float* dbeta, const float* m);
 
 }  // namespace ghostnn::onednn

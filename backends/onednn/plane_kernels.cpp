@@ -9,6 +9,16 @@
 
 namespace ghostnn::onednn {
 
+namespace {
+// g where y > 0, else 0 (relu_bwd's mask): the mask as bits, because GCC keeps `y > 0 ? g : 0` a
+// scalar branch when g is a sum (it will not add for lanes that do not use it: a float add may
+// trap), which measured ~4x slower than relu_bwd in add_relu_bwd_run.
+inline float kept(float g, float y) {
+  const std::uint32_t keep = y > 0.f ? 0xffffffffu : 0u;
+  return std::bit_cast<float>(std::bit_cast<std::uint32_t>(g) & keep);
+}
+}  // namespace
+
 GHOSTNN_CLONES PlaneSums plane_moments(const float* x, std::int64_t S, float pivot) {
   float s1 = 0.f, s2 = 0.f;
 #pragma omp simd reduction(+ : s1, s2)
@@ -21,12 +31,21 @@ GHOSTNN_CLONES PlaneSums plane_moments(const float* x, std::int64_t S, float piv
 }
 
 GHOSTNN_CLONES PlaneDots plane_grad_dots(const float* dy, const float* x, std::int64_t S,
-                                         float pivot) {
+                                         float pivot, const float* m) {
   float a = 0.f, b = 0.f;
+  if (m) {
 #pragma omp simd reduction(+ : a, b)
-  for (std::int64_t i = 0; i < S; ++i) {
-    a += dy[i];
-    b += dy[i] * (x[i] - pivot);
+    for (std::int64_t i = 0; i < S; ++i) {
+      const float g = kept(dy[i], m[i]);
+      a += g;
+      b += g * (x[i] - pivot);
+    }
+  } else {
+#pragma omp simd reduction(+ : a, b)
+    for (std::int64_t i = 0; i < S; ++i) {
+      a += dy[i];
+      b += dy[i] * (x[i] - pivot);
+    }
   }
   return {a, b};
 }
@@ -52,19 +71,19 @@ GHOSTNN_CLONES void plane_affine(const float* x, float* y, std::int64_t S, float
 
 GHOSTNN_CLONES void add_relu_bwd_run(const float* a, const float* b, const float* y, float* dx,
                                      std::int64_t n) {
-  // The mask as bits: GCC keeps `y > 0 ? a + b : 0` a scalar branch (it will not add for lanes
-  // that do not use the sum: a float add may trap), which measured ~4x slower than relu_bwd.
 #pragma omp simd
-  for (std::int64_t i = 0; i < n; ++i) {
-    const std::uint32_t keep = y[i] > 0.f ? 0xffffffffu : 0u;
-    dx[i] = std::bit_cast<float>(std::bit_cast<std::uint32_t>(a[i] + b[i]) & keep);
-  }
+  for (std::int64_t i = 0; i < n; ++i) dx[i] = kept(a[i] + b[i], y[i]);
 }
 
 GHOSTNN_CLONES void plane_bwd(const float* dy, const float* x, float* dx, std::int64_t S, float a,
-                              float bx, float c) {
+                              float bx, float c, const float* m) {
+  if (m) {
 #pragma omp simd
-  for (std::int64_t i = 0; i < S; ++i) dx[i] = a * dy[i] + bx * x[i] + c;
+    for (std::int64_t i = 0; i < S; ++i) dx[i] = a * kept(dy[i], m[i]) + bx * x[i] + c;
+  } else {
+#pragma omp simd
+    for (std::int64_t i = 0; i < S; ++i) dx[i] = a * dy[i] + bx * x[i] + c;
+  }
 }
 
 // The block loops: the inner loop over the 8 lanes is one AVX2 vector; four accumulators per sum
@@ -88,15 +107,27 @@ GHOSTNN_CLONES void block_moments(const float* x, std::int64_t S, const float* p
 }
 
 GHOSTNN_CLONES void block_grad_dots(const float* dy, const float* x, std::int64_t S,
-                                    const float* pivot, double* sdy, double* sdyx) {
+                                    const float* pivot, double* sdy, double* sdyx, const float* m) {
   float a[4][kBlock] = {}, b[4][kBlock] = {};
-  for (std::int64_t i = 0; i < S; ++i) {
-    const auto r = i % 4;
+  if (m) {
+    for (std::int64_t i = 0; i < S; ++i) {
+      const auto r = i % 4;
 #pragma omp simd
-    for (std::int64_t l = 0; l < kBlock; ++l) {
-      const float g = dy[i * kBlock + l];
-      a[r][l] += g;
-      b[r][l] += g * (x[i * kBlock + l] - pivot[l]);
+      for (std::int64_t l = 0; l < kBlock; ++l) {
+        const float g = kept(dy[i * kBlock + l], m[i * kBlock + l]);
+        a[r][l] += g;
+        b[r][l] += g * (x[i * kBlock + l] - pivot[l]);
+      }
+    }
+  } else {
+    for (std::int64_t i = 0; i < S; ++i) {
+      const auto r = i % 4;
+#pragma omp simd
+      for (std::int64_t l = 0; l < kBlock; ++l) {
+        const float g = dy[i * kBlock + l];
+        a[r][l] += g;
+        b[r][l] += g * (x[i * kBlock + l] - pivot[l]);
+      }
     }
   }
   for (std::int64_t l = 0; l < kBlock; ++l) {
@@ -135,11 +166,20 @@ GHOSTNN_CLONES void block_affine(const float* x, float* y, std::int64_t S, const
 }
 
 GHOSTNN_CLONES void block_bwd(const float* dy, const float* x, float* dx, std::int64_t S,
-                              const float* a, const float* bx, const float* c) {
-  for (std::int64_t i = 0; i < S; ++i)
+                              const float* a, const float* bx, const float* c, const float* m) {
+  if (m) {
+    for (std::int64_t i = 0; i < S; ++i)
 #pragma omp simd
-    for (std::int64_t l = 0; l < kBlock; ++l)
-      dx[i * kBlock + l] = a[l] * dy[i * kBlock + l] + bx[l] * x[i * kBlock + l] + c[l];
+      for (std::int64_t l = 0; l < kBlock; ++l) {
+        const auto k = i * kBlock + l;
+        dx[k] = a[l] * kept(dy[k], m[k]) + bx[l] * x[k] + c[l];
+      }
+  } else {
+    for (std::int64_t i = 0; i < S; ++i)
+#pragma omp simd
+      for (std::int64_t l = 0; l < kBlock; ++l)
+        dx[i * kBlock + l] = a[l] * dy[i * kBlock + l] + bx[l] * x[i * kBlock + l] + c[l];
+  }
 }
 
 int cpu_threads() { return omp_get_max_threads(); }

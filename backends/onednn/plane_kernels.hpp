@@ -19,11 +19,14 @@ struct PlaneSums {
 };
 PlaneSums plane_moments(const float* x, std::int64_t S, float pivot);
 
+// The backward loops take dy masked by m (a norm's `mask_dy`: dy where m > 0, else 0, core.hpp
+// masked_dy; the same run of floats as dy) when m is not null.
 struct PlaneDots {
   double dy = 0;   // sum dy
   double dyx = 0;  // sum dy * (x - p)
 };
-PlaneDots plane_grad_dots(const float* dy, const float* x, std::int64_t S, float pivot);
+PlaneDots plane_grad_dots(const float* dy, const float* x, std::int64_t S, float pivot,
+                          const float* m = nullptr);
 
 // What a norm's apply pass does after y = a x + b (core.hpp norm_out): add the residual r (the
 // same run of floats as x, in x's layout; none when null), then max(., 0) when `relu`.
@@ -37,17 +40,17 @@ struct Epilogue {
 void plane_affine(const float* x, float* y, std::int64_t S, float a, float b, Epilogue e = {});
 // dx = a * dy + bx * x + c
 void plane_bwd(const float* dy, const float* x, float* dx, std::int64_t S, float a, float bx,
-               float c);
+               float c, const float* m = nullptr);
 
 // The same four loops over a block of 8 channels side by side (S * 8 floats, nchw8c): per-lane
 // pivots, sums and coefficients.
 void block_moments(const float* x, std::int64_t S, const float* pivot, double* s1, double* s2);
 void block_grad_dots(const float* dy, const float* x, std::int64_t S, const float* pivot,
-                     double* sdy, double* sdyx);
+                     double* sdy, double* sdyx, const float* m = nullptr);
 void block_affine(const float* x, float* y, std::int64_t S, const float* a, const float* b,
                   Epilogue e = {});
 void block_bwd(const float* dy, const float* x, float* dx, std::int64_t S, const float* a,
-               const float* bx, const float* c);
+               const float* bx, const float* c, const float* m = nullptr);
 
 // dx = (a + b) * [y > 0] over n values (primitives/eltwise.hpp add_relu_bwd), on one thread.
 void add_relu_bwd_run(const float* a, const float* b, const float* y, float* dx, std::int64_t n);
@@ -91,21 +94,22 @@ void all_moments(const float* x, const Planes& p, Pivot pivot, double* s1, doubl
     block_moments(x + u * p.run(), p.S, pv, s1 + u * kBlock, s2 + u * kBlock);
   });
 }
-// sdy[k] = sum dy, sdyx[k] = sum dy * (x - pivot(k)).
+// sdy[k] = sum dy, sdyx[k] = sum dy * (x - pivot(k)); dy masked by m (like dy) when not null.
 template <typename Pivot>
 void all_grad_dots(const float* dy, const float* x, const Planes& p, Pivot pivot, double* sdy,
-                   double* sdyx) {
+                   double* sdyx, const float* m = nullptr) {
   parallel_for(p.units(), [&](std::int64_t u) {
+    const auto at = u * p.run();
+    const float* mu = m ? m + at : nullptr;
     if (p.lanes == 1) {
-      const auto r = plane_grad_dots(dy + u * p.S, x + u * p.S, p.S, static_cast<float>(pivot(u)));
+      const auto r = plane_grad_dots(dy + at, x + at, p.S, static_cast<float>(pivot(u)), mu);
       sdy[u] = r.dy;
       sdyx[u] = r.dyx;
       return;
     }
     float pv[kBlock];
     for (std::int64_t l = 0; l < kBlock; ++l) pv[l] = static_cast<float>(pivot(u * kBlock + l));
-    block_grad_dots(dy + u * p.run(), x + u * p.run(), p.S, pv, sdy + u * kBlock,
-                    sdyx + u * kBlock);
+    block_grad_dots(dy + at, x + at, p.S, pv, sdy + u * kBlock, sdyx + u * kBlock, mu);
   });
 }
 // y = a x + o per plane, coef(k) -> std::array<float, 2>{a, o}; then the epilogue (e.r: the whole
@@ -127,13 +131,17 @@ void all_affine(const float* x, float* y, const Planes& p, Coef coef, Epilogue e
     block_affine(x + u * p.run(), y + u * p.run(), p.S, a, o, e.at(u * p.run()));
   });
 }
-// dx = a dy + bx x + c per plane, coef(k) -> std::array<float, 3>{a, bx, c}.
+// dx = a dy + bx x + c per plane, coef(k) -> std::array<float, 3>{a, bx, c}; dy masked by m
+// when not null.
 template <typename Coef>
-void all_bwd(const float* dy, const float* x, float* dx, const Planes& p, Coef coef) {
+void all_bwd(const float* dy, const float* x, float* dx, const Planes& p, Coef coef,
+             const float* m = nullptr) {
   parallel_for(p.units(), [&](std::int64_t u) {
+    const auto at = u * p.run();
+    const float* mu = m ? m + at : nullptr;
     if (p.lanes == 1) {
       const std::array<float, 3> c = coef(u);
-      plane_bwd(dy + u * p.S, x + u * p.S, dx + u * p.S, p.S, c[0], c[1], c[2]);
+      plane_bwd(dy + at, x + at, dx + at, p.S, c[0], c[1], c[2], mu);
       return;
     }
     float a[kBlock], bx[kBlock], cc[kBlock];
@@ -143,7 +151,7 @@ void all_bwd(const float* dy, const float* x, float* dx, const Planes& p, Coef c
       bx[l] = c[1];
       cc[l] = c[2];
     }
-    block_bwd(dy + u * p.run(), x + u * p.run(), dx + u * p.run(), p.S, a, bx, cc);
+    block_bwd(dy + at, x + at, dx + at, p.S, a, bx, cc, mu);
   });
 }
 

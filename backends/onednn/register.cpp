@@ -41,15 +41,15 @@ void register_backend(Registry& r) {
   own(op::bn_fwd_train, own_bn_fwd_train, LR::like_output);
   own(op::bn_fwd_infer, own_bn_fwd_infer, LR::like_output);
   own(op::bn_bwd, own_bn_bwd, LR::like_output);
-  // oneDNN's BN has no ReLU for our op contract (its fused ReLU needs a workspace) and no
-  // residual: ours only.
+  // oneDNN's BN has no ReLU for our op contract (its fused ReLU needs a workspace), no residual
+  // and no masked dy: ours only.
   const Supports plain_bn = [](const OpDesc& d, const KernelCall&) {
     const auto& bn = dynamic_cast<const prim::BatchNormDesc&>(d);
-    return !bn.relu && !bn.residual;
+    return !bn.relu && !bn.residual && !bn.mask_dy;
   };
   r.add_kernel(std::string(op::bn_fwd_train), DeviceType::cpu, be, bn_fwd_train, plain_bn);
   r.add_kernel(std::string(op::bn_fwd_infer), DeviceType::cpu, be, bn_fwd_infer, plain_bn);
-  add(op::bn_bwd, bn_bwd);
+  r.add_kernel(std::string(op::bn_bwd), DeviceType::cpu, be, bn_bwd, plain_bn);
   own(op::gbn_fwd_train, gbn_fwd_train, LR::like_output);
   own(op::gbn_bwd, gbn_bwd, LR::like_output);
   own(op::gni_fwd_train, gni_fwd_train, LR::like_output);

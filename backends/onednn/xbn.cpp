@@ -61,12 +61,13 @@ void xbn_bwd(const OpDesc& od, const KernelCall& c) {
   const auto [B, C, S, lanes] = p;
   const float *dy = c.in[0].f32(), *x = c.in[1].f32();
   const float *mean = c.in[2].f32(), *var = c.in[3].f32();
+  const float* m = mask_input(d.layer, c, d.mask_dy);
   auto gamma = [&](std::int64_t ch) { return d.affine ? c.in[4].f32()[ch] : 1.0; };
   // Per plane: the sums, r, and the gradients of its statistics (means taken about the pivot
   // p_c = mean[0, c] so the x-coefficient terms below do not cancel badly).
   std::vector<double> r(B * C), ge(B * C), gm(B * C), dys(B * C), dyx(B * C);
   all_grad_dots(
-      dy, x, p, [&](std::int64_t k) { return mean[k]; }, dys.data(), dyx.data());
+      dy, x, p, [&](std::int64_t k) { return mean[k]; }, dys.data(), dyx.data(), m);
   parallel_for(B * C, [&](std::int64_t k) {
     const double ga = gamma(k % C);
     r[k] = 1.0 / std::sqrt(static_cast<double>(var[k]) + d.eps);
@@ -82,14 +83,17 @@ void xbn_bwd(const OpDesc& od, const KernelCall& c) {
       dgamma[ch] += r[k] * dyx[k];
       dbeta[ch] += dys[k];
     }
-  all_bwd(dy, x, c.out[0].f32(), p, [&](std::int64_t k) {
-    const auto b = k / C, ch = k % C, gk = g.group_of[b] * C + ch;
-    const double M = static_cast<double>((g.size[g.group_of[b]] - 1) * S);
-    const double bx = 2.0 * (te[gk] - ge[k]) / M;
-    const double k0 = (tg[gk] - gm[k]) / M - bx * mean[ch];
-    return std::array<float, 3>{static_cast<float>(gamma(ch) * r[k]), static_cast<float>(bx),
-                                static_cast<float>(k0)};
-  });
+  all_bwd(
+      dy, x, c.out[0].f32(), p,
+      [&](std::int64_t k) {
+        const auto b = k / C, ch = k % C, gk = g.group_of[b] * C + ch;
+        const double M = static_cast<double>((g.size[g.group_of[b]] - 1) * S);
+        const double bx = 2.0 * (te[gk] - ge[k]) / M;
+        const double k0 = (tg[gk] - gm[k]) / M - bx * mean[ch];
+        return std::array<float, 3>{static_cast<float>(gamma(ch) * r[k]), static_cast<float>(bx),
+                                    static_cast<float>(k0)};
+      },
+      m);
   if (d.affine)
     for (std::int64_t ch = 0; ch < C; ++ch) {
       c.out[1].f32()[ch] = static_cast<float>(dgamma[ch]);
