@@ -6,6 +6,7 @@
 #include "engine/dispatcher.hpp"
 #include "engine/graph.hpp"
 #include "primitives/block_cache.hpp"
+#include "primitives/conv.hpp"
 #include "primitives/eltwise.hpp"
 #include "test_kit.hpp"
 
@@ -234,9 +235,9 @@ TEST(Dispatcher, MissingKernelNamesOpAndDevice) {
 }
 
 TEST(Dispatcher, BuiltinBackendsAreRegistered) {
-  EXPECT_EQ(Dispatcher::global().backends(prim::op::relu_fwd, DeviceType::cpu).at(0), "onednn");
+  EXPECT_EQ(Dispatcher::global().backends(prim::op::conv_fwd, DeviceType::cpu).at(0), "onednn");
 #if GHOSTNN_HAVE_CUDA
-  EXPECT_EQ(Dispatcher::global().backends(prim::op::relu_fwd, DeviceType::cuda).at(0), "cudnn");
+  EXPECT_EQ(Dispatcher::global().backends(prim::op::conv_fwd, DeviceType::cuda).at(0), "cudnn");
 #endif
 }
 

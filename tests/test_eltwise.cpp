@@ -88,6 +88,12 @@ TEST(EltwiseOnednn, MatchesReference) {
       {Tensor::zeros(big)}, {0, 1e-7});
 }
 
+// NaN, inf and signed zeros, in every op and position: the CPU kernels handle them as the
+// reference does (a ReLU and its masks take NaN to 0; oneDNN's own ReLU backward did not).
+TEST(EltwiseOnednn, NonFiniteValuesFollowTheReference) {
+  testkit::expect_eltwise_non_finite_like_reference(Device::cpu());
+}
+
 TEST(EltwiseOnednn, ReluBackwardMatchesFiniteDifferences) {
   const Shape s{64};
   // keep values away from the kink at 0, where the derivative is undefined

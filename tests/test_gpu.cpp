@@ -312,6 +312,11 @@ TEST(Gpu, MixedDevicesAreAClearError) {
   }
 }
 
+TEST(Gpu, EltwiseNonFiniteValuesFollowTheReference) {
+  GHOSTNN_REQUIRE_GPU();
+  testkit::expect_eltwise_non_finite_like_reference(Device::cuda());
+}
+
 TEST(Gpu, EltwiseMatchesReference) {
   GHOSTNN_REQUIRE_GPU();
   const Shape s{4, 3, 5, 7};

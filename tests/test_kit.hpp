@@ -81,6 +81,11 @@ struct TrainedNet {
 };
 TrainedNet train_small_net(const std::string& norm, Device device);
 
+// ReLU, its backward, Add (with and without its ReLU) and the add's masked backward on `device`,
+// on values holding NaN, +-inf and +-0 in every role (the input, the gradient, the mask): equal to
+// the reference, NaN for NaN (13 values: float4s and a tail on the GPU).
+void expect_eltwise_non_finite_like_reference(Device device);
+
 // The norms' fused epilogues (BatchNormDesc::relu and ::residual, and the same flags of GBN, XBN
 // and the fused block) on `device`, in every layout: the reference with them is exactly max(., 0)
 // and/or + residual of the reference without them (outputs other than y unchanged), and the

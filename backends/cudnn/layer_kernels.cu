@@ -144,25 +144,61 @@ __global__ void sgd_kernel(SgdTable t, float lr, float mom, bool nesterov) {
   }
 }
 
-// Four values a thread (float4 loads where all three pointers are 16-byte aligned, as the
-// allocator's tensors are), the tail and unaligned views one by one.
-__global__ void add_kernel(const float* __restrict__ a, const float* __restrict__ b,
-                           float* __restrict__ y, std::int64_t n, bool relu, bool vec4) {
+// y[i] = f(a[i], b[i], c[i]) over n values (b, c null: 0), four values a thread (float4 loads
+// where every pointer is 16-byte aligned, as the allocator's tensors are), the tail and
+// unaligned views one by one: the elementwise ops below, each an F.
+template <typename F>
+__global__ void elementwise_kernel(const float* __restrict__ a, const float* __restrict__ b,
+                                   const float* __restrict__ c, float* __restrict__ y,
+                                   std::int64_t n, bool vec4, F f) {
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   const std::int64_t first = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
-  const auto fix = [relu](float s) { return relu && !(s > 0.f) ? 0.f : s; };
   std::int64_t done = 0;
   if (vec4) {
+    const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
     const std::int64_t n4 = n / 4;
     for (std::int64_t i = first; i < n4; i += stride) {
       const float4 u = reinterpret_cast<const float4*>(a)[i];
-      const float4 v = reinterpret_cast<const float4*>(b)[i];
+      const float4 v = b ? reinterpret_cast<const float4*>(b)[i] : zero;
+      const float4 w = c ? reinterpret_cast<const float4*>(c)[i] : zero;
       reinterpret_cast<float4*>(y)[i] =
-          make_float4(fix(u.x + v.x), fix(u.y + v.y), fix(u.z + v.z), fix(u.w + v.w));
+          make_float4(f(u.x, v.x, w.x), f(u.y, v.y, w.y), f(u.z, v.z, w.z), f(u.w, v.w, w.w));
     }
     done = n4 * 4;
   }
-  for (std::int64_t i = done + first; i < n; i += stride) y[i] = fix(a[i] + b[i]);
+  for (std::int64_t i = done + first; i < n; i += stride)
+    y[i] = f(a[i], b ? b[i] : 0.f, c ? c[i] : 0.f);
+}
+
+// The elementwise ops (primitives/eltwise.hpp): NaN handling as the reference's (relu and its
+// mask: NaN to 0).
+struct Relu {
+  __device__ float operator()(float x, float, float) const { return x > 0.f ? x : 0.f; }
+};
+struct ReluBwd {  // (dy, y): dy where y > 0
+  __device__ float operator()(float g, float y, float) const { return y > 0.f ? g : 0.f; }
+};
+struct Add {
+  bool relu;
+  __device__ float operator()(float a, float b, float) const {
+    const float s = a + b;
+    return relu && !(s > 0.f) ? 0.f : s;
+  }
+};
+struct AddReluBwd {  // (a, b, y): a + b where y > 0
+  __device__ float operator()(float a, float b, float y) const { return y > 0.f ? a + b : 0.f; }
+};
+
+template <typename F>
+void elementwise(const float* a, const float* b, const float* c, float* y, std::int64_t n, F f,
+                 std::string_view op) {
+  const auto aligned = [](const void* p) {
+    return p == nullptr || reinterpret_cast<std::uintptr_t>(p) % 16 == 0;
+  };
+  const bool vec4 = aligned(a) && aligned(b) && aligned(c) && aligned(y);
+  GHOSTNN_LAUNCH(elementwise_kernel<F>, blocks_for(vec4 ? (n + 3) / 4 : n), 256, 0)
+  (a, b, c, y, n, vec4, f);
+  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
 // out[b][q][r] = in[b][r][q] for B matrices of R x Q: 32 x 32 tiles through shared memory, so
@@ -305,43 +341,21 @@ void sgd_update(const float* const* g, float* const* p, float* const* buf, const
   }
 }
 
-void add(const float* a, const float* b, float* y, std::int64_t n, bool relu, std::string_view op) {
-  const auto aligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
-  const bool vec4 = aligned(a) && aligned(b) && aligned(y);
-  GHOSTNN_LAUNCH(add_kernel, blocks_for(vec4 ? (n + 3) / 4 : n), 256, 0)(a, b, y, n, relu, vec4);
-  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+void relu(const float* x, float* y, std::int64_t n, std::string_view op) {
+  elementwise(x, nullptr, nullptr, y, n, Relu{}, op);
 }
 
-// As add_kernel, with the mask of a third tensor.
-__global__ void add_relu_bwd_kernel(const float* __restrict__ a, const float* __restrict__ b,
-                                    const float* __restrict__ y, float* __restrict__ dx,
-                                    std::int64_t n, bool vec4) {
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
-  const std::int64_t first = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
-  const auto masked = [](float s, float m) { return m > 0.f ? s : 0.f; };
-  std::int64_t done = 0;
-  if (vec4) {
-    const std::int64_t n4 = n / 4;
-    for (std::int64_t i = first; i < n4; i += stride) {
-      const float4 u = reinterpret_cast<const float4*>(a)[i];
-      const float4 v = reinterpret_cast<const float4*>(b)[i];
-      const float4 m = reinterpret_cast<const float4*>(y)[i];
-      reinterpret_cast<float4*>(dx)[i] =
-          make_float4(masked(u.x + v.x, m.x), masked(u.y + v.y, m.y), masked(u.z + v.z, m.z),
-                      masked(u.w + v.w, m.w));
-    }
-    done = n4 * 4;
-  }
-  for (std::int64_t i = done + first; i < n; i += stride) dx[i] = masked(a[i] + b[i], y[i]);
+void relu_bwd(const float* dy, const float* y, float* dx, std::int64_t n, std::string_view op) {
+  elementwise(dy, y, nullptr, dx, n, ReluBwd{}, op);
+}
+
+void add(const float* a, const float* b, float* y, std::int64_t n, bool relu, std::string_view op) {
+  elementwise(a, b, nullptr, y, n, Add{relu}, op);
 }
 
 void add_relu_bwd(const float* a, const float* b, const float* y, float* dx, std::int64_t n,
                   std::string_view op) {
-  const auto aligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
-  const bool vec4 = aligned(a) && aligned(b) && aligned(y) && aligned(dx);
-  GHOSTNN_LAUNCH(add_relu_bwd_kernel, blocks_for(vec4 ? (n + 3) / 4 : n), 256, 0)
-  (a, b, y, dx, n, vec4);
-  GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
+  elementwise(a, b, y, dx, n, AddReluBwd{}, op);
 }
 
 void transpose(const float* in, float* out, std::int64_t B, std::int64_t R, std::int64_t Q,

@@ -25,6 +25,10 @@ inline constexpr int kSgdChunk = 24;
 void sgd_update(const float* const* g, float* const* p, float* const* buf, const std::int64_t* n,
                 const float* wd, std::size_t count, float lr, float mom, bool nesterov,
                 std::string_view op);
+// y = max(x, 0) over n values (NaN to 0, as the reference).
+void relu(const float* x, float* y, std::int64_t n, std::string_view op);
+// dx = dy where y > 0, else 0, over n values (the reference's select: NaN y or dy stay masked).
+void relu_bwd(const float* dy, const float* y, float* dx, std::int64_t n, std::string_view op);
 // y = a + b over n values, then max(., 0) when `relu`.
 void add(const float* a, const float* b, float* y, std::int64_t n, bool relu, std::string_view op);
 // dx = (a + b) * [y > 0] over n values.

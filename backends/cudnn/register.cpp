@@ -30,9 +30,6 @@ void register_backend(Registry& r) {
   auto add = [&](std::string_view name, Kernel k, LR layouts = LR::plain) {
     r.add_kernel(std::string(name), DeviceType::cuda, be, std::move(k), {}, layouts);
   };
-  add(op::relu_fwd, relu_fwd, LR::like_output);  // elementwise: any layout
-  add(op::relu_bwd, relu_bwd, LR::like_output);
-  add(op::add_fwd, add_fwd, LR::like_output);
 
   // Our own CUDA kernels (norm_kernels.cu), then cuDNN's batch norm as the alternative.
   const std::string own = "cuda-kernels";
@@ -40,7 +37,10 @@ void register_backend(Registry& r) {
     r.add_kernel(std::string(name), DeviceType::cuda, own, std::move(k), {}, layouts);
   };
   add_own(op::layout_convert, layout_convert, LR::any);
-  add_own(op::add_relu_bwd, add_relu_bwd, LR::like_output);  // elementwise: any layout
+  add_own(op::relu_fwd, relu_fwd, LR::like_output);  // elementwise: any layout
+  add_own(op::relu_bwd, relu_bwd, LR::like_output);
+  add_own(op::add_fwd, add_fwd, LR::like_output);
+  add_own(op::add_relu_bwd, add_relu_bwd, LR::like_output);
   add_own(op::bn_fwd_train, bn_fwd_train, LR::like_output);
   add_own(op::bn_fwd_infer, bn_fwd_infer, LR::like_output);
   add_own(op::bn_bwd, bn_bwd, LR::like_output);

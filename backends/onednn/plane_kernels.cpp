@@ -75,6 +75,11 @@ GHOSTNN_CLONES void add_relu_bwd_run(const float* a, const float* b, const float
   for (std::int64_t i = 0; i < n; ++i) dx[i] = kept(a[i] + b[i], y[i]);
 }
 
+GHOSTNN_CLONES void relu_bwd_run(const float* dy, const float* y, float* dx, std::int64_t n) {
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) dx[i] = kept(dy[i], y[i]);
+}
+
 GHOSTNN_CLONES void plane_bwd(const float* dy, const float* x, float* dx, std::int64_t S, float a,
                               float bx, float c, const float* m) {
   if (m) {

@@ -54,6 +54,8 @@ void block_bwd(const float* dy, const float* x, float* dx, std::int64_t S, const
 
 // dx = (a + b) * [y > 0] over n values (primitives/eltwise.hpp add_relu_bwd), on one thread.
 void add_relu_bwd_run(const float* a, const float* b, const float* y, float* dx, std::int64_t n);
+// dx = dy where y > 0, else 0 (relu_bwd; NaN y or dy masked as the reference does), likewise.
+void relu_bwd_run(const float* dy, const float* y, float* dx, std::int64_t n);
 
 // Number of OpenMP threads our kernels use (follows omp_get_max_threads()).
 int cpu_threads();

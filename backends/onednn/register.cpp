@@ -29,8 +29,9 @@ void register_backend(Registry& r) {
     r.add_kernel(std::string(name), DeviceType::cpu, be, std::move(k), {}, layouts);
   };
   add(op::relu_fwd, relu_fwd, LR::like_output);
-  add(op::relu_bwd, relu_bwd, LR::like_output);
   add(op::add_fwd, add_fwd, LR::like_output);
+  r.add_kernel(std::string(op::relu_bwd), DeviceType::cpu, "cpu-kernels", relu_bwd, {},
+               LR::like_output);
   r.add_kernel(std::string(op::add_relu_bwd), DeviceType::cpu, "cpu-kernels", add_relu_bwd, {},
                LR::like_output);
   // Our own OpenMP kernels: the norms oneDNN lacks, and BN, where ours measured 2.6x to 8x faster
