@@ -321,10 +321,13 @@ TEST(Gpu, EltwiseMatchesReference) {
   GHOSTNN_REQUIRE_GPU();
   const Shape s{4, 3, 5, 7};
   Tensor x = random_tensor(s, 2), dy = random_tensor(s, 3), b = random_tensor(s, 4);
-  testkit::expect_matches_reference(prim::op::relu_fwd, prim::ref::relu_fwd, prim::ReluDesc{},
-                                    Device::cuda(), {x}, {Tensor::zeros(s)}, {0, 0});
-  testkit::expect_matches_reference(prim::op::relu_bwd, prim::ref::relu_bwd, prim::ReluDesc{},
-                                    Device::cuda(), {dy, ops::relu(x)}, {Tensor::zeros(s)}, {0, 0});
+  for (const std::string backend : {"cuda-kernels", "cudnn"}) {  // ours, then cuDNN's
+    testkit::expect_matches_reference(prim::op::relu_fwd, prim::ref::relu_fwd, prim::ReluDesc{},
+                                      Device::cuda(), {x}, {Tensor::zeros(s)}, {0, 0}, backend);
+    testkit::expect_matches_reference(prim::op::relu_bwd, prim::ref::relu_bwd, prim::ReluDesc{},
+                                      Device::cuda(), {dy, ops::relu(x)}, {Tensor::zeros(s)},
+                                      {0, 0}, backend);
+  }
   // 420 values: float4s only; 105: a tail of one.
   for (const Shape& m : {s, Shape{105}}) {
     const Tensor a = random_tensor(m, 5), c = random_tensor(m, 6),

@@ -7,6 +7,8 @@ namespace ghostnn::cudnn {
 
 void relu_fwd(const OpDesc& d, const KernelCall& c);
 void relu_bwd(const OpDesc& d, const KernelCall& c);
+void cudnn_relu_fwd(const OpDesc& d, const KernelCall& c);  // cuDNN's, the alternative
+void cudnn_relu_bwd(const OpDesc& d, const KernelCall& c);
 void add_fwd(const OpDesc& d, const KernelCall& c);
 void add_relu_bwd(const OpDesc& d, const KernelCall& c);
 void layout_convert(const OpDesc& d, const KernelCall& c);

@@ -71,6 +71,8 @@ void register_backend(Registry& r) {
   r.add_kernel(std::string(op::bn_fwd_train), DeviceType::cuda, be, cudnn_bn_fwd_train,
                cudnn_bn_supported);
   r.add_kernel(std::string(op::bn_bwd), DeviceType::cuda, be, cudnn_bn_bwd, cudnn_bn_supported);
+  add(op::relu_fwd, cudnn_relu_fwd, LR::like_output);  // elementwise: any layout
+  add(op::relu_bwd, cudnn_relu_bwd, LR::like_output);
 }
 
 }  // namespace ghostnn::cudnn

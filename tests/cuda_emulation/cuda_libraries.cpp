@@ -42,6 +42,10 @@ struct cudnnConvolutionStruct {
   cudnnConvolutionMode_t mode = CUDNN_CROSS_CORRELATION;
   cudnnMathType_t math = CUDNN_DEFAULT_MATH;
 };
+struct cudnnActivationStruct {
+  bool set = false;
+  cudnnActivationMode_t mode = CUDNN_ACTIVATION_RELU;
+};
 struct cublasContext {
   cudaStream_t stream = nullptr;
 };
@@ -281,6 +285,15 @@ cudnnStatus_t cudnnSetConvolution2dDescriptor(cudnnConvolutionDescriptor_t d, in
 cudnnStatus_t cudnnSetConvolutionMathType(cudnnConvolutionDescriptor_t d, cudnnMathType_t math) {
   if (!d) return CUDNN_STATUS_BAD_PARAM;
   d->math = math;
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnCreateActivationDescriptor(cudnnActivationDescriptor_t* d) { return create(d); }
+cudnnStatus_t cudnnDestroyActivationDescriptor(cudnnActivationDescriptor_t d) { return destroy(d); }
+cudnnStatus_t cudnnSetActivationDescriptor(cudnnActivationDescriptor_t d,
+                                           cudnnActivationMode_t mode, cudnnNanPropagation_t,
+                                           double) {
+  if (!d) return CUDNN_STATUS_BAD_PARAM;
+  *d = cudnnActivationStruct{true, mode};
   return CUDNN_STATUS_SUCCESS;
 }
 cudnnStatus_t cudnnFindConvolutionForwardAlgorithm(cudnnHandle_t, cudnnTensorDescriptor_t x,
@@ -550,6 +563,45 @@ cudnnStatus_t cudnnAddTensor(cudnnHandle_t h, const void* alpha_p, cudnnTensorDe
   ghostnn_emu::enqueue([=] {
     for (std::int64_t i = 0; i < b.full.count(); ++i)
       blend(c, CUDNN_DATA_FLOAT, b.full_at(i), alpha, static_cast<const float*>(a)[b.at(i)], beta);
+  });
+  return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t cudnnActivationForward(cudnnHandle_t h, cudnnActivationDescriptor_t act,
+                                     const void* alpha_p, cudnnTensorDescriptor_t x_desc,
+                                     const void* x, const void* beta_p,
+                                     cudnnTensorDescriptor_t y_desc, void* y) {
+  if (!h) return CUDNN_STATUS_NOT_INITIALIZED;
+  if (!act || !act->set || act->mode != CUDNN_ACTIVATION_RELU || !is_f32(x_desc) ||
+      !is_f32(y_desc) || !same_dims(*x_desc, *y_desc))
+    return CUDNN_STATUS_BAD_PARAM;
+  const std::int64_t n = x_desc->count();
+  const float alpha = scalar(alpha_p), beta = scalar(beta_p);
+  ghostnn_emu::enqueue([=] {
+    for (std::int64_t i = 0; i < n; ++i)
+      blend(y, CUDNN_DATA_FLOAT, i, alpha, std::max(static_cast<const float*>(x)[i], 0.f), beta);
+  });
+  return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t cudnnActivationBackward(cudnnHandle_t h, cudnnActivationDescriptor_t act,
+                                      const void* alpha_p, cudnnTensorDescriptor_t y_desc,
+                                      const void* y, cudnnTensorDescriptor_t dy_desc,
+                                      const void* dy, cudnnTensorDescriptor_t x_desc, const void*,
+                                      const void* beta_p, cudnnTensorDescriptor_t dx_desc,
+                                      void* dx) {
+  if (!h) return CUDNN_STATUS_NOT_INITIALIZED;
+  if (!act || !act->set || act->mode != CUDNN_ACTIVATION_RELU || !is_f32(y_desc) ||
+      !is_f32(dy_desc) || !is_f32(x_desc) || !is_f32(dx_desc) || !same_dims(*y_desc, *dy_desc) ||
+      !same_dims(*y_desc, *x_desc) || !same_dims(*y_desc, *dx_desc))
+    return CUDNN_STATUS_BAD_PARAM;
+  const std::int64_t n = y_desc->count();
+  const float alpha = scalar(alpha_p), beta = scalar(beta_p);
+  ghostnn_emu::enqueue([=] {
+    // ReLU's gradient passes where the output is positive.
+    for (std::int64_t i = 0; i < n; ++i)
+      blend(dx, CUDNN_DATA_FLOAT, i, alpha,
+            static_cast<const float*>(y)[i] > 0.f ? static_cast<const float*>(dy)[i] : 0.f, beta);
   });
   return CUDNN_STATUS_SUCCESS;
 }

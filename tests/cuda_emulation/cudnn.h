@@ -27,6 +27,8 @@ enum cudnnMathType_t {
   CUDNN_FMA_MATH = 3,
 };
 enum cudnnConvolutionMode_t { CUDNN_CONVOLUTION = 0, CUDNN_CROSS_CORRELATION = 1 };
+enum cudnnNanPropagation_t { CUDNN_NOT_PROPAGATE_NAN = 0, CUDNN_PROPAGATE_NAN = 1 };
+enum cudnnActivationMode_t { CUDNN_ACTIVATION_RELU = 1 };
 enum cudnnBatchNormMode_t { CUDNN_BATCHNORM_SPATIAL = 1 };
 enum cudnnDeterminism_t { CUDNN_NON_DETERMINISTIC = 0, CUDNN_DETERMINISTIC = 1 };
 #define CUDNN_BN_MIN_EPSILON 0.0
@@ -53,10 +55,12 @@ struct cudnnContext;
 struct cudnnTensorStruct;
 struct cudnnFilterStruct;
 struct cudnnConvolutionStruct;
+struct cudnnActivationStruct;
 using cudnnHandle_t = cudnnContext*;
 using cudnnTensorDescriptor_t = cudnnTensorStruct*;
 using cudnnFilterDescriptor_t = cudnnFilterStruct*;
 using cudnnConvolutionDescriptor_t = cudnnConvolutionStruct*;
+using cudnnActivationDescriptor_t = cudnnActivationStruct*;
 
 cudnnStatus_t cudnnCreate(cudnnHandle_t* handle);
 cudnnStatus_t cudnnDestroy(cudnnHandle_t handle);
@@ -77,6 +81,11 @@ cudnnStatus_t cudnnSetConvolution2dDescriptor(cudnnConvolutionDescriptor_t d, in
                                               cudnnConvolutionMode_t mode,
                                               cudnnDataType_t compute_type);
 cudnnStatus_t cudnnSetConvolutionMathType(cudnnConvolutionDescriptor_t d, cudnnMathType_t math);
+cudnnStatus_t cudnnCreateActivationDescriptor(cudnnActivationDescriptor_t* d);
+cudnnStatus_t cudnnDestroyActivationDescriptor(cudnnActivationDescriptor_t d);
+cudnnStatus_t cudnnSetActivationDescriptor(cudnnActivationDescriptor_t d,
+                                           cudnnActivationMode_t mode, cudnnNanPropagation_t nan,
+                                           double coef);
 
 // Algorithm choice: one algorithm each, asking for a small workspace (so the caller's workspace
 // handling runs). Find* also fails while a graph is being captured, as it synchronizes.
@@ -141,6 +150,15 @@ cudnnStatus_t cudnnConvolutionBackwardBias(cudnnHandle_t h, const void* alpha,
 cudnnStatus_t cudnnAddTensor(cudnnHandle_t h, const void* alpha, cudnnTensorDescriptor_t a_desc,
                              const void* a, const void* beta, cudnnTensorDescriptor_t c_desc,
                              void* c);
+cudnnStatus_t cudnnActivationForward(cudnnHandle_t h, cudnnActivationDescriptor_t act,
+                                     const void* alpha, cudnnTensorDescriptor_t x_desc,
+                                     const void* x, const void* beta,
+                                     cudnnTensorDescriptor_t y_desc, void* y);
+cudnnStatus_t cudnnActivationBackward(cudnnHandle_t h, cudnnActivationDescriptor_t act,
+                                      const void* alpha, cudnnTensorDescriptor_t y_desc,
+                                      const void* y, cudnnTensorDescriptor_t dy_desc,
+                                      const void* dy, cudnnTensorDescriptor_t x_desc, const void* x,
+                                      const void* beta, cudnnTensorDescriptor_t dx_desc, void* dx);
 cudnnStatus_t cudnnBatchNormalizationForwardTraining(
     cudnnHandle_t h, cudnnBatchNormMode_t mode, const void* alpha, const void* beta,
     cudnnTensorDescriptor_t x_desc, const void* x, cudnnTensorDescriptor_t y_desc, void* y,
