@@ -265,9 +265,9 @@ __device__ void store(float* p, const float (&v)[V]) {
 // Per (b, c) of channel-last data [B, S, C], two sums over the S positions. Moments (dy null):
 // of (x - p_c) and (x - p_c)^2 about the pivot p_c = x[0, 0, c], divided by S (as plane_moments).
 // Dots: of dy (masked by `mask` when not null) and dy (x - mean[g(b), c]) (mean null: 0), as
-// plane_dots. One block per sample
-// b = blockIdx.x: its threads take `n` columns of V channels (coalesced) and T / n positions at a
-// time, then add up their rows in shared memory (2 T V floats, dynamic), a tree of halvings.
+// plane_dots. One block per sample b = blockIdx.x: its threads take `n` columns of V channels
+// (coalesced) and T / n positions at a time, then add up their rows in shared memory (2 T V
+// floats, dynamic), a tree of halvings.
 template <int V>
 __global__ void __launch_bounds__(1024)
     channel_last_sums_kernel(const float* __restrict__ x, const float* __restrict__ dy,
