@@ -46,11 +46,14 @@ void register_backend(Registry& r) {
   // and no masked dy: ours only.
   const Supports plain_bn = [](const OpDesc& d, const KernelCall&) {
     const auto& bn = dynamic_cast<const prim::BatchNormDesc&>(d);
-    return !bn.relu && !bn.residual && !bn.mask_dy;
+    return !bn.relu && !bn.residual;
+  };
+  const Supports unmasked_bn = [](const OpDesc& d, const KernelCall&) {
+    return !dynamic_cast<const prim::BatchNormDesc&>(d).mask_dy;
   };
   r.add_kernel(std::string(op::bn_fwd_train), DeviceType::cpu, be, bn_fwd_train, plain_bn);
   r.add_kernel(std::string(op::bn_fwd_infer), DeviceType::cpu, be, bn_fwd_infer, plain_bn);
-  r.add_kernel(std::string(op::bn_bwd), DeviceType::cpu, be, bn_bwd, plain_bn);
+  r.add_kernel(std::string(op::bn_bwd), DeviceType::cpu, be, bn_bwd, unmasked_bn);
   own(op::gbn_fwd_train, gbn_fwd_train, LR::like_output);
   own(op::gbn_bwd, gbn_bwd, LR::like_output);
   own(op::gni_fwd_train, gni_fwd_train, LR::like_output);
