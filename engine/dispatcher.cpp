@@ -172,10 +172,15 @@ void Dispatcher::invoke_converted(std::string_view op, const Entry& e, const OpD
   DeviceApi& api = device_api(dev.type);
   const Layout lead = leading_layout(e.layouts, call);
   std::vector<std::unique_ptr<TempBuffer>> temps;
-  // A temporary tensor like t in the layout the kernel takes; t itself when it already fits.
+  // A temporary tensor like t in the layout the kernel takes; t itself when it already fits or
+  // its memory order is the same in both (relabeled).
   auto fitted = [&](const TensorRef& t) {
     const Layout want = wanted_layout(e.layouts, t.desc, lead);
-    if (t.desc.layout == want) return t;
+    if (same_memory_order(t.desc.shape, t.desc.layout, want)) {
+      TensorRef r = t;
+      r.desc.layout = want;
+      return r;
+    }
     temps.push_back(std::make_unique<TempBuffer>(api, dev.index, t.desc.bytes()));
     TensorRef r{t.desc, temps.back()->p};
     r.desc.layout = want;

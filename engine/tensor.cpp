@@ -151,7 +151,11 @@ Tensor Tensor::to(Device device) const {
 
 Tensor Tensor::to_layout(Layout layout) const {
   if (!defined()) fail("tensor: to_layout({}) on an undefined tensor", layout_name(layout));
-  if (layout == desc_.layout) return *this;
+  if (same_memory_order(desc_.shape, desc_.layout, layout)) {  // a relabeling
+    Tensor t = *this;
+    t.desc_.layout = layout;
+    return t;
+  }
   Tensor t = empty(desc_.shape, desc_.device, desc_.dtype, layout);
   ops::call(prim::op::layout_convert, prim::LayoutConvertDesc{}, {*this}, {t});
   return t;

@@ -48,7 +48,9 @@ class Tensor {
 
   // A copy on `device` (shares storage if already there); plain when it leaves the device.
   Tensor to(Device device) const;
-  Tensor to_layout(Layout layout) const;  // the same values in `layout` (shares storage if so)
+  // The same values in `layout`; shares storage when the memory order is the same
+  // (same_memory_order: the same layout, or e.g. a [B, C, 1, 1] tensor in any layout).
+  Tensor to_layout(Layout layout) const;
   Tensor clone() const;                   // a copy on the same device, in the same layout
   void copy_from(const Tensor& src);      // same shape and dtype, any devices and layouts
   void zero_();                           // fills with zeros in place

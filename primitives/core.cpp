@@ -85,6 +85,15 @@ bool layout_fits(Layout l, const Shape& s) {
   return false;
 }
 
+bool same_memory_order(const Shape& s, Layout a, Layout b) {
+  if (a == b) return true;
+  if (!layout_fits(a, s) || !layout_fits(b, s) || s.size() != 4) return false;
+  if (s[2] * s[3] == 1) return true;
+  auto pair = [&](Layout p, Layout q) { return (a == p && b == q) || (a == q && b == p); };
+  return (pair(Layout::plain, Layout::nhwc) && s[1] == 1) ||        // [B, H, W] either way
+         (pair(Layout::nchw8c, Layout::nhwc) && s[1] == kBlock);  // one block: [B, H, W, 8]
+}
+
 std::string_view layout_needs(Layout l) {
   switch (l) {
     case Layout::nchw8c:

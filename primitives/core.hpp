@@ -69,6 +69,10 @@ inline constexpr std::int64_t kBlock = 8;  // channels per block of nchw8c
 bool layout_fits(Layout l, const Shape& s);
 // Why a layout does not fit ("[B, C, H, W] with C a multiple of 8"): for error messages.
 std::string_view layout_needs(Layout l);
+// Do layouts a and b (both fitting s) store a tensor of shape s in the same memory order? Then a
+// conversion between them is a relabeling: a == b; every layout of a rank-4 shape with H*W == 1
+// (e.g. a global pooling's [B, C, 1, 1]); plain and nhwc when C == 1; nchw8c and nhwc when C == 8.
+bool same_memory_order(const Shape& s, Layout a, Layout b);
 
 // The ReLU a norm can apply to its output in the same pass (the `relu` flag of BN, GBN, XBN and
 // the fused BN+GNI block; ops::relu's max(v, 0), NaN to 0): v when off.

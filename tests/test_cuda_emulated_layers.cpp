@@ -120,9 +120,8 @@ TEST(CudaEmulatedLayers, PoolingMatchesReference) {
     std::vector<TensorRef> out{want_y.ref()};
     if (mx) out.push_back(want_arg.ref());
     run_reference(prim::ref::pool_fwd, d, {x.ref()}, out);
-    const std::int64_t planes = c.x[0] * c.x[1];
-    cudnn::pool_forward(x.p(), y.p(), mx ? arg.p() : nullptr, planes, c.x[2], c.x[3], ys[2], ys[3],
-                        c.K, c.s, mx, "emulated pool");
+    const cudnn::PoolGeometry g{c.x[0], c.x[1], c.x[2], c.x[3], ys[2], ys[3], c.K, c.s, false};
+    cudnn::pool_forward(x.p(), y.p(), mx ? arg.p() : nullptr, g, mx, "emulated pool");
     expect_close(y.v, want_y.v, 1e-6, 1e-5, "y");  // max: the same value; avg: a float sum
     if (mx) {
       EXPECT_EQ(arg.v, want_arg.v);
@@ -131,8 +130,7 @@ TEST(CudaEmulatedLayers, PoolingMatchesReference) {
     std::vector<TensorRef> in{dy.ref()};
     if (mx) in.push_back(want_arg.ref());
     run_reference(prim::ref::pool_bwd, d, in, {want_dx.ref()});
-    cudnn::pool_backward(dy.p(), mx ? arg.p() : nullptr, dx.p(), planes, c.x[2], c.x[3], ys[2],
-                         ys[3], c.K, c.s, mx, "emulated pool");
+    cudnn::pool_backward(dy.p(), mx ? arg.p() : nullptr, dx.p(), g, mx, "emulated pool");
     expect_close(dx.v, want_dx.v, 1e-6, 1e-5, "dx");
   }
 }

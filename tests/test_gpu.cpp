@@ -159,8 +159,9 @@ TEST(Gpu, ConvolutionsGiveChannelsLastActivationsWhenOn) {
 
 // With channels-last activations a convolution's weight and gradient become channels last at its
 // first forward, and so does the optimizer's momentum buffer at its first step: a training step
-// converts no parameter-shaped tensor after that (only the data batch and around the pooling),
-// and the weights give the values and checkpoint bytes of plain ones. Off again, they return.
+// converts no parameter-shaped tensor after that (only the data batch: the pooling takes nhwc,
+// and its [B, C, 1, 1] output is plain memory already), and the weights give the values and
+// checkpoint bytes of plain ones. Off again, they return.
 TEST(Gpu, ConvolutionWeightsFollowTheirActivationsLayout) {
   GHOSTNN_REQUIRE_GPU();
   const Device gpu = Device::cuda();
@@ -197,10 +198,14 @@ TEST(Gpu, ConvolutionWeightsFollowTheirActivationsLayout) {
   step();
   const auto rows = d.profile();
   d.set_profiling(false);
+  std::int64_t conversions = 0;
   for (const auto& r : rows) {
     if (r.op != "layout_convert") continue;
     for (const auto& s : shapes) EXPECT_NE(r.shape, shape_str(s)) << "a parameter converted";
+    EXPECT_EQ(r.shape, shape_str(x.shape())) << "only the data batch is converted";
+    conversions += r.calls;
   }
+  EXPECT_EQ(conversions, 1);
   // The same training on plain weights (a fresh model, the same two steps) gives the same values.
   auto ref = nn::make_model("resnet20", "gni:4", 10, 3);
   ref->to(gpu);
@@ -703,10 +708,15 @@ TEST(Gpu, LayersMatchReference) {
   testkit::expect_matches_reference(prim::op::linear_bwd_weights, prim::ref::linear_bwd_weights, ld,
                                     Device::cuda(), {ldy, lin[0]},
                                     {Tensor::zeros({3, 7}), Tensor::zeros({3})}, kGpu);
-  for (auto kind : {prim::PoolKind::max, prim::PoolKind::avg}) {
+  // 2x2 max and average pooling, and global average pooling (6x6 windows), each in both layouts
+  // (expect_matches_reference: NCHW and nhwc).
+  for (const auto& [kind, k] :
+       {std::pair{prim::PoolKind::max, 2}, std::pair{prim::PoolKind::avg, 2},
+        std::pair{prim::PoolKind::avg, 6}}) {
     prim::PoolDesc pd;
     pd.kind = kind;
-    const Shape xs{2, 3, 6, 6}, ys{2, 3, 3, 3};
+    pd.kernel = pd.stride = k;
+    const Shape xs{2, 3, 6, 6}, ys{2, 3, 6 / k, 6 / k};
     std::vector<Tensor> outs{Tensor::zeros(ys)};
     if (kind == prim::PoolKind::max) outs.push_back(Tensor::zeros(ys));
     Tensor x = random_tensor(xs, 5);

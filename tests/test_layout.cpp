@@ -52,6 +52,45 @@ TEST(Layout, BlockedMemoryHoldsEightChannelsSideBySide) {
   }
 }
 
+// same_memory_order says exactly where the reference conversion moves no value: for every pair of
+// layouts that fit, it is true if and only if converting a tensor of distinct values gives the
+// same memory. And a tensor converted to such a layout shares its storage.
+TEST(Layout, SameMemoryOrderIsWhereAConversionMovesNothing) {
+  const Layout all[] = {Layout::plain, Layout::nchw8c, Layout::nhwc};
+  int same = 0;
+  for (const Shape& s : {Shape{2, 8, 1, 1}, Shape{3, 16, 1, 1}, Shape{2, 1, 3, 2},
+                         Shape{2, 8, 2, 2}, Shape{2, 3, 1, 1}, Shape{2, 3, 2, 1}, Shape{4, 5}}) {
+    std::vector<float> src(static_cast<std::size_t>(shape_numel(s)));
+    for (std::size_t i = 0; i < src.size(); ++i) src[i] = static_cast<float>(i);
+    for (const Layout a : all)
+      for (const Layout b : all) {
+        if (!layout_fits(a, s) || !layout_fits(b, s)) continue;
+        SCOPED_TRACE(shape_str(s) + " " + std::string(layout_name(a)) + " -> " +
+                     std::string(layout_name(b)));
+        // src read as plain, converted to a, then to b: b's memory against a's.
+        auto convert = [&](const std::vector<float>& from, Layout lf, Layout lt) {
+          std::vector<float> to(from.size());
+          const TensorRef in[] = {
+              {{s, DType::f32, Device::cpu(), lf}, const_cast<float*>(from.data())}};
+          const TensorRef out[] = {{{s, DType::f32, Device::cpu(), lt}, to.data()}};
+          prim::ref::layout_convert(prim::LayoutConvertDesc{}, KernelCall{in, out, nullptr});
+          return to;
+        };
+        const auto in_a = convert(src, Layout::plain, a), in_b = convert(in_a, a, b);
+        EXPECT_EQ(same_memory_order(s, a, b), in_a == in_b);
+        same += a != b && in_a == in_b;
+      }
+  }
+  EXPECT_GT(same, 6);  // relabelings exist among the cases, not only identities
+  const Tensor x = iota({2, 16, 1, 1});
+  const Tensor blocked = x.to_layout(Layout::nchw8c);
+  EXPECT_EQ(blocked.layout(), Layout::nchw8c);
+  EXPECT_EQ(blocked.raw(), x.raw()) << "a relabeling shares the storage";
+  EXPECT_EQ(blocked.reshape({2, 16}).raw(), x.raw());
+  EXPECT_EQ(blocked.to_vector(), x.to_vector());
+  EXPECT_NE(iota({2, 16, 2, 1}).to_layout(Layout::nchw8c).raw(), nullptr);
+}
+
 TEST(Layout, AccessorsGiveRowMajorValuesWhateverTheLayout) {
   const Shape s{3, 8, 4, 2};
   Tensor x = random_tensor(s, 1);

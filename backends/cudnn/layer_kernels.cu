@@ -19,50 +19,60 @@ unsigned blocks_for(std::int64_t n, int threads = 256) {
   return static_cast<unsigned>(std::min<std::int64_t>((n + threads - 1) / threads, 1 << 20));
 }
 
+// Output o (in its layout's memory order) as [b, c, i, j]: consecutive threads take consecutive
+// channels in nhwc (coalesced), consecutive columns in NCHW.
+struct PoolOutput {
+  std::int64_t b, c, i, j;
+};
+__device__ PoolOutput pool_output(const PoolGeometry& g, std::int64_t o) {
+  if (g.nhwc) {
+    const std::int64_t t = o / g.C;
+    return {t / (g.Ho * g.Wo), o % g.C, (t / g.Wo) % g.Ho, t % g.Wo};
+  }
+  const std::int64_t p = o / (g.Ho * g.Wo);
+  return {p / g.C, p % g.C, (o / g.Wo) % g.Ho, o % g.Wo};
+}
+
 __global__ void pool_fwd_kernel(const float* __restrict__ x, float* __restrict__ y,
-                                float* __restrict__ argmax, std::int64_t planes, std::int64_t H,
-                                std::int64_t W, std::int64_t Ho, std::int64_t Wo, std::int64_t K,
-                                std::int64_t s, bool is_max) {
-  const std::int64_t n = planes * Ho * Wo;
+                                float* __restrict__ argmax, PoolGeometry g, bool is_max) {
+  const std::int64_t n = g.outputs(), W = g.W, s = g.s;
   for (std::int64_t o = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; o < n;
        o += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    const std::int64_t p = o / (Ho * Wo), i = (o / Wo) % Ho, j = o % Wo;
-    const float* xp = x + p * H * W;
+    const auto [b, c, i, j] = pool_output(g, o);
     float best = -FLT_MAX, sum = 0.f;
     std::int64_t arg = i * s * W + j * s;
-    for (std::int64_t u = 0; u < K; ++u)
-      for (std::int64_t v = 0; v < K; ++v) {
-        const auto k = (i * s + u) * W + j * s + v;
-        sum += xp[k];
-        if (xp[k] > best) {
-          best = xp[k];
-          arg = k;
+    for (std::int64_t u = 0; u < g.K; ++u)
+      for (std::int64_t v = 0; v < g.K; ++v) {
+        const float xv = x[g.at(b, c, i * s + u, j * s + v, g.H, W)];
+        sum += xv;
+        if (xv > best) {
+          best = xv;
+          arg = (i * s + u) * W + j * s + v;
         }
       }
     if (is_max) {
-      y[o] = xp[arg];
+      y[o] = x[g.at(b, c, arg / W, arg % W, g.H, W)];
       argmax[o] = static_cast<float>(arg);
     } else {
-      y[o] = sum / static_cast<float>(K * K);
+      y[o] = sum / static_cast<float>(g.K * g.K);
     }
   }
 }
 
 __global__ void pool_bwd_kernel(const float* __restrict__ dy, const float* __restrict__ argmax,
-                                float* __restrict__ dx, std::int64_t planes, std::int64_t H,
-                                std::int64_t W, std::int64_t Ho, std::int64_t Wo, std::int64_t K,
-                                std::int64_t s, bool is_max) {
-  const std::int64_t n = planes * Ho * Wo;
+                                float* __restrict__ dx, PoolGeometry g, bool is_max) {
+  const std::int64_t n = g.outputs(), W = g.W, s = g.s;
   for (std::int64_t o = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; o < n;
        o += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    const std::int64_t p = o / (Ho * Wo), i = (o / Wo) % Ho, j = o % Wo;
-    float* dp = dx + p * H * W;
+    const auto [b, c, i, j] = pool_output(g, o);
     if (is_max) {
-      atomicAdd(dp + static_cast<std::int64_t>(argmax[o]), dy[o]);
+      const auto k = static_cast<std::int64_t>(argmax[o]);
+      atomicAdd(dx + g.at(b, c, k / W, k % W, g.H, W), dy[o]);
     } else {
-      const float g = dy[o] / static_cast<float>(K * K);
-      for (std::int64_t u = 0; u < K; ++u)
-        for (std::int64_t v = 0; v < K; ++v) atomicAdd(dp + (i * s + u) * W + j * s + v, g);
+      const float gv = dy[o] / static_cast<float>(g.K * g.K);
+      for (std::int64_t u = 0; u < g.K; ++u)
+        for (std::int64_t v = 0; v < g.K; ++v)
+          atomicAdd(dx + g.at(b, c, i * s + u, j * s + v, g.H, W), gv);
     }
   }
 }
@@ -275,21 +285,17 @@ __global__ void augment_kernel(const std::uint8_t* __restrict__ x,
 
 }  // namespace
 
-void pool_forward(const float* x, float* y, float* argmax, std::int64_t planes, std::int64_t H,
-                  std::int64_t W, std::int64_t Ho, std::int64_t Wo, std::int64_t K, std::int64_t s,
-                  bool is_max, std::string_view op) {
-  GHOSTNN_LAUNCH(pool_fwd_kernel, blocks_for(planes * Ho * Wo), 256, 0)
-  (x, y, argmax, planes, H, W, Ho, Wo, K, s, is_max);
+void pool_forward(const float* x, float* y, float* argmax, const PoolGeometry& g, bool is_max,
+                  std::string_view op) {
+  GHOSTNN_LAUNCH(pool_fwd_kernel, blocks_for(g.outputs()), 256, 0)(x, y, argmax, g, is_max);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 
-void pool_backward(const float* dy, const float* argmax, float* dx, std::int64_t planes,
-                   std::int64_t H, std::int64_t W, std::int64_t Ho, std::int64_t Wo, std::int64_t K,
-                   std::int64_t s, bool is_max, std::string_view op) {
+void pool_backward(const float* dy, const float* argmax, float* dx, const PoolGeometry& g,
+                   bool is_max, std::string_view op) {
   GHOSTNN_CUDA_CHECK(
-      op, cudaMemsetAsync(dx, 0, static_cast<std::size_t>(planes * H * W) * sizeof(float)));
-  GHOSTNN_LAUNCH(pool_bwd_kernel, blocks_for(planes * Ho * Wo), 256, 0)
-  (dy, argmax, dx, planes, H, W, Ho, Wo, K, s, is_max);
+      op, cudaMemsetAsync(dx, 0, static_cast<std::size_t>(g.B * g.C * g.H * g.W) * sizeof(float)));
+  GHOSTNN_LAUNCH(pool_bwd_kernel, blocks_for(g.outputs()), 256, 0)(dy, argmax, dx, g, is_max);
   GHOSTNN_CUDA_CHECK(op, cudaGetLastError());
 }
 

@@ -5,14 +5,28 @@
 #include <cstdint>
 #include <string_view>
 
+#include "primitives/hd.hpp"
+
 namespace ghostnn::cudnn {
 
-void pool_forward(const float* x, float* y, float* argmax, std::int64_t planes, std::int64_t H,
-                  std::int64_t W, std::int64_t Ho, std::int64_t Wo, std::int64_t K, std::int64_t s,
-                  bool is_max, std::string_view op);
-void pool_backward(const float* dy, const float* argmax, float* dx, std::int64_t planes,
-                   std::int64_t H, std::int64_t W, std::int64_t Ho, std::int64_t Wo, std::int64_t K,
-                   std::int64_t s, bool is_max, std::string_view op);
+// A pooling's sizes (x [B, C, H, W], y and argmax [B, C, Ho, Wo], K x K windows, stride s) and its
+// tensors' layout: NCHW, or channels last (nhwc: memory order [B, H, W, C] and [B, Ho, Wo, C]).
+// argmax holds in-plane indices h * W + w in either layout (primitives/pool.hpp).
+struct PoolGeometry {
+  std::int64_t B = 0, C = 0, H = 0, W = 0, Ho = 0, Wo = 0, K = 0, s = 0;
+  bool nhwc = false;
+  GHOSTNN_HD std::int64_t outputs() const { return B * C * Ho * Wo; }
+  // Offset of element [b, c, h, w] of a tensor with `rows` x `cols` planes.
+  GHOSTNN_HD std::int64_t at(std::int64_t b, std::int64_t c, std::int64_t h, std::int64_t w,
+                             std::int64_t rows, std::int64_t cols) const {
+    return nhwc ? ((b * rows + h) * cols + w) * C + c : ((b * C + c) * rows + h) * cols + w;
+  }
+};
+
+void pool_forward(const float* x, float* y, float* argmax, const PoolGeometry& g, bool is_max,
+                  std::string_view op);
+void pool_backward(const float* dy, const float* argmax, float* dx, const PoolGeometry& g,
+                   bool is_max, std::string_view op);
 // Returns -1 when every label is valid, else the index of a row whose label is out of range.
 // While a graph is recorded the check is not read back (it would need the host) and -1 is
 // returned: a recorded step with a bad label gets a NaN loss instead of an Error naming the row.

@@ -317,26 +317,31 @@ void linear_bwd_weights(const OpDesc& od, const KernelCall& c) {
   if (d.bias) column_sums(c.in[0].f32(), c.out[1].f32(), B, O, d.layer);
 }
 
+namespace {
+// x's shape and layout (every tensor of the call is in x's layout: LayoutRule::like_output).
+PoolGeometry pool_geometry(const prim::PoolDesc& d, const TensorDesc& x) {
+  const auto& xs = x.shape;
+  const auto ys = prim::pool_output_shape(d, xs);
+  return {xs[0], xs[1], xs[2], xs[3], ys[2], ys[3], d.kernel, d.stride, x.layout == Layout::nhwc};
+}
+}  // namespace
+
 void pool_fwd(const OpDesc& od, const KernelCall& c) {
   const auto& d = dynamic_cast<const prim::PoolDesc&>(od);
   prim::validate_pool_fwd(d, c);
   use_device(c.ctx->device.index, d.layer);
-  const auto& xs = c.in[0].desc.shape;
-  const auto ys = prim::pool_output_shape(d, xs);
   const bool mx = d.kind == prim::PoolKind::max;
-  pool_forward(c.in[0].f32(), c.out[0].f32(), mx ? c.out[1].f32() : nullptr, xs[0] * xs[1], xs[2],
-               xs[3], ys[2], ys[3], d.kernel, d.stride, mx, d.layer);
+  pool_forward(c.in[0].f32(), c.out[0].f32(), mx ? c.out[1].f32() : nullptr,
+               pool_geometry(d, c.in[0].desc), mx, d.layer);
 }
 
 void pool_bwd(const OpDesc& od, const KernelCall& c) {
   const auto& d = dynamic_cast<const prim::PoolDesc&>(od);
   prim::validate_pool_bwd(d, c);
   use_device(c.ctx->device.index, d.layer);
-  const auto& xs = c.out[0].desc.shape;
-  const auto ys = prim::pool_output_shape(d, xs);
   const bool mx = d.kind == prim::PoolKind::max;
-  pool_backward(c.in[0].f32(), mx ? c.in[1].f32() : nullptr, c.out[0].f32(), xs[0] * xs[1], xs[2],
-                xs[3], ys[2], ys[3], d.kernel, d.stride, mx, d.layer);
+  pool_backward(c.in[0].f32(), mx ? c.in[1].f32() : nullptr, c.out[0].f32(),
+                pool_geometry(d, c.out[0].desc), mx, d.layer);
 }
 
 void xent_fwd_bwd(const OpDesc& od, const KernelCall& c) {

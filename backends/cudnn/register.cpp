@@ -63,8 +63,8 @@ void register_backend(Registry& r) {
   add_own(op::linear_fwd, linear_fwd);  // cuBLAS SGEMM plus our bias kernels
   add_own(op::linear_bwd_data, linear_bwd_data);
   add_own(op::linear_bwd_weights, linear_bwd_weights);
-  add_own(op::pool_fwd, pool_fwd);
-  add_own(op::pool_bwd, pool_bwd);
+  add_own(op::pool_fwd, pool_fwd, LR::like_output);  // NCHW or channels last
+  add_own(op::pool_bwd, pool_bwd, LR::like_output);
   add_own(op::xent_fwd_bwd, xent_fwd_bwd);
   add_own(op::sgd_step, sgd_step, LR::any);  // elementwise: conv weights may be channels last
   add_own(op::augment_fwd, augment_fwd);
