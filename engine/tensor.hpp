@@ -51,10 +51,10 @@ class Tensor {
   // The same values in `layout`; shares storage when the memory order is the same
   // (same_memory_order: the same layout, or e.g. a [B, C, 1, 1] tensor in any layout).
   Tensor to_layout(Layout layout) const;
-  Tensor clone() const;                   // a copy on the same device, in the same layout
-  void copy_from(const Tensor& src);      // same shape and dtype, any devices and layouts
-  void zero_();                           // fills with zeros in place
-  std::vector<float> to_vector() const;   // f32 values in row-major order, copied to the host
+  Tensor clone() const;                  // a copy on the same device, in the same layout
+  void copy_from(const Tensor& src);     // same shape and dtype, any devices and layouts
+  void zero_();                          // fills with zeros in place
+  std::vector<float> to_vector() const;  // f32 values in row-major order, copied to the host
   // Same numel; same storage for a plain tensor (or the same shape), else a plain copy.
   Tensor reshape(Shape shape) const;
 
