@@ -90,7 +90,7 @@ bool same_memory_order(const Shape& s, Layout a, Layout b) {
   if (!layout_fits(a, s) || !layout_fits(b, s) || s.size() != 4) return false;
   if (s[2] * s[3] == 1) return true;
   auto pair = [&](Layout p, Layout q) { return (a == p && b == q) || (a == q && b == p); };
-  return (pair(Layout::plain, Layout::nhwc) && s[1] == 1) ||        // [B, H, W] either way
+  return (pair(Layout::plain, Layout::nhwc) && s[1] == 1) ||      // [B, H, W] either way
          (pair(Layout::nchw8c, Layout::nhwc) && s[1] == kBlock);  // one block: [B, H, W, 8]
 }
 
