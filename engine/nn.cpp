@@ -583,13 +583,7 @@ ModulePtr make_norm(const std::string& spec, std::int64_t channels, BuildContext
 
 namespace {
 std::atomic<bool>& fusion_flag() {
-  static std::atomic<bool> flag{[] {
-    const char* e = std::getenv("GHOSTNN_FUSION");
-    const std::string_view v = e ? e : "";
-    if (v.empty() || v == "on") return true;
-    if (v == "off") return false;
-    fail("GHOSTNN_FUSION: expected 'on' or 'off', got '{}'", v);
-  }()};
+  static std::atomic<bool> flag{env_switch("GHOSTNN_FUSION", "on", "off", true)};
   return flag;
 }
 }  // namespace

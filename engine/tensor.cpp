@@ -192,24 +192,15 @@ Tensor Tensor::reshape(Shape shape) const {
 }
 
 namespace {
-// An environment switch read once, at the first use: `on_value` or `off_value` (`dflt` when unset).
-bool layout_switch(const char* var, std::string_view on_value, std::string_view off_value,
-                   bool dflt) {
-  const char* e = std::getenv(var);
-  if (!e || !*e) return dflt;
-  const std::string_view v = e;
-  if (v != on_value && v != off_value)
-    fail("{}: expected '{}' or '{}', got '{}'", var, on_value, off_value, v);
-  return v == on_value;
-}
+// Environment switches read once, at the first use (env_switch).
 // GHOSTNN_CPU_LAYOUT: "nchw8c" (default) or "plain".
 std::atomic<bool>& cpu_blocked_flag() {
-  static std::atomic<bool> flag{layout_switch("GHOSTNN_CPU_LAYOUT", "nchw8c", "plain", true)};
+  static std::atomic<bool> flag{env_switch("GHOSTNN_CPU_LAYOUT", "nchw8c", "plain", true)};
   return flag;
 }
 // GHOSTNN_GPU_LAYOUT: "nhwc" or "plain" (default).
 std::atomic<bool>& gpu_nhwc_flag() {
-  static std::atomic<bool> flag{layout_switch("GHOSTNN_GPU_LAYOUT", "nhwc", "plain", false)};
+  static std::atomic<bool> flag{env_switch("GHOSTNN_GPU_LAYOUT", "nhwc", "plain", false)};
   return flag;
 }
 }  // namespace

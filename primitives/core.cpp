@@ -1,6 +1,7 @@
 #include "primitives/core.hpp"
 
 #include <charconv>
+#include <cstdlib>
 
 namespace ghostnn {
 
@@ -163,6 +164,15 @@ void expect_rank_at_least(std::string_view op, std::string_view arg, const Tenso
 void expect_shape(std::string_view op, std::string_view arg, const TensorDesc& t, const Shape& s) {
   if (t.shape != s)
     fail("{}: {} must have shape {}, got {}", op, arg, shape_str(s), shape_str(t.shape));
+}
+
+bool env_switch(const char* var, std::string_view on_value, std::string_view off_value, bool dflt) {
+  const char* e = std::getenv(var);
+  if (!e || !*e) return dflt;
+  const std::string_view v = e;
+  if (v != on_value && v != off_value)
+    fail("{}: expected '{}' or '{}', got '{}'", var, on_value, off_value, v);
+  return v == on_value;
 }
 
 namespace {

@@ -208,6 +208,11 @@ class Registry {
   virtual void add_device(DeviceType device, DeviceApi* api) = 0;
 };
 
+// A two-valued environment switch (GHOSTNN_FUSION=on|off and the like): true for `on_value`, false
+// for `off_value`, `dflt` when unset or empty; any other value is an Error naming the variable.
+// Callers read it once and keep the result.
+bool env_switch(const char* var, std::string_view on_value, std::string_view off_value, bool dflt);
+
 // Argument checks shared by every op's validation.
 void expect_rank(std::string_view op, std::string_view arg, const TensorDesc& t, int rank);
 void expect_rank_at_least(std::string_view op, std::string_view arg, const TensorDesc& t, int rank);

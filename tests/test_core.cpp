@@ -1,6 +1,7 @@
 // Devices, tensors and the dispatcher: parsing, copies, clear errors, and a custom op plugged in
 // from outside the library through the public registration API.
 #include <chrono>
+#include <cstdlib>
 #include <thread>
 
 #include "engine/dispatcher.hpp"
@@ -232,6 +233,29 @@ TEST(Dispatcher, MissingKernelNamesOpAndDevice) {
     EXPECT_THAT(e.what(), HasSubstr("no_such_op"));
     EXPECT_THAT(e.what(), HasSubstr("cpu"));
   }
+}
+
+// The environment switches (GHOSTNN_FUSION, GHOSTNN_CPU_LAYOUT, ...) all parse through env_switch.
+TEST(Core, EnvironmentSwitchesTakeTheirTwoValuesOrNameTheVariable) {
+  const char* var = "GHOSTNN_TEST_SWITCH";
+  ::unsetenv(var);
+  EXPECT_TRUE(env_switch(var, "on", "off", true)) << "unset: the default";
+  EXPECT_FALSE(env_switch(var, "on", "off", false));
+  ::setenv(var, "", 1);
+  EXPECT_TRUE(env_switch(var, "on", "off", true)) << "empty: the default";
+  ::setenv(var, "off", 1);
+  EXPECT_FALSE(env_switch(var, "on", "off", true));
+  ::setenv(var, "on", 1);
+  EXPECT_TRUE(env_switch(var, "on", "off", false));
+  ::setenv(var, "yes", 1);
+  try {
+    env_switch(var, "on", "off", true);
+    ADD_FAILURE() << "no error for 'yes'";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr(var));
+    EXPECT_THAT(e.what(), HasSubstr("'yes'"));
+  }
+  ::unsetenv(var);
 }
 
 TEST(Dispatcher, BuiltinBackendsAreRegistered) {

@@ -44,13 +44,7 @@ std::atomic<bool> g_graphs_recorded{false};
 bool graphs_recorded() { return g_graphs_recorded.load(); }
 
 bool channel_resident_norms_allowed() {
-  static const bool allowed = [] {
-    const char* e = std::getenv("GHOSTNN_CUDA_NORMS");
-    const std::string_view v = e ? e : "";
-    if (v.empty() || v == "auto") return true;
-    if (v == "planes") return false;
-    fail("GHOSTNN_CUDA_NORMS: expected 'auto' or 'planes', got '{}'", v);
-  }();
+  static const bool allowed = env_switch("GHOSTNN_CUDA_NORMS", "auto", "planes", true);
   return allowed;
 }
 

@@ -50,13 +50,7 @@ struct ConvPlan {
 
 // GHOSTNN_CONV_ALGO: "measure" (default) or "heuristic"; read once.
 bool measure_algorithms() {
-  static const bool measure = [] {
-    const char* e = std::getenv("GHOSTNN_CONV_ALGO");
-    const std::string_view v = e ? e : "";
-    if (v.empty() || v == "measure") return true;
-    if (v == "heuristic") return false;
-    fail("GHOSTNN_CONV_ALGO: expected 'measure' or 'heuristic', got '{}'", v);
-  }();
+  static const bool measure = env_switch("GHOSTNN_CONV_ALGO", "measure", "heuristic", true);
   return measure;
 }
 
