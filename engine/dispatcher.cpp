@@ -36,6 +36,16 @@ void Dispatcher::add_device(DeviceType device, DeviceApi* api) {
   devices_[static_cast<int>(device)] = api;
 }
 
+void Dispatcher::set_conv_layout(DeviceType device, Layout layout) {
+  std::lock_guard lock(mu_);
+  conv_layouts_[static_cast<int>(device)] = layout;
+}
+
+Layout Dispatcher::conv_layout(DeviceType device) const {
+  std::lock_guard lock(mu_);
+  return conv_layouts_[static_cast<int>(device)];
+}
+
 const Dispatcher::Entry* Dispatcher::find(std::string_view op, DeviceType device,
                                           const OpDesc& desc, const KernelCall& call,
                                           std::string_view backend) const {

@@ -27,6 +27,8 @@ class Dispatcher final : public Registry {
   void add_kernel(std::string op, DeviceType device, std::string backend, Kernel kernel,
                   Supports supports = {}, LayoutRule layouts = LayoutRule::plain) override;
   void add_device(DeviceType device, DeviceApi* api) override;
+  void set_conv_layout(DeviceType device, Layout layout) override;
+  Layout conv_layout(DeviceType device) const;  // plain when none was declared
 
   // Is there a kernel for `op` on `device` that accepts this call?
   bool supports(std::string_view op, DeviceType device, const OpDesc& desc,
@@ -75,6 +77,7 @@ class Dispatcher final : public Registry {
   mutable std::mutex mu_;
   std::map<Key, std::vector<Entry>, std::less<>> table_;
   DeviceApi* devices_[kDeviceTypeCount] = {};
+  Layout conv_layouts_[kDeviceTypeCount] = {};
   std::atomic<bool> profiling_{false};
   std::map<std::tuple<std::string, std::string, std::string>, OpTime> profile_;  // under mu_
 };

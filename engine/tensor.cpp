@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <string_view>
 
 #include "engine/dispatcher.hpp"
 #include "engine/ops.hpp"
@@ -37,9 +38,9 @@ Tensor Tensor::empty(Shape shape, Device device, DType dtype, Layout layout) {
   if (layout != Layout::plain && (dtype != DType::f32 || !layout_fits(layout, shape)))
     fail("tensor: layout {} needs {}, got {}{}", layout_name(layout), layout_needs(layout),
          dtype_name(dtype), shape_str(shape));
-  if (layout == Layout::nchw8c && device.type != DeviceType::cpu)
-    fail("tensor: layout nchw8c is for cpu tensors (the CPU convolutions' layout), not {}",
-         device.str());
+  if (layout_block(layout) > 1 && device.type != DeviceType::cpu)
+    fail("tensor: layout {} is for cpu tensors (the CPU convolutions' layout), not {}",
+         layout_name(layout), device.str());
   if (layout == Layout::nhwc && device.type != DeviceType::cuda)
     fail("tensor: layout nhwc is for cuda tensors (the GPU convolutions' layout), not {}",
          device.str());
@@ -193,10 +194,19 @@ Tensor Tensor::reshape(Shape shape) const {
 
 namespace {
 // Environment switches read once, at the first use (env_switch).
-// GHOSTNN_CPU_LAYOUT: "nchw8c" (default) or "plain".
-std::atomic<bool>& cpu_blocked_flag() {
-  static std::atomic<bool> flag{env_switch("GHOSTNN_CPU_LAYOUT", "nchw8c", "plain", true)};
-  return flag;
+constexpr int kConvLayout = -1;  // CPU activations in the convolutions' own layout
+// The CPU activation layout asked for: kConvLayout, or a Layout. GHOSTNN_CPU_LAYOUT: "auto" (the
+// default: kConvLayout), "nchw8c", "nchw16c" or "plain".
+std::atomic<int>& cpu_layout_choice() {
+  static std::atomic<int> choice{[] {
+    const char* v = std::getenv("GHOSTNN_CPU_LAYOUT");
+    const std::string_view s = v ? v : "";
+    if (s.empty() || s == "auto") return kConvLayout;
+    for (const Layout l : {Layout::nchw8c, Layout::nchw16c, Layout::plain})
+      if (s == layout_name(l)) return static_cast<int>(l);
+    fail("GHOSTNN_CPU_LAYOUT: expected 'auto', 'nchw8c', 'nchw16c' or 'plain', got '{}'", s);
+  }()};
+  return choice;
 }
 // GHOSTNN_GPU_LAYOUT: "nhwc" or "plain" (default).
 std::atomic<bool>& gpu_nhwc_flag() {
@@ -206,13 +216,23 @@ std::atomic<bool>& gpu_nhwc_flag() {
 }  // namespace
 
 Layout activation_layout(Device device, const Shape& shape) {
-  if (device.type == DeviceType::cpu)
-    return cpu_blocked_flag().load() && layout_fits(Layout::nchw8c, shape) ? Layout::nchw8c
-                                                                           : Layout::plain;
+  if (device.type == DeviceType::cpu) {
+    const Layout l = cpu_activation_layout();
+    return layout_fits(l, shape) ? l : Layout::plain;
+  }
   return gpu_nhwc_flag().load() && layout_fits(Layout::nhwc, shape) ? Layout::nhwc : Layout::plain;
 }
-void set_cpu_blocked_activations(bool on) { cpu_blocked_flag().store(on); }
-bool cpu_blocked_activations() { return cpu_blocked_flag().load(); }
+void set_cpu_activation_layout(Layout layout) {
+  if (layout != Layout::plain && layout_block(layout) == 1)
+    fail("set_cpu_activation_layout: CPU activations are plain, nchw8c or nchw16c, not {}",
+         layout_name(layout));
+  cpu_layout_choice().store(static_cast<int>(layout));
+}
+Layout cpu_activation_layout() {
+  const int c = cpu_layout_choice().load();
+  return c == kConvLayout ? Dispatcher::global().conv_layout(DeviceType::cpu)
+                          : static_cast<Layout>(c);
+}
 void set_gpu_nhwc_activations(bool on) { gpu_nhwc_flag().store(on); }
 bool gpu_nhwc_activations() { return gpu_nhwc_flag().load(); }
 

@@ -1,6 +1,6 @@
 // Tensor: a dense, contiguous array with a shape, a dtype, a device and a layout (row-major; for
-// CPU activations the blocked nchw8c, for GPU activations channels-last nhwc: see Layout in
-// primitives/core.hpp), whose storage is owned by that device's allocator (shared between views
+// CPU activations the blocked nchw8c or nchw16c, for GPU activations channels-last nhwc: see Layout
+// in primitives/core.hpp), whose storage is owned by that device's allocator (shared between views
 // of the same storage). Every accessor that hands out values (to_vector, to, reshape) gives them
 // in row-major order whatever the layout; data_f32 refuses a tensor in another layout.
 #pragma once
@@ -16,8 +16,9 @@ class Tensor {
  public:
   Tensor() = default;
 
-  // An Error when the layout does not fit the shape, dtype or device (nchw8c: f32 [B, C, H, W]
-  // with C % 8 == 0, on the cpu; nhwc: f32 [B, C, H, W] on a cuda device).
+  // An Error when the layout does not fit the shape, dtype or device (nchw8c, nchw16c: f32
+  // [B, C, H, W] with C a multiple of 8 or 16, on the cpu; nhwc: f32 [B, C, H, W] on a cuda
+  // device).
   static Tensor empty(Shape shape, Device device = Device::cpu(), DType dtype = DType::f32,
                       Layout layout = Layout::plain);
   // Uninitialized, with t's shape, device, dtype and layout.
@@ -67,15 +68,17 @@ class Tensor {
 };
 
 // The layout modules give the activations they create (convolution outputs; the layers after
-// them follow their input): on the CPU nchw8c when the shape fits and blocked activations are
-// on, else plain; on the GPU nhwc (channels last) when those are on, else plain.
-// CPU blocked activations are on by default (environment: GHOSTNN_CPU_LAYOUT=plain turns them
-// off, nchw8c on). GPU channels-last activations are off by default, until measured faster
-// (GHOSTNN_GPU_LAYOUT=nhwc turns them on, plain off). Either switch also serves to measure both
-// layouts or to rule a layout out.
+// them follow their input): on the CPU cpu_activation_layout() when the shape fits it, else
+// plain; on the GPU nhwc (channels last) when those are on, else plain.
+// CPU activations are kept by default in the layout the CPU convolutions compute in on this
+// machine (nchw16c with AVX-512, nchw8c with AVX2: oneDNN's pick); the environment
+// (GHOSTNN_CPU_LAYOUT=auto|nchw8c|nchw16c|plain) or set_cpu_activation_layout (plain, nchw8c or
+// nchw16c; an Error for nhwc) sets another. GPU channels-last activations are off by default,
+// until measured faster (GHOSTNN_GPU_LAYOUT=nhwc turns them on, plain off). These switches also
+// serve to measure the layouts against each other or to rule one out.
 Layout activation_layout(Device device, const Shape& shape);
-void set_cpu_blocked_activations(bool on);
-bool cpu_blocked_activations();
+void set_cpu_activation_layout(Layout layout);
+Layout cpu_activation_layout();
 void set_gpu_nhwc_activations(bool on);
 bool gpu_nhwc_activations();
 

@@ -4,10 +4,12 @@
 // softmax cross-entropy, the input augmentation from bytes (GB/s and `vs_copy`, the time over a
 // plain copy of the same bytes on the same device, measured in the same run) and the SGD update
 // over all of a model's parameters, and on the CPU the layout conversion between plain NCHW and
-// nchw8c (LayoutConvert).
+// the blocked layout CPU training keeps activations in on this machine (LayoutConvert).
 // Names: Op/pass/shape/device; conv names carry their channels, kernel and stride. On the CPU each
-// convolution also runs with its activations in nchw8c, as in training (names end in /nchw8c);
-// the plain runs include oneDNN's reorders to and from its blocked layout.
+// convolution also runs with its activations in nchw8c and in nchw16c (names end in /nchw8c,
+// /nchw16c): training keeps them in the one oneDNN computes in on this machine (nchw16c with
+// AVX-512, nchw8c with AVX2). The runs in the other layouts include oneDNN's reorders to and
+// from its own.
 // The norm primitives are in bench_norms.
 #include <benchmark/benchmark.h>
 
@@ -99,11 +101,12 @@ void register_conv(Device dev) {
     const double flops = 2.0 * static_cast<double>(shape_numel(ys) * c.cin * c.k * c.k);
     const std::string tag = fmt::format("Conv{}x{}_{}to{}_s{}", c.k, c.k, c.cin, c.cout, c.stride);
     std::vector<Layout> layouts{Layout::plain};
-    if (dev.type == DeviceType::cpu) layouts.push_back(Layout::nchw8c);
+    if (dev.type == DeviceType::cpu)
+      layouts.insert(layouts.end(), {Layout::nchw8c, Layout::nchw16c});
     for (const Layout layout : layouts)
       for (const std::string pass : {"fwd", "bwd_data", "bwd_weights"})
         add(fmt::format("{}/{}/{}/{}{}", tag, pass, bench::shape_name(xs), dev.str(),
-                        layout == Layout::plain ? "" : "/nchw8c"),
+                        layout == Layout::plain ? "" : fmt::format("/{}", layout_name(layout))),
             [=](benchmark::State& st) {
               // Activations in `layout` where their channels fit it.
               auto in = [&](const Shape& sh) {
@@ -170,15 +173,16 @@ void register_elementwise(Device dev) {
             timed(st, dev, 0, 3 * t, [&] { ops::call(prim::op::add_fwd, d, {a1, b1}, {y}); });
           });
   }
-  if (dev.type == DeviceType::cpu)
+  if (const Layout blocked = cpu_activation_layout();
+      dev.type == DeviceType::cpu && blocked != Layout::plain)
     for (const auto& a : kActivations) {
       const Shape s{g_batch, a[0], a[1], a[2]};
       const double t = static_cast<double>(shape_numel(s)) * 4;
-      for (const Layout to : {Layout::nchw8c, Layout::plain})
+      for (const Layout to : {blocked, Layout::plain})
         add(fmt::format("LayoutConvert/to_{}/{}/{}", layout_name(to), bench::shape_name(s),
                         dev.str()),
             [=](benchmark::State& st) {
-              const Layout from = to == Layout::plain ? Layout::nchw8c : Layout::plain;
+              const Layout from = to == Layout::plain ? blocked : Layout::plain;
               Tensor x = uniform(s, dev, -1, 1).to_layout(from),
                      y = Tensor::empty(s, dev, DType::f32, to);
               timed(st, dev, 0, 2 * t, [&] {

@@ -13,8 +13,8 @@
 // Each benchmark reports bytes moved (GB/s) and `vs_copy`: its time over that of a plain copy of
 // the same bytes, timed in the same run just before it. Names: Op/pass/BxCxHxW/device; on the
 // CPU the ops with blocked kernels (BatchNorm, GhostBatchNorm, BatchNormGhostNoise,
-// ExclusiveBatchNorm) run once more with activations in nchw8c, the layout CPU training keeps
-// them in (names end in /nchw8c).
+// ExclusiveBatchNorm) run once more with activations in the blocked layout CPU training keeps
+// them in on this machine (the CPU convolutions' own: names end in /nchw16c or /nchw8c).
 #include <benchmark/benchmark.h>
 #include <omp.h>
 
@@ -307,11 +307,14 @@ int register_all() {
           const bool blocked_kernel = op == Op::bn || op == Op::gbn || op == Op::fused ||
                                       op == Op::xbn || forward_only || backward_pair;
           std::vector<Layout> layouts{Layout::plain};
-          if (dev.type == DeviceType::cpu && blocked_kernel) layouts.push_back(Layout::nchw8c);
+          if (dev.type == DeviceType::cpu && blocked_kernel &&
+              cpu_activation_layout() != Layout::plain)
+            layouts.push_back(cpu_activation_layout());
           for (const Layout layout : layouts)
             benchmark::RegisterBenchmark(
                 fmt::format("{}/{}/{}/{}{}", op_name(op, dev), bwd ? "fwdbwd" : "fwd",
-                            shape_name(s), dev.str(), layout == Layout::plain ? "" : "/nchw8c")
+                            shape_name(s), dev.str(),
+                            layout == Layout::plain ? "" : fmt::format("/{}", layout_name(layout)))
                     .c_str(),
                 [=](benchmark::State& st) { run_bench(st, op, bwd, s, dev, layout); })
                 ->Unit(benchmark::kMillisecond)

@@ -8,7 +8,8 @@
 //   bench_train_step [--batch=256] [--models=resnet20,resnet18] [--norms=bn,gbn:16,gni:16]
 //                    [--devices=cpu,cuda] [--threads=N] [--steps=N] [--warmup=N]
 //                    [--conv-math=fp32|tf32|bf16] [--tf32] [--graph] [--profile=N]
-//                    [--cpu-layouts=nchw8c,plain] [--gpu-layouts=plain,nhwc] [--fusion=on,off]
+//                    [--cpu-layouts=nchw16c,nchw8c,plain] [--gpu-layouts=plain,nhwc]
+//                    [--fusion=on,off]
 //                    [--interleave=N] [Google Benchmark flags]
 // --profile=N replaces the benchmarks by a per-op breakdown of N steps per configuration (the
 // dispatcher's profiling: device synchronized around every op), next to N unsynchronized steps.
@@ -18,8 +19,9 @@
 // --graph replays the GPU step's forward, loss and backward from a CUDA graph (engine/graph.hpp;
 // names end in /graph); the SGD update stays eager. Either way each timed step ends with the
 // device synchronized and the loss read back, as a training loop does. --cpu-layouts runs each
-// CPU configuration with activations kept in those layouts (engine's set_cpu_blocked_activations;
-// default nchw8c; names end in /plain for the plain one), to measure the blocked layout's gain;
+// CPU configuration with activations kept in those layouts (engine's set_cpu_activation_layout;
+// default: the CPU convolutions' own, nchw16c or nchw8c; names end in /plain, /nchw8c or
+// /nchw16c for the others), to measure the blocked layouts' gain;
 // --gpu-layouts likewise for GPU activations (set_gpu_nhwc_activations; default plain; names end
 // in /nhwc for channels last). --fusion=on,off builds each model with and without its layer
 // fusions (nn::set_layer_fusion; default on; names end in /unfused without), the same numbers
@@ -54,9 +56,9 @@ struct Options {
   std::int64_t profile = 0;     // > 0: per-op breakdown of this many steps instead of benchmarks
   std::int64_t interleave = 0;  // > 0: this many rounds of one step per configuration
   prim::ConvMath math = prim::ConvMath::fp32;  // GPU convolutions (names end in /tf32, /bf16)
-  bool graph = false;  // GPU steps replayed from a CUDA graph (names end in /graph)
-  std::vector<Layout> cpu_layouts{Layout::nchw8c};  // CPU activations (plain: names end in /plain)
-  std::vector<Layout> gpu_layouts{Layout::plain};   // GPU activations (nhwc: names end in /nhwc)
+  bool graph = false;               // GPU steps replayed from a CUDA graph (names end in /graph)
+  std::vector<Layout> cpu_layouts;  // CPU activations (empty: the default one)
+  std::vector<Layout> gpu_layouts{Layout::plain};  // GPU activations (nhwc: names end in /nhwc)
   std::vector<bool> fusion{true};  // models built with layer fusion (off: names end in /unfused)
 };
 
@@ -73,8 +75,10 @@ const char* kHelp =
     "                      default for convs) or bf16 (mixed precision at the conv boundary)\n"
     "  --tf32              the same as --conv-math=tf32\n"
     "  --graph             GPU: replay forward, loss and backward from a CUDA graph (cuda only)\n"
-    "  --cpu-layouts=A,B   CPU activations in these layouts, each its own benchmark: nchw8c\n"
-    "                      (blocked, the default) and/or plain (NCHW; names end in /plain)\n"
+    "  --cpu-layouts=A,B   CPU activations in these layouts, each its own benchmark: nchw16c,\n"
+    "                      nchw8c (blocked; the default is the one the CPU convolutions use on\n"
+    "                      this machine) and/or plain (NCHW); names end in /LAYOUT for all but\n"
+    "                      the default\n"
     "  --gpu-layouts=A,B   GPU activations in these layouts, each its own benchmark: plain\n"
     "                      (NCHW, the default) and/or nhwc (channels last; names end in /nhwc)\n"
     "  --fusion=A,B        models built with their layer fusions (on, the default) and/or\n"
@@ -105,18 +109,20 @@ std::int64_t parse_int(const std::string& flag, const std::string& v) {
   fail("{}: expected a non-negative integer, got '{}'", flag, v);
 }
 
-// A list of layouts: plain and/or `other` (the device's own).
-std::vector<Layout> parse_layouts(const std::string& flag, const std::string& v, Layout other) {
+// A list of layouts, each one of `allowed`.
+std::vector<Layout> parse_layouts(const std::string& flag, const std::string& v,
+                                  const std::vector<Layout>& allowed) {
+  std::string names;
+  for (const Layout a : allowed)
+    names += fmt::format("{}{}", names.empty() ? "" : ", ", layout_name(a));
   std::vector<Layout> out;
   for (const auto& l : split(v)) {
-    if (l == layout_name(other))
-      out.push_back(other);
-    else if (l == "plain")
-      out.push_back(Layout::plain);
-    else
-      fail("{}: '{}' is not a layout (expected {} or plain)", flag, l, layout_name(other));
+    const auto it =
+        std::find_if(allowed.begin(), allowed.end(), [&](Layout a) { return l == layout_name(a); });
+    if (it == allowed.end()) fail("{}: '{}' is not a layout (expected {})", flag, l, names);
+    out.push_back(*it);
   }
-  if (out.empty()) fail("{}: give at least one of {}, plain", flag, layout_name(other));
+  if (out.empty()) fail("{}: give at least one of {}", flag, names);
   return out;
 }
 
@@ -132,22 +138,31 @@ std::vector<bool> parse_fusion(const std::string& flag, const std::string& v) {
 
 std::string fusion_suffix(bool fused) { return fused ? "" : "/unfused"; }
 
-// What a configuration's name adds for its activation layout: /plain for plain CPU activations,
-// /nhwc for channels-last GPU ones (each device's default layout adds nothing).
+// The CPU activation layout when no flag sets one (the CPU convolutions' own, unless
+// GHOSTNN_CPU_LAYOUT says otherwise), read before any flag changes it.
+Layout default_cpu_layout() {
+  static const Layout l = cpu_activation_layout();
+  return l;
+}
+
+// What a configuration's name adds for its activation layout: /LAYOUT for CPU activations in
+// another than the default, /nhwc for channels-last GPU ones (each device's default adds nothing).
 std::string layout_suffix(Device dev, Layout l) {
-  if (dev.type == DeviceType::cpu) return l == Layout::plain ? "/plain" : "";
+  if (dev.type == DeviceType::cpu)
+    return l == default_cpu_layout() ? "" : fmt::format("/{}", layout_name(l));
   return l == Layout::nhwc ? "/nhwc" : "";
 }
 
 // Switches the activation layout of `dev`'s device type to `l`.
 void use_layout(Device dev, Layout l) {
   if (dev.type == DeviceType::cpu)
-    set_cpu_blocked_activations(l == Layout::nchw8c);
+    set_cpu_activation_layout(l);
   else
     set_gpu_nhwc_activations(l == Layout::nhwc);
 }
 
 Options parse(int argc, char** argv) {
+  default_cpu_layout();  // read before any configuration changes the setting
   Options o;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -178,15 +193,16 @@ Options parse(int argc, char** argv) {
     else if (key == "--interleave")
       o.interleave = parse_int(key, val);
     else if (key == "--cpu-layouts")
-      o.cpu_layouts = parse_layouts(key, val, Layout::nchw8c);
+      o.cpu_layouts = parse_layouts(key, val, {Layout::nchw16c, Layout::nchw8c, Layout::plain});
     else if (key == "--gpu-layouts")
-      o.gpu_layouts = parse_layouts(key, val, Layout::nhwc);
+      o.gpu_layouts = parse_layouts(key, val, {Layout::plain, Layout::nhwc});
     else if (key == "--fusion")
       o.fusion = parse_fusion(key, val);
     else
       fail("unknown argument '{}' (see --help)", a);
   }
   if (o.batch < 1) fail("--batch: must be at least 1, got {}", o.batch);
+  if (o.cpu_layouts.empty()) o.cpu_layouts = {default_cpu_layout()};
   for (const auto& m : o.models) nn::make_model(m, "bn", 10, 0);  // names the bad model
   for (const auto& n : o.norms) nn::validate_norm_spec(n);
   for (const auto& d : o.devices)

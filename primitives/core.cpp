@@ -68,6 +68,8 @@ std::string_view layout_name(Layout l) {
       return "plain";
     case Layout::nchw8c:
       return "nchw8c";
+    case Layout::nchw16c:
+      return "nchw16c";
     case Layout::nhwc:
       return "nhwc";
   }
@@ -79,7 +81,8 @@ bool layout_fits(Layout l, const Shape& s) {
     case Layout::plain:
       return true;
     case Layout::nchw8c:
-      return s.size() == 4 && s[1] % kBlock == 0;
+    case Layout::nchw16c:
+      return s.size() == 4 && s[1] % layout_block(l) == 0;
     case Layout::nhwc:
       return s.size() == 4;
   }
@@ -91,14 +94,18 @@ bool same_memory_order(const Shape& s, Layout a, Layout b) {
   if (!layout_fits(a, s) || !layout_fits(b, s) || s.size() != 4) return false;
   if (s[2] * s[3] == 1) return true;
   auto pair = [&](Layout p, Layout q) { return (a == p && b == q) || (a == q && b == p); };
-  return (pair(Layout::plain, Layout::nhwc) && s[1] == 1) ||      // [B, H, W] either way
-         (pair(Layout::nchw8c, Layout::nhwc) && s[1] == kBlock);  // one block: [B, H, W, 8]
+  const Layout blocked = a == Layout::nhwc ? b : a;           // one block: [B, H, W, block]
+  return (pair(Layout::plain, Layout::nhwc) && s[1] == 1) ||  // [B, H, W] either way
+         (pair(blocked, Layout::nhwc) && layout_block(blocked) > 1 &&
+          s[1] == layout_block(blocked));
 }
 
 std::string_view layout_needs(Layout l) {
   switch (l) {
     case Layout::nchw8c:
       return "an f32 [B, C, H, W] shape with C a multiple of 8";
+    case Layout::nchw16c:
+      return "an f32 [B, C, H, W] shape with C a multiple of 16";
     case Layout::nhwc:
       return "an f32 [B, C, H, W] shape";
     case Layout::plain:

@@ -54,24 +54,30 @@ std::string shape_str(const Shape& s);
 std::int64_t shape_numel(const Shape& s);
 
 // How a tensor's values lie in memory. `plain`: row-major in the order of its shape (NCHW for
-// activations). `nchw8c`: oneDNN's blocked activation layout nChw8c, for [B, C, H, W] with C a
-// multiple of 8: memory order [B, C/8, H, W, 8], eight channels side by side. It is what the CPU
-// convolutions compute in, so activations kept in it skip two reorders per convolution pass.
-// `nhwc`: channels last, for any [B, C, H, W]: memory order [B, H, W, C], the layout cuDNN's
-// tensor-core convolutions compute in (GPU tensors only).
+// activations). `nchw8c` and `nchw16c`: oneDNN's blocked activation layouts nChw8c and nChw16c,
+// for [B, C, H, W] with C a multiple of the block (8 or 16): memory order [B, C/block, H, W,
+// block], a block of channels side by side. They are what the CPU convolutions compute in
+// (nChw8c with AVX2, nChw16c with AVX-512), so activations kept in the convolutions' own one skip
+// two reorders per convolution pass. `nhwc`: channels last, for any [B, C, H, W]: memory order
+// [B, H, W, C], the layout cuDNN's tensor-core convolutions compute in (GPU tensors only).
 // The shape is always the logical [B, C, H, W]; only kernels that declared it see it (the
 // dispatcher converts for the others, see LayoutRule).
-enum class Layout : std::uint8_t { plain, nchw8c, nhwc };
+enum class Layout : std::uint8_t { plain, nchw8c, nchw16c, nhwc };
 std::string_view layout_name(Layout l);
-inline constexpr std::int64_t kBlock = 8;  // channels per block of nchw8c
-// Can a tensor of this shape take this layout? (plain: always; nchw8c: rank 4, C % 8 == 0;
-// nhwc: rank 4.)
+// Channels per block of a blocked layout (nchw8c: 8, nchw16c: 16); 1 for the others.
+constexpr std::int64_t layout_block(Layout l) {
+  return l == Layout::nchw8c ? 8 : l == Layout::nchw16c ? 16 : 1;
+}
+inline constexpr std::int64_t kMaxBlock = 16;  // the largest layout_block
+// Can a tensor of this shape take this layout? (plain: always; nchw8c, nchw16c: rank 4, C a
+// multiple of the block; nhwc: rank 4.)
 bool layout_fits(Layout l, const Shape& s);
 // Why a layout does not fit ("[B, C, H, W] with C a multiple of 8"): for error messages.
 std::string_view layout_needs(Layout l);
 // Do layouts a and b (both fitting s) store a tensor of shape s in the same memory order? Then a
 // conversion between them is a relabeling: a == b; every layout of a rank-4 shape with H*W == 1
-// (e.g. a global pooling's [B, C, 1, 1]); plain and nhwc when C == 1; nchw8c and nhwc when C == 8.
+// (e.g. a global pooling's [B, C, 1, 1]); plain and nhwc when C == 1; a blocked layout and nhwc
+// when C is one block (8 for nchw8c, 16 for nchw16c).
 bool same_memory_order(const Shape& s, Layout a, Layout b);
 
 // The ReLU a norm can apply to its output in the same pass (the `relu` flag of BN, GBN, XBN and
@@ -99,12 +105,10 @@ struct TensorDesc {
   std::int64_t numel() const { return shape_numel(shape); }
   std::size_t bytes() const { return static_cast<std::size_t>(numel()) * dtype_size(dtype); }
   std::string str() const;  // "f32[256, 16, 32, 32] on cpu", "f32[256, 16, 32, 32] nchw8c on cpu"
-  // Channels stored side by side: 8 for nchw8c, C for nhwc, else 1. Plane k of the
-  // [B*C/lanes, S, lanes] view starts at k * S * lanes and holds channels (k * lanes + l) % C of
-  // sample k*lanes / C.
-  std::int64_t lanes() const {
-    return layout == Layout::nchw8c ? kBlock : layout == Layout::nhwc ? shape[1] : 1;
-  }
+  // Channels stored side by side: the block of nchw8c or nchw16c, C for nhwc, else 1. Plane k of
+  // the [B*C/lanes, S, lanes] view starts at k * S * lanes and holds channels (k * lanes + l) % C
+  // of sample k*lanes / C.
+  std::int64_t lanes() const { return layout == Layout::nhwc ? shape[1] : layout_block(layout); }
 };
 
 // What a kernel sees of a tensor: its descriptor and a raw buffer on the descriptor's device.
@@ -206,6 +210,10 @@ class Registry {
   virtual void add_kernel(std::string op, DeviceType device, std::string backend, Kernel kernel,
                           Supports supports = {}, LayoutRule layouts = LayoutRule::plain) = 0;
   virtual void add_device(DeviceType device, DeviceApi* api) = 0;
+  // The layout the device's convolutions compute in (on the CPU nchw8c or nchw16c, whichever
+  // oneDNN picks on this machine): the engine keeps activations in it by default, so that the
+  // convolutions use them in place. Plain when no backend declares one.
+  virtual void set_conv_layout(DeviceType device, Layout layout) = 0;
 };
 
 // A two-valued environment switch (GHOSTNN_FUSION=on|off and the like): true for `on_value`, false

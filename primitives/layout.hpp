@@ -21,7 +21,8 @@ void validate_layout_convert(const KernelCall& c);
 // Offset of logical element (b, c, s) of a [B, C, S] activation (S = H * W) stored in layout l.
 inline std::int64_t element_offset(Layout l, std::int64_t C, std::int64_t S, std::int64_t b,
                                    std::int64_t c, std::int64_t s) {
-  if (l == Layout::nchw8c) return ((b * (C / kBlock) + c / kBlock) * S + s) * kBlock + c % kBlock;
+  if (const std::int64_t k = layout_block(l); k > 1)
+    return ((b * (C / k) + c / k) * S + s) * k + c % k;
   if (l == Layout::nhwc) return (b * S + s) * C + c;
   return (b * C + c) * S + s;
 }

@@ -84,8 +84,9 @@ int main(int argc, char** argv) {
     }
     Tensor images = Tensor::from_vector(xs, {B, 3, 8, 8}, dev),
            labels = Tensor::from_vector(ls, {B}, dev);
-    // On the CPU a convolution's output stays in oneDNN's blocked layout (nchw8c) for the layers
-    // after it; to_vector() and friends still read values in row-major order.
+    // On the CPU a convolution's output stays in oneDNN's blocked layout (nchw16c with AVX-512,
+    // nchw8c with AVX2) for the layers after it; to_vector() and friends still read values in
+    // row-major order.
     std::cout << "conv output: " << conv->forward(images).desc().str() << "\n";
 
     // 4. Training: forward, loss, backward, SGD step.

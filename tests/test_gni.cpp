@@ -142,7 +142,7 @@ INSTANTIATE_TEST_SUITE_P(
                       GniCase{{32, 4, 3, 3}, 8, S::replacement, true, false, false},
                       GniCase{{8, 3, 2, 2}, 16, S::replacement, true, true, false},  // N > B
                       GniCase{{1, 3, 4, 4}, 2, S::replacement, true, true, false},   // B = 1
-                      // channels a multiple of 8: also run in nchw8c (testkit)
+                      // channels a multiple of 8 (16): also run in nchw8c (and nchw16c)
                       GniCase{{32, 16, 3, 3}, 8, S::replacement, true, true, false},
                       GniCase{{16, 8, 4, 4}, 4, S::shuffle, true, false, false}));
 

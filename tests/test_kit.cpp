@@ -119,12 +119,18 @@ std::vector<Tensor> run_dispatched(std::string_view op, const OpDesc& desc, Devi
 
 std::vector<Layout> layouts_to_test(Device device, const std::vector<Tensor>& in,
                                     const std::vector<Tensor>& out) {
-  const Layout other = device.type == DeviceType::cpu ? Layout::nchw8c : Layout::nhwc;
-  for (const auto* ts : {&in, &out})
-    for (const auto& t : *ts)
-      if (t.dtype() == DType::f32 && t.rank() == 4 && layout_fits(other, t.shape()))
-        return {Layout::plain, other};
-  return {Layout::plain};
+  std::vector<Layout> layouts{Layout::plain};
+  const auto others = device.type == DeviceType::cpu
+                          ? std::vector<Layout>{Layout::nchw8c, Layout::nchw16c}
+                          : std::vector<Layout>{Layout::nhwc};
+  for (const Layout other : others) {
+    bool fits = false;
+    for (const auto* ts : {&in, &out})
+      for (const auto& t : *ts)
+        fits = fits || (t.dtype() == DType::f32 && t.rank() == 4 && layout_fits(other, t.shape()));
+    if (fits) layouts.push_back(other);
+  }
+  return layouts;
 }
 
 void expect_matches_reference(std::string_view op, const Kernel& ref, const OpDesc& desc,
@@ -208,8 +214,8 @@ void expect_eltwise_non_finite_like_reference(Device device) {
 }
 
 void expect_norm_ops_fuse_epilogues(Device device, Tolerance tol) {
-  // C 16: nchw8c on the CPU, float4 channel-last kernels on the GPU; C 6: neither; 64 channels of
-  // 4x4 planes: the GPU's channel-resident kernels.
+  // C 16: nchw8c and nchw16c on the CPU, float4 channel-last kernels on the GPU; C 6: neither; 64
+  // channels of 4x4 planes: the GPU's channel-resident kernels.
   for (const Shape& s : {Shape{8, 16, 3, 3}, Shape{12, 6, 4, 4}, Shape{16, 64, 4, 4}}) {
     const std::int64_t B = s[0], C = s[1];
     SCOPED_TRACE(shape_str(s));

@@ -46,8 +46,9 @@ std::vector<Tensor> run_dispatched(std::string_view op, const OpDesc& desc, Devi
                                    const std::vector<Tensor>& in,
                                    const std::vector<Tensor>& out_init,
                                    std::string_view backend = {}, Layout layout = Layout::plain);
-// The activation layouts a device's tensors of this call can take: plain, and nchw8c on the CPU
-// when some f32 rank-4 tensor has C % 8 == 0, nhwc on the GPU when some f32 tensor is rank 4.
+// The activation layouts a device's tensors of this call can take: plain, and on the CPU nchw8c
+// (nchw16c) when some f32 rank-4 tensor has C % 8 == 0 (C % 16 == 0), on the GPU nhwc when some
+// f32 tensor is rank 4.
 std::vector<Layout> layouts_to_test(Device device, const std::vector<Tensor>& in,
                                     const std::vector<Tensor>& out);
 // Both of the above, then all_close on every output, once per layout of layouts_to_test (the

@@ -82,10 +82,12 @@ INSTANTIATE_TEST_SUITE_P(Cases, Conv,
                                            ConvCase{{2, 3, 7, 7}, {5, 3, 3, 3}, 2, 1, true},
                                            ConvCase{{3, 4, 6, 6}, {2, 4, 1, 1}, 2, 0, false},
                                            ConvCase{{1, 2, 5, 5}, {3, 2, 5, 5}, 1, 0, true},
-                                           // nchw8c: y only; x and y; x only
+                                           // nchw8c: y only; x and y; x only; nchw16c too:
+                                           // -; y only; x only; x and y
                                            ConvCase{{2, 3, 6, 6}, {8, 3, 3, 3}, 1, 1, false},
                                            ConvCase{{2, 8, 7, 7}, {16, 8, 3, 3}, 2, 1, true},
-                                           ConvCase{{2, 16, 6, 6}, {4, 16, 1, 1}, 2, 0, false}));
+                                           ConvCase{{2, 16, 6, 6}, {4, 16, 1, 1}, 2, 0, false},
+                                           ConvCase{{2, 16, 5, 5}, {32, 16, 3, 3}, 1, 1, false}));
 
 TEST(Conv, BadShapesAreClearErrors) {
   prim::ConvDesc d;
@@ -158,7 +160,7 @@ TEST(Pool, CpuMatchesReferenceAndGradientsMatchFiniteDifferences) {
       d.kind = kind;
       d.kernel = K;
       d.stride = s;
-      const Shape xs{2, 8, 6, 6};  // C = 8: nchw8c too (converted around the plain kernel)
+      const Shape xs{2, 16, 6, 6};  // C = 16: nchw8c and nchw16c too
       const auto ys = prim::pool_output_shape(d, xs);
       const bool mx = kind == prim::PoolKind::max;
       Tensor x = random_tensor(xs, 5);  // distinct values: the max is unique, so differentiable
@@ -243,7 +245,7 @@ TEST(LayerNorm, CpuMatchesReferenceAndGradientsMatchFiniteDifferences) {
   double m = 0;
   for (int i = 0; i < 75; ++i) m += y[75 + i];
   EXPECT_NEAR(m / 75, 0.0, 1e-6);
-  // channels a multiple of 8: the CPU kernels also run on nchw8c tensors (testkit)
+  // channels a multiple of 16: the CPU kernels also run on nchw8c and nchw16c tensors (testkit)
   const Shape sb{3, 16, 3, 2};
   Tensor xb = normal_tensor(sb, 3, -1.f, 2.f);
   const std::vector<Tensor> outs_b{Tensor::zeros(sb), Tensor::zeros({3}), Tensor::zeros({3})};
@@ -273,14 +275,14 @@ TEST(ChannelAffine, CpuMatchesReferenceAndGradientsMatchFiniteDifferences) {
   EXPECT_TRUE(check_grad(fwd, in, 0, w, g[0]));
   EXPECT_TRUE(check_grad(fwd, in, 1, w, g[1]));
   EXPECT_TRUE(check_grad(fwd, in, 2, w, g[2]));
-  // channels a multiple of 8: the CPU kernels also run on nchw8c tensors (testkit)
-  const Shape sb{2, 8, 3, 3};
-  std::vector<Tensor> inb{random_tensor(sb, 5), random_tensor({8}, 6), random_tensor({8}, 7)};
+  // channels a multiple of 16: the CPU kernels also run on nchw8c and nchw16c tensors (testkit)
+  const Shape sb{2, 16, 3, 3};
+  std::vector<Tensor> inb{random_tensor(sb, 5), random_tensor({16}, 6), random_tensor({16}, 7)};
   testkit::expect_matches_reference(prim::op::affine_fwd, prim::ref::affine_fwd, d, Device::cpu(),
                                     inb, {Tensor::zeros(sb)});
   testkit::expect_matches_reference(prim::op::affine_bwd, prim::ref::affine_bwd, d, Device::cpu(),
                                     {random_tensor(sb, 8), inb[0], inb[1]},
-                                    {Tensor::zeros(sb), Tensor::zeros({8}), Tensor::zeros({8})});
+                                    {Tensor::zeros(sb), Tensor::zeros({16}), Tensor::zeros({16})});
 }
 
 TEST(Sgd, CpuMatchesReferenceAndOneHandComputedStep) {

@@ -1,8 +1,9 @@
-// The nchw8c activation layout: where its values lie in memory, the Tensor accessors that read
-// them back in row-major order, clear errors for layouts that do not fit, the dispatcher's
-// conversions around kernels by their LayoutRule, and modules that keep CPU activations blocked
-// and train as they do with plain ones. (Each CPU op against the reference in nchw8c: the
-// testkit's expect_matches_reference, in every op's own test file.)
+// The blocked activation layouts nchw8c and nchw16c: where their values lie in memory, the
+// Tensor accessors that read them back in row-major order, clear errors for layouts that do not
+// fit, the dispatcher's conversions around kernels by their LayoutRule, the CPU convolutions'
+// own layout as the default, and modules that keep CPU activations blocked and train as they do
+// with plain ones. (Each CPU op against the reference in both: the testkit's
+// expect_matches_reference, in every op's own test file.)
 #include "engine/dispatcher.hpp"
 #include "engine/nn.hpp"
 #include "engine/optim.hpp"
@@ -23,32 +24,38 @@ Tensor iota(const Shape& s) {
   return Tensor::from_vector(v, s);
 }
 
+constexpr Layout kBlocked[] = {Layout::nchw8c, Layout::nchw16c};
+
 // Restores the process-wide layout setting when a test ends.
-struct BlockedActivations {
-  bool saved = cpu_blocked_activations();
-  explicit BlockedActivations(bool on) { set_cpu_blocked_activations(on); }
-  ~BlockedActivations() { set_cpu_blocked_activations(saved); }
+struct CpuActivations {
+  Layout saved = cpu_activation_layout();
+  explicit CpuActivations(Layout l) { set_cpu_activation_layout(l); }
+  ~CpuActivations() { set_cpu_activation_layout(saved); }
 };
 
-// oneDNN's nChw8c, written out: memory order [B, C/8, H, W, 8]. Both the CPU kernel (through
-// to_layout) and the reference kernel put element (b, c, h, w) there.
-TEST(Layout, BlockedMemoryHoldsEightChannelsSideBySide) {
-  const std::int64_t B = 2, C = 16, H = 3, W = 5;
+// oneDNN's nChw8c and nChw16c, written out: memory order [B, C/k, H, W, k] for k = 8 and 16.
+// Both the CPU kernel (through to_layout) and the reference kernel put element (b, c, h, w)
+// there.
+TEST(Layout, BlockedMemoryHoldsABlockOfChannelsSideBySide) {
+  const std::int64_t B = 2, C = 32, H = 3, W = 5;
   Tensor x = iota({B, C, H, W});
-  Tensor on_cpu = x.to_layout(Layout::nchw8c);
-  Tensor by_ref = Tensor::empty(x.shape(), Device::cpu(), DType::f32, Layout::nchw8c);
-  const TensorRef in[] = {x.ref()}, out[] = {by_ref.ref()};
-  prim::ref::layout_convert(prim::LayoutConvertDesc{}, KernelCall{in, out, nullptr});
-  for (const Tensor* t : {&on_cpu, &by_ref}) {
-    const float* mem = static_cast<const float*>(t->raw());
-    std::int64_t pos = 0, wrong = 0;
-    for (std::int64_t b = 0; b < B; ++b)
-      for (std::int64_t cb = 0; cb < C / 8; ++cb)
-        for (std::int64_t h = 0; h < H; ++h)
-          for (std::int64_t w = 0; w < W; ++w)
-            for (std::int64_t l = 0; l < 8; ++l, ++pos)
-              wrong += mem[pos] != static_cast<float>(((b * C + cb * 8 + l) * H + h) * W + w);
-    EXPECT_EQ(wrong, 0) << (t == &on_cpu ? "cpu kernel" : "reference");
+  for (const auto& [layout, k] : {std::pair{Layout::nchw8c, 8}, std::pair{Layout::nchw16c, 16}}) {
+    SCOPED_TRACE(layout_name(layout));
+    Tensor on_cpu = x.to_layout(layout);
+    Tensor by_ref = Tensor::empty(x.shape(), Device::cpu(), DType::f32, layout);
+    const TensorRef in[] = {x.ref()}, out[] = {by_ref.ref()};
+    prim::ref::layout_convert(prim::LayoutConvertDesc{}, KernelCall{in, out, nullptr});
+    for (const Tensor* t : {&on_cpu, &by_ref}) {
+      const float* mem = static_cast<const float*>(t->raw());
+      std::int64_t pos = 0, wrong = 0;
+      for (std::int64_t b = 0; b < B; ++b)
+        for (std::int64_t cb = 0; cb < C / k; ++cb)
+          for (std::int64_t h = 0; h < H; ++h)
+            for (std::int64_t w = 0; w < W; ++w)
+              for (std::int64_t l = 0; l < k; ++l, ++pos)
+                wrong += mem[pos] != static_cast<float>(((b * C + cb * k + l) * H + h) * W + w);
+      EXPECT_EQ(wrong, 0) << (t == &on_cpu ? "cpu kernel" : "reference");
+    }
   }
 }
 
@@ -56,10 +63,11 @@ TEST(Layout, BlockedMemoryHoldsEightChannelsSideBySide) {
 // layouts that fit, it is true if and only if converting a tensor of distinct values gives the
 // same memory. And a tensor converted to such a layout shares its storage.
 TEST(Layout, SameMemoryOrderIsWhereAConversionMovesNothing) {
-  const Layout all[] = {Layout::plain, Layout::nchw8c, Layout::nhwc};
+  const Layout all[] = {Layout::plain, Layout::nchw8c, Layout::nchw16c, Layout::nhwc};
   int same = 0;
   for (const Shape& s : {Shape{2, 8, 1, 1}, Shape{3, 16, 1, 1}, Shape{2, 1, 3, 2},
-                         Shape{2, 8, 2, 2}, Shape{2, 3, 1, 1}, Shape{2, 3, 2, 1}, Shape{4, 5}}) {
+                         Shape{2, 8, 2, 2}, Shape{2, 16, 2, 2}, Shape{2, 32, 2, 1},
+                         Shape{2, 3, 1, 1}, Shape{2, 3, 2, 1}, Shape{4, 5}}) {
     std::vector<float> src(static_cast<std::size_t>(shape_numel(s)));
     for (std::size_t i = 0; i < src.size(); ++i) src[i] = static_cast<float>(i);
     for (const Layout a : all)
@@ -81,7 +89,7 @@ TEST(Layout, SameMemoryOrderIsWhereAConversionMovesNothing) {
         same += a != b && in_a == in_b;
       }
   }
-  EXPECT_GT(same, 6);  // relabelings exist among the cases, not only identities
+  EXPECT_GT(same, 12);  // relabelings exist among the cases, not only identities
   const Tensor x = iota({2, 16, 1, 1});
   const Tensor blocked = x.to_layout(Layout::nchw8c);
   EXPECT_EQ(blocked.layout(), Layout::nchw8c);
@@ -91,33 +99,41 @@ TEST(Layout, SameMemoryOrderIsWhereAConversionMovesNothing) {
   EXPECT_NE(iota({2, 16, 2, 1}).to_layout(Layout::nchw8c).raw(), nullptr);
 }
 
-TEST(Layout, AccessorsGiveRowMajorValuesWhateverTheLayout) {
-  const Shape s{3, 8, 4, 2};
+// Every accessor of a tensor in `layout` (a blocked one) gives its values in row-major order.
+void expect_row_major_accessors(Layout layout) {
+  const Shape s{3, 16, 4, 2};
   Tensor x = random_tensor(s, 1);
   const auto want = x.to_vector();
-  Tensor xb = x.to_layout(Layout::nchw8c);
-  EXPECT_EQ(xb.layout(), Layout::nchw8c);
+  Tensor xb = x.to_layout(layout);
+  EXPECT_EQ(xb.layout(), layout);
   EXPECT_EQ(xb.shape(), s);
   EXPECT_EQ(xb.to_vector(), want);
   EXPECT_EQ(xb.to_layout(Layout::plain).to_vector(), want);
-  EXPECT_EQ(xb.to_layout(Layout::nchw8c).raw(), xb.raw());  // same layout: same storage
+  EXPECT_EQ(xb.to_layout(layout).raw(), xb.raw());  // same layout: same storage
   EXPECT_EQ(xb.to(Device::cpu()).raw(), xb.raw());
   Tensor c = xb.clone();
-  EXPECT_EQ(c.layout(), Layout::nchw8c);
+  EXPECT_EQ(c.layout(), layout);
   EXPECT_NE(c.raw(), xb.raw());
   EXPECT_EQ(c.to_vector(), want);
   EXPECT_EQ(xb.reshape(s).raw(), xb.raw());  // the same shape: the same tensor
-  Tensor flat = xb.reshape({3, 64});
+  Tensor flat = xb.reshape({3, 128});
   EXPECT_EQ(flat.layout(), Layout::plain);
   EXPECT_EQ(flat.to_vector(), want);
   Tensor into_plain = Tensor::zeros(s);
   into_plain.copy_from(xb);
   EXPECT_EQ(into_plain.to_vector(), want);
-  Tensor into_blocked = Tensor::zeros(s).to_layout(Layout::nchw8c);
+  Tensor into_blocked = Tensor::zeros(s).to_layout(layout);
   into_blocked.copy_from(x);
   EXPECT_EQ(into_blocked.to_vector(), want);
-  EXPECT_EQ(Tensor::empty_like(xb).layout(), Layout::nchw8c);
-  EXPECT_THAT(xb.desc().str(), HasSubstr("nchw8c"));
+  EXPECT_EQ(Tensor::empty_like(xb).layout(), layout);
+  EXPECT_THAT(xb.desc().str(), HasSubstr(std::string(layout_name(layout))));
+}
+
+TEST(Layout, AccessorsGiveRowMajorValuesWhateverTheLayout) {
+  for (const Layout layout : kBlocked) {
+    SCOPED_TRACE(layout_name(layout));
+    expect_row_major_accessors(layout);
+  }
 }
 
 TEST(Layout, LayoutsThatDoNotFitAreClearErrors) {
@@ -155,6 +171,23 @@ TEST(Layout, LayoutsThatDoNotFitAreClearErrors) {
         Tensor::empty({2, 8, 3, 3}, Device::cuda(), DType::f32, Layout::nchw8c);
       },
       "nchw8c", "cuda:0");
+  expect_error(
+      [] {
+        Tensor::empty({2, 24, 3, 3}, Device::cpu(), DType::f32, Layout::nchw16c);
+      },
+      "nchw16c", "[2, 24, 3, 3]");
+  expect_error(
+      [] {
+        random_tensor({2, 8, 3, 3}, 1).to_layout(Layout::nchw16c);
+      },
+      "multiple of 16", "[2, 8, 3, 3]");
+  expect_error(
+      [] {
+        Tensor::empty({2, 16, 3, 3}, Device::cuda(), DType::f32, Layout::nchw16c);
+      },
+      "nchw16c", "cuda:0");
+  expect_error([] { set_cpu_activation_layout(Layout::nhwc); }, "set_cpu_activation_layout",
+               "nhwc");
   expect_error(
       [] {
         Tensor::empty({2, 8, 3, 3}, Device::cpu(), DType::f32, Layout::nhwc);
@@ -252,54 +285,91 @@ TEST(Layout, DispatcherConvertsTensorsToTheLayoutsAKernelTakes) {
   EXPECT_EQ(y4.to_vector(), want);
 }
 
-TEST(Layout, ConvolutionsGiveBlockedCpuActivationsWhenOn) {
+// What oneDNN's convolutions compute in follows the CPU: nChw16c where it has AVX-512 (oneDNN's
+// avx512_core: F, BW, VL and DQ), else nChw8c where it has AVX2. The CPU backend declares that
+// layout, and it is the CPU activations' default unless GHOSTNN_CPU_LAYOUT says otherwise.
+TEST(Layout, CpuActivationsDefaultToTheConvolutionsOwnLayout) {
+  const char* env = std::getenv("GHOSTNN_CPU_LAYOUT");
+  if (!env || std::string_view(env).empty() || std::string_view(env) == "auto") {
+    EXPECT_EQ(cpu_activation_layout(), Dispatcher::global().conv_layout(DeviceType::cpu));
+  }
+  for (const char* isa : {"ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"})
+    if (std::getenv(isa)) GTEST_SKIP() << isa << " limits what oneDNN uses of this CPU";
+#if defined(__x86_64__) && defined(__GNUC__)
+  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  const Layout want = avx512                           ? Layout::nchw16c
+                      : __builtin_cpu_supports("avx2") ? Layout::nchw8c
+                                                       : Layout::plain;
+  EXPECT_EQ(Dispatcher::global().conv_layout(DeviceType::cpu), want);
+#else
+  GTEST_SKIP() << "the CPU's vector extensions are only read on x86-64 with GCC";
+#endif
+}
+
+TEST(Layout, ConvolutionsGiveTheChosenCpuActivationLayout) {
   nn::BuildContext ctx(1);
-  nn::Conv2d to8(ctx, 3, 8, 3, 1, 1, false, "c8"), to12(ctx, 3, 12, 3, 1, 1, false, "c12");
+  nn::Conv2d to8(ctx, 3, 8, 3, 1, 1, false, "c8"), to16(ctx, 3, 16, 3, 1, 1, false, "c16"),
+      to12(ctx, 3, 12, 3, 1, 1, false, "c12");
   Tensor x = random_tensor({2, 3, 5, 5}, 1);
   {
-    BlockedActivations on(true);
+    CpuActivations blocked(Layout::nchw8c);
     EXPECT_EQ(to8.forward(x).layout(), Layout::nchw8c);
+    EXPECT_EQ(to16.forward(x).layout(), Layout::nchw8c);
     EXPECT_EQ(to12.forward(x).layout(), Layout::plain);  // 12 channels do not fit
   }
-  BlockedActivations off(false);
+  {
+    CpuActivations blocked(Layout::nchw16c);
+    EXPECT_EQ(to8.forward(x).layout(), Layout::plain);  // 8 channels do not fit
+    EXPECT_EQ(to16.forward(x).layout(), Layout::nchw16c);
+    EXPECT_EQ(to12.forward(x).layout(), Layout::plain);
+  }
+  CpuActivations plain(Layout::plain);
   EXPECT_EQ(to8.forward(x).layout(), Layout::plain);
+  EXPECT_EQ(to16.forward(x).layout(), Layout::plain);
 }
 
 // Every norm keeps a blocked activation blocked through its forward, backward and inference,
 // with no layout conversion on the way (counted by the dispatcher's profile).
-TEST(Layout, NormsWorkInTheBlockedLayoutWithoutConversions) {
-  for (const std::string norm : {"bn", "gni:4", "gbn:4", "xbn:4", "ln+gni:4"}) {
-    SCOPED_TRACE(norm);
-    nn::BuildContext ctx(3);
-    auto layer = nn::make_norm(norm, 16, ctx, "n");
-    const Tensor x = normal_tensor({8, 16, 3, 3}, 5).to_layout(Layout::nchw8c);
-    const Tensor dy = random_tensor({8, 16, 3, 3}, 6).to_layout(Layout::nchw8c);
-    auto& d = Dispatcher::global();
-    d.set_profiling(true);
-    const Tensor y = layer->forward(x);
-    const Tensor dx = layer->backward(dy);
-    layer->eval();
-    const Tensor yi = layer->forward(x);
-    const auto rows = d.profile();
-    d.set_profiling(false);
-    EXPECT_EQ(y.layout(), Layout::nchw8c);
-    EXPECT_EQ(dx.layout(), Layout::nchw8c);
-    EXPECT_EQ(yi.layout(), Layout::nchw8c);
-    for (const auto& r : rows) EXPECT_NE(r.op, "layout_convert") << r.shape;
-  }
+TEST(Layout, NormsWorkInTheBlockedLayoutsWithoutConversions) {
+  for (const std::string norm : {"bn", "gni:4", "gbn:4", "xbn:4", "ln+gni:4"})
+    for (const Layout layout : kBlocked) {
+      SCOPED_TRACE(norm + " " + std::string(layout_name(layout)));
+      nn::BuildContext ctx(3);
+      auto layer = nn::make_norm(norm, 16, ctx, "n");
+      const Tensor x = normal_tensor({8, 16, 3, 3}, 5).to_layout(layout);
+      const Tensor dy = random_tensor({8, 16, 3, 3}, 6).to_layout(layout);
+      auto& d = Dispatcher::global();
+      d.set_profiling(true);
+      const Tensor y = layer->forward(x);
+      const Tensor dx = layer->backward(dy);
+      layer->eval();
+      const Tensor yi = layer->forward(x);
+      const auto rows = d.profile();
+      d.set_profiling(false);
+      EXPECT_EQ(y.layout(), layout);
+      EXPECT_EQ(dx.layout(), layout);
+      EXPECT_EQ(yi.layout(), layout);
+      for (const auto& r : rows) EXPECT_NE(r.op, "layout_convert") << r.shape;
+    }
 }
 
-// The same net trained with blocked and with plain activations: the same losses, parameters and
-// evaluation outputs up to fp32 summation order (the blocked norm kernels sum in another order).
+// The same net trained with blocked (nchw8c, nchw16c) and with plain activations: the same
+// losses, parameters and evaluation outputs up to fp32 summation order (the blocked norm kernels
+// sum in another order). The net has 8 and 16 channels, so with nchw16c its first layers stay
+// plain and its block converts.
 TEST(Layout, ModelsTrainTheSameWithBlockedAndPlainActivations) {
   for (const std::string norm : {"bn", "gni:4", "gbn:4", "xbn:4", "ln+gni:4"}) {
     SCOPED_TRACE(norm);
-    auto train = [&](bool blocked) {
-      BlockedActivations layout(blocked);
+    auto train = [&](Layout l) {
+      CpuActivations layout(l);
       return testkit::train_small_net(norm, Device::cpu());
     };
-    const auto blocked = train(true), plain = train(false);
-    testkit::expect_same_training(blocked, plain);
+    const auto plain = train(Layout::plain);
+    for (const Layout l : kBlocked) {
+      SCOPED_TRACE(layout_name(l));
+      testkit::expect_same_training(train(l), plain);
+    }
   }
 }
 

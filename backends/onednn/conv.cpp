@@ -136,6 +136,16 @@ void run_bwd_weights(const prim::ConvDesc& d, BwdWeightsPrim& p, const memory& d
 }
 }  // namespace
 
+Layout conv_activation_layout() {
+  prim::ConvDesc d;
+  d.pad = 1;
+  const Shape x{32, 32, 16, 16};
+  const memory::desc src = fwd_pd(d, x, {32, 32, 3, 3}).src_desc();
+  for (const Layout l : {Layout::nchw16c, Layout::nchw8c})
+    if (src == activation_desc(TensorDesc{x, DType::f32, Device::cpu(), l})) return l;
+  return Layout::plain;
+}
+
 void conv_fwd(const OpDesc& od, const KernelCall& c) {
   const auto& d = dynamic_cast<const prim::ConvDesc&>(od);
   prim::validate_conv_fwd(d, c);

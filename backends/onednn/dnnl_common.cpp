@@ -30,9 +30,10 @@ memory::desc nchw_desc(const Shape& shape) {
 memory::desc activation_desc(const TensorDesc& t) {
   if (t.rank() != 4) fail("activation {}: expected rank 4", t.str());
   const auto& s = t.shape;
-  return memory::desc(
-      {s[0], s[1], s[2], s[3]}, memory::data_type::f32,
-      t.layout == Layout::nchw8c ? memory::format_tag::nChw8c : memory::format_tag::nchw);
+  const auto tag = t.layout == Layout::nchw8c    ? memory::format_tag::nChw8c
+                   : t.layout == Layout::nchw16c ? memory::format_tag::nChw16c
+                                                 : memory::format_tag::nchw;
+  return memory::desc({s[0], s[1], s[2], s[3]}, memory::data_type::f32, tag);
 }
 
 memory nchw_memory(const TensorRef& t) {

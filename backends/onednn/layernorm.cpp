@@ -74,10 +74,11 @@ void affine_bwd(const OpDesc& od, const KernelCall& c) {
       plane_affine(dy, dx, p.S, gamma[u % C], 0.f);
       return;
     }
-    float zero[kBlock] = {}, gl[kBlock];
-    for (std::int64_t l = 0; l < kBlock; ++l) gl[l] = gamma[(u * kBlock + l) % C];
-    block_grad_dots(dy, x, p.S, zero, a.data() + u * kBlock, g.data() + u * kBlock);
-    block_affine(dy, dx, p.S, gl, zero);
+    const std::int64_t L = p.lanes;
+    float zero[kMaxBlock] = {}, gl[kMaxBlock];
+    for (std::int64_t l = 0; l < L; ++l) gl[l] = gamma[(u * L + l) % C];
+    block_grad_dots(dy, x, p.S, L, zero, a.data() + u * L, g.data() + u * L);
+    block_affine(dy, dx, p.S, L, gl, zero);
   });
   for (std::int64_t ch = 0; ch < C; ++ch) {
     double dg = 0, db = 0;

@@ -30,6 +30,9 @@ void xbn_fwd_train(const OpDesc& d, const KernelCall& c);
 void xbn_bwd(const OpDesc& d, const KernelCall& c);
 
 void conv_fwd(const OpDesc& d, const KernelCall& c);
+// The layout oneDNN's convolutions pick for their activations on this CPU (nchw16c with AVX-512,
+// nchw8c with AVX2; plain when neither), asked of a typical 3x3 convolution.
+Layout conv_activation_layout();
 void conv_bwd_data(const OpDesc& d, const KernelCall& c);
 void conv_bwd_weights(const OpDesc& d, const KernelCall& c);
 void conv_bwd(const OpDesc& d, const KernelCall& c);

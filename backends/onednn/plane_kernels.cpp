@@ -91,100 +91,137 @@ GHOSTNN_CLONES void plane_bwd(const float* dy, const float* x, float* dx, std::i
   }
 }
 
-// The block loops: the inner loop over the 8 lanes is one AVX2 vector; four accumulators per sum
-// along s (s % 4) keep the adds independent and the float sums short.
-GHOSTNN_CLONES void block_moments(const float* x, std::int64_t S, const float* pivot, double* s1,
-                                  double* s2) {
-  float a[4][kBlock] = {}, b[4][kBlock] = {};
+// The block loops, for a block of L = 8 or 16 lanes: the inner loop over the lanes is one AVX2
+// vector (two for 16); four accumulators per sum along s (s % 4) keep the adds independent and
+// the float sums short. Each is written once as a template the clones inline, and picked by the
+// block's lanes.
+namespace {
+#define GHOSTNN_INLINE inline __attribute__((always_inline))
+
+template <int L>
+GHOSTNN_INLINE void moments_of_block(const float* x, std::int64_t S, const float* pivot, double* s1,
+                                     double* s2) {
+  float a[4][L] = {}, b[4][L] = {};
   for (std::int64_t i = 0; i < S; ++i) {
     const auto r = i % 4;
 #pragma omp simd
-    for (std::int64_t l = 0; l < kBlock; ++l) {
-      const float t = x[i * kBlock + l] - pivot[l];
+    for (std::int64_t l = 0; l < L; ++l) {
+      const float t = x[i * L + l] - pivot[l];
       a[r][l] += t;
       b[r][l] += t * t;
     }
   }
-  for (std::int64_t l = 0; l < kBlock; ++l) {
+  for (std::int64_t l = 0; l < L; ++l) {
     s1[l] = static_cast<double>(a[0][l]) + a[1][l] + a[2][l] + a[3][l];
     s2[l] = static_cast<double>(b[0][l]) + b[1][l] + b[2][l] + b[3][l];
   }
 }
 
-GHOSTNN_CLONES void block_grad_dots(const float* dy, const float* x, std::int64_t S,
-                                    const float* pivot, double* sdy, double* sdyx, const float* m) {
-  float a[4][kBlock] = {}, b[4][kBlock] = {};
+template <int L>
+GHOSTNN_INLINE void grad_dots_of_block(const float* dy, const float* x, std::int64_t S,
+                                       const float* pivot, double* sdy, double* sdyx,
+                                       const float* m) {
+  float a[4][L] = {}, b[4][L] = {};
   if (m) {
     for (std::int64_t i = 0; i < S; ++i) {
       const auto r = i % 4;
 #pragma omp simd
-      for (std::int64_t l = 0; l < kBlock; ++l) {
-        const float g = kept(dy[i * kBlock + l], m[i * kBlock + l]);
+      for (std::int64_t l = 0; l < L; ++l) {
+        const float g = kept(dy[i * L + l], m[i * L + l]);
         a[r][l] += g;
-        b[r][l] += g * (x[i * kBlock + l] - pivot[l]);
+        b[r][l] += g * (x[i * L + l] - pivot[l]);
       }
     }
   } else {
     for (std::int64_t i = 0; i < S; ++i) {
       const auto r = i % 4;
 #pragma omp simd
-      for (std::int64_t l = 0; l < kBlock; ++l) {
-        const float g = dy[i * kBlock + l];
+      for (std::int64_t l = 0; l < L; ++l) {
+        const float g = dy[i * L + l];
         a[r][l] += g;
-        b[r][l] += g * (x[i * kBlock + l] - pivot[l]);
+        b[r][l] += g * (x[i * L + l] - pivot[l]);
       }
     }
   }
-  for (std::int64_t l = 0; l < kBlock; ++l) {
+  for (std::int64_t l = 0; l < L; ++l) {
     sdy[l] = static_cast<double>(a[0][l]) + a[1][l] + a[2][l] + a[3][l];
     sdyx[l] = static_cast<double>(b[0][l]) + b[1][l] + b[2][l] + b[3][l];
   }
 }
 
-GHOSTNN_CLONES void block_affine(const float* x, float* y, std::int64_t S, const float* a,
-                                 const float* b, Epilogue e) {
+template <int L>
+GHOSTNN_INLINE void affine_of_block(const float* x, float* y, std::int64_t S, const float* a,
+                                    const float* b, Epilogue e) {
   const float* r = e.r;
   if (r && e.relu) {
     for (std::int64_t i = 0; i < S; ++i)
 #pragma omp simd
-      for (std::int64_t l = 0; l < kBlock; ++l) {
-        const auto k = i * kBlock + l;
+      for (std::int64_t l = 0; l < L; ++l) {
+        const auto k = i * L + l;
         y[k] = relu_if(true, (a[l] * x[k] + b[l]) + r[k]);
       }
   } else if (r) {
     for (std::int64_t i = 0; i < S; ++i)
 #pragma omp simd
-      for (std::int64_t l = 0; l < kBlock; ++l) {
-        const auto k = i * kBlock + l;
+      for (std::int64_t l = 0; l < L; ++l) {
+        const auto k = i * L + l;
         y[k] = (a[l] * x[k] + b[l]) + r[k];
       }
   } else if (e.relu) {
     for (std::int64_t i = 0; i < S; ++i)
 #pragma omp simd
-      for (std::int64_t l = 0; l < kBlock; ++l)
-        y[i * kBlock + l] = relu_if(true, a[l] * x[i * kBlock + l] + b[l]);
+      for (std::int64_t l = 0; l < L; ++l) y[i * L + l] = relu_if(true, a[l] * x[i * L + l] + b[l]);
   } else {
     for (std::int64_t i = 0; i < S; ++i)
 #pragma omp simd
-      for (std::int64_t l = 0; l < kBlock; ++l) y[i * kBlock + l] = a[l] * x[i * kBlock + l] + b[l];
+      for (std::int64_t l = 0; l < L; ++l) y[i * L + l] = a[l] * x[i * L + l] + b[l];
   }
 }
 
-GHOSTNN_CLONES void block_bwd(const float* dy, const float* x, float* dx, std::int64_t S,
-                              const float* a, const float* bx, const float* c, const float* m) {
+template <int L>
+GHOSTNN_INLINE void bwd_of_block(const float* dy, const float* x, float* dx, std::int64_t S,
+                                 const float* a, const float* bx, const float* c, const float* m) {
   if (m) {
     for (std::int64_t i = 0; i < S; ++i)
 #pragma omp simd
-      for (std::int64_t l = 0; l < kBlock; ++l) {
-        const auto k = i * kBlock + l;
+      for (std::int64_t l = 0; l < L; ++l) {
+        const auto k = i * L + l;
         dx[k] = a[l] * kept(dy[k], m[k]) + bx[l] * x[k] + c[l];
       }
   } else {
     for (std::int64_t i = 0; i < S; ++i)
 #pragma omp simd
-      for (std::int64_t l = 0; l < kBlock; ++l)
-        dx[i * kBlock + l] = a[l] * dy[i * kBlock + l] + bx[l] * x[i * kBlock + l] + c[l];
+      for (std::int64_t l = 0; l < L; ++l)
+        dx[i * L + l] = a[l] * dy[i * L + l] + bx[l] * x[i * L + l] + c[l];
   }
+}
+#undef GHOSTNN_INLINE
+}  // namespace
+
+GHOSTNN_CLONES void block_moments(const float* x, std::int64_t S, std::int64_t lanes,
+                                  const float* pivot, double* s1, double* s2) {
+  if (lanes == 16) return moments_of_block<16>(x, S, pivot, s1, s2);
+  moments_of_block<8>(x, S, pivot, s1, s2);
+}
+
+GHOSTNN_CLONES void block_grad_dots(const float* dy, const float* x, std::int64_t S,
+                                    std::int64_t lanes, const float* pivot, double* sdy,
+                                    double* sdyx, const float* m) {
+  if (lanes == 16) return grad_dots_of_block<16>(dy, x, S, pivot, sdy, sdyx, m);
+  grad_dots_of_block<8>(dy, x, S, pivot, sdy, sdyx, m);
+}
+
+GHOSTNN_CLONES void block_affine(const float* x, float* y, std::int64_t S, std::int64_t lanes,
+                                 const float* a, const float* b, Epilogue e) {
+  if (lanes == 16) return affine_of_block<16>(x, y, S, a, b, e);
+  affine_of_block<8>(x, y, S, a, b, e);
+}
+
+GHOSTNN_CLONES void block_bwd(const float* dy, const float* x, float* dx, std::int64_t S,
+                              std::int64_t lanes, const float* a, const float* bx, const float* c,
+                              const float* m) {
+  if (lanes == 16) return bwd_of_block<16>(dy, x, dx, S, a, bx, c, m);
+  bwd_of_block<8>(dy, x, dx, S, a, bx, c, m);
 }
 
 int cpu_threads() { return omp_get_max_threads(); }

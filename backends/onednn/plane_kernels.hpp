@@ -42,15 +42,16 @@ void plane_affine(const float* x, float* y, std::int64_t S, float a, float b, Ep
 void plane_bwd(const float* dy, const float* x, float* dx, std::int64_t S, float a, float bx,
                float c, const float* m = nullptr);
 
-// The same four loops over a block of 8 channels side by side (S * 8 floats, nchw8c): per-lane
-// pivots, sums and coefficients.
-void block_moments(const float* x, std::int64_t S, const float* pivot, double* s1, double* s2);
-void block_grad_dots(const float* dy, const float* x, std::int64_t S, const float* pivot,
-                     double* sdy, double* sdyx, const float* m = nullptr);
-void block_affine(const float* x, float* y, std::int64_t S, const float* a, const float* b,
-                  Epilogue e = {});
-void block_bwd(const float* dy, const float* x, float* dx, std::int64_t S, const float* a,
-               const float* bx, const float* c, const float* m = nullptr);
+// The same four loops over a block of `lanes` channels side by side (S * lanes floats: nchw8c's
+// 8 or nchw16c's 16): per-lane pivots, sums and coefficients.
+void block_moments(const float* x, std::int64_t S, std::int64_t lanes, const float* pivot,
+                   double* s1, double* s2);
+void block_grad_dots(const float* dy, const float* x, std::int64_t S, std::int64_t lanes,
+                     const float* pivot, double* sdy, double* sdyx, const float* m = nullptr);
+void block_affine(const float* x, float* y, std::int64_t S, std::int64_t lanes, const float* a,
+                  const float* b, Epilogue e = {});
+void block_bwd(const float* dy, const float* x, float* dx, std::int64_t S, std::int64_t lanes,
+               const float* a, const float* bx, const float* c, const float* m = nullptr);
 
 // dx = (a + b) * [y > 0] over n values (primitives/eltwise.hpp add_relu_bwd), on one thread.
 void add_relu_bwd_run(const float* a, const float* b, const float* y, float* dx, std::int64_t n);
@@ -91,9 +92,10 @@ void all_moments(const float* x, const Planes& p, Pivot pivot, double* s1, doubl
       s2[u] = r.s2;
       return;
     }
-    float pv[kBlock];
-    for (std::int64_t l = 0; l < kBlock; ++l) pv[l] = static_cast<float>(pivot(u * kBlock + l));
-    block_moments(x + u * p.run(), p.S, pv, s1 + u * kBlock, s2 + u * kBlock);
+    const std::int64_t L = p.lanes;
+    float pv[kMaxBlock];
+    for (std::int64_t l = 0; l < L; ++l) pv[l] = static_cast<float>(pivot(u * L + l));
+    block_moments(x + u * p.run(), p.S, L, pv, s1 + u * L, s2 + u * L);
   });
 }
 // sdy[k] = sum dy, sdyx[k] = sum dy * (x - pivot(k)); dy masked by m (like dy) when not null.
@@ -109,9 +111,10 @@ void all_grad_dots(const float* dy, const float* x, const Planes& p, Pivot pivot
       sdyx[u] = r.dyx;
       return;
     }
-    float pv[kBlock];
-    for (std::int64_t l = 0; l < kBlock; ++l) pv[l] = static_cast<float>(pivot(u * kBlock + l));
-    block_grad_dots(dy + at, x + at, p.S, pv, sdy + u * kBlock, sdyx + u * kBlock, mu);
+    const std::int64_t L = p.lanes;
+    float pv[kMaxBlock];
+    for (std::int64_t l = 0; l < L; ++l) pv[l] = static_cast<float>(pivot(u * L + l));
+    block_grad_dots(dy + at, x + at, p.S, L, pv, sdy + u * L, sdyx + u * L, mu);
   });
 }
 // y = a x + o per plane, coef(k) -> std::array<float, 2>{a, o}; then the epilogue (e.r: the whole
@@ -124,13 +127,14 @@ void all_affine(const float* x, float* y, const Planes& p, Coef coef, Epilogue e
       plane_affine(x + u * p.S, y + u * p.S, p.S, c[0], c[1], e.at(u * p.S));
       return;
     }
-    float a[kBlock], o[kBlock];
-    for (std::int64_t l = 0; l < kBlock; ++l) {
-      const std::array<float, 2> c = coef(u * kBlock + l);
+    const std::int64_t L = p.lanes;
+    float a[kMaxBlock], o[kMaxBlock];
+    for (std::int64_t l = 0; l < L; ++l) {
+      const std::array<float, 2> c = coef(u * L + l);
       a[l] = c[0];
       o[l] = c[1];
     }
-    block_affine(x + u * p.run(), y + u * p.run(), p.S, a, o, e.at(u * p.run()));
+    block_affine(x + u * p.run(), y + u * p.run(), p.S, L, a, o, e.at(u * p.run()));
   });
 }
 // dx = a dy + bx x + c per plane, coef(k) -> std::array<float, 3>{a, bx, c}; dy masked by m
@@ -146,14 +150,15 @@ void all_bwd(const float* dy, const float* x, float* dx, const Planes& p, Coef c
       plane_bwd(dy + at, x + at, dx + at, p.S, c[0], c[1], c[2], mu);
       return;
     }
-    float a[kBlock], bx[kBlock], cc[kBlock];
-    for (std::int64_t l = 0; l < kBlock; ++l) {
-      const std::array<float, 3> c = coef(u * kBlock + l);
+    const std::int64_t L = p.lanes;
+    float a[kMaxBlock], bx[kMaxBlock], cc[kMaxBlock];
+    for (std::int64_t l = 0; l < L; ++l) {
+      const std::array<float, 3> c = coef(u * L + l);
       a[l] = c[0];
       bx[l] = c[1];
       cc[l] = c[2];
     }
-    block_bwd(dy + at, x + at, dx + at, p.S, a, bx, cc, mu);
+    block_bwd(dy + at, x + at, dx + at, p.S, L, a, bx, cc, mu);
   });
 }
 

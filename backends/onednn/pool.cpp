@@ -1,7 +1,7 @@
 // Pooling on the CPU: our own OpenMP loops over planes (maths in primitives/pool.hpp), in either
-// layout (LayoutRule::like_output): a unit is one plane (plain, L = 1) or 8 channels side by side
-// (nchw8c, L = 8), whose lanes are pooled together (fixed-size lane loops the compiler
-// vectorizes). argmax holds the index within the plane (h * W + w) in both layouts.
+// layout (LayoutRule::like_output): a unit is one plane (plain, L = 1) or a block of channels side
+// by side (nchw8c, L = 8; nchw16c, L = 16), whose lanes are pooled together (fixed-size lane loops
+// the compiler vectorizes). argmax holds the index within the plane (h * W + w) in both layouts.
 #include "primitives/pool.hpp"
 
 #include <algorithm>
@@ -94,8 +94,10 @@ void pool_fwd(const OpDesc& od, const KernelCall& c) {
     const float* x = c.in[0].f32() + unit * g.H * g.W * L;
     float* out = c.out[0].f32() + unit * g.Ho * g.Wo * L;
     float* am = mx ? c.out[1].f32() + unit * g.Ho * g.Wo * L : nullptr;
-    if (L == kBlock)
-      mx ? max_unit<kBlock>(x, out, am, g) : avg_unit<kBlock>(x, out, g);
+    if (L == 16)
+      mx ? max_unit<16>(x, out, am, g) : avg_unit<16>(x, out, g);
+    else if (L == 8)
+      mx ? max_unit<8>(x, out, am, g) : avg_unit<8>(x, out, g);
     else
       mx ? max_unit<1>(x, out, am, g) : avg_unit<1>(x, out, g);
   });
@@ -113,8 +115,10 @@ void pool_bwd(const OpDesc& od, const KernelCall& c) {
     float* dx = c.out[0].f32() + unit * g.H * g.W * L;
     const float* dy = c.in[0].f32() + unit * g.Ho * g.Wo * L;
     const float* am = mx ? c.in[1].f32() + unit * g.Ho * g.Wo * L : nullptr;
-    if (L == kBlock)
-      bwd_unit<kBlock>(dy, am, dx, mx, g);
+    if (L == 16)
+      bwd_unit<16>(dy, am, dx, mx, g);
+    else if (L == 8)
+      bwd_unit<8>(dy, am, dx, mx, g);
     else
       bwd_unit<1>(dy, am, dx, mx, g);
   });

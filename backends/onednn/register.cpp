@@ -63,6 +63,7 @@ void register_backend(Registry& r) {
   own(op::xbn_fwd_train, xbn_fwd_train, LR::like_output);
   own(op::xbn_bwd, xbn_bwd, LR::like_output);
   add(op::conv_fwd, conv_fwd, LR::any);
+  r.set_conv_layout(DeviceType::cpu, conv_activation_layout());
   add(op::conv_bwd_data, conv_bwd_data, LR::any);
   add(op::conv_bwd_weights, conv_bwd_weights, LR::any);
   add(op::conv_bwd, conv_bwd, LR::any);
