@@ -46,10 +46,11 @@ def parse_args():
     p.add_argument("--warmup", type=int, default=None,
                    help="untimed steps first (default 2 on the CPU, 10 on the GPU)")
     p.add_argument("--conv-math", choices=["fp32", "tf32", "bf16"], default="fp32",
-                   help="GPU convolutions in both engines: plain fp32, TF32 tensor cores "
-                        "(PyTorch's own default, torch.backends.cudnn.allow_tf32; ghostnn --tf32), "
+                   help="convolutions in both engines: plain fp32, TF32 tensor cores (GPU only; "
+                        "PyTorch's own default, torch.backends.cudnn.allow_tf32; ghostnn --tf32), "
                         "or bf16 mixed precision (PyTorch: torch.autocast to bfloat16 around the "
-                        "forward and loss; ghostnn --conv-math=bf16: bf16 at each convolution)")
+                        "forward and loss; ghostnn --conv-math=bf16: bf16 at each convolution, "
+                        "on the CPU where it has AVX-512 BF16 or AMX)")
     p.add_argument("--channels-last", action="store_true",
                    help="GPU activations channels last in both engines (PyTorch: the model and "
                         "batch in torch.channels_last; ghostnn: --gpu-layouts=nhwc), the layout "
@@ -73,8 +74,6 @@ def parse_args():
             continue
         p.error(f"--norms: '{n}' is not one of bn, gbn:N, gni:N (N a positive integer)")
     gpu = a.device == "cuda"
-    if a.conv_math == "bf16" and not gpu:
-        p.error("--conv-math bf16 compares GPU mixed precision; use it with --device cuda")
     if a.channels_last and not gpu:
         p.error("--channels-last sets the GPU activation layout; use it with --device cuda")
     a.steps = a.steps if a.steps is not None else (50 if gpu else 7)

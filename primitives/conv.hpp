@@ -34,13 +34,15 @@ struct ConvDesc : OpDesc {
   std::int64_t stride = 1;
   std::int64_t pad = 0;
   bool bias = false;
-  // The GPU's arithmetic (the CPU backend computes fp32 either way):
-  //   fp32: plain fp32 FMA, matching the CPU to rounding (the default);
-  //   tf32: TF32 tensor cores (10-bit mantissa products, fp32 sums), PyTorch's default for
-  //         convolutions (torch.backends.cudnn.allow_tf32);
-  //   bf16: mixed precision: x, w and dy are rounded to bf16 (8-bit mantissa) for the tensor
-  //         cores, sums are fp32, results are rounded to bf16 and returned as f32 (PyTorch's
-  //         autocast at the convolution's boundary). Tensors stay f32 everywhere else.
+  // The arithmetic:
+  //   fp32: plain fp32 FMA, the GPU matching the CPU to rounding (the default);
+  //   tf32: on the GPU, TF32 tensor cores (10-bit mantissa products, fp32 sums), PyTorch's
+  //         default for convolutions (torch.backends.cudnn.allow_tf32); fp32 on the CPU;
+  //   bf16: mixed precision: x, w and dy are rounded to bf16 (8-bit mantissa), sums are fp32.
+  //         On the GPU (tensor cores) the results are rounded to bf16 and returned as f32
+  //         (PyTorch's autocast at the convolution's boundary); on a CPU with bf16 instructions
+  //         (AVX-512 BF16, AMX) they stay fp32; a CPU without them computes fp32. Tensors stay
+  //         f32 everywhere else.
   ConvMath math = ConvMath::fp32;
   std::string layer = "Conv2d";
 };

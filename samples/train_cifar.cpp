@@ -496,8 +496,9 @@ int main(int argc, char** argv) {
                "GPU: convolutions on TF32 tensor cores (PyTorch's default for convolutions; "
                "faster, ~1e-3 relative error); the same as --conv-math tf32");
   app.add_option("--conv-math", o.conv_math,
-                 "GPU convolutions: fp32, tf32, or bf16 (mixed precision: inputs rounded to bf16, "
-                 "fp32 sums); the CPU computes fp32 either way")
+                 "convolutions: fp32, tf32 (GPU only; the CPU computes fp32), or bf16 (mixed "
+                 "precision: inputs rounded to bf16, fp32 sums; on the CPU where it has bf16 "
+                 "instructions, AVX-512 BF16 or AMX, else fp32)")
       ->capture_default_str();
   app.add_option("--stop-after-steps", o.stop_after_steps,
                  "stop after N training steps, writing a checkpoint that --resume continues from "

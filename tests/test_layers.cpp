@@ -1,7 +1,10 @@
 // Convolution, linear, pooling, softmax cross-entropy and SGD: the CPU backend against the
 // reference, every backward by finite differences of the reference forward, clear errors.
+#include <bit>
 #include <cmath>
+#include <cstdint>
 
+#include "backends/onednn/ops.hpp"
 #include "primitives/conv.hpp"
 #include "primitives/layernorm.hpp"
 #include "primitives/linear.hpp"
@@ -103,8 +106,26 @@ TEST(Conv, BadShapesAreClearErrors) {
   EXPECT_THROW(prim::conv_output_shape(d, {2, 3, 8}, {4, 3, 3, 3}), Error);
 }
 
-// The CPU computes fp32 whatever the GPU math asked for: the same result with each setting.
-TEST(Conv, MathNamesParseAndTheCpuComputesFp32Regardless) {
+// v rounded to the nearest bf16 (ties to even), as a float: written out here from the format
+// (the top 16 bits of an IEEE float), independently of oneDNN's conversion.
+float round_to_bf16(float v) {
+  std::uint32_t bits = std::bit_cast<std::uint32_t>(v);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return std::bit_cast<float>(bits & 0xffff0000u);
+}
+
+Tensor rounded_to_bf16(const Tensor& t) {
+  auto v = t.to_vector();
+  for (auto& e : v) e = round_to_bf16(e);
+  return Tensor::from_vector(v, t.shape());
+}
+
+// The CPU's convolution maths: tf32 is a GPU math, computed in fp32 here. bf16, on a CPU with bf16
+// convolutions (onednn::cpu_bf16_convolutions: AVX-512 BF16 or AMX), rounds the inputs (x, w;
+// dy and x in the backward) to bf16 and keeps fp32 sums and results: it equals the fp32
+// reference on the inputs rounded to bf16, up to fp32 summation order, and differs from fp32.
+// Elsewhere bf16 computes fp32 too.
+TEST(Conv, MathNamesParseAndTheCpuComputesEachMath) {
   for (auto m : {prim::ConvMath::fp32, prim::ConvMath::tf32, prim::ConvMath::bf16})
     EXPECT_EQ(prim::parse_conv_math(prim::conv_math_name(m), "--conv-math"), m);
   try {
@@ -115,14 +136,41 @@ TEST(Conv, MathNamesParseAndTheCpuComputesFp32Regardless) {
   }
   prim::ConvDesc d;
   d.pad = 1;
-  const Tensor x = testkit::random_tensor({2, 3, 6, 6}, 1),
-               w = testkit::random_tensor({4, 3, 3, 3}, 2);
-  const auto fp32 = testkit::run_dispatched(prim::op::conv_fwd, d, Device::cpu(), {x, w},
-                                            {Tensor::zeros({2, 4, 6, 6})})[0];
-  d.math = prim::ConvMath::bf16;
-  const auto bf16 = testkit::run_dispatched(prim::op::conv_fwd, d, Device::cpu(), {x, w},
-                                            {Tensor::zeros({2, 4, 6, 6})})[0];
-  EXPECT_EQ(bf16.to_vector(), fp32.to_vector());
+  d.bias = true;
+  const Shape xs{4, 16, 6, 6}, ws{32, 16, 3, 3}, ys{4, 32, 6, 6};
+  const Tensor x = normal_tensor(xs, 1), w = normal_tensor(ws, 2), b = normal_tensor({32}, 3),
+               dy = normal_tensor(ys, 4);
+  const std::vector<Tensor> bwd_out{Tensor::zeros(xs), Tensor::zeros(ws), Tensor::zeros({32})};
+  auto run = [&](prim::ConvMath m, std::string_view op, const std::vector<Tensor>& in,
+                 const std::vector<Tensor>& out) {
+    d.math = m;
+    return testkit::run_dispatched(op, d, Device::cpu(), in, out);
+  };
+  const auto fwd32 = run(prim::ConvMath::fp32, prim::op::conv_fwd, {x, w, b}, {Tensor::zeros(ys)});
+  const auto bwd32 = run(prim::ConvMath::fp32, prim::op::conv_bwd, {dy, x, w}, bwd_out);
+  EXPECT_EQ(
+      run(prim::ConvMath::tf32, prim::op::conv_fwd, {x, w, b}, {Tensor::zeros(ys)})[0].to_vector(),
+      fwd32[0].to_vector());
+  const auto fwd16 = run(prim::ConvMath::bf16, prim::op::conv_fwd, {x, w, b}, {Tensor::zeros(ys)});
+  const auto bwd16 = run(prim::ConvMath::bf16, prim::op::conv_bwd, {dy, x, w}, bwd_out);
+  if (!onednn::cpu_bf16_convolutions()) {
+    EXPECT_EQ(fwd16[0].to_vector(), fwd32[0].to_vector());
+    for (std::size_t i = 0; i < bwd16.size(); ++i)
+      EXPECT_EQ(bwd16[i].to_vector(), bwd32[i].to_vector()) << "gradient " << i;
+    GTEST_SKIP() << "this CPU has no bf16 convolutions: bf16 computes fp32 (checked above)";
+  }
+  d.math = prim::ConvMath::fp32;
+  const Tensor x16 = rounded_to_bf16(x), w16 = rounded_to_bf16(w), dy16 = rounded_to_bf16(dy);
+  const auto want_fwd =
+      testkit::run_reference(prim::ref::conv_fwd, d, {x16, w16, b}, {Tensor::zeros(ys)});
+  const auto want_bwd = testkit::run_reference(prim::ref::conv_bwd, d, {dy16, x16, w16}, bwd_out);
+  const testkit::Tolerance sum_order{1e-4, 1e-4};
+  EXPECT_TRUE(testkit::all_close(fwd16[0], want_fwd[0], sum_order, "bf16 forward"));
+  for (std::size_t i = 0; i < bwd16.size(); ++i)
+    EXPECT_TRUE(
+        testkit::all_close(bwd16[i], want_bwd[i], sum_order, "bf16 gradient " + std::to_string(i)));
+  EXPECT_FALSE(testkit::all_close(fwd16[0], fwd32[0], sum_order, "bf16 against fp32"))
+      << "bf16 inputs must change the result beyond summation order";
 }
 
 TEST(Linear, CpuMatchesReferenceAndGradientsMatchFiniteDifferences) {

@@ -16,11 +16,21 @@ using dnnl::prop_kind;
 using tag = memory::format_tag;
 
 namespace {
-// x shape, w shape, stride, pad, bias
-using Key = std::tuple<Shape, Shape, std::int64_t, std::int64_t, bool>;
+// x shape, w shape, stride, pad, bias, inputs in bf16
+using Key = std::tuple<Shape, Shape, std::int64_t, std::int64_t, bool, bool>;
 
-memory::desc md(const Shape& s, tag t) {
-  return memory::desc(memory::dims(s.begin(), s.end()), memory::data_type::f32, t);
+using dt = memory::data_type;
+memory::desc md(const Shape& s, tag t, dt type = dt::f32) {
+  return memory::desc(memory::dims(s.begin(), s.end()), type, t);
+}
+
+// Does this convolution take its inputs in bf16 (ConvMath::bf16 on a CPU with bf16 convolutions)?
+bool bf16_inputs(const prim::ConvDesc& d) {
+  return d.math == prim::ConvMath::bf16 && cpu_bf16_convolutions();
+}
+
+Key key_of(const prim::ConvDesc& d, const Shape& xs, const Shape& ws) {
+  return Key{xs, ws, d.stride, d.pad, d.bias, bf16_inputs(d)};
 }
 
 struct ConvGeo {
@@ -28,17 +38,27 @@ struct ConvGeo {
   memory::dims strides, pad;
 };
 
+// Which primitive a geometry is for: the tensors it reads are its inputs (bf16 under bf16
+// inputs), the one it writes its output (f32: the sums are not rounded).
+enum class Pass { fwd, bwd_data, bwd_weights };
+
 // `any` layouts for creating primitives (oneDNN picks its own); the tensors' own layouts are
-// bound at execution (act, bind).
-ConvGeo conv_geo(const prim::ConvDesc& d, const Shape& x, const Shape& w) {
+// bound at execution (act, bind), and so are their f32 values: binding an f32 tensor to a bf16
+// argument rounds it in the reorder.
+ConvGeo conv_geo(const prim::ConvDesc& d, const Shape& x, const Shape& w, Pass pass) {
   const auto y = prim::conv_output_shape(d, x, w);
-  return {md(x, tag::any), md(w, tag::any),      md({w[0]}, tag::x),
-          md(y, tag::any), {d.stride, d.stride}, {d.pad, d.pad}};
+  const dt in = bf16_inputs(d) ? dt::bf16 : dt::f32;
+  return {md(x, tag::any, pass == Pass::bwd_data ? dt::f32 : in),
+          md(w, tag::any, pass == Pass::bwd_weights ? dt::f32 : in),
+          md({w[0]}, tag::x),
+          md(y, tag::any, pass == Pass::fwd ? dt::f32 : in),
+          {d.stride, d.stride},
+          {d.pad, d.pad}};
 }
 
 dnnl::convolution_forward::primitive_desc fwd_pd(const prim::ConvDesc& d, const Shape& x,
                                                  const Shape& w) {
-  const auto g = conv_geo(d, x, w);
+  const auto g = conv_geo(d, x, w, Pass::fwd);
   if (d.bias)
     return {{prop_kind::forward_training, algorithm::convolution_direct, g.x, g.w, g.b, g.y,
              g.strides, g.pad, g.pad},
@@ -86,8 +106,8 @@ using BwdWeightsPrim = WithPd<dnnl::convolution_backward_weights>;
 std::shared_ptr<BwdDataPrim> bwd_data_prim(const prim::ConvDesc& d, const Shape& xs,
                                            const Shape& ws) {
   static PrimitiveCache<Key, BwdDataPrim> cache;
-  return cache.get(Key{xs, ws, d.stride, d.pad, d.bias}, [&] {
-    const auto g = conv_geo(d, xs, ws);
+  return cache.get(key_of(d, xs, ws), [&] {
+    const auto g = conv_geo(d, xs, ws, Pass::bwd_data);
     dnnl::convolution_backward_data::desc bd(algorithm::convolution_direct, g.x, g.w, g.y,
                                              g.strides, g.pad, g.pad);
     return BwdDataPrim(
@@ -98,8 +118,8 @@ std::shared_ptr<BwdDataPrim> bwd_data_prim(const prim::ConvDesc& d, const Shape&
 std::shared_ptr<BwdWeightsPrim> bwd_weights_prim(const prim::ConvDesc& d, const Shape& xs,
                                                  const Shape& ws) {
   static PrimitiveCache<Key, BwdWeightsPrim> cache;
-  return cache.get(Key{xs, ws, d.stride, d.pad, d.bias}, [&] {
-    const auto g = conv_geo(d, xs, ws);
+  return cache.get(key_of(d, xs, ws), [&] {
+    const auto g = conv_geo(d, xs, ws, Pass::bwd_weights);
     using BW = dnnl::convolution_backward_weights;
     if (d.bias)
       return BwdWeightsPrim(BW::primitive_desc(
@@ -136,6 +156,25 @@ void run_bwd_weights(const prim::ConvDesc& d, BwdWeightsPrim& p, const memory& d
 }
 }  // namespace
 
+bool cpu_bf16_convolutions() {
+  static const bool fast = [] {
+    // What oneDNN runs a bf16 convolution with here: a jit kernel for bf16 instructions
+    // (avx512_core_bf16, or AMX); elsewhere it would emulate bf16 or fall back to reference loops.
+    const Shape x{32, 32, 16, 16}, w{32, 32, 3, 3}, y{32, 32, 16, 16};
+    const dnnl::convolution_forward::desc desc(
+        prop_kind::forward_training, algorithm::convolution_direct, md(x, tag::any, dt::bf16),
+        md(w, tag::any, dt::bf16), md(y, tag::any, dt::f32), {1, 1}, {1, 1}, {1, 1});
+    try {
+      const std::string impl =
+          dnnl::convolution_forward::primitive_desc(desc, cpu_engine()).impl_info_str();
+      return impl.find("bf16") != std::string::npos || impl.find("amx") != std::string::npos;
+    } catch (const dnnl::error&) {
+      return false;
+    }
+  }();
+  return fast;
+}
+
 Layout conv_activation_layout() {
   prim::ConvDesc d;
   d.pad = 1;
@@ -152,8 +191,7 @@ void conv_fwd(const OpDesc& od, const KernelCall& c) {
   static PrimitiveCache<Key, FwdPrim> cache;
   const auto &xs = c.in[0].desc.shape, &ws = c.in[1].desc.shape;
   guarded(d.layer, [&] {
-    auto p =
-        cache.get(Key{xs, ws, d.stride, d.pad, d.bias}, [&] { return FwdPrim(fwd_pd(d, xs, ws)); });
+    auto p = cache.get(key_of(d, xs, ws), [&] { return FwdPrim(fwd_pd(d, xs, ws)); });
     const memory y = act(c.out[0]);
     const memory yp = bind(y, p->pd.dst_desc(), kDst, false);
     std::unordered_map<int, memory> args{

@@ -33,6 +33,9 @@ void conv_fwd(const OpDesc& d, const KernelCall& c);
 // The layout oneDNN's convolutions pick for their activations on this CPU (nchw16c with AVX-512,
 // nchw8c with AVX2; plain when neither), asked of a typical 3x3 convolution.
 Layout conv_activation_layout();
+// Does this CPU run bf16 convolutions natively (oneDNN picks a bf16 jit kernel: AVX-512 BF16 or
+// AMX)? ConvMath::bf16 computes in bf16 there, in fp32 elsewhere.
+bool cpu_bf16_convolutions();
 void conv_bwd_data(const OpDesc& d, const KernelCall& c);
 void conv_bwd_weights(const OpDesc& d, const KernelCall& c);
 void conv_bwd(const OpDesc& d, const KernelCall& c);
