@@ -290,8 +290,11 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
         start_epoch, epochs);
     return 0;
   }
-  std::cout << fmt::format("model {} ({} parameters), norm {}, device {}, {} threads\n", o.model,
-                           model->parameter_count(), o.norm, device.str(), omp_get_max_threads());
+  std::cout << fmt::format(
+      "model {} ({} parameters), norm {}, {} convolutions, device {}, {} "
+      "threads\n",
+      o.model, model->parameter_count(), o.norm, prim::conv_math_name(conv_math), device.str(),
+      omp_get_max_threads());
   std::cout << fmt::format(
       "recipe: {} of {}, batch {}, lr {} (warm-up {:.3g} epoch{} from 1e-6, cosine to {}), SGD "
       "nesterov momentum 0.9, weight decay {}, seed {}\n",
