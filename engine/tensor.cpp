@@ -193,7 +193,8 @@ Tensor Tensor::reshape(Shape shape) const {
 }
 
 namespace {
-// Environment switches read once, at the first use (env_switch).
+// Environment switches read once, at the first use (env_switch; the CPU layout's four values
+// parsed here).
 constexpr int kConvLayout = -1;  // CPU activations in the convolutions' own layout
 // The CPU activation layout asked for: kConvLayout, or a Layout. GHOSTNN_CPU_LAYOUT: "auto" (the
 // default: kConvLayout), "nchw8c", "nchw16c" or "plain".

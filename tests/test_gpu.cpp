@@ -828,9 +828,13 @@ TEST(Gpu, Bf16ConvolutionsMatchReferenceAtBf16Precision) {
 // Norms whose GPU kernels came after the first GPU run: GBN, shuffled GNI, layer norm + GNI, XBN.
 TEST(Gpu, MoreNormSpecsStepLikeOnTheCpu) {
   GHOSTNN_REQUIRE_GPU();
-  // Groups of 8, 8 and 4 for GBN and XBN. xbn:4 is no use here: its leave-one-out statistics of 3
-  // samples blow the loss up (2.8, 58, 4.7e18 on the CPU), and from there rounding decides.
-  for (const std::string norm : {"gbn:8", "gbn:8:strided", "gni:4:shuffle", "ln+gni:4", "xbn:8"}) {
+  // Groups of 8, 8 and 4 for GBN; two groups of 10 for XBN. XBN with a group of 4 is no use here:
+  // leave-one-out statistics of 3 samples make its loss chaotic, so that rounding decides. xbn:4
+  // blows the loss up (2.8, 58, 4.7e18 on the CPU); xbn:8 (groups 8, 8, 4) turned a 5e-6
+  // relative difference at step 1 into 5e-3 at step 2 (the CPU's blocked norm kernels in the
+  // sanitizer build, which has no vector clones, against the emulated GPU). xbn:10 agrees to 3e-4
+  // or better in both builds and every CPU layout.
+  for (const std::string norm : {"gbn:8", "gbn:8:strided", "gni:4:shuffle", "ln+gni:4", "xbn:10"}) {
     const auto r = train_side_by_side(norm, 20, 3, 4);
     for (std::size_t s = 0; s < r.cpu_loss.size(); ++s)
       EXPECT_NEAR(r.gpu_loss[s], r.cpu_loss[s], 2e-3 * (1 + std::fabs(r.cpu_loss[s])))
