@@ -3,7 +3,7 @@
 into a markdown table: time per call, GFLOP/s or GB/s, time over a plain copy of the same bytes
 (x copy), and for the norms the time over the vendor library's BN of the same shape and pass
 (BatchNorm_onednn on the CPU, BatchNorm_cudnn on the GPU; --baseline picks another op). Rows
-measured in another layout (names ending in /nchw8c) show it after the device.
+measured in another layout (names ending in /nchw8c, /nchw16c) show it after the device.
 
 usage: perf/summarize.py bench.json [--baseline BatchNorm]
 """
@@ -37,7 +37,7 @@ def main():
         if b.get("error_occurred") or b.get("run_type") == "aggregate":
             continue
         parts = b["name"].replace("/real_time", "").split("/")
-        if len(parts) == 5:  # Op/pass/shape/device/layout (CPU rows in nchw8c)
+        if len(parts) == 5:  # Op/pass/shape/device/layout (CPU rows in nchw8c, nchw16c)
             parts = parts[:3] + [f"{parts[3]} {parts[4]}"]
         if len(parts) != 4:
             continue
