@@ -35,7 +35,10 @@ struct ConvDesc : OpDesc {
   std::int64_t pad = 0;
   bool bias = false;
   // The arithmetic:
-  //   fp32: plain fp32 FMA, the GPU matching the CPU to rounding (the default);
+  //   fp32: fp32 FMA, the GPU matching the CPU to rounding (the default); where oneDNN has
+  //         Winograd kernels (AVX-512), the CPU's 3x3 stride-1 convolutions with >= 32 channels
+  //         in and out run as Winograd convolutions, which round differently (~1e-5 of the
+  //         outputs' spread; GHOSTNN_CPU_WINOGRAD=off keeps them direct);
   //   tf32: on the GPU, TF32 tensor cores (10-bit mantissa products, fp32 sums), PyTorch's
   //         default for convolutions (torch.backends.cudnn.allow_tf32); fp32 on the CPU;
   //   bf16: mixed precision: x, w and dy are rounded to bf16 (8-bit mantissa), sums are fp32.

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <map>
@@ -533,6 +534,22 @@ double weighted_sum(const std::vector<float>& y, const std::vector<float>& w) {
 }
 
 bool gpu_present() { return cuda_available(); }
+
+CpuIsa cpu_isa() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+    return CpuIsa::avx512_core;
+  if (__builtin_cpu_supports("avx2")) return CpuIsa::avx2;
+#endif
+  return CpuIsa::other;
+}
+
+const char* onednn_isa_limit() {
+  for (const char* isa : {"ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"})
+    if (std::getenv(isa)) return isa;
+  return nullptr;
+}
 
 void expect_memory_accounting(Device device) {
   synchronize(device);

@@ -73,6 +73,14 @@ double weighted_sum(const std::vector<float>& y, const std::vector<float>& w);
 
 bool gpu_present();
 
+// The x86-64 vector extensions oneDNN picks its CPU kernels by, as this CPU reports them:
+// avx512_core (AVX-512 F, BW, VL and DQ), avx2, or other (also on compilers that cannot ask).
+enum class CpuIsa { other, avx2, avx512_core };
+CpuIsa cpu_isa();
+// "ONEDNN_MAX_CPU_ISA" or "DNNL_MAX_CPU_ISA" when one is set (oneDNN then may use less of the
+// CPU than cpu_isa says), else nullptr.
+const char* onednn_isa_limit();
+
 // conv(3 -> 8) - norm - relu - max pool - BasicBlock(8 -> 16, stride 2) - pool - linear, seeded,
 // trained on `device` for 4 SGD steps on 16 random 8x8 images (3 classes) with the layouts the
 // caller has switched on; then evaluated on 16 more.

@@ -173,6 +173,91 @@ TEST(Conv, MathNamesParseAndTheCpuComputesEachMath) {
       << "bf16 inputs must change the result beyond summation order";
 }
 
+// Sets the CPU convolutions' Winograd mode for one test, and back to the default after.
+class WinogradMode {
+ public:
+  explicit WinogradMode(onednn::Winograd m) { onednn::set_cpu_winograd(m); }
+  ~WinogradMode() { onednn::set_cpu_winograd(onednn::Winograd::auto_); }
+  WinogradMode(const WinogradMode&) = delete;
+  WinogradMode& operator=(const WinogradMode&) = delete;
+};
+
+// How many of a convolution's three primitives (forward, backward data, backward weights) oneDNN
+// runs as Winograd convolutions ("jit_wino_4x3:avx512_core" and the like).
+int winograd_passes(const prim::ConvDesc& d, const Shape& x, const Shape& w) {
+  int n = 0;
+  for (const auto& name : onednn::conv_implementations(d, x, w))
+    n += name.find("wino") != std::string::npos;
+  return n;
+}
+
+// fp32 3x3 stride-1 convolutions with >= 32 channels in and out run as Winograd convolutions by
+// default where oneDNN has them (AVX-512: its avx512_core), all of them with `on`, none with
+// `off`; their results match the reference in every layout. oneDNN 2.6 has no Winograd kernels
+// below AVX-512: there every mode runs direct convolutions.
+TEST(Conv, WideThreeByThreeConvolutionsRunAsWinogradAndMatchReference) {
+  prim::ConvDesc d;
+  d.pad = 1;
+  const Shape x32{4, 32, 8, 8}, w32{32, 32, 3, 3}, x16{2, 16, 6, 6}, w16{16, 16, 3, 3};
+  const bool has_winograd = testkit::cpu_isa() == testkit::CpuIsa::avx512_core;
+  if (const char* limit = testkit::onednn_isa_limit()) {
+    WinogradMode on(onednn::Winograd::on);
+    std::cout << limit << " is set: the kernels oneDNN picks are not checked; with Winograd on, "
+              << winograd_passes(d, x32, w32) << " of 3 passes run as Winograd\n";
+  } else {
+    WinogradMode mode(onednn::Winograd::auto_);
+    EXPECT_EQ(winograd_passes(d, x32, w32), has_winograd ? 3 : 0);
+    EXPECT_EQ(winograd_passes(d, x16, w16), 0) << "16 channels stay direct under auto";
+    EXPECT_EQ(winograd_passes(d, {4, 16, 8, 8}, {32, 16, 3, 3}), 0) << "16 channels in";
+    d.stride = 2;
+    EXPECT_EQ(winograd_passes(d, x32, w32), 0) << "stride 2";
+    d.stride = 1;
+    d.math = prim::ConvMath::bf16;
+    if (onednn::cpu_bf16_convolutions()) {
+      EXPECT_EQ(winograd_passes(d, x32, w32), 0) << "bf16 inputs";
+    }
+    d.math = prim::ConvMath::fp32;
+    onednn::set_cpu_winograd(onednn::Winograd::off);
+    EXPECT_EQ(winograd_passes(d, x32, w32), 0) << "off";
+    onednn::set_cpu_winograd(onednn::Winograd::on);
+    EXPECT_EQ(winograd_passes(d, x16, w16), has_winograd ? 3 : 0) << "on";
+  }
+  // The results under `on` (every case eligible): with and without bias; spatial sizes that are
+  // and are not multiples of Winograd's 4x4 output tiles; 64 channels, whose weight gradient
+  // oneDNN stores with aligned instructions (they faulted on 16-byte-aligned scratch). Winograd's
+  // transforms round in sums over a whole tile, so its error scales with the outputs' spread, not
+  // with each value: sums of 288-576 products of N(0, 1) values spread 17-24, and abs 2.5e-4 is
+  // ~1e-5 of that (seen: up to 1.1e-4).
+  WinogradMode on(onednn::Winograd::on);
+  const testkit::Tolerance winograd_tol{2.5e-4, 1e-4};
+  const struct {
+    Shape x, w;
+    bool bias;
+  } cases[] = {{x32, w32, true},
+               {x16, w16, false},
+               {{2, 32, 5, 7}, {48, 32, 3, 3}, false},
+               {{2, 64, 4, 4}, {64, 64, 3, 3}, false}};
+  for (const auto& c : cases) {
+    SCOPED_TRACE(::testing::Message()
+                 << "x" << shape_str(c.x) << " w" << shape_str(c.w) << (c.bias ? " bias" : ""));
+    d.bias = c.bias;
+    const auto ys = prim::conv_output_shape(d, c.x, c.w);
+    std::vector<Tensor> in{normal_tensor(c.x, 1), normal_tensor(c.w, 2)};
+    if (c.bias) in.push_back(normal_tensor({c.w[0]}, 3));
+    const Tensor dy = normal_tensor(ys, 4);
+    std::vector<Tensor> out{Tensor::zeros(c.x), Tensor::zeros(c.w)};
+    if (c.bias) out.push_back(Tensor::zeros({c.w[0]}));
+    testkit::expect_matches_reference(prim::op::conv_fwd, prim::ref::conv_fwd, d, Device::cpu(), in,
+                                      {Tensor::zeros(ys)}, winograd_tol);
+    testkit::expect_matches_reference(prim::op::conv_bwd, prim::ref::conv_bwd, d, Device::cpu(),
+                                      {dy, in[0], in[1]}, out, winograd_tol);
+    if (has_winograd && !testkit::onednn_isa_limit()) {
+      EXPECT_EQ(winograd_passes(d, c.x, c.w), 3);
+    }
+  }
+  if (!has_winograd) GTEST_SKIP() << "oneDNN has no Winograd kernels for this CPU (no AVX-512)";
+}
+
 TEST(Linear, CpuMatchesReferenceAndGradientsMatchFiniteDifferences) {
   prim::LinearDesc d;
   const std::int64_t B = 5, I = 7, O = 3;

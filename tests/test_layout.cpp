@@ -293,18 +293,13 @@ TEST(Layout, CpuActivationsDefaultToTheConvolutionsOwnLayout) {
   if (!env || std::string_view(env).empty() || std::string_view(env) == "auto") {
     EXPECT_EQ(cpu_activation_layout(), Dispatcher::global().conv_layout(DeviceType::cpu));
   }
-  for (const char* isa : {"ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"})
-    if (std::getenv(isa)) GTEST_SKIP() << isa << " limits what oneDNN uses of this CPU";
-#if defined(__x86_64__) && defined(__GNUC__)
-  const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-  const Layout want = avx512                           ? Layout::nchw16c
-                      : __builtin_cpu_supports("avx2") ? Layout::nchw8c
-                                                       : Layout::plain;
+  if (const char* limit = testkit::onednn_isa_limit())
+    GTEST_SKIP() << limit << " limits what oneDNN uses of this CPU";
+  const testkit::CpuIsa isa = testkit::cpu_isa();
+  const Layout want = isa == testkit::CpuIsa::avx512_core ? Layout::nchw16c
+                      : isa == testkit::CpuIsa::avx2      ? Layout::nchw8c
+                                                          : Layout::plain;
   EXPECT_EQ(Dispatcher::global().conv_layout(DeviceType::cpu), want);
-#else
-  GTEST_SKIP() << "the CPU's vector extensions are only read on x86-64 with GCC";
-#endif
 }
 
 TEST(Layout, ConvolutionsGiveTheChosenCpuActivationLayout) {

@@ -1,9 +1,13 @@
 // Convolution on oneDNN (forward, backward data, backward weights). The primitives are created
-// with format `any`, so oneDNN picks its fast blocked layouts (jit:avx2 with nChw8c on AVX2
-// machines, ~4x faster than its im2col path on plain NCHW). Activations come in their own layout
-// (LayoutRule::any): one already in the primitive's layout (nchw8c) is used in place, any other
-// is reordered in or out around the call through reused scratch buffers (weights too: OIHW).
+// with format `any`, so oneDNN picks its fast blocked layouts (nChw16c with AVX-512, nChw8c with
+// AVX2: ~4x faster than its im2col path on plain NCHW). Activations come in their own layout
+// (LayoutRule::any): one already in the primitive's layout is used in place, any other is
+// reordered in or out around the call through reused scratch buffers (weights too: OIHW). Wide
+// 3x3 stride-1 convolutions run as Winograd convolutions where oneDNN has them (set_cpu_winograd).
 #include "primitives/conv.hpp"
+
+#include <atomic>
+#include <cstdlib>
 
 #include "backends/onednn/dnnl_common.hpp"
 #include "backends/onednn/ops.hpp"
@@ -16,8 +20,8 @@ using dnnl::prop_kind;
 using tag = memory::format_tag;
 
 namespace {
-// x shape, w shape, stride, pad, bias, inputs in bf16
-using Key = std::tuple<Shape, Shape, std::int64_t, std::int64_t, bool, bool>;
+// x shape, w shape, stride, pad, bias, inputs in bf16, Winograd asked for
+using Key = std::tuple<Shape, Shape, std::int64_t, std::int64_t, bool, bool, bool>;
 
 using dt = memory::data_type;
 memory::desc md(const Shape& s, tag t, dt type = dt::f32) {
@@ -29,8 +33,51 @@ bool bf16_inputs(const prim::ConvDesc& d) {
   return d.math == prim::ConvMath::bf16 && cpu_bf16_convolutions();
 }
 
+// GHOSTNN_CPU_WINOGRAD, read at the first convolution: "auto" (the default), "on" or "off".
+std::atomic<Winograd>& winograd_mode() {
+  static std::atomic<Winograd> mode{[] {
+    const char* v = std::getenv("GHOSTNN_CPU_WINOGRAD");
+    const std::string_view s = v ? v : "";
+    if (s.empty() || s == "auto") return Winograd::auto_;
+    if (s == "on") return Winograd::on;
+    if (s == "off") return Winograd::off;
+    fail("GHOSTNN_CPU_WINOGRAD: expected 'auto', 'on' or 'off', got '{}'", s);
+  }()};
+  return mode;
+}
+
+// Is this convolution asked to run as a Winograd convolution? Only fp32 3x3 stride-1 ones can;
+// `auto` takes those with at least 32 channels in and out. Measured with bench_layers in nchw16c
+// (AVX-512): Winograd was 1.2-1.3x faster at 32to32 on 16x16, about 2x at 64to64 on 8x8 and 32x32,
+// and 1.1-1.35x slower at 16to16 on 32x32 (perf/README, profiling log 29).
+bool winograd_asked(const prim::ConvDesc& d, const Shape& ws) {
+  if (bf16_inputs(d) || d.stride != 1 || ws[2] != 3 || ws[3] != 3) return false;
+  switch (winograd_mode().load()) {
+    case Winograd::on:
+      return true;
+    case Winograd::off:
+      return false;
+    case Winograd::auto_:
+      break;
+  }
+  return std::min(ws[0], ws[1]) >= 32;
+}
+
 Key key_of(const prim::ConvDesc& d, const Shape& xs, const Shape& ws) {
-  return Key{xs, ws, d.stride, d.pad, d.bias, bf16_inputs(d)};
+  return Key{xs, ws, d.stride, d.pad, d.bias, bf16_inputs(d), winograd_asked(d, ws)};
+}
+
+// Makes a primitive descriptor with `make(algorithm)`: Winograd when asked for and oneDNN has a
+// Winograd kernel for it on this CPU (oneDNN 2.6: AVX-512 only), else direct.
+template <typename Make>
+auto with_algorithm(const prim::ConvDesc& d, const Shape& ws, Make make) {
+  if (winograd_asked(d, ws)) {
+    try {
+      return make(algorithm::convolution_winograd);
+    } catch (const dnnl::error&) {
+    }
+  }
+  return make(algorithm::convolution_direct);
 }
 
 struct ConvGeo {
@@ -57,28 +104,45 @@ ConvGeo conv_geo(const prim::ConvDesc& d, const Shape& x, const Shape& w, Pass p
 }
 
 dnnl::convolution_forward::primitive_desc fwd_pd(const prim::ConvDesc& d, const Shape& x,
-                                                 const Shape& w) {
+                                                 const Shape& w, algorithm a) {
   const auto g = conv_geo(d, x, w, Pass::fwd);
   if (d.bias)
-    return {{prop_kind::forward_training, algorithm::convolution_direct, g.x, g.w, g.b, g.y,
-             g.strides, g.pad, g.pad},
+    return {{prop_kind::forward_training, a, g.x, g.w, g.b, g.y, g.strides, g.pad, g.pad},
             cpu_engine()};
-  return {{prop_kind::forward_training, algorithm::convolution_direct, g.x, g.w, g.y, g.strides,
-           g.pad, g.pad},
-          cpu_engine()};
+  return {{prop_kind::forward_training, a, g.x, g.w, g.y, g.strides, g.pad, g.pad}, cpu_engine()};
+}
+
+dnnl::convolution_forward::primitive_desc fwd_pd(const prim::ConvDesc& d, const Shape& x,
+                                                 const Shape& w) {
+  return with_algorithm(d, w, [&](algorithm a) { return fwd_pd(d, x, w, a); });
 }
 
 // A rank-4 tensor (activation or OIHW weights) in its own layout.
 memory act(const TensorRef& t) { return memory(activation_desc(t.desc), cpu_engine(), t.data); }
 
+// A reused scratch buffer per slot, 64-byte aligned: oneDNN's Winograd kernels store with
+// aligned instructions and fault on operator new's 16-byte alignment.
+char* scratch(int slot, std::size_t size) {
+  struct Buffer {
+    std::unique_ptr<char, decltype(&std::free)> data{nullptr, &std::free};
+    std::size_t size = 0;
+  };
+  thread_local std::map<int, Buffer> buffers;
+  auto& b = buffers[slot];
+  if (b.size < size) {
+    const std::size_t rounded = (size + 63) / 64 * 64;
+    b.data.reset(static_cast<char*>(std::aligned_alloc(64, rounded)));
+    if (!b.data) fail("Conv2d: cannot allocate {} bytes of convolution scratch", rounded);
+    b.size = rounded;
+  }
+  return b.data.get();
+}
+
 // The tensor's plain memory when the primitive takes that layout; else a scratch memory in the
 // primitive's layout (slot: which argument), filled by a reorder when `copy_in`.
 memory bind(const memory& user, const memory::desc& want, int slot, bool copy_in) {
   if (user.get_desc() == want) return user;
-  thread_local std::map<int, std::vector<char>> scratch;
-  auto& buf = scratch[slot];
-  if (buf.size() < want.get_size()) buf.resize(want.get_size());
-  memory m(want, cpu_engine(), buf.data());
+  memory m(want, cpu_engine(), scratch(slot, want.get_size()));
   if (copy_in) dnnl::reorder(user, m).execute(cpu_stream(), const_cast<memory&>(user), m);
   return m;
 }
@@ -108,10 +172,11 @@ std::shared_ptr<BwdDataPrim> bwd_data_prim(const prim::ConvDesc& d, const Shape&
   static PrimitiveCache<Key, BwdDataPrim> cache;
   return cache.get(key_of(d, xs, ws), [&] {
     const auto g = conv_geo(d, xs, ws, Pass::bwd_data);
-    dnnl::convolution_backward_data::desc bd(algorithm::convolution_direct, g.x, g.w, g.y,
-                                             g.strides, g.pad, g.pad);
-    return BwdDataPrim(
-        dnnl::convolution_backward_data::primitive_desc(bd, cpu_engine(), fwd_pd(d, xs, ws)));
+    using BD = dnnl::convolution_backward_data;
+    return BwdDataPrim(with_algorithm(d, ws, [&](algorithm a) {
+      return BD::primitive_desc(BD::desc(a, g.x, g.w, g.y, g.strides, g.pad, g.pad), cpu_engine(),
+                                fwd_pd(d, xs, ws, a));
+    }));
   });
 }
 
@@ -121,13 +186,12 @@ std::shared_ptr<BwdWeightsPrim> bwd_weights_prim(const prim::ConvDesc& d, const 
   return cache.get(key_of(d, xs, ws), [&] {
     const auto g = conv_geo(d, xs, ws, Pass::bwd_weights);
     using BW = dnnl::convolution_backward_weights;
-    if (d.bias)
-      return BwdWeightsPrim(BW::primitive_desc(
-          BW::desc(algorithm::convolution_direct, g.x, g.w, g.b, g.y, g.strides, g.pad, g.pad),
-          cpu_engine(), fwd_pd(d, xs, ws)));
-    return BwdWeightsPrim(BW::primitive_desc(
-        BW::desc(algorithm::convolution_direct, g.x, g.w, g.y, g.strides, g.pad, g.pad),
-        cpu_engine(), fwd_pd(d, xs, ws)));
+    return BwdWeightsPrim(with_algorithm(d, ws, [&](algorithm a) {
+      return d.bias ? BW::primitive_desc(BW::desc(a, g.x, g.w, g.b, g.y, g.strides, g.pad, g.pad),
+                                         cpu_engine(), fwd_pd(d, xs, ws, a))
+                    : BW::primitive_desc(BW::desc(a, g.x, g.w, g.y, g.strides, g.pad, g.pad),
+                                         cpu_engine(), fwd_pd(d, xs, ws, a));
+    }));
   });
 }
 
@@ -178,11 +242,23 @@ bool cpu_bf16_convolutions() {
   return fast;
 }
 
+void set_cpu_winograd(Winograd mode) { winograd_mode() = mode; }
+
+std::array<std::string, 3> conv_implementations(const prim::ConvDesc& d, const Shape& x,
+                                                const Shape& w) {
+  std::array<std::string, 3> names;
+  guarded(d.layer, [&] {
+    names = {fwd_pd(d, x, w).impl_info_str(), bwd_data_prim(d, x, w)->pd.impl_info_str(),
+             bwd_weights_prim(d, x, w)->pd.impl_info_str()};
+  });
+  return names;
+}
+
 Layout conv_activation_layout() {
   prim::ConvDesc d;
   d.pad = 1;
   const Shape x{32, 32, 16, 16};
-  const memory::desc src = fwd_pd(d, x, {32, 32, 3, 3}).src_desc();
+  const memory::desc src = fwd_pd(d, x, {32, 32, 3, 3}, algorithm::convolution_direct).src_desc();
   for (const Layout l : {Layout::nchw16c, Layout::nchw8c})
     if (src == activation_desc(TensorDesc{x, DType::f32, Device::cpu(), l})) return l;
   return Layout::plain;
