@@ -9,7 +9,9 @@
 // convolution also runs with its activations in nchw8c and in nchw16c (names end in /nchw8c,
 // /nchw16c): training keeps them in the one oneDNN computes in on this machine (nchw16c with
 // AVX-512, nchw8c with AVX2). The runs in the other layouts include oneDNN's reorders to and
-// from its own.
+// from its own. In that layout each 3x3 stride-1 convolution also runs direct and as a Winograd
+// convolution (names end in /direct, /winograd; the unsuffixed run is whichever the CPU takes by
+// default, ConvDesc::winograd). GFLOP/s counts a direct convolution's FLOPs, also for Winograd.
 // The norm primitives are in bench_norms.
 #include <benchmark/benchmark.h>
 
@@ -100,14 +102,26 @@ void register_conv(Device dev) {
     const Shape ys = prim::conv_output_shape(d, xs, ws);
     const double flops = 2.0 * static_cast<double>(shape_numel(ys) * c.cin * c.k * c.k);
     const std::string tag = fmt::format("Conv{}x{}_{}to{}_s{}", c.k, c.k, c.cin, c.cout, c.stride);
-    std::vector<Layout> layouts{Layout::plain};
-    if (dev.type == DeviceType::cpu)
-      layouts.insert(layouts.end(), {Layout::nchw8c, Layout::nchw16c});
-    for (const Layout layout : layouts)
+    // (layout, Winograd choice, name suffix): each layout with the default choice; in the CPU's
+    // own blocked layout, a 3x3 stride-1 convolution also direct and as Winograd, whichever the
+    // default takes.
+    std::vector<std::tuple<Layout, prim::Winograd, std::string>> variants{
+        {Layout::plain, prim::Winograd::auto_, ""}};
+    if (dev.type == DeviceType::cpu) {
+      for (const Layout l : {Layout::nchw8c, Layout::nchw16c})
+        variants.emplace_back(l, prim::Winograd::auto_, fmt::format("/{}", layout_name(l)));
+      const Layout own = cpu_activation_layout();
+      if (c.k == 3 && c.stride == 1 && own != Layout::plain)
+        for (const auto& [w, name] :
+             {std::pair{prim::Winograd::off, "direct"}, std::pair{prim::Winograd::on, "winograd"}})
+          variants.emplace_back(own, w, fmt::format("/{}/{}", layout_name(own), name));
+    }
+    for (const auto& [layout, winograd, suffix] : variants)
       for (const std::string pass : {"fwd", "bwd_data", "bwd_weights"})
-        add(fmt::format("{}/{}/{}/{}{}", tag, pass, bench::shape_name(xs), dev.str(),
-                        layout == Layout::plain ? "" : fmt::format("/{}", layout_name(layout))),
-            [=](benchmark::State& st) {
+        add(fmt::format("{}/{}/{}/{}{}", tag, pass, bench::shape_name(xs), dev.str(), suffix),
+            [=, layout = layout, winograd = winograd](benchmark::State& st) {
+              prim::ConvDesc desc = d;
+              desc.winograd = winograd;
               // Activations in `layout` where their channels fit it.
               auto in = [&](const Shape& sh) {
                 return layout_fits(layout, sh) ? layout : Layout::plain;
@@ -118,9 +132,10 @@ void register_conv(Device dev) {
                      dy = uniform(ys, dev, -1, 1).to_layout(in(ys)),
                      dx = Tensor::empty(xs, dev, DType::f32, in(xs)), dw = Tensor::empty(ws, dev);
               timed(st, dev, flops, 0, [&] {
-                if (pass == "fwd") ops::call(prim::op::conv_fwd, d, {x, w}, {y});
-                if (pass == "bwd_data") ops::call(prim::op::conv_bwd_data, d, {dy, w}, {dx});
-                if (pass == "bwd_weights") ops::call(prim::op::conv_bwd_weights, d, {dy, x}, {dw});
+                if (pass == "fwd") ops::call(prim::op::conv_fwd, desc, {x, w}, {y});
+                if (pass == "bwd_data") ops::call(prim::op::conv_bwd_data, desc, {dy, w}, {dx});
+                if (pass == "bwd_weights")
+                  ops::call(prim::op::conv_bwd_weights, desc, {dy, x}, {dw});
               });
             });
   }

@@ -26,6 +26,8 @@ inline constexpr std::string_view conv_bwd = "conv_bwd";
 }  // namespace op
 
 enum class ConvMath : std::uint8_t { fp32, tf32, bf16 };
+// Whether a CPU convolution runs as a Winograd convolution (ConvDesc::winograd).
+enum class Winograd : std::uint8_t { auto_, on, off };
 std::string_view conv_math_name(ConvMath m);
 // "fp32", "tf32" or "bf16"; anything else is an Error naming `what` and the text.
 ConvMath parse_conv_math(std::string_view text, std::string_view what);
@@ -35,10 +37,9 @@ struct ConvDesc : OpDesc {
   std::int64_t pad = 0;
   bool bias = false;
   // The arithmetic:
-  //   fp32: fp32 FMA, the GPU matching the CPU to rounding (the default); where oneDNN has
-  //         Winograd kernels (AVX-512), the CPU's 3x3 stride-1 convolutions with >= 32 channels
-  //         in and out run as Winograd convolutions, which round differently (~1e-5 of the
-  //         outputs' spread; GHOSTNN_CPU_WINOGRAD=off keeps them direct);
+  //   fp32: fp32 FMA, the GPU matching the CPU to rounding (the default), except where the
+  //         CPU runs a Winograd convolution (below), which rounds differently (~1e-5 of the
+  //         outputs' spread);
   //   tf32: on the GPU, TF32 tensor cores (10-bit mantissa products, fp32 sums), PyTorch's
   //         default for convolutions (torch.backends.cudnn.allow_tf32); fp32 on the CPU;
   //   bf16: mixed precision: x, w and dy are rounded to bf16 (8-bit mantissa), sums are fp32.
@@ -47,6 +48,12 @@ struct ConvDesc : OpDesc {
   //         (AVX-512 BF16, AMX) they stay fp32; a CPU without them computes fp32. Tensors stay
   //         f32 everywhere else.
   ConvMath math = ConvMath::fp32;
+  // The CPU's fp32 3x3 stride-1 convolutions can run as Winograd convolutions where oneDNN has
+  // them (AVX-512): on, off, or auto_: as GHOSTNN_CPU_WINOGRAD says (auto, on or off), and under
+  // its `auto` (the default) those with >= 32 channels in and out, which measured faster. Other
+  // convolutions, other maths and the GPU (whose cuDNN algorithms are chosen by timing,
+  // GHOSTNN_CONV_ALGO) ignore it.
+  Winograd winograd = Winograd::auto_;
   std::string layer = "Conv2d";
 };
 

@@ -3,6 +3,8 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <string_view>
 
 #include "backends/onednn/ops.hpp"
 #include "primitives/conv.hpp"
@@ -173,15 +175,6 @@ TEST(Conv, MathNamesParseAndTheCpuComputesEachMath) {
       << "bf16 inputs must change the result beyond summation order";
 }
 
-// Sets the CPU convolutions' Winograd mode for one test, and back to the default after.
-class WinogradMode {
- public:
-  explicit WinogradMode(onednn::Winograd m) { onednn::set_cpu_winograd(m); }
-  ~WinogradMode() { onednn::set_cpu_winograd(onednn::Winograd::auto_); }
-  WinogradMode(const WinogradMode&) = delete;
-  WinogradMode& operator=(const WinogradMode&) = delete;
-};
-
 // How many of a convolution's three primitives (forward, backward data, backward weights) oneDNN
 // runs as Winograd convolutions ("jit_wino_4x3:avx512_core" and the like).
 int winograd_passes(const prim::ConvDesc& d, const Shape& x, const Shape& w) {
@@ -192,20 +185,22 @@ int winograd_passes(const prim::ConvDesc& d, const Shape& x, const Shape& w) {
 }
 
 // fp32 3x3 stride-1 convolutions with >= 32 channels in and out run as Winograd convolutions by
-// default where oneDNN has them (AVX-512: its avx512_core), all of them with `on`, none with
-// `off`; their results match the reference in every layout. oneDNN 2.6 has no Winograd kernels
-// below AVX-512: there every mode runs direct convolutions.
+// default where oneDNN has them (AVX-512: its avx512_core), all of them with ConvDesc::winograd
+// `on`, none with `off`; their results match the reference in every layout. oneDNN 2.6 has no
+// Winograd kernels below AVX-512: there every mode runs direct convolutions.
 TEST(Conv, WideThreeByThreeConvolutionsRunAsWinogradAndMatchReference) {
   prim::ConvDesc d;
   d.pad = 1;
   const Shape x32{4, 32, 8, 8}, w32{32, 32, 3, 3}, x16{2, 16, 6, 6}, w16{16, 16, 3, 3};
   const bool has_winograd = testkit::cpu_isa() == testkit::CpuIsa::avx512_core;
-  if (const char* limit = testkit::onednn_isa_limit()) {
-    WinogradMode on(onednn::Winograd::on);
-    std::cout << limit << " is set: the kernels oneDNN picks are not checked; with Winograd on, "
+  const char* env = std::getenv("GHOSTNN_CPU_WINOGRAD");
+  const bool env_auto = !env || std::string_view(env).empty() || std::string_view(env) == "auto";
+  if (const char* limit = testkit::onednn_isa_limit(); limit || !env_auto) {
+    d.winograd = prim::Winograd::on;
+    std::cout << (limit ? limit : "GHOSTNN_CPU_WINOGRAD")
+              << " is set: the kernels oneDNN picks are not checked; with Winograd on, "
               << winograd_passes(d, x32, w32) << " of 3 passes run as Winograd\n";
   } else {
-    WinogradMode mode(onednn::Winograd::auto_);
     EXPECT_EQ(winograd_passes(d, x32, w32), has_winograd ? 3 : 0);
     EXPECT_EQ(winograd_passes(d, x16, w16), 0) << "16 channels stay direct under auto";
     EXPECT_EQ(winograd_passes(d, {4, 16, 8, 8}, {32, 16, 3, 3}), 0) << "16 channels in";
@@ -217,9 +212,9 @@ TEST(Conv, WideThreeByThreeConvolutionsRunAsWinogradAndMatchReference) {
       EXPECT_EQ(winograd_passes(d, x32, w32), 0) << "bf16 inputs";
     }
     d.math = prim::ConvMath::fp32;
-    onednn::set_cpu_winograd(onednn::Winograd::off);
+    d.winograd = prim::Winograd::off;
     EXPECT_EQ(winograd_passes(d, x32, w32), 0) << "off";
-    onednn::set_cpu_winograd(onednn::Winograd::on);
+    d.winograd = prim::Winograd::on;
     EXPECT_EQ(winograd_passes(d, x16, w16), has_winograd ? 3 : 0) << "on";
   }
   // The results under `on` (every case eligible): with and without bias; spatial sizes that are
@@ -228,7 +223,7 @@ TEST(Conv, WideThreeByThreeConvolutionsRunAsWinogradAndMatchReference) {
   // transforms round in sums over a whole tile, so its error scales with the outputs' spread, not
   // with each value: sums of 288-576 products of N(0, 1) values spread 17-24, and abs 2.5e-4 is
   // ~1e-5 of that (seen: up to 1.1e-4).
-  WinogradMode on(onednn::Winograd::on);
+  d.winograd = prim::Winograd::on;
   const testkit::Tolerance winograd_tol{2.5e-4, 1e-4};
   const struct {
     Shape x, w;

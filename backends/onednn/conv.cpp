@@ -3,10 +3,10 @@
 // AVX2: ~4x faster than its im2col path on plain NCHW). Activations come in their own layout
 // (LayoutRule::any): one already in the primitive's layout is used in place, any other is
 // reordered in or out around the call through reused scratch buffers (weights too: OIHW). Wide
-// 3x3 stride-1 convolutions run as Winograd convolutions where oneDNN has them (set_cpu_winograd).
+// 3x3 stride-1 convolutions run as Winograd convolutions where oneDNN has them
+// (ConvDesc::winograd).
 #include "primitives/conv.hpp"
 
-#include <atomic>
 #include <cstdlib>
 
 #include "backends/onednn/dnnl_common.hpp"
@@ -34,30 +34,33 @@ bool bf16_inputs(const prim::ConvDesc& d) {
 }
 
 // GHOSTNN_CPU_WINOGRAD, read at the first convolution: "auto" (the default), "on" or "off".
-std::atomic<Winograd>& winograd_mode() {
-  static std::atomic<Winograd> mode{[] {
+prim::Winograd winograd_environment() {
+  static const prim::Winograd mode = [] {
     const char* v = std::getenv("GHOSTNN_CPU_WINOGRAD");
     const std::string_view s = v ? v : "";
-    if (s.empty() || s == "auto") return Winograd::auto_;
-    if (s == "on") return Winograd::on;
-    if (s == "off") return Winograd::off;
+    if (s.empty() || s == "auto") return prim::Winograd::auto_;
+    if (s == "on") return prim::Winograd::on;
+    if (s == "off") return prim::Winograd::off;
     fail("GHOSTNN_CPU_WINOGRAD: expected 'auto', 'on' or 'off', got '{}'", s);
-  }()};
+  }();
   return mode;
 }
 
-// Is this convolution asked to run as a Winograd convolution? Only fp32 3x3 stride-1 ones can;
-// `auto` takes those with at least 32 channels in and out. Measured with bench_layers in nchw16c
-// (AVX-512): Winograd was 1.2-1.3x faster at 32to32 on 16x16, about 2x at 64to64 on 8x8 and 32x32,
-// and 1.1-1.35x slower at 16to16 on 32x32 (perf/README, profiling log 29).
+// Is this convolution asked to run as a Winograd convolution (ConvDesc::winograd)? Only fp32 3x3
+// stride-1 ones can; `auto` takes those with at least 32 channels in and out. Measured with
+// bench_layers in nchw16c (AVX-512): Winograd was 1.2-1.3x faster at 32to32 on 16x16, about 2x at
+// 64to64 on 8x8 and 32x32, and 1.1-1.35x slower at 16to16 on 32x32 (perf/README, profiling log
+// 29).
 bool winograd_asked(const prim::ConvDesc& d, const Shape& ws) {
   if (bf16_inputs(d) || d.stride != 1 || ws[2] != 3 || ws[3] != 3) return false;
-  switch (winograd_mode().load()) {
-    case Winograd::on:
+  const prim::Winograd mode =
+      d.winograd == prim::Winograd::auto_ ? winograd_environment() : d.winograd;
+  switch (mode) {
+    case prim::Winograd::on:
       return true;
-    case Winograd::off:
+    case prim::Winograd::off:
       return false;
-    case Winograd::auto_:
+    case prim::Winograd::auto_:
       break;
   }
   return std::min(ws[0], ws[1]) >= 32;
@@ -241,8 +244,6 @@ bool cpu_bf16_convolutions() {
   }();
   return fast;
 }
-
-void set_cpu_winograd(Winograd mode) { winograd_mode() = mode; }
 
 std::array<std::string, 3> conv_implementations(const prim::ConvDesc& d, const Shape& x,
                                                 const Shape& w) {

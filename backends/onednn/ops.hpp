@@ -40,13 +40,6 @@ Layout conv_activation_layout();
 // Does this CPU run bf16 convolutions natively (oneDNN picks a bf16 jit kernel: AVX-512 BF16 or
 // AMX)? ConvMath::bf16 computes in bf16 there, in fp32 elsewhere.
 bool cpu_bf16_convolutions();
-// Which algorithm fp32 3x3 stride-1 convolutions use where oneDNN has Winograd kernels for this
-// CPU (AVX-512): auto_ (the default) takes Winograd for those with >= 32 channels in and out,
-// which measured faster; on and off for all or none. GHOSTNN_CPU_WINOGRAD=auto|on|off sets it at
-// start-up; this setter is for tests and A/B runs. Winograd's transforms round differently from
-// direct convolution (relative differences of ~1e-6 to 1e-5).
-enum class Winograd { auto_, on, off };
-void set_cpu_winograd(Winograd mode);
 // oneDNN's implementation names for a convolution's forward, backward-data and backward-weights
 // primitives (e.g. "jit_wino_4x3:avx512_core"), as the next call would run them.
 std::array<std::string, 3> conv_implementations(const prim::ConvDesc& d, const Shape& x,
