@@ -3,7 +3,8 @@
 into a markdown table: time per call, GFLOP/s or GB/s, time over a plain copy of the same bytes
 (x copy), and for the norms the time over the vendor library's BN of the same shape and pass
 (BatchNorm_onednn on the CPU, BatchNorm_cudnn on the GPU; --baseline picks another op). Rows
-measured in another layout (names ending in /nchw8c, /nchw16c) show it after the device.
+measured in another layout (names ending in /nchw8c, /nchw16c) show it after the device, and so
+do CPU convolutions run with a chosen algorithm (/nchw16c/direct, /nchw16c/winograd).
 
 usage: perf/summarize.py bench.json [--baseline BatchNorm]
 """
@@ -37,8 +38,8 @@ def main():
         if b.get("error_occurred") or b.get("run_type") == "aggregate":
             continue
         parts = b["name"].replace("/real_time", "").split("/")
-        if len(parts) == 5:  # Op/pass/shape/device/layout (CPU rows in nchw8c, nchw16c)
-            parts = parts[:3] + [f"{parts[3]} {parts[4]}"]
+        if len(parts) > 4:  # Op/pass/shape/device/layout[/algorithm] (CPU rows in nchw8c, ...)
+            parts = parts[:3] + [" ".join(parts[3:])]
         if len(parts) != 4:
             continue
         ms = b["real_time"] * UNIT_MS[b["time_unit"]]
