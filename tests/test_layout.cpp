@@ -146,58 +146,34 @@ TEST(Layout, LayoutsThatDoNotFitAreClearErrors) {
       EXPECT_THAT(e.what(), HasSubstr(b));
     }
   };
-  expect_error(
-      [] {
-        Tensor::empty({2, 12, 3, 3}, Device::cpu(), DType::f32, Layout::nchw8c);
-      },
-      "nchw8c", "[2, 12, 3, 3]");
-  expect_error(
-      [] {
-        Tensor::empty({2, 16, 9}, Device::cpu(), DType::f32, Layout::nchw8c);
-      },
-      "nchw8c", "[2, 16, 9]");
-  expect_error(
-      [] {
-        Tensor::empty({2, 8, 3, 3}, Device::cpu(), DType::u8, Layout::nchw8c);
-      },
-      "nchw8c", "u8");
+  // A call making an empty tensor of that shape, device, dtype and layout.
+  auto empty = [](Shape shape, Device device, DType dtype, Layout layout) {
+    return [=] { Tensor::empty(shape, device, dtype, layout); };
+  };
+  expect_error(empty({2, 12, 3, 3}, Device::cpu(), DType::f32, Layout::nchw8c), "nchw8c",
+               "[2, 12, 3, 3]");
+  expect_error(empty({2, 16, 9}, Device::cpu(), DType::f32, Layout::nchw8c), "nchw8c",
+               "[2, 16, 9]");
+  expect_error(empty({2, 8, 3, 3}, Device::cpu(), DType::u8, Layout::nchw8c), "nchw8c", "u8");
   expect_error(
       [] {
         random_tensor({2, 12, 3, 3}, 1).to_layout(Layout::nchw8c);
       },
       "nchw8c", "[2, 12, 3, 3]");
-  expect_error(
-      [] {
-        Tensor::empty({2, 8, 3, 3}, Device::cuda(), DType::f32, Layout::nchw8c);
-      },
-      "nchw8c", "cuda:0");
-  expect_error(
-      [] {
-        Tensor::empty({2, 24, 3, 3}, Device::cpu(), DType::f32, Layout::nchw16c);
-      },
-      "nchw16c", "[2, 24, 3, 3]");
+  expect_error(empty({2, 8, 3, 3}, Device::cuda(), DType::f32, Layout::nchw8c), "nchw8c", "cuda:0");
+  expect_error(empty({2, 24, 3, 3}, Device::cpu(), DType::f32, Layout::nchw16c), "nchw16c",
+               "[2, 24, 3, 3]");
   expect_error(
       [] {
         random_tensor({2, 8, 3, 3}, 1).to_layout(Layout::nchw16c);
       },
       "multiple of 16", "[2, 8, 3, 3]");
-  expect_error(
-      [] {
-        Tensor::empty({2, 16, 3, 3}, Device::cuda(), DType::f32, Layout::nchw16c);
-      },
-      "nchw16c", "cuda:0");
+  expect_error(empty({2, 16, 3, 3}, Device::cuda(), DType::f32, Layout::nchw16c), "nchw16c",
+               "cuda:0");
   expect_error([] { set_cpu_activation_layout(Layout::nhwc); }, "set_cpu_activation_layout",
                "nhwc");
-  expect_error(
-      [] {
-        Tensor::empty({2, 8, 3, 3}, Device::cpu(), DType::f32, Layout::nhwc);
-      },
-      "nhwc", "cpu");
-  expect_error(
-      [] {
-        Tensor::empty({2, 8, 9}, Device::cpu(), DType::f32, Layout::nhwc);
-      },
-      "nhwc", "[2, 8, 9]");
+  expect_error(empty({2, 8, 3, 3}, Device::cpu(), DType::f32, Layout::nhwc), "nhwc", "cpu");
+  expect_error(empty({2, 8, 9}, Device::cpu(), DType::f32, Layout::nhwc), "nhwc", "[2, 8, 9]");
   expect_error(
       [] {
         random_tensor({2, 8, 3, 3}, 1).to_layout(Layout::nchw8c).data_f32();
