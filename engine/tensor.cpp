@@ -4,7 +4,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
-#include <string_view>
 
 #include "engine/dispatcher.hpp"
 #include "engine/ops.hpp"
@@ -193,19 +192,15 @@ Tensor Tensor::reshape(Shape shape) const {
 }
 
 namespace {
-// Environment switches read once, at the first use (env_switch; the CPU layout's four values
-// parsed here).
+// Environment switches read once, at the first use (env_choice, env_switch).
 constexpr int kConvLayout = -1;  // CPU activations in the convolutions' own layout
 // The CPU activation layout asked for: kConvLayout, or a Layout. GHOSTNN_CPU_LAYOUT: "auto" (the
 // default: kConvLayout), "nchw8c", "nchw16c" or "plain".
 std::atomic<int>& cpu_layout_choice() {
   static std::atomic<int> choice{[] {
-    const char* v = std::getenv("GHOSTNN_CPU_LAYOUT");
-    const std::string_view s = v ? v : "";
-    if (s.empty() || s == "auto") return kConvLayout;
-    for (const Layout l : {Layout::nchw8c, Layout::nchw16c, Layout::plain})
-      if (s == layout_name(l)) return static_cast<int>(l);
-    fail("GHOSTNN_CPU_LAYOUT: expected 'auto', 'nchw8c', 'nchw16c' or 'plain', got '{}'", s);
+    constexpr int kChoices[] = {kConvLayout, static_cast<int>(Layout::nchw8c),
+                                static_cast<int>(Layout::nchw16c), static_cast<int>(Layout::plain)};
+    return kChoices[env_choice("GHOSTNN_CPU_LAYOUT", {"auto", "nchw8c", "nchw16c", "plain"}, 0)];
   }()};
   return choice;
 }

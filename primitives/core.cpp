@@ -173,13 +173,23 @@ void expect_shape(std::string_view op, std::string_view arg, const TensorDesc& t
     fail("{}: {} must have shape {}, got {}", op, arg, shape_str(s), shape_str(t.shape));
 }
 
-bool env_switch(const char* var, std::string_view on_value, std::string_view off_value, bool dflt) {
+std::size_t env_choice(const char* var, std::initializer_list<std::string_view> values,
+                       std::size_t dflt) {
   const char* e = std::getenv(var);
   if (!e || !*e) return dflt;
   const std::string_view v = e;
-  if (v != on_value && v != off_value)
-    fail("{}: expected '{}' or '{}', got '{}'", var, on_value, off_value, v);
-  return v == on_value;
+  std::size_t i = 0;
+  std::string expected;
+  for (const std::string_view value : values) {
+    if (v == value) return i;
+    expected += fmt::format("{}'{}'", i == 0 ? "" : i + 1 == values.size() ? " or " : ", ", value);
+    ++i;
+  }
+  fail("{}: expected {}, got '{}'", var, expected, v);
+}
+
+bool env_switch(const char* var, std::string_view on_value, std::string_view off_value, bool dflt) {
+  return env_choice(var, {on_value, off_value}, dflt ? 0 : 1) == 0;
 }
 
 namespace {

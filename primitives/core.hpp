@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <mutex>
 #include <span>
 #include <stdexcept>
@@ -216,9 +217,13 @@ class Registry {
   virtual void set_conv_layout(DeviceType device, Layout layout) = 0;
 };
 
-// A two-valued environment switch (GHOSTNN_FUSION=on|off and the like): true for `on_value`, false
-// for `off_value`, `dflt` when unset or empty; any other value is an Error naming the variable.
-// Callers read it once and keep the result.
+// An environment variable with a fixed set of values (GHOSTNN_CPU_LAYOUT=auto|nchw8c|... and the
+// like): the index of its value in `values`, `dflt` when unset or empty; any other value is an
+// Error naming the variable and the values. Callers read it once and keep the result.
+std::size_t env_choice(const char* var, std::initializer_list<std::string_view> values,
+                       std::size_t dflt);
+// A two-valued one (GHOSTNN_FUSION=on|off and the like): true for `on_value`, false for
+// `off_value`, `dflt` when unset or empty.
 bool env_switch(const char* var, std::string_view on_value, std::string_view off_value, bool dflt);
 
 // Argument checks shared by every op's validation.

@@ -240,7 +240,30 @@ TEST(Dispatcher, MissingKernelNamesOpAndDevice) {
   }
 }
 
-// The environment switches (GHOSTNN_FUSION, GHOSTNN_CPU_LAYOUT, ...) all parse through env_switch.
+// The environment switches (GHOSTNN_FUSION, GHOSTNN_CPU_LAYOUT, GHOSTNN_CPU_WINOGRAD, ...) all
+// parse through env_choice (env_switch: two values).
+TEST(Core, EnvironmentChoicesTakeTheirValuesOrNameTheVariableAndTheValues) {
+  const char* var = "GHOSTNN_TEST_CHOICE";
+  ::unsetenv(var);
+  EXPECT_EQ(env_choice(var, {"auto", "on", "off"}, 0), 0u) << "unset: the default";
+  EXPECT_EQ(env_choice(var, {"auto", "on", "off"}, 2), 2u);
+  ::setenv(var, "", 1);
+  EXPECT_EQ(env_choice(var, {"auto", "on", "off"}, 1), 1u) << "empty: the default";
+  ::setenv(var, "off", 1);
+  EXPECT_EQ(env_choice(var, {"auto", "on", "off"}, 0), 2u);
+  ::setenv(var, "auto", 1);
+  EXPECT_EQ(env_choice(var, {"auto", "on", "off"}, 1), 0u);
+  ::setenv(var, "fast", 1);
+  try {
+    env_choice(var, {"auto", "on", "off"}, 0);
+    ADD_FAILURE() << "no error for 'fast'";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(),
+                HasSubstr("GHOSTNN_TEST_CHOICE: expected 'auto', 'on' or 'off', got 'fast'"));
+  }
+  ::unsetenv(var);
+}
+
 TEST(Core, EnvironmentSwitchesTakeTheirTwoValuesOrNameTheVariable) {
   const char* var = "GHOSTNN_TEST_SWITCH";
   ::unsetenv(var);

@@ -35,14 +35,10 @@ bool bf16_inputs(const prim::ConvDesc& d) {
 
 // GHOSTNN_CPU_WINOGRAD, read at the first convolution: "auto" (the default), "on" or "off".
 prim::Winograd winograd_environment() {
-  static const prim::Winograd mode = [] {
-    const char* v = std::getenv("GHOSTNN_CPU_WINOGRAD");
-    const std::string_view s = v ? v : "";
-    if (s.empty() || s == "auto") return prim::Winograd::auto_;
-    if (s == "on") return prim::Winograd::on;
-    if (s == "off") return prim::Winograd::off;
-    fail("GHOSTNN_CPU_WINOGRAD: expected 'auto', 'on' or 'off', got '{}'", s);
-  }();
+  constexpr prim::Winograd kChoices[] = {prim::Winograd::auto_, prim::Winograd::on,
+                                         prim::Winograd::off};
+  static const prim::Winograd mode =
+      kChoices[env_choice("GHOSTNN_CPU_WINOGRAD", {"auto", "on", "off"}, 0)];
   return mode;
 }
 
