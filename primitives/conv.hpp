@@ -57,6 +57,13 @@ struct ConvDesc : OpDesc {
   std::string layer = "Conv2d";
 };
 
+// Convolutions that give the same bits on every run, process-wide (off by default, like
+// PyTorch's torch.backends.cudnn.deterministic): the GPU then chooses only among cuDNN's
+// deterministic algorithms (cuDNN's fastest backward algorithms can sum with atomics, in an order
+// that changes from run to run); the CPU's oneDNN convolutions are deterministic either way.
+void set_deterministic_convolutions(bool on);
+bool deterministic_convolutions();
+
 // The output shape of x [B, C, H, W] under weights [O, C, K, K]; an Error names what does not fit.
 Shape conv_output_shape(const ConvDesc& d, const Shape& x, const Shape& w);
 void validate_conv_fwd(const ConvDesc& d, const KernelCall& c);

@@ -1,4 +1,6 @@
 // Reference convolution: direct loops, double accumulation (maths in conv.hpp).
+#include <atomic>
+
 #include "primitives/conv.hpp"
 
 namespace ghostnn::prim {
@@ -20,6 +22,16 @@ ConvMath parse_conv_math(std::string_view text, std::string_view what) {
     if (text == conv_math_name(m)) return m;
   fail("{}: '{}' is not a convolution math (fp32, tf32 or bf16)", what, text);
 }
+
+namespace {
+std::atomic<bool>& deterministic_flag() {
+  static std::atomic<bool> on{false};
+  return on;
+}
+}  // namespace
+
+void set_deterministic_convolutions(bool on) { deterministic_flag().store(on); }
+bool deterministic_convolutions() { return deterministic_flag().load(); }
 
 Shape conv_output_shape(const ConvDesc& d, const Shape& x, const Shape& w) {
   if (x.size() != 4) fail("{}: x must be [B, C, H, W], got {}", d.layer, shape_str(x));

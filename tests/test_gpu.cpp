@@ -1,5 +1,6 @@
 // The GPU backend against the reference and against the CPU backend on the same inputs and seed
 // (GNI draws the same Philox indices on both). Every test skips, with the reason, without a GPU.
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <random>
@@ -792,6 +793,34 @@ SideBySide train_side_by_side(const std::string& norm, std::int64_t batch, int s
   return r;
 }
 
+// With deterministic convolutions (prim::set_deterministic_convolutions) the same filter gradient
+// twice is the same bits: cuDNN's fastest filter algorithms sum with atomics, in an order that
+// changes from call to call (the emulation offers such an algorithm first too). A 32-sample batch
+// over 16x16 planes, so that many partial sums meet in each weight's gradient.
+TEST(Gpu, DeterministicConvolutionsRepeatTheirGradientsBitForBit) {
+  GHOSTNN_REQUIRE_GPU();
+  const testkit::DeterministicConvolutions deterministic;
+  prim::ConvDesc d;
+  d.pad = 1;
+  d.bias = true;
+  d.layer = "deterministic conv";
+  const Shape xs{32, 16, 16, 16}, ws{16, 16, 3, 3};
+  const Tensor x = normal_tensor(xs, 1).to(Device::cuda()),
+               dy = normal_tensor(xs, 2).to(Device::cuda());
+  std::vector<std::vector<float>> runs;
+  for (int r = 0; r < 3; ++r) {
+    const Tensor dw = Tensor::zeros(ws, Device::cuda()), db = Tensor::zeros({16}, Device::cuda());
+    const std::vector<TensorRef> in{dy.ref(), x.ref()}, out{dw.ref(), db.ref()};
+    Dispatcher::global().run(prim::op::conv_bwd_weights, d, in, out);
+    runs.push_back(dw.to_vector());
+    const auto b = db.to_vector();
+    runs.back().insert(runs.back().end(), b.begin(), b.end());
+  }
+  for (int r = 1; r < 3; ++r)
+    ASSERT_EQ(0, std::memcmp(runs[0].data(), runs[r].data(), runs[0].size() * sizeof(float)))
+        << "run " << r << " differs from run 0";
+}
+
 // Reduced-precision convolutions (ConvDesc::math) against the reference, forward and both
 // gradients, at the precision of their products. The error is relative to the products, not to
 // the sum, which cancels: TF32 rounds each operand to 2^-11 relative, so a product of two
@@ -884,6 +913,7 @@ TEST(Gpu, ModelTrainsLikeOnTheCpuAndCheckpointsMoveBetweenDevices) {
 void expect_graphed_step_trains_like_the_eager_step(
     const std::function<std::shared_ptr<nn::Module>()>& make, std::int64_t image_size,
     const std::string& what) {
+  const testkit::DeterministicConvolutions deterministic;  // bits that 7 steps would amplify
   auto eager = make(), graphed = make();
   optim::Sgd oe(*eager, {0.05f, 0.9f, 5e-4f, true}), og(*graphed, {0.05f, 0.9f, 5e-4f, true});
   GraphedStep step(*graphed, Device::cuda());

@@ -415,6 +415,7 @@ void expect_norm_modules_fuse_epilogues(Device device) {
 }
 
 void expect_fusion_changes_no_result(Device device) {
+  const DeterministicConvolutions deterministic;
   struct Run {
     std::vector<float> losses, logits;
     std::vector<std::vector<float>> grads, params;

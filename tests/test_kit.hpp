@@ -11,6 +11,7 @@
 
 #include "engine/ops.hpp"
 #include "engine/tensor.hpp"
+#include "primitives/conv.hpp"
 
 namespace ghostnn::testkit {
 
@@ -113,8 +114,18 @@ void expect_norm_backwards_mask_dy(Device device, Tolerance tol);
 void expect_norm_modules_fuse_epilogues(Device device);
 // ResNet-20 built with layer fusion (nn::layer_fusion) and without, for bn, gni, gbn and ln+gni,
 // trains two steps on `device` with the same losses, gradients, parameters and evaluation
-// outputs, bit for bit, while the fused one runs fewer ops (counted by the dispatcher's profile).
+// outputs, bit for bit (with deterministic convolutions), while the fused one runs fewer ops
+// (counted by the dispatcher's profile).
 void expect_fusion_changes_no_result(Device device);
+// prim::set_deterministic_convolutions for a scope: tests that compare two runs bit for bit, or
+// after training steps that would amplify a difference in summation order, on a real GPU.
+struct DeterministicConvolutions {
+  bool saved = prim::deterministic_convolutions();
+  DeterministicConvolutions() { prim::set_deterministic_convolutions(true); }
+  ~DeterministicConvolutions() { prim::set_deterministic_convolutions(saved); }
+  DeterministicConvolutions(const DeterministicConvolutions&) = delete;
+  DeterministicConvolutions& operator=(const DeterministicConvolutions&) = delete;
+};
 // The same net trained twice (e.g. in two layouts): the same losses, parameters and evaluation
 // outputs up to fp32 summation order.
 void expect_same_training(const TrainedNet& a, const TrainedNet& b);

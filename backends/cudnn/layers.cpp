@@ -54,11 +54,14 @@ bool measure_algorithms() {
   return measure;
 }
 
-// The first (fastest, or most recommended) algorithm that ran and fits the workspace limit.
+// The first (fastest, or most recommended) algorithm that ran and fits the workspace limit, and
+// is deterministic when `deterministic`.
 template <typename Perf>
-const Perf* usable(const Perf* perf, int n) {
+const Perf* usable(const Perf* perf, int n, bool deterministic) {
   for (int i = 0; i < n; ++i)
-    if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= kMaxWorkspace) return &perf[i];
+    if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].memory <= kMaxWorkspace &&
+        (!deterministic || perf[i].determinism == CUDNN_DETERMINISTIC))
+      return &perf[i];
   return nullptr;
 }
 
@@ -66,17 +69,18 @@ const Perf* usable(const Perf* perf, int n) {
 // fails (cuDNN allocates its own trial buffers, which can fail on a nearly full GPU) or finds
 // nothing usable, `heuristic(perf, &n)` asks cuDNN's heuristics.
 template <typename Perf, typename Find, typename Heuristic>
-Perf choose_algorithm(std::string_view op, Find find, Heuristic heuristic) {
+Perf choose_algorithm(std::string_view op, bool deterministic, Find find, Heuristic heuristic) {
   Perf perf[8];
   int n = 0;
   if (measure_algorithms()) {
     if (find(perf, &n) == CUDNN_STATUS_SUCCESS)
-      if (const Perf* p = usable(perf, n)) return *p;
+      if (const Perf* p = usable(perf, n, deterministic)) return *p;
     (void)cudaGetLastError();  // a failed trial allocation must not be reported by a later op
   }
   GHOSTNN_CUDNN_CHECK(op, heuristic(perf, &n));
-  if (const Perf* p = usable(perf, n)) return *p;
-  fail("{}: cuDNN proposed no usable convolution algorithm", op);
+  if (const Perf* p = usable(perf, n, deterministic)) return *p;
+  fail("{}: cuDNN proposed no usable{} convolution algorithm", op,
+       deterministic ? " deterministic" : "");
 }
 
 // The plan of a convolution of x (shape xs) with w (ws), every rank-4 operand in `layout` (the
@@ -84,11 +88,13 @@ Perf choose_algorithm(std::string_view op, Find find, Heuristic heuristic) {
 // KCRS), nhwc its NHWC (filter KRSC).
 ConvPlan& plan_for(const prim::ConvDesc& d, const Shape& xs, const Shape& ws, Layout layout,
                    int dev) {
-  using Key = std::tuple<int, Shape, Shape, std::int64_t, std::int64_t, prim::ConvMath, Layout>;
+  using Key =
+      std::tuple<int, Shape, Shape, std::int64_t, std::int64_t, prim::ConvMath, Layout, bool>;
   static std::mutex mu;
   static std::map<Key, std::unique_ptr<ConvPlan>> plans;
   std::lock_guard lock(mu);
-  auto& slot = plans[Key{dev, xs, ws, d.stride, d.pad, d.math, layout}];
+  const bool deterministic = prim::deterministic_convolutions();
+  auto& slot = plans[Key{dev, xs, ws, d.stride, d.pad, d.math, layout, deterministic}];
   if (slot) return *slot;
   forbid_while_recording(d.layer, "choosing a convolution algorithm for a new shape");
   auto p = std::make_unique<ConvPlan>();
@@ -124,7 +130,7 @@ ConvPlan& plan_for(const prim::ConvDesc& d, const Shape& xs, const Shape& ws, La
   GHOSTNN_CUDNN_CHECK(op, cudnnSetConvolutionMathType(p->conv, math));
   cudnnHandle_t h = cudnn_handle(dev);
   const auto f = choose_algorithm<cudnnConvolutionFwdAlgoPerf_t>(
-      op,
+      op, deterministic,
       [&](auto* perf, int* n) {
         return cudnnFindConvolutionForwardAlgorithm(h, p->x, p->w, p->conv, p->y, 8, n, perf);
       },
@@ -134,7 +140,7 @@ ConvPlan& plan_for(const prim::ConvDesc& d, const Shape& xs, const Shape& ws, La
   p->fwd = f.algo;
   p->ws_fwd = f.memory;
   const auto bd = choose_algorithm<cudnnConvolutionBwdDataAlgoPerf_t>(
-      op,
+      op, deterministic,
       [&](auto* perf, int* n) {
         return cudnnFindConvolutionBackwardDataAlgorithm(h, p->w, p->y, p->conv, p->x, 8, n, perf);
       },
@@ -145,7 +151,7 @@ ConvPlan& plan_for(const prim::ConvDesc& d, const Shape& xs, const Shape& ws, La
   p->bwd_data = bd.algo;
   p->ws_data = bd.memory;
   const auto bw = choose_algorithm<cudnnConvolutionBwdFilterAlgoPerf_t>(
-      op,
+      op, deterministic,
       [&](auto* perf, int* n) {
         return cudnnFindConvolutionBackwardFilterAlgorithm(h, p->x, p->y, p->conv, p->w, 8, n,
                                                            perf);

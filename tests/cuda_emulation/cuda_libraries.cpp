@@ -6,9 +6,12 @@
 #include <cuda_bf16.h>
 #include <cudnn.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -197,7 +200,9 @@ cudnnStatus_t check_workspace(void* workspace, std::size_t bytes) {
   return CUDNN_STATUS_SUCCESS;
 }
 
-// The algorithms for a convolution whose descriptors agree: one, asking for kWorkspaceBytes.
+// The algorithms for a convolution whose descriptors agree, each asking for kWorkspaceBytes: one
+// (deterministic) for the forward and data passes; for the filter pass ALGO_0, non-deterministic,
+// first (the "fastest", as on a real GPU), then ALGO_1, deterministic (`requested` allowing).
 template <typename Perf>
 cudnnStatus_t propose(const cudnnTensorStruct* x, const cudnnFilterStruct* w,
                       const cudnnConvolutionStruct* conv, const cudnnTensorStruct* y, int requested,
@@ -207,10 +212,15 @@ cudnnStatus_t propose(const cudnnTensorStruct* x, const cudnnFilterStruct* w,
   if (requested < 1 || !returned || !perf) return CUDNN_STATUS_BAD_PARAM;
   // Measuring synchronizes (and allocates): not allowed while capturing.
   if (measuring && ghostnn_emu::t_capture) return CUDNN_STATUS_NOT_SUPPORTED;
-  perf[0] = Perf{};
-  perf[0].status = CUDNN_STATUS_SUCCESS;
-  perf[0].memory = kWorkspaceBytes;
-  *returned = 1;
+  constexpr bool filter = std::is_same_v<Perf, cudnnConvolutionBwdFilterAlgoPerf_t>;
+  *returned = filter ? std::min(requested, 2) : 1;
+  for (int i = 0; i < *returned; ++i) {
+    perf[i] = Perf{};
+    perf[i].algo = static_cast<decltype(perf[i].algo)>(i);
+    perf[i].status = CUDNN_STATUS_SUCCESS;
+    perf[i].memory = kWorkspaceBytes;
+    perf[i].determinism = filter && i == 0 ? CUDNN_NON_DETERMINISTIC : CUDNN_DETERMINISTIC;
+  }
   return CUDNN_STATUS_SUCCESS;
 }
 
@@ -404,12 +414,16 @@ cudnnStatus_t convolution(ConvPass pass, const void* alpha_p, const cudnnTensorS
                           const void* x, const cudnnFilterStruct* w_d, const void* w,
                           const cudnnConvolutionStruct* conv, void* workspace,
                           std::size_t workspace_bytes, const void* beta_p,
-                          const cudnnTensorStruct* y_d, const void* y_in, void* out) {
+                          const cudnnTensorStruct* y_d, const void* y_in, void* out,
+                          bool rotate_samples = false) {
   ConvShape s;
   if (const auto e = conv_shape(x_d, w_d, conv, y_d, s); e != CUDNN_STATUS_SUCCESS) return e;
   if (const auto e = check_workspace(workspace, workspace_bytes); e != CUDNN_STATUS_SUCCESS)
     return e;
   const float alpha = scalar(alpha_p), beta = scalar(beta_p);
+  // A non-deterministic algorithm's order: the samples from a different first one on every call.
+  static std::atomic<int> calls{0};
+  const int first = rotate_samples ? calls.fetch_add(1) % std::max(s.N, 1) : 0;
   ghostnn_emu::enqueue([=] {
     std::memset(workspace, 0xff, workspace_bytes);
     const std::int64_t nx = std::int64_t{s.N} * s.C * s.H * s.W,
@@ -438,7 +452,8 @@ cudnnStatus_t convolution(ConvPass pass, const void* alpha_p, const cudnnTensorS
                             0.f);
     std::vector<float> cols(static_cast<std::size_t>(crs * pq));
     const auto col = s.columns();  // sample n's columns: these plus n C H W
-    for (int n = 0; n < s.N; ++n) {
+    for (int i = 0; i < s.N; ++i) {
+      const int n = (first + i) % s.N;
       const std::int64_t x0 = n * chw, y0 = n * s.K * pq;
       if (pass == ConvPass::forward) {
         gather(cols.data(), col.data(), xv.data() + x0, crs, pq, false);
@@ -521,12 +536,13 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t h, const void* alpha,
                                              cudnnTensorDescriptor_t x_desc, const void* x,
                                              cudnnTensorDescriptor_t dy_desc, const void* dy,
                                              cudnnConvolutionDescriptor_t conv,
-                                             cudnnConvolutionBwdFilterAlgo_t, void* workspace,
+                                             cudnnConvolutionBwdFilterAlgo_t algo, void* workspace,
                                              std::size_t workspace_bytes, const void* beta,
                                              cudnnFilterDescriptor_t dw_desc, void* dw) {
   if (!h) return CUDNN_STATUS_NOT_INITIALIZED;
   return convolution(ConvPass::filter, alpha, x_desc, x, dw_desc, nullptr, conv, workspace,
-                     workspace_bytes, beta, dy_desc, dy, dw);
+                     workspace_bytes, beta, dy_desc, dy, dw,
+                     algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0);
 }
 
 cudnnStatus_t cudnnConvolutionBackwardBias(cudnnHandle_t h, const void* alpha_p,
