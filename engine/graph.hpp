@@ -20,9 +20,9 @@ class DeviceGraph {
   // Records `work` on `device` without running it. Run it once eagerly first: everything it sets
   // up on first use (convolution algorithms, scratch buffers) must exist before recording. Work
   // that needs the host mid-way (reading a value back, shuffle sampling's host-drawn groups) is
-  // an Error naming the op. Tensors allocated while recording take memory from a pool only
-  // recordings use; a later recording on the same device invalidates this graph (replay() then
-  // fails with an Error).
+  // an Error naming the op. Tensors allocated while recording take memory from a pool of this
+  // graph's own, kept for its replays until the graph and those tensors are gone, so graphs
+  // recorded one after the other replay in any order.
   DeviceGraph(Device device, const std::function<void()>& work);
   ~DeviceGraph();
   DeviceGraph(const DeviceGraph&) = delete;

@@ -179,9 +179,9 @@ class MemoryCounter {
 // Memory operations of one device type; a backend provides it, the engine's tensors use it.
 // It may also record work as a graph (CUDA graphs): what this thread queues on the device
 // between begin_recording and end_recording is recorded, not run, and memory allocated meanwhile
-// comes from a pool that only recordings use (so a replay never finds its buffers handed to
-// other tensors). One recording per device is valid at a time: recording again invalidates the
-// earlier one. Recorded kernels that draw ghost noise add replay_graph's `noise_step_offset` to
+// comes from a pool of that graph's own (so a replay never finds its buffers handed to other
+// tensors or graphs); the pool lives until the graph and its last block are freed. Recorded
+// kernels that draw ghost noise add replay_graph's `noise_step_offset` to
 // their step. Devices without graphs keep the defaults, which fail with a clear Error.
 class DeviceApi {
  public:

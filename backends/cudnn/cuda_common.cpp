@@ -7,7 +7,6 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <set>
 #include <vector>
 
 #include "backends/cudnn/norm_kernels.cuh"
@@ -88,42 +87,48 @@ class CudaDevice final : public DeviceApi {
   // Device memory through a block cache per device (primitives/block_cache.hpp): a training
   // loop that allocates the same shapes every step calls cudaMalloc only in its first step. On
   // out-of-memory the device's cache is emptied and the allocation retried.
-  // While a graph is being recorded, memory comes from the device's recording pool instead.
+  // While a graph is being recorded, memory comes from that graph's own pool instead, which keeps
+  // every block it hands out for the graph alone (its replays write to them) until the graph
+  // and the last tensor holding one of them are gone.
   void* allocate(std::size_t bytes, int index) override {
-    const bool pooled = recording_index_ == index;
-    BlockCache& from = pooled ? pool(index) : cache(index);
+    std::shared_ptr<BlockCache> pool;
+    if (recording_index_ == index) {
+      std::lock_guard lock(pool_mu_);
+      pool = recording_pool_;
+    }
+    BlockCache& from = pool ? *pool : cache(index);
     void* p = from.allocate(bytes);
     if (!p)
       fail("cuda:{}: cannot allocate {} bytes: out of memory ({} bytes in use)", index, bytes,
            from.stats().in_use);
-    if (pooled) {
+    if (pool) {
       std::lock_guard lock(pool_mu_);
-      pooled_.insert(p);
+      pooled_.emplace(p, std::move(pool));
     }
     return p;
   }
   void release(void* p, std::size_t bytes, int index) noexcept override {
-    bool pooled = false;
+    std::shared_ptr<BlockCache> pool;
     {
       std::lock_guard lock(pool_mu_);
-      pooled = !pooled_.empty() && pooled_.erase(p) > 0;
-    }
-    (pooled ? pool(index) : cache(index)).release(p, bytes);
-  }
-  MemoryStats memory_stats(int index) const override {
-    std::lock_guard lock(mu_);
-    MemoryStats m;
-    for (const auto* caches : {&caches_, &pools_})
-      if (auto it = caches->find(index); it != caches->end()) {
-        const auto s = it->second->stats();
-        m.in_use += s.in_use;
-        m.peak += s.peak;
+      if (auto it = pooled_.find(p); it != pooled_.end()) {
+        pool = std::move(it->second);
+        pooled_.erase(it);
       }
+    }
+    (pool ? *pool : cache(index)).release(p, bytes);
+  }  // a pool whose graph and blocks are all gone returns its memory here
+  MemoryStats memory_stats(int index) const override {
+    MemoryStats m;
+    for (const auto& c : live_caches(index)) {
+      const auto s = c->stats();
+      m.in_use += s.in_use;
+      m.peak += s.peak;
+    }
     return m;
   }
   void reset_peak_memory(int index) override {
-    cache(index).reset_peak();
-    pool(index).reset_peak();
+    for (const auto& c : live_caches(index)) c->reset_peak();
   }
 
   void begin_recording(int index) override {
@@ -131,7 +136,15 @@ class CudaDevice final : public DeviceApi {
     if (recording_index_ >= 0)
       fail("cuda:{}: a graph is already being recorded on cuda:{}", index, recording_index_);
     GHOSTNN_CUDA_CHECK("graph recording", cudaDeviceSynchronize());
-    ++generation_;  // the pool's blocks may now be reused: earlier graphs become invalid
+    {
+      auto pool = new_cache(index, true);  // always caching (also under the sanitizers)
+      std::lock_guard lock(mu_);
+      auto& pools = pools_[index];
+      std::erase_if(pools, [](const auto& w) { return w.expired(); });
+      pools.push_back(pool);
+      std::lock_guard pool_lock(pool_mu_);
+      recording_pool_ = std::move(pool);
+    }
     g_graphs_recorded = true;
     GHOSTNN_CUDA_CHECK("graph recording",
                        cudaStreamBeginCapture(cudaStreamPerThread, cudaStreamCaptureModeRelaxed));
@@ -143,7 +156,10 @@ class CudaDevice final : public DeviceApi {
     cudaGraph_t g = nullptr;
     GHOSTNN_CUDA_CHECK("graph recording", cudaStreamEndCapture(cudaStreamPerThread, &g));
     auto r = std::make_unique<Recorded>();
-    r->generation = generation_;
+    {
+      std::lock_guard lock(pool_mu_);
+      r->pool = std::move(recording_pool_);
+    }
     const auto e = cudaGraphInstantiate(&r->exec, g, 0);
     cudaGraphDestroy(g);
     GHOSTNN_CUDA_CHECK("graph recording", e);
@@ -152,6 +168,10 @@ class CudaDevice final : public DeviceApi {
   void abort_recording(int index) noexcept override {
     if (recording_index_ != index) return;
     recording_index_ = -1;
+    {
+      std::lock_guard lock(pool_mu_);
+      recording_pool_.reset();  // blocks still held keep it until they are freed
+    }
     cudaSetDevice(index);
     cudaGraph_t g = nullptr;
     if (cudaStreamEndCapture(cudaStreamPerThread, &g) == cudaSuccess && g) cudaGraphDestroy(g);
@@ -159,11 +179,6 @@ class CudaDevice final : public DeviceApi {
   }
   void replay_graph(void* graph, std::uint64_t noise_step_offset, int index) override {
     const auto* r = static_cast<Recorded*>(graph);
-    if (r->generation != generation_)
-      fail(
-          "cuda:{}: this graph was recorded before a later recording reused its memory; record "
-          "it again",
-          index);
     use_device(index, "graph replay");
     set_recorded_noise_step_offset(noise_step_offset, "graph replay");
     GHOSTNN_CUDA_CHECK("graph replay", cudaGraphLaunch(r->exec, cudaStreamPerThread));
@@ -203,46 +218,57 @@ class CudaDevice final : public DeviceApi {
  private:
   struct Recorded {
     cudaGraphExec_t exec = nullptr;
-    std::uint64_t generation = 0;
+    // The blocks the graph's kernels read and write, those freed during its recording included:
+    // the pool keeps them cached for it alone.
+    std::shared_ptr<BlockCache> pool;
   };
 
-  BlockCache& cache(int index) { return cache_in(caches_, index, kCaching); }
-  // The recording pool always keeps its blocks (also under the sanitizers): a recorded graph
-  // writes to blocks that were freed during its recording.
-  BlockCache& pool(int index) { return cache_in(pools_, index, true); }
-  BlockCache& cache_in(std::map<int, std::unique_ptr<BlockCache>>& caches, int index,
-                       bool caching) {
+  BlockCache& cache(int index) {
     std::lock_guard lock(mu_);
-    auto& c = caches[index];
-    if (!c)
-      c = std::make_unique<BlockCache>(
-          [index](std::size_t size) -> void* {
-            use_device(index, "cuda allocate");
-            void* p = nullptr;
-            const auto e = cudaMalloc(&p, size);
-            if (e == cudaErrorMemoryAllocation) {
-              cudaGetLastError();  // clear it: the cache is emptied and the call retried
-              return nullptr;
-            }
-            GHOSTNN_CUDA_CHECK("cuda allocate", e);
-            return p;
-          },
-          [index](void* p, std::size_t) {
-            cudaSetDevice(index);
-            cudaFree(p);
-          },
-          caching);
+    auto& c = caches_[index];
+    if (!c) c = new_cache(index, kCaching);
     return *c;
+  }
+  // The device's cache and its graphs' live pools.
+  std::vector<std::shared_ptr<BlockCache>> live_caches(int index) const {
+    std::lock_guard lock(mu_);
+    std::vector<std::shared_ptr<BlockCache>> out;
+    if (auto it = caches_.find(index); it != caches_.end()) out.push_back(it->second);
+    if (auto it = pools_.find(index); it != pools_.end())
+      for (const auto& w : it->second)
+        if (auto p = w.lock()) out.push_back(std::move(p));
+    return out;
+  }
+  static std::shared_ptr<BlockCache> new_cache(int index, bool caching) {
+    return std::make_shared<BlockCache>(
+        [index](std::size_t size) -> void* {
+          use_device(index, "cuda allocate");
+          void* p = nullptr;
+          const auto e = cudaMalloc(&p, size);
+          if (e == cudaErrorMemoryAllocation) {
+            cudaGetLastError();  // clear it: the cache is emptied and the call retried
+            return nullptr;
+          }
+          GHOSTNN_CUDA_CHECK("cuda allocate", e);
+          return p;
+        },
+        [index](void* p, std::size_t) {
+          cudaSetDevice(index);
+          cudaFree(p);
+        },
+        caching);
   }
 
   mutable std::once_flag once_;
   mutable int count_ = 0;
-  mutable std::mutex mu_;
-  std::map<int, std::unique_ptr<BlockCache>> caches_, pools_;
-  std::mutex pool_mu_;
-  std::set<void*> pooled_;  // blocks handed out by a pool, returned to it when freed
+  mutable std::mutex mu_;  // caches_ and pools_
+  std::map<int, std::shared_ptr<BlockCache>> caches_;
+  std::map<int, std::vector<std::weak_ptr<BlockCache>>> pools_;  // graphs' pools, for the stats
+  std::mutex pool_mu_;                                           // recording_pool_ and pooled_
+  std::shared_ptr<BlockCache> recording_pool_;  // the pool of the graph being recorded
+  // blocks handed out by a graph's pool, returned to it when freed
+  std::map<void*, std::shared_ptr<BlockCache>> pooled_;
   std::atomic<int> recording_index_{-1};
-  std::uint64_t generation_ = 0;
 };
 }  // namespace
 
