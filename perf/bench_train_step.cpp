@@ -7,7 +7,7 @@
 //
 //   bench_train_step [--batch=256] [--models=resnet20,resnet18] [--norms=bn,gbn:16,gni:16]
 //                    [--devices=cpu,cuda] [--threads=N] [--steps=N] [--warmup=N]
-//                    [--conv-math=fp32|tf32|bf16] [--tf32] [--graph] [--profile=N]
+//                    [--conv-math=fp32,tf32,bf16] [--tf32] [--graph[=on,off]] [--profile=N]
 //                    [--cpu-layouts=nchw16c,nchw8c,plain] [--gpu-layouts=plain,nhwc]
 //                    [--fusion=on,off]
 //                    [--interleave=N] [Google Benchmark flags]
@@ -17,11 +17,12 @@
 // models built first): the medians, and each one's ratio to the round's first configuration, are
 // then measured under the same drift of a shared machine, which sequential runs are not.
 // --graph replays the GPU step's forward, loss and backward from a CUDA graph (engine/graph.hpp;
-// names end in /graph); the SGD update stays eager. Either way each timed step ends with the
-// device synchronized and the loss read back, as a training loop does. --cpu-layouts runs each
-// CPU configuration with activations kept in those layouts (engine's set_cpu_activation_layout;
-// default: the CPU convolutions' own, nchw16c or nchw8c; names end in /plain, /nchw8c or
-// /nchw16c for the others), to measure the blocked layouts' gain;
+// names end in /graph); the SGD update stays eager. --graph=on,off and --conv-math=A,B measure
+// each choice as its own configuration (so --interleave compares them in one run). Either way each
+// timed step ends with the device synchronized and the loss read back, as a training loop does.
+// --cpu-layouts runs each CPU configuration with activations kept in those layouts (engine's
+// set_cpu_activation_layout; default: the CPU convolutions' own, nchw16c or nchw8c; names end in
+// /plain, /nchw8c or /nchw16c for the others), to measure the blocked layouts' gain;
 // --gpu-layouts likewise for GPU activations (set_gpu_nhwc_activations; default plain; names end
 // in /nhwc for channels last). --fusion=on,off builds each model with and without its layer
 // fusions (nn::set_layer_fusion; default on; names end in /unfused without), the same numbers
@@ -55,8 +56,9 @@ struct Options {
   std::int64_t warmup = 1;
   std::int64_t profile = 0;     // > 0: per-op breakdown of this many steps instead of benchmarks
   std::int64_t interleave = 0;  // > 0: this many rounds of one step per configuration
-  prim::ConvMath math = prim::ConvMath::fp32;  // GPU convolutions (names end in /tf32, /bf16)
-  bool graph = false;               // GPU steps replayed from a CUDA graph (names end in /graph)
+  // convolution maths (names end in /tf32, /bf16 for those)
+  std::vector<prim::ConvMath> maths{prim::ConvMath::fp32};
+  std::vector<bool> graphs{false};  // GPU steps replayed from a CUDA graph (names end in /graph)
   std::vector<Layout> cpu_layouts;  // CPU activations (empty: the default one)
   std::vector<Layout> gpu_layouts{Layout::plain};  // GPU activations (nhwc: names end in /nhwc)
   std::vector<bool> fusion{true};  // models built with layer fusion (off: names end in /unfused)
@@ -71,11 +73,13 @@ const char* kHelp =
     "  --threads=N         CPU threads (default: OMP_NUM_THREADS or all cores)\n"
     "  --steps=N           timed steps per repetition (default: Google Benchmark decides)\n"
     "  --warmup=N          untimed steps first (default 1: algorithm choice, allocator caches)\n"
-    "  --conv-math=M       convolutions: fp32 (default), tf32 (GPU TF32 tensor cores, PyTorch's\n"
-    "                      default for convs; fp32 on the CPU) or bf16 (mixed precision at the\n"
-    "                      conv boundary; on the CPU where it has AVX-512 BF16 or AMX)\n"
+    "  --conv-math=A,B     convolutions: fp32 (default), tf32 (GPU TF32 tensor cores, PyTorch's\n"
+    "                      default for convs; fp32 on the CPU) and/or bf16 (mixed precision at\n"
+    "                      the conv boundary; on the CPU where it has AVX-512 BF16 or AMX);\n"
+    "                      names end in /tf32 or /bf16\n"
     "  --tf32              the same as --conv-math=tf32\n"
-    "  --graph             GPU: replay forward, loss and backward from a CUDA graph (cuda only)\n"
+    "  --graph[=on,off]    GPU: replay forward, loss and backward from a CUDA graph (cuda only;\n"
+    "                      names end in /graph); on,off measures both\n"
     "  --cpu-layouts=A,B   CPU activations in these layouts, each its own benchmark: nchw16c,\n"
     "                      nchw8c (blocked; the default is the one the CPU convolutions use on\n"
     "                      this machine) and/or plain (NCHW); names end in /LAYOUT for all but\n"
@@ -127,7 +131,8 @@ std::vector<Layout> parse_layouts(const std::string& flag, const std::string& v,
   return out;
 }
 
-std::vector<bool> parse_fusion(const std::string& flag, const std::string& v) {
+// A list of on and/or off.
+std::vector<bool> parse_on_off(const std::string& flag, const std::string& v) {
   std::vector<bool> out;
   for (const auto& f : split(v)) {
     if (f != "on" && f != "off") fail("{}: expected on and/or off, got '{}'", flag, f);
@@ -138,6 +143,27 @@ std::vector<bool> parse_fusion(const std::string& flag, const std::string& v) {
 }
 
 std::string fusion_suffix(bool fused) { return fused ? "" : "/unfused"; }
+
+// --graph alone or =1 (on), =0 (off), or a list of on and/or off.
+std::vector<bool> parse_graphs(const std::string& flag, const std::string& v) {
+  if (v.empty() || v == "1") return {true};
+  if (v == "0") return {false};
+  return parse_on_off(flag, v);
+}
+
+std::vector<prim::ConvMath> parse_maths(const std::string& flag, const std::string& v) {
+  std::vector<prim::ConvMath> out;
+  for (const auto& m : split(v)) out.push_back(prim::parse_conv_math(m, flag));
+  if (out.empty()) fail("{}: give at least one of fp32, tf32, bf16", flag);
+  return out;
+}
+
+// What a configuration's name adds for its convolution math and graph: /tf32 or /bf16, /graph.
+std::string math_graph_suffix(prim::ConvMath math, bool graph) {
+  return fmt::format(
+      "{}{}", math == prim::ConvMath::fp32 ? "" : fmt::format("/{}", prim::conv_math_name(math)),
+      graph ? "/graph" : "");
+}
 
 // The CPU activation layout when no flag sets one (the CPU convolutions' own, unless
 // GHOSTNN_CPU_LAYOUT says otherwise), read before any flag changes it.
@@ -184,11 +210,11 @@ Options parse(int argc, char** argv) {
     else if (key == "--warmup")
       o.warmup = parse_int(key, val);
     else if (key == "--tf32" && (val.empty() || val == "1" || val == "0"))
-      o.math = val != "0" ? prim::ConvMath::tf32 : prim::ConvMath::fp32;
+      o.maths = {val != "0" ? prim::ConvMath::tf32 : prim::ConvMath::fp32};
     else if (key == "--conv-math")
-      o.math = prim::parse_conv_math(val, "--conv-math");
-    else if (key == "--graph" && (val.empty() || val == "1" || val == "0"))
-      o.graph = val != "0";
+      o.maths = parse_maths(key, val);
+    else if (key == "--graph")
+      o.graphs = parse_graphs(key, val);
     else if (key == "--profile")
       o.profile = parse_int(key, val);
     else if (key == "--interleave")
@@ -198,7 +224,7 @@ Options parse(int argc, char** argv) {
     else if (key == "--gpu-layouts")
       o.gpu_layouts = parse_layouts(key, val, {Layout::plain, Layout::nhwc});
     else if (key == "--fusion")
-      o.fusion = parse_fusion(key, val);
+      o.fusion = parse_on_off(key, val);
     else
       fail("unknown argument '{}' (see --help)", a);
   }
@@ -206,10 +232,11 @@ Options parse(int argc, char** argv) {
   if (o.cpu_layouts.empty()) o.cpu_layouts = {default_cpu_layout()};
   for (const auto& m : o.models) nn::make_model(m, "bn", 10, 0);  // names the bad model
   for (const auto& n : o.norms) nn::validate_norm_spec(n);
+  const bool graph = std::find(o.graphs.begin(), o.graphs.end(), true) != o.graphs.end();
   for (const auto& d : o.devices)
-    if (Device::parse(d).type == DeviceType::cpu && o.graph)
+    if (Device::parse(d).type == DeviceType::cpu && graph)
       fail("--graph: CUDA graphs record GPU work; pass --devices=cuda");
-  if (o.graph && o.profile > 0)
+  if (graph && o.profile > 0)
     fail("--graph and --profile: the profile synchronizes around every op, which a graph cannot");
   if (o.profile > 0 && o.interleave > 0) fail("--profile and --interleave: pick one");
   return o;
@@ -354,24 +381,26 @@ void profile_steps(const std::string& model_name, const std::string& norm, Devic
 struct Config {
   std::string model, norm;
   Device dev;
+  prim::ConvMath math = prim::ConvMath::fp32;
+  bool graph = false;
   Layout layout;
   bool fused = true;
   std::string name() const {
-    return fmt::format("{}/{}/{}{}{}", model, norm, dev.str(), layout_suffix(dev, layout),
-                       fusion_suffix(fused));
+    return fmt::format("{}/{}/{}{}{}{}", model, norm, dev.str(), math_graph_suffix(math, graph),
+                       layout_suffix(dev, layout), fusion_suffix(fused));
   }
 };
 
 // `rounds` rounds of one step of every configuration in turn, after `warmup` steps each.
 void interleave_steps(const std::vector<Config>& configs, std::int64_t batch, std::int64_t warmup,
-                      std::int64_t rounds, prim::ConvMath math, bool graph) {
+                      std::int64_t rounds) {
   if (configs.empty()) fail("--interleave: no configuration to run (no GPU for cuda?)");
   std::vector<std::unique_ptr<Stepper>> steppers;
   for (const auto& c : configs) {
     use_layout(c.dev, c.layout);
-    steppers.push_back(std::make_unique<Stepper>(c.model, c.norm, c.dev, batch, math, c.fused,
-                                                 graph && c.dev.type == DeviceType::cuda));
-    for (std::int64_t i = 0; i < std::max<std::int64_t>(warmup, graph ? 2 : 1); ++i)
+    steppers.push_back(
+        std::make_unique<Stepper>(c.model, c.norm, c.dev, batch, c.math, c.fused, c.graph));
+    for (std::int64_t i = 0; i < std::max<std::int64_t>(warmup, c.graph ? 2 : 1); ++i)
       steppers.back()->step();
   }
   std::vector<std::vector<double>> ms(configs.size());
@@ -383,14 +412,13 @@ void interleave_steps(const std::vector<Config>& configs, std::int64_t batch, st
       ms[i].push_back(
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     }
-  fmt::print("{} rounds of one step per configuration, batch {}{}:\n", rounds, batch,
-             graph ? ", GPU steps from a CUDA graph" : "");
-  fmt::print("{:<36} {:>10} {:>10} {:>10} {:>12}\n", "configuration", "median ms", "min ms",
+  fmt::print("{} rounds of one step per configuration, batch {}:\n", rounds, batch);
+  fmt::print("{:<42} {:>10} {:>10} {:>10} {:>12}\n", "configuration", "median ms", "min ms",
              "img/s", "vs first");
   const double first = median(ms[0]);
   for (std::size_t i = 0; i < configs.size(); ++i) {
     const double m = median(ms[i]);
-    fmt::print("{:<36} {:>10.2f} {:>10.2f} {:>10.1f} {:>11.3f}x\n", configs[i].name(), m,
+    fmt::print("{:<42} {:>10.2f} {:>10.2f} {:>10.1f} {:>11.3f}x\n", configs[i].name(), m,
                *std::min_element(ms[i].begin(), ms[i].end()), 1e3 * static_cast<double>(batch) / m,
                m / first);
   }
@@ -419,10 +447,12 @@ int main(int argc, char** argv) {
           for (const auto& d : o.devices) {
             const Device dev = Device::parse(d);
             if (dev.type == DeviceType::cuda && !cuda_available()) continue;
-            for (const Layout l : layouts_for(dev))
-              for (const bool f : o.fusion) configs.push_back({m, n, dev, l, f});
+            for (const auto math : o.maths)
+              for (const bool g : o.graphs)
+                for (const Layout l : layouts_for(dev))
+                  for (const bool f : o.fusion) configs.push_back({m, n, dev, math, g, l, f});
           }
-      interleave_steps(configs, o.batch, o.warmup, o.interleave, o.math, o.graph);
+      interleave_steps(configs, o.batch, o.warmup, o.interleave);
       return 0;
     }
     if (o.profile > 0) {
@@ -431,13 +461,14 @@ int main(int argc, char** argv) {
           for (const auto& d : o.devices) {
             const Device dev = Device::parse(d);
             if (dev.type == DeviceType::cuda && !cuda_available()) continue;
-            for (const Layout l : layouts_for(dev))
-              for (const bool f : o.fusion) {
-                use_layout(dev, l);
-                fmt::print("\n{} activations: {}", dev.type == DeviceType::cpu ? "CPU" : "GPU",
-                           layout_name(l));
-                profile_steps(m, n, dev, o.batch, o.warmup, o.profile, o.math, f);
-              }
+            for (const auto math : o.maths)
+              for (const Layout l : layouts_for(dev))
+                for (const bool f : o.fusion) {
+                  use_layout(dev, l);
+                  fmt::print("\n{} activations: {}", dev.type == DeviceType::cpu ? "CPU" : "GPU",
+                             layout_name(l));
+                  profile_steps(m, n, dev, o.batch, o.warmup, o.profile, math, f);
+                }
           }
       return 0;
     }
@@ -446,22 +477,22 @@ int main(int argc, char** argv) {
         for (const auto& d : o.devices) {
           const Device dev = Device::parse(d);
           if (dev.type == DeviceType::cuda && !cuda_available()) continue;
-          for (const Layout l : layouts_for(dev))
-            for (const bool f : o.fusion) {
-              auto* b = benchmark::RegisterBenchmark(
-                  fmt::format("TrainStep/{}/{}/{}{}{}{}{}", m, n, dev.str(),
-                              o.math == prim::ConvMath::fp32
-                                  ? std::string()
-                                  : fmt::format("/{}", prim::conv_math_name(o.math)),
-                              o.graph ? "/graph" : "", layout_suffix(dev, l), fusion_suffix(f))
-                      .c_str(),
-                  [=](benchmark::State& s) {
-                    use_layout(dev, l);
-                    train_step(s, m, n, dev, o.batch, o.warmup, o.math, f, o.graph);
-                  });
-              b->Unit(benchmark::kMillisecond)->UseManualTime();
-              if (o.steps > 0) b->Iterations(o.steps);
-            }
+          for (const auto math : o.maths)
+            for (const bool g : o.graphs)
+              for (const Layout l : layouts_for(dev))
+                for (const bool f : o.fusion) {
+                  auto* b = benchmark::RegisterBenchmark(
+                      fmt::format("TrainStep/{}/{}/{}{}{}{}", m, n, dev.str(),
+                                  math_graph_suffix(math, g), layout_suffix(dev, l),
+                                  fusion_suffix(f))
+                          .c_str(),
+                      [=](benchmark::State& s) {
+                        use_layout(dev, l);
+                        train_step(s, m, n, dev, o.batch, o.warmup, math, f, g);
+                      });
+                  b->Unit(benchmark::kMillisecond)->UseManualTime();
+                  if (o.steps > 0) b->Iterations(o.steps);
+                }
         }
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
