@@ -2,17 +2,15 @@
 # Packs what one run on the GPU machine needs into .devrun/ (git-ignored, < 64 MiB): the CUDA
 # build's test, sample and benchmark binaries, the Debian libraries they need that the GPU machine
 # lacks (oneDNN, OpenCL loader, fmt, Google Benchmark, TurboJPEG), the CIFAR-10 archive, and
-# scripts/gpu-run.sh as .devrun/run.sh. Then run it there (device tool, carry [".devrun"]):
-#     bash .devrun/run.sh            # tests, compare_devices, the step eager vs CUDA graph,
-#                                    # plain vs channels-last activations (and PyTorch),
-#                                    # profile, step benchmarks (fp32, TF32, bf16),
-#                                    # compare_pytorch (all three), norm and layer suites
-#     EPOCHS=30 bash .devrun/run.sh  # ... plus a 30-epoch ResNet-20 gni:16 training
-#     STEPS=tests,step bash .devrun/run.sh   # only those steps (names in scripts/gpu-run.sh)
-# Results land in $OUT (or .devrun/out when OUT is unset): log.txt and a few JSON files. The
-# whole default run took ~4 minutes on an H100 before the graph and bf16 steps were added (plus
-# ~30 s to start the machine); with them, split it over two calls to stay under the device's
-# 10-minute limit per call, e.g. STEPS=tests,devices,layouts then STEPS=graph,step,pytorch.
+# scripts/gpu-run.sh as .devrun/run.sh. Then run it there (device tool, carry [".devrun"],
+# timeout_s 600):
+#     bash .devrun/run.sh                    # every step under a 540 s budget, most important
+#                                            # first: tests, compare_devices, a 30-epoch training,
+#                                            # steps, fusion, profile, PyTorch, norm/layer suites
+#     STEPS=tests,train BUDGET=200 bash .devrun/run.sh   # only those steps (names in gpu-run.sh)
+#     EPOCHS=5 TRAIN_ARGS="--conv-math bf16" STEPS=train bash .devrun/run.sh
+# Results land in $OUT (or .devrun/out when OUT is unset): log.txt and a few JSON files. Starting
+# a machine took ~30 s in session 16.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
