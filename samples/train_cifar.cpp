@@ -47,7 +47,7 @@ struct Options {
   bool eval_only = false;
   bool tf32 = false;
   std::string conv_math = "fp32";
-  bool cuda_graph = false;
+  int cuda_graph = 0;  // > 0: --cuda-graph, < 0: --no-cuda-graph, 0: on a GPU unless :shuffle
   bool channels_last = false;
   bool deterministic = false;
   std::int64_t stop_after_steps = 0;  // 0: run to the end
@@ -193,13 +193,19 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
   if (o.dataset != "cifar10" && o.dataset != "cifar100")
     fail("--dataset {}: not supported (cifar10 or cifar100)", o.dataset);
   const Device device = pick_device(o.device);
-  if (o.cuda_graph && device.type != DeviceType::cuda)
+  const bool host_drawn_noise = o.norm.find(":shuffle") != std::string::npos;
+  if (o.cuda_graph > 0 && device.type != DeviceType::cuda)
     fail("--cuda-graph: records GPU work, but the device is {}", device.str());
-  if (o.cuda_graph && o.norm.find(":shuffle") != std::string::npos)
+  if (o.cuda_graph > 0 && host_drawn_noise)
     fail(
         "--cuda-graph: norm {} draws its shuffle groups on the host each step, which a graph "
         "cannot replay; use replacement sampling (gni:N) or drop --cuda-graph",
         o.norm);
+  // On by default where it can run: measured on an H200 (5-epoch ResNet-20 gni:16 trainings),
+  // 49-50k img/s against 37-44k eager in fp32, 32k against 21-23k in bf16.
+  const bool cuda_graph =
+      o.cuda_graph > 0 ||
+      (o.cuda_graph == 0 && device.type == DeviceType::cuda && !host_drawn_noise);
   if (o.channels_last && device.type != DeviceType::cuda)
     fail("--channels-last: sets the GPU activation layout, but the device is {}", device.str());
   if (o.tf32 && o.conv_math != "fp32" && o.conv_math != "tf32")
@@ -244,7 +250,7 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
   model->set_conv_math(conv_math);
   optim::Sgd opt(*model, {o.lr, 0.9f, o.wd, true});
   std::unique_ptr<GraphedStep> graphed;
-  if (o.cuda_graph) graphed = std::make_unique<GraphedStep>(*model, device, o.label_smoothing);
+  if (cuda_graph) graphed = std::make_unique<GraphedStep>(*model, device, o.label_smoothing);
 
   const int epochs = o.epochs > 0
                          ? o.epochs
@@ -304,8 +310,13 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
       "model {} ({} parameters), norm {}, {} convolutions{}, device {}{}, {} threads\n", o.model,
       model->parameter_count(), o.norm, prim::conv_math_name(conv_math),
       o.deterministic ? " (deterministic)" : "", device.str(),
-      device.type == DeviceType::cuda && gpu_nhwc_activations() ? " (activations channels last)"
-                                                                : "",
+      [&]() -> std::string {
+        std::vector<std::string> notes;
+        if (device.type == DeviceType::cuda && gpu_nhwc_activations())
+          notes.emplace_back("activations channels last");
+        if (graphed) notes.emplace_back("steps replayed from a CUDA graph");
+        return notes.empty() ? "" : fmt::format(" ({})", fmt::join(notes, ", "));
+      }(),
       omp_get_max_threads());
   std::cout << fmt::format(
       "recipe: {} of {}, batch {}, lr {} (warm-up {:.3g} epoch{} from 1e-6, cosine to {}), SGD "
@@ -526,9 +537,11 @@ int main(int argc, char** argv) {
                "convolutions that give the same bits on every run (on the GPU, only cuDNN's "
                "deterministic algorithms, which can be slower; the CPU's are deterministic "
                "already)");
-  app.add_flag("--cuda-graph", o.cuda_graph,
+  app.add_flag("--cuda-graph,!--no-cuda-graph", o.cuda_graph,
                "GPU: replay each step's forward, loss and backward from a CUDA graph recorded at "
-               "the second step (same results; fewer launches). Not with gni:N:shuffle");
+               "the second step (same results; fewer launches). The default on a GPU, except "
+               "for gni:N:shuffle, which cannot be replayed; --no-cuda-graph runs every step "
+               "eagerly");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
