@@ -377,7 +377,8 @@ void profile_steps(const std::string& model_name, const std::string& norm, Devic
   fmt::print("\n");
 }
 
-// One configuration of an interleaved run.
+// One configuration: a benchmark (named TrainStep/ + name()), a profile, or one of an
+// interleaved run's.
 struct Config {
   std::string model, norm;
   Device dev;
@@ -390,6 +391,23 @@ struct Config {
                        layout_suffix(dev, layout), fusion_suffix(fused));
   }
 };
+
+// Every configuration the options ask for: models x norms x devices (cuda only when present) x
+// maths x graphed or not x the device's layouts x fusion on or off.
+std::vector<Config> configurations(const Options& o) {
+  std::vector<Config> configs;
+  for (const auto& m : o.models)
+    for (const auto& n : o.norms)
+      for (const auto& d : o.devices) {
+        const Device dev = Device::parse(d);
+        if (dev.type == DeviceType::cuda && !cuda_available()) continue;
+        for (const auto math : o.maths)
+          for (const bool g : o.graphs)
+            for (const Layout l : dev.type == DeviceType::cpu ? o.cpu_layouts : o.gpu_layouts)
+              for (const bool f : o.fusion) configs.push_back({m, n, dev, math, g, l, f});
+      }
+  return configs;
+}
 
 // `rounds` rounds of one step of every configuration in turn, after `warmup` steps each.
 void interleave_steps(const std::vector<Config>& configs, std::int64_t batch, std::int64_t warmup,
@@ -436,64 +454,29 @@ int main(int argc, char** argv) {
   try {
     const Options o = parse(argc, argv);
     if (o.threads > 0) omp_set_num_threads(o.threads);
-    // The layouts a device's activations are measured in.
-    auto layouts_for = [&](Device dev) {
-      return dev.type == DeviceType::cpu ? o.cpu_layouts : o.gpu_layouts;
-    };
+    const std::vector<Config> configs = configurations(o);
     if (o.interleave > 0) {
-      std::vector<Config> configs;
-      for (const auto& m : o.models)
-        for (const auto& n : o.norms)
-          for (const auto& d : o.devices) {
-            const Device dev = Device::parse(d);
-            if (dev.type == DeviceType::cuda && !cuda_available()) continue;
-            for (const auto math : o.maths)
-              for (const bool g : o.graphs)
-                for (const Layout l : layouts_for(dev))
-                  for (const bool f : o.fusion) configs.push_back({m, n, dev, math, g, l, f});
-          }
       interleave_steps(configs, o.batch, o.warmup, o.interleave);
       return 0;
     }
-    if (o.profile > 0) {
-      for (const auto& m : o.models)
-        for (const auto& n : o.norms)
-          for (const auto& d : o.devices) {
-            const Device dev = Device::parse(d);
-            if (dev.type == DeviceType::cuda && !cuda_available()) continue;
-            for (const auto math : o.maths)
-              for (const Layout l : layouts_for(dev))
-                for (const bool f : o.fusion) {
-                  use_layout(dev, l);
-                  fmt::print("\n{} activations: {}", dev.type == DeviceType::cpu ? "CPU" : "GPU",
-                             layout_name(l));
-                  profile_steps(m, n, dev, o.batch, o.warmup, o.profile, math, f);
-                }
-          }
+    if (o.profile > 0) {  // (never graphed: parse refuses --graph with --profile)
+      for (const auto& c : configs) {
+        use_layout(c.dev, c.layout);
+        fmt::print("\n{} activations: {}", c.dev.type == DeviceType::cpu ? "CPU" : "GPU",
+                   layout_name(c.layout));
+        profile_steps(c.model, c.norm, c.dev, o.batch, o.warmup, o.profile, c.math, c.fused);
+      }
       return 0;
     }
-    for (const auto& m : o.models)
-      for (const auto& n : o.norms)
-        for (const auto& d : o.devices) {
-          const Device dev = Device::parse(d);
-          if (dev.type == DeviceType::cuda && !cuda_available()) continue;
-          for (const auto math : o.maths)
-            for (const bool g : o.graphs)
-              for (const Layout l : layouts_for(dev))
-                for (const bool f : o.fusion) {
-                  auto* b = benchmark::RegisterBenchmark(
-                      fmt::format("TrainStep/{}/{}/{}{}{}{}", m, n, dev.str(),
-                                  math_graph_suffix(math, g), layout_suffix(dev, l),
-                                  fusion_suffix(f))
-                          .c_str(),
-                      [=](benchmark::State& s) {
-                        use_layout(dev, l);
-                        train_step(s, m, n, dev, o.batch, o.warmup, math, f, g);
-                      });
-                  b->Unit(benchmark::kMillisecond)->UseManualTime();
-                  if (o.steps > 0) b->Iterations(o.steps);
-                }
-        }
+    for (const auto& c : configs) {
+      auto* b = benchmark::RegisterBenchmark(
+          fmt::format("TrainStep/{}", c.name()).c_str(), [=](benchmark::State& s) {
+            use_layout(c.dev, c.layout);
+            train_step(s, c.model, c.norm, c.dev, o.batch, o.warmup, c.math, c.fused, c.graph);
+          });
+      b->Unit(benchmark::kMillisecond)->UseManualTime();
+      if (o.steps > 0) b->Iterations(o.steps);
+    }
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
   } catch (const Error& e) {
