@@ -205,8 +205,9 @@ std::atomic<int>& cpu_layout_choice() {
   return choice;
 }
 // GHOSTNN_GPU_LAYOUT: "nhwc" or "plain" (default).
+constexpr const char* kGpuLayoutVar = "GHOSTNN_GPU_LAYOUT";
 std::atomic<bool>& gpu_nhwc_flag() {
-  static std::atomic<bool> flag{env_switch("GHOSTNN_GPU_LAYOUT", "nhwc", "plain", false)};
+  static std::atomic<bool> flag{env_switch(kGpuLayoutVar, "nhwc", "plain", false)};
   return flag;
 }
 }  // namespace
@@ -231,6 +232,11 @@ Layout cpu_activation_layout() {
 }
 void set_gpu_nhwc_activations(bool on) { gpu_nhwc_flag().store(on); }
 bool gpu_nhwc_activations() { return gpu_nhwc_flag().load(); }
+bool gpu_layout_from_environment() {
+  gpu_nhwc_flag();  // a bad value is an Error here too
+  const char* e = std::getenv(kGpuLayoutVar);
+  return e && *e;  // env_switch's rule: unset or empty is the default
+}
 
 int device_count(DeviceType type) { return Dispatcher::global().device_count(type); }
 bool cuda_available() { return device_count(DeviceType::cuda) > 0; }

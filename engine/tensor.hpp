@@ -73,14 +73,18 @@ class Tensor {
 // CPU activations are kept by default in the layout the CPU convolutions compute in on this
 // machine (nchw16c with AVX-512, nchw8c with AVX2: oneDNN's pick); the environment
 // (GHOSTNN_CPU_LAYOUT=auto|nchw8c|nchw16c|plain) or set_cpu_activation_layout (plain, nchw8c or
-// nchw16c; an Error for nhwc) sets another. GPU channels-last activations are off by default,
-// until measured faster (GHOSTNN_GPU_LAYOUT=nhwc turns them on, plain off). These switches also
-// serve to measure the layouts against each other or to rule one out.
+// nchw16c; an Error for nhwc) sets another. GPU channels-last activations are off by default
+// (GHOSTNN_GPU_LAYOUT=nhwc turns them on, plain off): on an H200 they made fp32 steps slower and
+// tf32/bf16 ones faster, and the convolution math is a model's choice, so a program that knows
+// it (train_cifar) may switch them on where GHOSTNN_GPU_LAYOUT is not set
+// (gpu_layout_from_environment). These switches also serve to measure the layouts against each
+// other or to rule one out.
 Layout activation_layout(Device device, const Shape& shape);
 void set_cpu_activation_layout(Layout layout);
 Layout cpu_activation_layout();
 void set_gpu_nhwc_activations(bool on);
 bool gpu_nhwc_activations();
+bool gpu_layout_from_environment();  // GHOSTNN_GPU_LAYOUT set (and valid): the user chose
 
 // The number of devices of a type present now (0 when absent or not built).
 int device_count(DeviceType type);

@@ -8,7 +8,6 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <future>
@@ -218,7 +217,7 @@ int run(Options o, const std::vector<std::string>& explicit_flags) {
   // plain). --channels-last asks for nhwc whatever the math.
   const bool tensor_cores = conv_math != prim::ConvMath::fp32;
   if (o.channels_last ||
-      (tensor_cores && device.type == DeviceType::cuda && !std::getenv("GHOSTNN_GPU_LAYOUT")))
+      (tensor_cores && device.type == DeviceType::cuda && !gpu_layout_from_environment()))
     set_gpu_nhwc_activations(true);  // else as GHOSTNN_GPU_LAYOUT says
   prim::set_deterministic_convolutions(o.deterministic);
 

@@ -4,6 +4,9 @@
 // own layout as the default, and modules that keep CPU activations blocked and train as they do
 // with plain ones. (Each CPU op against the reference in both: the testkit's
 // expect_matches_reference, in every op's own test file.)
+#include <cstdlib>
+#include <string>
+
 #include "engine/dispatcher.hpp"
 #include "engine/nn.hpp"
 #include "engine/optim.hpp"
@@ -276,6 +279,22 @@ TEST(Layout, CpuActivationsDefaultToTheConvolutionsOwnLayout) {
                       : isa == testkit::CpuIsa::avx2      ? Layout::nchw8c
                                                           : Layout::plain;
   EXPECT_EQ(Dispatcher::global().conv_layout(DeviceType::cpu), want);
+}
+
+// GHOSTNN_GPU_LAYOUT counts as the user's choice when set and not empty (env_switch's rule), so
+// train_cifar keeps its tensor-core default to itself otherwise. "plain" is the default layout,
+// so setting it here changes nothing else in this process.
+TEST(Layout, GpuLayoutFromTheEnvironmentWhenSetAndNotEmpty) {
+  const char* was = std::getenv("GHOSTNN_GPU_LAYOUT");
+  const std::string saved = was ? was : "";
+  if (was && saved != "plain") GTEST_SKIP() << "GHOSTNN_GPU_LAYOUT=" << saved << " is set";
+  ::setenv("GHOSTNN_GPU_LAYOUT", "plain", 1);
+  EXPECT_TRUE(gpu_layout_from_environment());
+  ::setenv("GHOSTNN_GPU_LAYOUT", "", 1);
+  EXPECT_FALSE(gpu_layout_from_environment());
+  ::unsetenv("GHOSTNN_GPU_LAYOUT");
+  EXPECT_FALSE(gpu_layout_from_environment());
+  if (was) ::setenv("GHOSTNN_GPU_LAYOUT", saved.c_str(), 1);
 }
 
 TEST(Layout, ConvolutionsGiveTheChosenCpuActivationLayout) {
